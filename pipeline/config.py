@@ -1,0 +1,134 @@
+"""Typed configuration mirroring `pipeline.yaml` one-to-one.
+
+`pipeline.yaml` at the repository root is the single source of defaults and documents every key; the
+classes here only fix names, types and ranges. A user's file is laid over those defaults, then dotted
+overrides (`--set data.kcore_users=0`), then everything is validated at once: an unknown key, a wrong
+type or an out-of-range value fails with its dotted path.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from pipeline.errors import BadInput
+
+DEFAULTS_PATH = Path(__file__).resolve().parents[1] / "pipeline.yaml"
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+
+class ColumnsConfig(Section):
+    user: str
+    item: str
+    timestamp: str | None
+
+
+class TextConfig(Section):
+    fields: list[str] | None
+    template: Literal["key_colon_value", "key_value", "values"]
+
+
+class DataConfig(Section):
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+    format: Literal["recbole_atomic", "unisrec", "lcrec", "movielens", "table", "amazon"]
+    path: str
+    stem: str | None
+    interactions_file: str
+    items_file: str
+    columns: ColumnsConfig
+    text: TextConfig
+    dedup: Literal["none", "first"]
+    kcore_users: int = Field(ge=0)
+    kcore_items: int = Field(ge=0)
+    max_history: int | None = Field(ge=3)
+    split: Literal["auto", "leave_one_out"]
+    drop_unknown_items: bool
+    drop_empty_text: bool
+
+
+class WorkspaceConfig(Section):
+    root: str
+    lock_wait_s: float = Field(ge=0)
+    stale_lock_s: float = Field(gt=0)
+
+
+class PipelineConfig(Section):
+    workspace: WorkspaceConfig
+    data: DataConfig
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def apply_overrides(tree: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Return a copy of `tree` with `a.b.c=value` overrides applied; values are parsed as YAML."""
+    for override in overrides:
+        key, sep, raw = override.partition("=")
+        if not sep or not key.strip():
+            raise BadInput(f"--set {override!r}: expected KEY=VALUE, e.g. data.kcore_users=5")
+        nested: Any = yaml.safe_load(raw) if raw.strip() else None
+        for part in reversed(key.strip().split(".")):
+            nested = {part: nested}
+        tree = _merge(tree, nested)
+    return tree
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        tree = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+    except FileNotFoundError:
+        raise BadInput(f"{path}: config file not found") from None
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise BadInput(f"{path}: not valid YAML ({' '.join(str(exc).split())})") from None
+    if not isinstance(tree, dict):
+        raise BadInput(f"{path}: the top level must be a mapping of sections")
+    return tree
+
+
+def _format_errors(error: ValidationError, source: str) -> str:
+    problems = []
+    for item in error.errors():
+        key = ".".join(str(part) for part in item["loc"]) or "(top level)"
+        message = "unknown key" if item["type"] == "extra_forbidden" else item["msg"]
+        problems.append(f"{key}: {message}")
+    return f"{source}: " + "; ".join(problems)
+
+
+def load_config(path: Path | None = None, overrides: list[str] | None = None) -> PipelineConfig:
+    """The defaults from `pipeline.yaml`, then the file at `path`, then the overrides, validated.
+
+    Raises:
+        BadInput: a file is missing or not YAML, or keys are unknown, mistyped or out of range;
+            every problem is listed with its dotted key.
+    """
+    tree = _read_yaml(DEFAULTS_PATH)
+    source = str(DEFAULTS_PATH.name)
+    if path is not None and Path(path).resolve() != DEFAULTS_PATH:
+        tree = _merge(tree, _read_yaml(path))
+        source = str(path)
+    tree = apply_overrides(tree, overrides or [])
+    try:
+        return PipelineConfig.model_validate(tree)
+    except ValidationError as exc:
+        raise BadInput(_format_errors(exc, source)) from None
+
+
+def fingerprint(*parts: Any) -> str:
+    """A short, stable hash of JSON-able parts (config sections dumped with `model_dump(mode="json")`)."""
+    blob = json.dumps(parts, sort_keys=True, default=str, separators=(",", ":"))
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]

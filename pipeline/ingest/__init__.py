@@ -1,0 +1,47 @@
+"""Readers: one per raw format, each turning source files into a `RawData` of string tables.
+
+Each reader module has `files(config) -> list[Path]` (every file it will read, hashed into the run id
+before anything is parsed) and `read(config) -> RawData`.
+
+A reader only parses and checks its files; de-duplication, filtering, sorting and splitting happen
+once, for every format, in `pipeline.dataset`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyarrow as pa
+
+INTERACTIONS_SCHEMA = pa.schema([
+    ("user_id", pa.string()),
+    ("item_id", pa.string()),
+    ("timestamp", pa.int64()),   # null where the source has no time; row order is then time order
+    ("split", pa.string()),      # null unless the source is pre-split: train / valid / test
+])
+
+
+@dataclass
+class RawData:
+    """What a reader hands over.
+
+    `interactions` follows INTERACTIONS_SCHEMA, rows in source order (the tie-break for equal
+    timestamps). `items` has `item_id` (string) then one string column per text attribute.
+    `interactions_file` / `items_file` name the files in error messages.
+    """
+
+    interactions: pa.Table
+    items: pa.Table
+    interactions_file: Path
+    items_file: Path
+
+
+def interactions_table(user_id: pa.Array, item_id: pa.Array, timestamp: pa.Array | None = None,
+                       split: pa.Array | None = None) -> pa.Table:
+    """Build an interactions table in the reader contract's schema (missing columns become null)."""
+    n = len(user_id)
+    columns = [user_id.cast(pa.string()), item_id.cast(pa.string()),
+               pa.nulls(n, pa.int64()) if timestamp is None else timestamp.cast(pa.int64()),
+               pa.nulls(n, pa.string()) if split is None else split.cast(pa.string())]
+    return pa.Table.from_arrays(columns, schema=INTERACTIONS_SCHEMA)

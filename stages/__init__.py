@@ -1,0 +1,1 @@
+"""The work of each stage: stage one (alignment, export) and stage two (downstream models)."""
