@@ -53,9 +53,14 @@ def run(config: PipelineConfig, force: bool = False) -> RunResult:
 
     def build(folder: Path) -> dict:
         events.emit("reading", f"reading {config.data.format} data from {config.data.path}")
-        canonical = dataset.build(reader.read(config.data), config.data)
-        write_parquet(canonical.items, folder / ITEMS_FILE)
-        write_parquet(canonical.interactions, folder / INTERACTIONS_FILE)
+        with events.Tracker(f"prepare {config.data.name}", total=3, unit="steps") as steps:
+            raw = reader.read(config.data)
+            steps.advance(rows=raw.interactions.num_rows)
+            canonical = dataset.build(raw, config.data)
+            steps.advance()
+            write_parquet(canonical.items, folder / ITEMS_FILE)
+            write_parquet(canonical.interactions, folder / INTERACTIONS_FILE)
+            steps.advance()
         counts = canonical.facts["counts"]
         events.emit("prepared", f"{config.data.name}: {counts['users']:,} users, {counts['items']:,} items, "
                     f"{counts['interactions']:,} interactions", **counts)

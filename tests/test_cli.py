@@ -1,0 +1,51 @@
+"""The command line as a scheduler sees it: exit codes, JSON events, the default data, the main job."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from pipeline.errors import EXIT_BAD_INPUT, EXIT_LOCKED
+from pipeline.store import Output
+from tests.conftest import REPO, shared_dataset
+
+
+def cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "pipeline.cli", *args], cwd=REPO, capture_output=True, text=True)
+
+
+def test_json_log_format_writes_one_object_per_event(tmp_path: Path) -> None:
+    raw = shared_dataset("ml-100k")
+    result = cli("prepare", "--log-format", "json", "--set", f"data.path={raw}", "--set", f"workspace.root={tmp_path}")
+    assert result.returncode == 0, result.stderr
+    records = [json.loads(line) for line in result.stderr.splitlines()]
+    assert [r["event"] for r in records] == ["reading", "prepared", "published"]
+    assert records[1]["interactions"] == 99_287 and records[1]["users"] == 943
+    assert Path(result.stdout.strip()) == tmp_path / "datasets" / "ml-100k" / records[2]["run_id"]
+
+
+def test_locked_output_exits_3_with_one_line(tmp_path: Path) -> None:
+    raw = shared_dataset("ml-100k")
+    with Output(tmp_path / "datasets" / "ml-100k").lock():
+        result = cli("prepare", "--set", f"data.path={raw}", "--set", f"workspace.root={tmp_path}")
+    assert result.returncode == EXIT_LOCKED
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert "is locked by" in result.stderr
+
+
+def test_bad_override_exits_2_naming_the_key(tmp_path: Path) -> None:
+    result = cli("prepare", "--set", "data.kcore_users=-3", "--set", f"workspace.root={tmp_path}")
+    assert result.returncode == EXIT_BAD_INPUT
+    assert result.stderr.strip() == "error: pipeline.yaml: data.kcore_users: Input should be greater than or equal to 0"
+
+
+def test_default_data_then_main_job(tmp_path: Path) -> None:
+    """The README's main job on the bundled default: ml-100k out of the recbole wheel, then `run`."""
+    common = ["--set", f"workspace.root={tmp_path}", "--set", f"data.path={tmp_path / 'raw' / 'ml-100k'}"]
+    fetched = cli("fetch-default-data", *common)
+    assert fetched.returncode == 0, fetched.stderr
+    assert sorted(p.name for p in (tmp_path / "raw" / "ml-100k").iterdir()) == ["ml-100k.inter", "ml-100k.item", "ml-100k.user"]
+    ran = cli("run", *common)
+    assert ran.returncode == 0, ran.stderr
+    manifest = json.loads((Path(ran.stdout.strip()) / "manifest.json").read_text())
+    assert manifest["counts_raw"] == {"users": 943, "items": 1682, "interactions": 100_000}

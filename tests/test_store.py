@@ -1,0 +1,94 @@
+"""The artifact store: publish, reuse, force, crash safety, locks."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from pipeline.errors import Locked
+from pipeline.store import Output, publish_run, read_manifest
+
+
+def write_payload(text: str):
+    def build(folder: Path) -> dict:
+        (folder / "payload.txt").write_text(text)
+        return {"kind": "test", "text": text}
+    return build
+
+
+def test_publish_then_reuse_then_force(tmp_path: Path) -> None:
+    output = Output(tmp_path / "out")
+    first = publish_run(output, "run1", write_payload("a"))
+    assert not first.reused and (first.run_dir / "payload.txt").read_text() == "a"
+    assert output.latest() == first.run_dir
+    calls = []
+    again = publish_run(output, "run1", lambda folder: calls.append(folder) or {})
+    assert again.reused and calls == [] and again.manifest["text"] == "a"
+    forced = publish_run(output, "run1", write_payload("b"), force=True)
+    assert not forced.reused and (forced.run_dir / "payload.txt").read_text() == "b"
+    assert sorted(p.name for p in output.path.iterdir()) == ["latest", "run1"]
+
+
+def test_a_crash_while_building_leaves_latest_and_published_runs_intact(tmp_path: Path) -> None:
+    output = Output(tmp_path / "out")
+    publish_run(output, "good", write_payload("ok"))
+
+    def crash(folder: Path) -> dict:
+        (folder / "payload.txt").write_text("half")
+        raise RuntimeError("killed")
+
+    with pytest.raises(RuntimeError):
+        publish_run(output, "bad", crash)
+    assert output.latest() == output.run_dir("good")
+    assert (output.latest() / "payload.txt").read_text() == "ok"
+    assert not output.is_published("bad")
+    assert not (output.path / ".lock").exists()
+
+
+def test_partial_folder_is_handed_back_for_resume(tmp_path: Path) -> None:
+    output = Output(tmp_path / "out")
+
+    def crash(folder: Path) -> dict:
+        (folder / "checkpoint").write_text("step 5")
+        raise RuntimeError("killed")
+
+    with pytest.raises(RuntimeError):
+        publish_run(output, "r", crash, keep_partial=True)
+    seen = []
+    publish_run(output, "r", lambda folder: seen.append((folder / "checkpoint").read_text()) or {}, keep_partial=True)
+    assert seen == ["step 5"]
+
+
+def test_a_live_lock_refuses_and_a_dead_one_is_taken_over(tmp_path: Path) -> None:
+    output = Output(tmp_path / "out")
+    with output.lock():
+        with pytest.raises(Locked, match="is locked by"):
+            with output.lock(wait_s=0.2):
+                pass
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    holder = {"pid": int(dead.stdout), "host": socket.gethostname(), "since": "earlier"}
+    (output.path / ".lock").write_text(json.dumps(holder))
+    with output.lock():
+        assert json.loads((output.path / ".lock").read_text())["pid"] == os.getpid()
+    assert not (output.path / ".lock").exists()
+
+
+def test_an_old_lock_is_stale(tmp_path: Path) -> None:
+    output = Output(tmp_path / "out")
+    output.path.mkdir(parents=True)
+    (output.path / ".lock").write_text(json.dumps({"pid": 1, "host": "another-host", "since": "long ago"}))
+    with pytest.raises(Locked):
+        with output.lock(stale_s=3600):
+            pass
+    os.utime(output.path / ".lock", (0, 0))
+    with output.lock(stale_s=3600):
+        pass
+
+
+def test_read_manifest_refuses_an_incomplete_run(tmp_path: Path) -> None:
+    with pytest.raises(Exception, match="not a complete run"):
+        read_manifest(tmp_path)
