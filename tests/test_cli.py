@@ -19,9 +19,11 @@ def test_json_log_format_writes_one_object_per_event(tmp_path: Path) -> None:
     result = cli("prepare", "--log-format", "json", "--set", f"data.path={raw}", "--set", f"workspace.root={tmp_path}")
     assert result.returncode == 0, result.stderr
     records = [json.loads(line) for line in result.stderr.splitlines()]
-    assert [r["event"] for r in records] == ["reading", "prepared", "published"]
-    assert records[1]["interactions"] == 99_287 and records[1]["users"] == 943
-    assert Path(result.stdout.strip()) == tmp_path / "datasets" / "ml-100k" / records[2]["run_id"]
+    by_event = {r["event"]: r for r in records}
+    assert [r["event"] for r in records if r["event"] != "progress"] == ["reading", "progress_done", "prepared", "published"]
+    assert by_event["prepared"]["interactions"] == 99_287 and by_event["prepared"]["users"] == 943
+    assert by_event["progress_done"]["done"] == 3 and "eta_s" in by_event["progress_done"]
+    assert Path(result.stdout.strip()) == tmp_path / "datasets" / "ml-100k" / by_event["published"]["run_id"]
 
 
 def test_locked_output_exits_3_with_one_line(tmp_path: Path) -> None:
