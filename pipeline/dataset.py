@@ -20,6 +20,7 @@ from pipeline.ingest import RawData
 from pipeline.text import clean, render
 
 SPLITS = ("train", "valid", "test")
+TEXT_COLUMN = "text"  # the rendered item text in items.parquet
 _EXAMPLES = 5
 
 
@@ -68,6 +69,8 @@ def _first_occurrence(ids: pa.ChunkedArray) -> pa.Array:
 
 def _render_text(items: pa.Table, config: DataConfig, source: str) -> pa.Table:
     attributes = [name for name in items.column_names if name != "item_id"]
+    if TEXT_COLUMN in attributes:
+        raise BadInput(f"{source}: an attribute is named {TEXT_COLUMN!r}, the name of the rendered text; rename it")
     fields = config.text.fields if config.text.fields is not None else attributes
     unknown = [name for name in fields if name not in attributes]
     if unknown:
@@ -79,7 +82,7 @@ def _render_text(items: pa.Table, config: DataConfig, source: str) -> pa.Table:
         examples = pc.filter(items.column("item_id"), empty).to_pylist()[:_EXAMPLES]
         raise BadInput(f"{source}: {n_empty} items have empty text (e.g. {', '.join(examples)}); "
                        "set data.drop_empty_text=true to drop them")
-    return items.append_column("text", text).filter(pc.invert(empty))
+    return items.append_column(TEXT_COLUMN, text).filter(pc.invert(empty))
 
 
 def _user_groups(users: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
