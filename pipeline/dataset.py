@@ -116,6 +116,16 @@ def _counts(users: np.ndarray, items: np.ndarray) -> dict[str, int]:
     return {"users": int(len(np.unique(users))), "items": int(len(np.unique(items))), "interactions": int(len(users))}
 
 
+def _check_source_split_kept(source_split: pa.Array, rows: np.ndarray, raw: RawData) -> None:
+    """A pre-split source's valid and test rows must all survive the filters, or its split silently changes."""
+    evaluated = pc.is_in(source_split, pa.array(SPLITS[1:])).to_numpy(zero_copy_only=False)
+    lost = int(evaluated.sum() - evaluated[rows].sum())
+    if lost:
+        raise BadInput(f"{raw.interactions_file}: the filters would remove {lost} valid/test rows of the source's own "
+                       "split; turn them off (data.dedup=none, data.kcore_users=0, data.kcore_items=0, "
+                       "data.drop_unknown_items=false) or set data.split=leave_one_out")
+
+
 def build(raw: RawData, config: DataConfig) -> Canonical:
     """Check, clean, filter, sort and split `raw` as `config` says.
 
@@ -173,6 +183,7 @@ def build(raw: RawData, config: DataConfig) -> Canonical:
                        f"(data.kcore_users={config.kcore_users}, data.kcore_items={config.kcore_items})")
 
     if use_source_split:
+        _check_source_split_kept(source_split, rows, raw)
         split = source_split.take(pa.array(rows))
     else:
         from_end = length - 1 - position

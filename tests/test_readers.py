@@ -239,3 +239,13 @@ def test_amazon_truncated_gzip_is_named(make_config, tmp_path: Path) -> None:
     write_lines(tmp_path / "meta.json", [json.dumps(item) for item in META_2018])
     with pytest.raises(BadInput, match=r"reviews.json.gz: not readable"):
         amazon.read(amazon_config(make_config, tmp_path, "reviews.json.gz", "meta.json").data)
+
+
+def test_filters_may_not_change_a_source_split(make_config, tmp_path: Path) -> None:
+    # The valid target repeats an earlier item: de-duplication would silently drop it from the split.
+    write_unisrec(tmp_path / "raw", train=["0\t0 1\t2", "0\t0\t1"], valid=["0\t0 1 2\t1"], test=["0\t0 1 2 1\t3"])
+    settings = ["data.format=unisrec", f"data.path={tmp_path / 'raw'}", "data.kcore_users=0", "data.kcore_items=0"]
+    with pytest.raises(BadInput, match=r"toy.train.inter: the filters would remove 1 valid/test rows"):
+        prepare.run(make_config(*settings, "data.dedup=first"))
+    assert prepare.run(make_config(*settings, "data.dedup=none")).manifest["split_rows"] == {
+        "train": 3, "valid": 1, "test": 1}
