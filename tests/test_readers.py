@@ -249,3 +249,28 @@ def test_filters_may_not_change_a_source_split(make_config, tmp_path: Path) -> N
         prepare.run(make_config(*settings, "data.dedup=first"))
     assert prepare.run(make_config(*settings, "data.dedup=none")).manifest["split_rows"] == {
         "train": 3, "valid": 1, "test": 1}
+
+
+def test_unisrec_empty_history_is_named(make_config, tmp_path: Path) -> None:
+    write_unisrec(tmp_path / "raw", train=["0\t0\t1"], valid=["0\t0 1\t2"], test=["0\t\t3"])
+    with pytest.raises(BadInput, match=r"toy.test.inter: line 2: user 0's history is empty"):
+        unisrec.read(make_config("data.format=unisrec", f"data.path={tmp_path / 'raw'}").data)
+
+
+@pytest.mark.parametrize(("inter_json", "message"), [
+    (b'{\n "0": [1, 2],\n "1": [2 3]\n}', r"Office.inter.json: line 3: not valid JSON"),
+    (b'{\n "0": [1, 2],\n "1": "2 3"\n}', r"Office.inter.json: user '1': expected a list of item ids"),
+    (b'{\n "0": [1, 2],\n "\xe9": [2]\n}', r"Office.inter.json: line 3: not UTF-8 \(byte 0xe9\)"),
+])
+def test_lcrec_bad_json_is_named(make_config, tmp_path: Path, inter_json: bytes, message: str) -> None:
+    (tmp_path / "Office.inter.json").write_bytes(inter_json)
+    (tmp_path / "Office.item.json").write_text('{"1": {"title": "Pen"}, "2": {"title": "Ink"}}')
+    with pytest.raises(BadInput, match=message):
+        prepare.run(make_config("data.format=lcrec", f"data.path={tmp_path}"))
+
+
+def test_table_attribute_without_a_text_form_is_named(make_config, tmp_path: Path) -> None:
+    (tmp_path / "interactions.csv").write_text("user_id,item_id,timestamp\nu1,a,1\n")
+    pq.write_table(pa.table({"item_id": ["a"], "tags": pa.array([{"x": 1}])}), tmp_path / "items.parquet")
+    with pytest.raises(BadInput, match=r"items.parquet: column 'tags' of type struct<x: int64> cannot be read as text"):
+        prepare.run(make_config("data.format=table", f"data.path={tmp_path}", "data.items_file=items.parquet"))

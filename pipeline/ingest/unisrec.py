@@ -34,7 +34,7 @@ def files(config: DataConfig) -> list[Path]:
 def _split_rows(paths: list[Path]) -> pa.Table:
     """Every row of the three split files, sorted by user, then train rows last to first, valid, test.
 
-    Columns: user, history, target, split (index into SPLITS), file (index into `paths`), line.
+    Columns: user, history, target, split (index into SPLITS and `paths`), line (in its file).
     """
     tables = []
     for rank, path in enumerate(paths):
@@ -63,16 +63,20 @@ def _check_one_per_user(users: pa.DictionaryArray, split: np.ndarray, paths: lis
                            f"(e.g. user {users.dictionary[wrong[0]]} has {counts[wrong[0]]})")
 
 
+def _row_error(rows: pa.Table, index: int, paths: list[Path], problem: str) -> BadInput:
+    row = rows.slice(index, 1).to_pylist()[0]
+    return BadInput(f"{paths[row['split']]}: line {row['line']}: user {row['user']}'s {problem}")
+
+
 def _check_chain(rows: pa.Table, first: np.ndarray, last_seen: pa.Array, paths: list[Path]) -> None:
     """A row's history must end with the previous row's target (same user), else rows are missing or misordered."""
     target = rows.column("target").combine_chunks()
     previous = pa.concat_arrays([pa.array([""], pa.string()), target.slice(0, len(target) - 1)])
     broken = np.flatnonzero(~first & ~pc.equal(last_seen, previous).to_numpy(zero_copy_only=False))
     if len(broken):
-        row = rows.slice(int(broken[0]), 1).to_pylist()[0]
-        raise BadInput(f"{paths[row['split']]}: line {row['line']}: user {row['user']}'s history ends with "
-                       f"{last_seen[broken[0]]}, not {previous[broken[0]]} (the item before this target in the "
-                       f"rebuilt sequence); {len(broken)} rows break the sequence")
+        at = int(broken[0])
+        raise _row_error(rows, at, paths, f"history ends with {last_seen[at]}, not {previous[at]} (the item before "
+                         f"this target in the rebuilt sequence); {len(broken)} rows break the sequence")
 
 
 def _sequences(rows: pa.Table, paths: list[Path]) -> tuple[pa.Array, pa.Array, pa.Array]:
@@ -82,7 +86,11 @@ def _sequences(rows: pa.Table, paths: list[Path]) -> tuple[pa.Array, pa.Array, p
     _check_one_per_user(users, split, paths)
     codes = users.indices.to_numpy(zero_copy_only=False)
     first = np.r_[True, codes[1:] != codes[:-1]]
-    histories = pc.utf8_split_whitespace(rows.column("history").combine_chunks())
+    history = pc.utf8_trim_whitespace(rows.column("history").combine_chunks())
+    empty = pc.equal(pc.utf8_length(history), 0).to_numpy(zero_copy_only=False)
+    if empty.any():
+        raise _row_error(rows, int(np.flatnonzero(empty)[0]), paths, "history is empty")
+    histories = pc.utf8_split_whitespace(history)
     lengths = pc.list_value_length(histories).to_numpy(zero_copy_only=False)
     _check_chain(rows, first, pc.list_flatten(histories).take(pa.array(np.cumsum(lengths) - 1)), paths)
     shortest = histories.filter(pa.array(first))
@@ -99,7 +107,7 @@ def _sequences(rows: pa.Table, paths: list[Path]) -> tuple[pa.Array, pa.Array, p
 
 
 def _to_original(indices: pa.Array, map_path: Path, what: str) -> pa.Array:
-    """Map integer indices back to original ids with a header-less `<id>\t<index>` file."""
+    """Map integer indices back to original ids with a header-less, tab-separated `id index` file."""
     mapping = read_delimited(map_path, delimiter="\t", quoted=False, names=["id", "index"])
     if pc.count_distinct(mapping.column("index")).as_py() != mapping.num_rows:
         raise BadInput(f"{map_path}: an index is given to more than one {what}")
