@@ -51,11 +51,9 @@ def _item(record: dict[str, Any], path: Path, number: int) -> tuple[str, ...]:
 def _table(path: Path, names: tuple[str, ...], types: tuple[pa.DataType, ...],
            row: Callable[[dict[str, Any], Path, int], tuple]) -> pa.Table:
     """Stream `path` into a table: every BATCH_ROWS rows become Arrow arrays, so Python objects stay few."""
-    batches = []
-    for chunk in _chunks(row(record, path, number) for number, record in iter_records(path)):
-        columns = [pa.array(values, type) for values, type in zip(zip(*chunk), types)]
-        batches.append(pa.record_batch(columns, names=list(names)))
     schema = pa.schema(list(zip(names, types)))
+    batches = [pa.record_batch([pa.array(values, field.type) for values, field in zip(zip(*chunk), schema)], schema=schema)
+               for chunk in _chunks(row(record, path, number) for number, record in iter_records(path))]
     return pa.Table.from_batches(batches, schema=schema)
 
 
@@ -75,7 +73,7 @@ def read(config: DataConfig) -> RawData:
     reviews = _table(reviews_path, ("user_id", "item_id", "timestamp"), (pa.string(), pa.string(), pa.int64()), _review)
     items = _table(meta_path, ("item_id", *ATTRIBUTES), (pa.string(),) * (1 + len(ATTRIBUTES)), _item)
     return RawData(
-        interactions=interactions_table(reviews.column("user_id"), reviews.column("item_id"), reviews.column("timestamp")),
+        interactions=interactions_table(*(reviews.column(name) for name in ("user_id", "item_id", "timestamp"))),
         items=items,
         interactions_file=reviews_path,
         items_file=meta_path,

@@ -1,4 +1,4 @@
-"""LC-Rec / LETTER JSON: `<stem>.inter.json` {user: [item, ...]} in time order, `<stem>.item.json` {item: {attribute: text}}.
+"""LC-Rec / LETTER JSON: `<stem>.inter.json` {user: [item, ...]}, `<stem>.item.json` {item: {attribute: text}}.
 
 There are no timestamps: each list's order is the time order.
 """
