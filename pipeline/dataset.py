@@ -20,6 +20,7 @@ from pipeline.ingest import RawData
 from pipeline.text import clean, render
 
 SPLITS = ("train", "valid", "test")
+TEXT_COLUMN = "text"  # the rendered item text in items.parquet
 _EXAMPLES = 5
 
 
@@ -68,6 +69,8 @@ def _first_occurrence(ids: pa.ChunkedArray) -> pa.Array:
 
 def _render_text(items: pa.Table, config: DataConfig, source: str) -> pa.Table:
     attributes = [name for name in items.column_names if name != "item_id"]
+    if TEXT_COLUMN in attributes:
+        raise BadInput(f"{source}: an attribute is named {TEXT_COLUMN!r}, the name of the rendered text; rename it")
     fields = config.text.fields if config.text.fields is not None else attributes
     unknown = [name for name in fields if name not in attributes]
     if unknown:
@@ -79,7 +82,7 @@ def _render_text(items: pa.Table, config: DataConfig, source: str) -> pa.Table:
         examples = pc.filter(items.column("item_id"), empty).to_pylist()[:_EXAMPLES]
         raise BadInput(f"{source}: {n_empty} items have empty text (e.g. {', '.join(examples)}); "
                        "set data.drop_empty_text=true to drop them")
-    return items.append_column("text", text).filter(pc.invert(empty))
+    return items.append_column(TEXT_COLUMN, text).filter(pc.invert(empty))
 
 
 def _user_groups(users: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -111,6 +114,16 @@ def _kcore(users: np.ndarray, items: np.ndarray, min_user: int, min_item: int) -
 
 def _counts(users: np.ndarray, items: np.ndarray) -> dict[str, int]:
     return {"users": int(len(np.unique(users))), "items": int(len(np.unique(items))), "interactions": int(len(users))}
+
+
+def _check_source_split_kept(source_split: pa.Array, rows: np.ndarray, raw: RawData) -> None:
+    """A pre-split source's valid and test rows must all survive the filters, or its split silently changes."""
+    evaluated = pc.is_in(source_split, pa.array(SPLITS[1:])).to_numpy(zero_copy_only=False)
+    lost = int(evaluated.sum() - evaluated[rows].sum())
+    if lost:
+        raise BadInput(f"{raw.interactions_file}: the filters would remove {lost} valid/test rows of the source's own "
+                       "split; turn them off (data.dedup=none, data.kcore_users=0, data.kcore_items=0, "
+                       "data.drop_unknown_items=false) or set data.split=leave_one_out")
 
 
 def build(raw: RawData, config: DataConfig) -> Canonical:
@@ -170,6 +183,7 @@ def build(raw: RawData, config: DataConfig) -> Canonical:
                        f"(data.kcore_users={config.kcore_users}, data.kcore_items={config.kcore_items})")
 
     if use_source_split:
+        _check_source_split_kept(source_split, rows, raw)
         split = source_split.take(pa.array(rows))
     else:
         from_end = length - 1 - position

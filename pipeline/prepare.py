@@ -11,12 +11,17 @@ import pyarrow.parquet as pq
 
 from pipeline import dataset, events
 from pipeline.config import PipelineConfig, fingerprint
-from pipeline.ingest import recbole
+from pipeline.ingest import amazon, lcrec, movielens, recbole, table, unisrec
 from pipeline.ingest.tabular import require_file
 from pipeline.store import Output, RunResult, publish_run
 
 READERS: dict[str, ModuleType] = {
     "recbole_atomic": recbole,
+    "unisrec": unisrec,
+    "lcrec": lcrec,
+    "movielens": movielens,
+    "table": table,
+    "amazon": amazon,
 }
 ITEMS_FILE = "items.parquet"
 INTERACTIONS_FILE = "interactions.parquet"

@@ -165,7 +165,8 @@ def publish_run(output: Output, run_id: str, build: Callable[[Path], dict[str, A
 
     `build(partial_dir)` writes the run's files and returns its manifest facts; the manifest is written
     last, the folder renamed into place, then `latest` switched. With `keep_partial`, a partial folder
-    left by a killed job is handed to `build` again so it can resume from its checkpoints.
+    left by a killed job is handed to `build` again so it can resume from its checkpoints; without it, the
+    partial folder of a build that raises (bad input) is removed.
     """
     with output.lock(lock_wait_s, stale_lock_s):
         final = output.run_dir(run_id)
@@ -178,7 +179,12 @@ def publish_run(output: Output, run_id: str, build: Callable[[Path], dict[str, A
         if partial.exists() and (force or not keep_partial):
             shutil.rmtree(partial)
         partial.mkdir(parents=True, exist_ok=True)
-        facts = build(partial)
+        try:
+            facts = build(partial)
+        except BaseException:
+            if not keep_partial:  # nothing in it can be reused: leave no litter beside the published runs
+                shutil.rmtree(partial, ignore_errors=True)
+            raise
         manifest = {"run_id": run_id, "created": datetime.now(timezone.utc).isoformat(), **facts}
         write_json_atomic(partial / MANIFEST, manifest)
         if final.exists():  # only with --force: the old copy is moved aside first, deleted after

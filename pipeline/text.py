@@ -34,7 +34,9 @@ def render(items: pa.Table, fields: list[str], template: str) -> pa.Array:
         else:
             piece = column
         parts.append(pc.if_else(nonempty, piece, pa.scalar(None, pa.string())))
-    if not parts:
-        return pa.array([""] * items.num_rows, pa.string())
-    joined = pc.binary_join_element_wise(*parts, SEPARATORS[template], null_handling="skip")
-    return pc.fill_null(joined, "")
+    # pyarrow's null-skipping join drops rows whose every part is null (pyarrow 26), which would shift
+    # texts onto the wrong items; a leading "" keeps every row, and the separator it adds is cut off.
+    separator = SEPARATORS[template]
+    lead = pa.array([""] * items.num_rows, pa.string())
+    joined = pc.binary_join_element_wise(lead, *parts, separator, null_handling="skip")
+    return pc.utf8_slice_codeunits(joined, len(separator))

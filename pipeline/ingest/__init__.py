@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pyarrow as pa
 
+from pipeline.errors import BadInput
+
 INTERACTIONS_SCHEMA = pa.schema([
     ("user_id", pa.string()),
     ("item_id", pa.string()),
@@ -45,3 +47,16 @@ def interactions_table(user_id: pa.Array, item_id: pa.Array, timestamp: pa.Array
                pa.nulls(n, pa.int64()) if timestamp is None else timestamp.cast(pa.int64()),
                pa.nulls(n, pa.string()) if split is None else split.cast(pa.string())]
     return pa.Table.from_arrays(columns, schema=INTERACTIONS_SCHEMA)
+
+
+def find_stem(folder: Path, suffix: str, stem: str | None) -> str:
+    """The file stem to read: the configured one, or the only `*<suffix>` file's stem in `folder`."""
+    if stem is not None:
+        return stem
+    if not folder.is_dir():
+        raise BadInput(f"{folder}: data folder not found (data.path)")
+    stems = sorted(path.name[: -len(suffix)] for path in folder.glob(f"*{suffix}"))
+    if len(stems) != 1:
+        found = ", ".join(stems) or "none"
+        raise BadInput(f"{folder}: expected one *{suffix} file, found {found}; set data.stem")
+    return stems[0]

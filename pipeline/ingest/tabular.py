@@ -45,8 +45,8 @@ def _locate_problem(path: Path, delimiter: str, quoted: bool) -> str:
 
 
 def read_delimited(path: Path, delimiter: str = ",", quoted: bool = True,
-                   required: list[str] | None = None) -> pa.Table:
-    """Read a delimited file with a header row into a table of strings.
+                   required: list[str] | None = None, names: list[str] | None = None) -> pa.Table:
+    """Read a delimited file into a table of strings: with a header row, or without one when `names` are given.
 
     Raises:
         BadInput: file missing, a line with the wrong number of fields or bad UTF-8 (with its line
@@ -54,12 +54,14 @@ def read_delimited(path: Path, delimiter: str = ",", quoted: bool = True,
     """
     require_file(path)
     try:
-        with path.open("rb") as handle:
-            first = handle.readline().decode("utf-8").rstrip("\r\n")
-        names = next(csv.reader([first], delimiter=delimiter, quoting=csv.QUOTE_MINIMAL if quoted else csv.QUOTE_NONE))
+        header_names = names
+        if names is None:
+            with path.open("rb") as handle:
+                first = handle.readline().decode("utf-8").rstrip("\r\n")
+            names = next(csv.reader([first], delimiter=delimiter, quoting=csv.QUOTE_MINIMAL if quoted else csv.QUOTE_NONE))
         table = pacsv.read_csv(
             path,
-            read_options=pacsv.ReadOptions(block_size=1 << 24),
+            read_options=pacsv.ReadOptions(block_size=1 << 24, column_names=header_names),
             parse_options=pacsv.ParseOptions(delimiter=delimiter, quote_char='"' if quoted else False,
                                              newlines_in_values=False),
             convert_options=pacsv.ConvertOptions(column_types={name: pa.string() for name in names},
@@ -69,6 +71,12 @@ def read_delimited(path: Path, delimiter: str = ",", quoted: bool = True,
         raise BadInput(f"{path}: {_locate_problem(path, delimiter, quoted)}") from None
     require_columns(table, required or [], path)
     return table
+
+
+def read_atomic(path: Path) -> pa.Table:
+    """A RecBole atomic file (tab-separated, no quoting) as strings, `:type` suffixes dropped from the names."""
+    table = read_delimited(path, delimiter="\t", quoted=False)
+    return table.rename_columns([name.split(":", 1)[0] for name in table.column_names])
 
 
 def read_parquet(path: Path, required: list[str] | None = None) -> pa.Table:
@@ -104,3 +112,12 @@ def to_int64(column: pa.ChunkedArray | pa.Array, path: Path, name: str) -> pa.Ch
         return column.cast(pa.int64(), safe=False)
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
         raise BadInput(f"{path}: column {name!r} is not numeric ({' '.join(str(exc).split())})") from None
+
+
+def to_string(column: pa.ChunkedArray | pa.Array, path: Path, name: str) -> pa.ChunkedArray | pa.Array:
+    """A column as strings (Parquet numbers, dates ...), naming the column when its type has no text form."""
+    try:
+        return column.cast(pa.string())
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+        raise BadInput(f"{path}: column {name!r} of type {column.type} cannot be read as text "
+                       f"({' '.join(str(exc).split())})") from None

@@ -1,0 +1,145 @@
+"""Bad input through the real CLI: exit code 2, one error line naming the file, row or key, and the
+previously published dataset (and `latest`) left exactly as it was."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from typer.testing import CliRunner, Result
+
+from pipeline.cli import app
+
+INTERACTIONS = "user_id,item_id,timestamp\nu1,i1,1\nu1,i2,2\nu1,i3,3\nu2,i2,1\nu2,i3,2\nu2,i1,3\n"
+ITEMS = "item_id,title\ni1,Red pen\ni2,Blue pen\ni3,Stapler\n"
+
+
+class Workspace:
+    """A small table-format dataset in tmp_path with one good run already published."""
+
+    def __init__(self, root: Path) -> None:
+        self.raw = root / "raw"
+        self.raw.mkdir()
+        self.output = root / "artifacts" / "datasets" / "toy"
+        self.settings = [f"workspace.root={root / 'artifacts'}", "data.name=toy", "data.format=table",
+                         f"data.path={self.raw}", "data.kcore_users=0", "data.kcore_items=0"]
+        self.write(INTERACTIONS, ITEMS)
+        good = self.prepare()
+        assert good.exit_code == 0, good.stderr
+        self.published = self.listing()
+
+    def write(self, interactions: str | bytes, items: str | bytes) -> None:
+        for name, content in (("interactions.csv", interactions), ("items.csv", items)):
+            data = content.encode() if isinstance(content, str) else content
+            (self.raw / name).write_bytes(data)
+
+    def prepare(self, *overrides: str) -> Result:
+        args = ["prepare"]
+        for setting in [*self.settings, *overrides]:
+            args += ["--set", setting]
+        return CliRunner().invoke(app, args)
+
+    def listing(self) -> tuple[list[str], str]:
+        return sorted(os.listdir(self.output)), os.readlink(self.output / "latest")
+
+    def fails(self, *overrides: str) -> str:
+        """Run prepare, check it refused cleanly, and return the error line."""
+        result = self.prepare(*overrides)
+        errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+        assert result.exit_code == 2, result.stderr
+        assert len(errors) == 1 and result.stderr.rstrip("\n").splitlines()[-1] == errors[0]
+        assert self.listing() == self.published
+        return errors[0]
+
+
+@pytest.fixture
+def workspace(tmp_path: Path) -> Workspace:
+    return Workspace(tmp_path)
+
+
+def test_missing_file(workspace: Workspace) -> None:
+    (workspace.raw / "items.csv").unlink()
+    assert workspace.fails() == f"error: {workspace.raw / 'items.csv'}: file not found"
+
+
+def test_misnamed_column(workspace: Workspace) -> None:
+    error = workspace.fails("data.columns.timestamp=time")
+    assert error.startswith(f"error: {workspace.raw / 'interactions.csv'}: missing column 'time'")
+
+
+def test_items_table_without_the_item_column(workspace: Workspace) -> None:
+    workspace.write(INTERACTIONS, "id,title\ni1,Red pen\n")
+    assert f"{workspace.raw / 'items.csv'}: missing column 'item_id'" in workspace.fails()
+
+
+def test_row_with_wrong_number_of_fields(workspace: Workspace) -> None:
+    workspace.write(INTERACTIONS + "u3,i1,4,extra\n", ITEMS)
+    assert workspace.fails() == f"error: {workspace.raw / 'interactions.csv'}: line 8: expected 3 fields, got 4"
+
+
+def test_non_utf8_bytes(workspace: Workspace) -> None:
+    workspace.write(INTERACTIONS, ITEMS.encode().replace(b"Blue", b"Bl\xffe"))
+    assert workspace.fails() == f"error: {workspace.raw / 'items.csv'}: line 3: not UTF-8 (byte 0xff at column 6)"
+
+
+def test_unknown_items_are_counted_and_named(workspace: Workspace) -> None:
+    workspace.write(INTERACTIONS + "u3,i9,1\nu3,i8,2\nu3,i9,3\n", ITEMS)
+    error = workspace.fails()
+    assert f"{workspace.raw / 'interactions.csv'}: 3 interactions name items absent from" in error
+    assert "(e.g. i9, i8)" in error and "data.drop_unknown_items=true" in error
+
+
+def test_unknown_items_dropped_when_allowed(workspace: Workspace) -> None:
+    workspace.write(INTERACTIONS + "u3,i9,1\nu3,i1,2\n", ITEMS)
+    result = workspace.prepare("data.drop_unknown_items=true")
+    assert result.exit_code == 0, result.stderr
+    manifest = json.loads((Path(result.stdout.strip()) / "manifest.json").read_text())
+    assert manifest["removed"]["unknown_items"] == 1
+    assert manifest["counts"]["interactions"] == 7
+
+
+def test_duplicate_item_ids_with_different_text(workspace: Workspace) -> None:
+    workspace.write(INTERACTIONS, ITEMS + "i2,Green pen\ni3,Stapler\n")
+    assert workspace.fails() == (f"error: {workspace.raw / 'items.csv'}: 1 item ids appear twice with different "
+                                 "text (e.g. i2)")
+
+
+def test_empty_text(workspace: Workspace) -> None:
+    workspace.write(INTERACTIONS, ITEMS.replace("Stapler", " "))
+    error = workspace.fails()
+    assert error.startswith(f"error: {workspace.raw / 'items.csv'}: 1 items have empty text (e.g. i3)")
+
+
+def test_truncated_parquet(workspace: Workspace) -> None:
+    path = workspace.raw / "items.parquet"
+    pq.write_table(pa.table({"item_id": ["i1", "i2", "i3"], "title": ["Red pen", "Blue pen", "Stapler"]}), path)
+    path.write_bytes(path.read_bytes()[:-20])
+    error = workspace.fails("data.items_file=items.parquet")
+    assert error.startswith(f"error: {path}: not a readable Parquet file")
+
+
+def test_unknown_config_key(workspace: Workspace) -> None:
+    assert workspace.fails("data.kcore_user=5") == "error: pipeline.yaml: data.kcore_user: unknown key"
+
+
+def test_value_of_the_wrong_type(workspace: Workspace) -> None:
+    error = workspace.fails("data.kcore_users=five")
+    assert error == "error: pipeline.yaml: data.kcore_users: Input should be a valid integer"
+
+
+def test_same_prepare_twice_is_a_no_op_and_a_changed_value_is_a_new_run(workspace: Workspace) -> None:
+    first_dirs, first_latest = workspace.published
+    again = workspace.prepare()
+    assert again.exit_code == 0
+    assert "up to date" in again.stderr
+    assert Path(again.stdout.strip()).name == first_latest
+    assert workspace.listing() == workspace.published
+    changed = workspace.prepare("data.text.template=key_value")
+    assert changed.exit_code == 0
+    new_run = Path(changed.stdout.strip()).name
+    assert new_run != first_latest
+    assert workspace.listing() == (sorted([*first_dirs, new_run]), new_run)
