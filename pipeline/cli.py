@@ -66,12 +66,15 @@ def prepare(config: ConfigOption = None, set_: SetOption = None, force: ForceOpt
 
 @app.command()
 @reports_errors
-def inspect(path: Annotated[Path, typer.Argument(help="A run folder, or an output folder (its `latest` run).")],
-            log_format: LogOption = "text") -> None:
+def inspect(path: Annotated[Optional[Path], typer.Argument(
+                help="A run folder, or an output folder (its `latest` run); default: the configured dataset.")] = None,
+            config: ConfigOption = None, set_: SetOption = None, log_format: LogOption = "text") -> None:
     """Print a dataset's or artifact's facts (counts, distributions, split sizes, manifest) as JSON."""
     from pipeline.describe import describe
+    from pipeline.prepare import dataset_output
 
-    typer.echo(json.dumps(describe(path), indent=2, default=str))
+    target = path if path is not None else dataset_output(_config(config, set_)).path
+    typer.echo(json.dumps(describe(target), indent=2, default=str))
 
 
 @app.command("fetch-default-data")

@@ -51,3 +51,8 @@ def test_default_data_then_main_job(tmp_path: Path) -> None:
     assert ran.returncode == 0, ran.stderr
     manifest = json.loads((Path(ran.stdout.strip()) / "manifest.json").read_text())
     assert manifest["counts_raw"] == {"users": 943, "items": 1682, "interactions": 100_000}
+    inspected = cli("inspect", *common)
+    assert inspected.returncode == 0, inspected.stderr
+    facts = json.loads(inspected.stdout)["dataset"]
+    assert facts["split_rows"] == {"train": facts["interactions"] - 2 * 943, "valid": 943, "test": 943}
+    assert facts["sequence_length"]["p100"] <= 737 and facts["text_chars"]["p0"] > 0
