@@ -60,9 +60,49 @@ class WorkspaceConfig(Section):
     stale_lock_s: float = Field(gt=0)
 
 
+class RecformerPretrainConfig(Section):
+    mlm_probability: float = Field(gt=0, lt=1)
+    mlm_weight: float = Field(ge=0)
+    batch_size: int = Field(ge=2)
+    learning_rate: float = Field(gt=0)
+    weight_decay: float = Field(ge=0)
+    max_grad_norm: float = Field(gt=0)
+    epochs: int = Field(ge=1)
+    max_steps: int | None = Field(ge=1)
+    seed: int
+
+
+class RecformerEncodeConfig(Section):
+    batch_size: int = Field(ge=1)
+    chunk_items: int = Field(ge=1)
+
+
+class RecformerFinetuneConfig(Section):
+    batch_size: int = Field(ge=1)
+    learning_rate: float = Field(gt=0)
+    stage1_epochs: int = Field(ge=0)
+    stage2_epochs: int = Field(ge=0)
+    patience: int = Field(ge=1)
+    seed: int
+
+
+class RecformerConfig(Section):
+    model: str | None
+    attributes: list[str] | None
+    max_attribute_tokens: int = Field(ge=1)
+    max_items: int = Field(ge=1)
+    max_tokens: int = Field(ge=2)
+    pooling: Literal["cls", "mean"]
+    temperature: float = Field(gt=0)
+    pretrain: RecformerPretrainConfig
+    encode: RecformerEncodeConfig
+    finetune: RecformerFinetuneConfig
+
+
 class PipelineConfig(Section):
     workspace: WorkspaceConfig
     data: DataConfig
+    recformer: RecformerConfig
 
 
 def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:

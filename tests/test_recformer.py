@@ -1,0 +1,147 @@
+"""Recformer core: input format, encoder, pretraining, catalog encoding, fine-tuning (tiny BERT, real tokenizer)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pytest
+import torch
+from accelerate import Accelerator
+from transformers import BertConfig, BertModel
+
+from pipeline import prepare
+from pipeline.config import load_config
+from pipeline.errors import BadInput
+from stages.recformer import build
+from stages.recformer.data import load_corpus
+from stages.recformer.inputs import CLS, KEY, PAD, VALUE, SequenceFormat, tokenize_catalog
+from stages.recformer.model import RecformerEncoder
+from stages.recformer.pretrain import item_item_loss, pretrain
+from tests.conftest import shared_dataset
+
+TINY = {"recformer.max_items": 8, "recformer.max_tokens": 64, "recformer.pretrain.learning_rate": 1e-3,
+        "recformer.pretrain.batch_size": 16, "recformer.pretrain.max_steps": 40, "recformer.encode.batch_size": 8,
+        "recformer.encode.chunk_items": 50}
+
+
+def recformer_config(**extra):
+    overrides = {**TINY, **extra}
+    return load_config(None, [f"{key}={value}" for key, value in overrides.items()]).recformer
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return build.load_tokenizer(recformer_config())
+
+
+def tiny_backbone(tokenizer, seed: int = 0) -> BertModel:
+    torch.manual_seed(seed)
+    config = BertConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=64, max_position_embeddings=128)
+    return BertModel(config).eval()
+
+
+@pytest.fixture(scope="module")
+def ml100k(tmp_path_factory) -> Path:
+    raw = shared_dataset("ml-100k")
+    config = load_config(None, [f"workspace.root={tmp_path_factory.mktemp('art')}", f"data.path={raw}"])
+    return prepare.run(config).run_dir
+
+
+def test_token_types_and_item_positions_on_a_hand_built_user(tokenizer) -> None:
+    items = pa.table({"item_id": ["a", "b"], "title": ["red shoes", "blue hat"], "brand": ["nike", ""],
+                      "text": ["", ""]})
+    cache = tokenize_catalog(items, ["title", "brand"], tokenizer, max_attribute_tokens=1)
+    fmt = SequenceFormat(cache, tokenizer.cls_token_id, tokenizer.pad_token_id, max_items=5, max_tokens=64)
+    batch = fmt.batch([[0, 1], [1]])  # a then b; b alone
+    title, brand, red, nike, blue = 2516, 4435, 2417, 18368, 2630  # "red shoes" cut to 1 token
+    assert batch["input_ids"].tolist() == [[101, title, blue, title, red, brand, nike],
+                                           [101, title, blue, 0, 0, 0, 0]]
+    assert batch["token_type_ids"].tolist() == [[CLS, KEY, VALUE, KEY, VALUE, KEY, VALUE],
+                                                [CLS, KEY, VALUE, PAD, PAD, PAD, PAD]]
+    # most recent first: b (newer) is item 1, a is item 2; CLS and padding are 0
+    assert batch["item_position_ids"].tolist() == [[0, 1, 1, 2, 2, 2, 2], [0, 1, 1, 0, 0, 0, 0]]
+    assert batch["attention_mask"].tolist() == [[1] * 7, [1, 1, 1, 0, 0, 0, 0]]
+
+
+def test_sequences_keep_the_most_recent_items_and_the_token_budget(tokenizer) -> None:
+    items = pa.table({"item_id": list("abcd"), "title": ["a b c d e f"] * 4})
+    cache = tokenize_catalog(items, ["title"], tokenizer, max_attribute_tokens=3)  # 1 key + 3 values each
+    fmt = SequenceFormat(cache, tokenizer.cls_token_id, tokenizer.pad_token_id, max_items=2, max_tokens=7)
+    ids, types, positions = fmt.sequence([0, 1, 2, 3])
+    assert positions.tolist() == [0, 1, 1, 1, 1, 2, 2]  # items d and c only, c cut after 2 tokens
+    assert types.tolist() == [CLS, KEY, VALUE, VALUE, VALUE, KEY, VALUE]
+
+
+def test_unknown_attribute_is_bad_input(ml100k, tokenizer) -> None:
+    with pytest.raises(BadInput, match="recformer.attributes: .* no attribute 'brand'"):
+        load_corpus([ml100k], ["movie_title", "brand"], tokenizer, 8, {"train"})
+
+
+def test_examples_are_every_train_prefix_with_its_next_item(ml100k, tokenizer) -> None:
+    import pyarrow.parquet as pq
+
+    items, examples = load_corpus([ml100k], None, tokenizer, 8, {"train"})
+    rows = pq.read_table(ml100k / "interactions.parquet").to_pylist()
+    assert len(examples) == sum(1 for r in rows if r["split"] == "train" and r["position"] > 0)
+    e = 5
+    user = [r["item_id"] for r in sorted((r for r in rows if r["user_id"] == examples.user_ids[e]),
+                                         key=lambda r: r["position"])]
+    t = examples.target[e] - examples.start[e]
+    assert items.item_ids[examples.targets()[e]] == user[t]
+    assert list(items.item_ids[examples.history(e, 3)]) == user[max(0, t - 3):t]
+
+
+def test_fresh_encoder_reproduces_the_pretrained_model(tokenizer) -> None:
+    backbone = tiny_backbone(tokenizer)
+    encoder = RecformerEncoder(backbone, max_items=4, pooling="cls").eval()
+    ids = torch.tensor([[101, 2516, 2417, 6007, 102]])
+    types = torch.tensor([[CLS, KEY, VALUE, VALUE, VALUE]])
+    with torch.no_grad():
+        ours = encoder.hidden_states(ids, types, torch.tensor([[0, 1, 1, 1, 1]]), torch.ones_like(ids))
+        theirs = backbone(input_ids=ids).last_hidden_state
+    torch.testing.assert_close(ours, theirs)
+
+
+def test_max_tokens_beyond_the_model_positions_is_bad_input(tokenizer) -> None:
+    with pytest.raises(BadInput, match="recformer.max_tokens: 512 exceeds the 128"):
+        build.build_encoder(tiny_backbone(tokenizer), recformer_config(**{"recformer.max_tokens": 512}))
+
+
+def test_false_negatives_are_masked_in_the_contrastive_loss() -> None:
+    torch.manual_seed(0)
+    seq, items = torch.randn(2, 4), torch.randn(3, 4)
+    with_duplicate = item_item_loss(seq, items, torch.tensor([7, 8]), torch.tensor([7, 8, 7]), 0, 1.0)
+    without = item_item_loss(seq, items[:2], torch.tensor([7, 8]), torch.tensor([7, 8]), 0, 1.0)
+    # sequence 0's duplicate (row 2) is dropped; for sequence 1, row 2 stays a negative
+    logits1 = torch.nn.functional.normalize(seq[1], dim=0) @ torch.nn.functional.normalize(items, dim=1).T
+    loss1 = torch.nn.functional.cross_entropy(logits1[None], torch.tensor([1]))
+    logits0 = torch.nn.functional.normalize(seq[0], dim=0) @ torch.nn.functional.normalize(items[:2], dim=1).T
+    loss0 = torch.nn.functional.cross_entropy(logits0[None], torch.tensor([0]))
+    torch.testing.assert_close(with_duplicate, (loss0 + loss1) / 2)
+    assert not torch.isclose(with_duplicate, without)
+
+
+def test_pretraining_lowers_the_loss_and_trains_the_tied_mlm_head(ml100k, tokenizer) -> None:
+    config = recformer_config()
+    backbone = tiny_backbone(tokenizer)
+    encoder = build.build_encoder(backbone, config)
+    items, examples = load_corpus([ml100k], None, tokenizer, config.max_attribute_tokens, {"train"})
+    fmt = build.sequence_format(items, tokenizer, config)
+    words_before = encoder.word_embeddings.weight.detach().clone()
+    model, history = pretrain(encoder, backbone.config.hidden_act, backbone.config.layer_norm_eps, fmt, examples,
+                              tokenizer.mask_token_id, config.temperature, config.pretrain, Accelerator(cpu=True))
+    assert len(history) == 40
+    def mean(key: str, steps: slice) -> float:
+        return float(np.mean([h[key] for h in history[steps]]))
+    assert mean("loss", slice(-5, None)) < 0.92 * mean("loss", slice(5)), history
+    assert mean("contrastive", slice(-5, None)) < mean("contrastive", slice(5))
+    assert mean("mlm", slice(-5, None)) < mean("mlm", slice(5))
+    head = model.mlm_head
+    assert head.decoder.weight is model.encoder.word_embeddings.weight  # still one tensor after training
+    assert not torch.equal(model.encoder.word_embeddings.weight, words_before)
+    assert head.decoder.bias.abs().sum() > 0 and not torch.equal(head.layer_norm.weight, torch.ones(32))
+    state = model.state_dict()
+    torch.testing.assert_close(state["mlm_head.decoder.weight"], state["encoder.word_embeddings.weight"])
