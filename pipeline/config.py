@@ -80,6 +80,8 @@ class RecformerEncodeConfig(Section):
 class RecformerFinetuneConfig(Section):
     batch_size: int = Field(ge=1)
     learning_rate: float = Field(gt=0)
+    weight_decay: float = Field(ge=0)
+    max_grad_norm: float = Field(gt=0)
     stage1_epochs: int = Field(ge=0)
     stage2_epochs: int = Field(ge=0)
     patience: int = Field(ge=1)

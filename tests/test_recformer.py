@@ -15,7 +15,9 @@ from pipeline import prepare
 from pipeline.config import load_config
 from pipeline.errors import BadInput
 from stages.recformer import build
-from stages.recformer.data import load_corpus
+from stages.recformer.data import Examples, load_corpus
+from stages.recformer.encode import encode_catalog
+from stages.recformer.finetune import cosine_scores, finetune, user_vectors
 from stages.recformer.inputs import CLS, KEY, PAD, VALUE, SequenceFormat, tokenize_catalog
 from stages.recformer.model import RecformerEncoder
 from stages.recformer.pretrain import item_item_loss, pretrain
@@ -29,6 +31,15 @@ TINY = {"recformer.max_items": 8, "recformer.max_tokens": 64, "recformer.pretrai
 def recformer_config(**extra):
     overrides = {**TINY, **extra}
     return load_config(None, [f"{key}={value}" for key, value in overrides.items()]).recformer
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny models gain nothing from intra-op threads, which stall when other jobs share the cores."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
@@ -77,13 +88,14 @@ def test_sequences_keep_the_most_recent_items_and_the_token_budget(tokenizer) ->
 
 def test_unknown_attribute_is_bad_input(ml100k, tokenizer) -> None:
     with pytest.raises(BadInput, match="recformer.attributes: .* no attribute 'brand'"):
-        load_corpus([ml100k], ["movie_title", "brand"], tokenizer, 8, {"train"})
+        load_corpus([ml100k], ["movie_title", "brand"], tokenizer, 8, ["train"])
 
 
 def test_examples_are_every_train_prefix_with_its_next_item(ml100k, tokenizer) -> None:
     import pyarrow.parquet as pq
 
-    items, examples = load_corpus([ml100k], None, tokenizer, 8, {"train"})
+    items, splits = load_corpus([ml100k], None, tokenizer, 8, ["train", "valid"])
+    examples = splits["train"]
     rows = pq.read_table(ml100k / "interactions.parquet").to_pylist()
     assert len(examples) == sum(1 for r in rows if r["split"] == "train" and r["position"] > 0)
     e = 5
@@ -92,6 +104,10 @@ def test_examples_are_every_train_prefix_with_its_next_item(ml100k, tokenizer) -
     t = examples.target[e] - examples.start[e]
     assert items.item_ids[examples.targets()[e]] == user[t]
     assert list(items.item_ids[examples.history(e, 3)]) == user[max(0, t - 3):t]
+    valid = splits["valid"]  # one per user, its history every train item before it
+    assert len(valid) == sum(1 for r in rows if r["split"] == "valid")
+    n_train = sum(1 for r in rows if r["user_id"] == valid.user_ids[0] and r["split"] == "train")
+    assert valid.target[0] - valid.start[0] == n_train
 
 
 def test_fresh_encoder_reproduces_the_pretrained_model(tokenizer) -> None:
@@ -128,7 +144,8 @@ def test_pretraining_lowers_the_loss_and_trains_the_tied_mlm_head(ml100k, tokeni
     config = recformer_config()
     backbone = tiny_backbone(tokenizer)
     encoder = build.build_encoder(backbone, config)
-    items, examples = load_corpus([ml100k], None, tokenizer, config.max_attribute_tokens, {"train"})
+    items, splits = load_corpus([ml100k], None, tokenizer, config.max_attribute_tokens, ["train"])
+    examples = splits["train"]
     fmt = build.sequence_format(items, tokenizer, config)
     words_before = encoder.word_embeddings.weight.detach().clone()
     model, history = pretrain(encoder, backbone.config.hidden_act, backbone.config.layer_norm_eps, fmt, examples,
@@ -145,3 +162,82 @@ def test_pretraining_lowers_the_loss_and_trains_the_tied_mlm_head(ml100k, tokeni
     assert head.decoder.bias.abs().sum() > 0 and not torch.equal(head.layer_norm.weight, torch.ones(32))
     state = model.state_dict()
     torch.testing.assert_close(state["mlm_head.decoder.weight"], state["encoder.word_embeddings.weight"])
+
+
+def test_catalog_encoded_in_chunks_matches_one_big_batch(ml100k, tokenizer) -> None:
+    config = recformer_config(**{"recformer.pooling": "mean"})
+    encoder = build.build_encoder(tiny_backbone(tokenizer), config)
+    items, _ = load_corpus([ml100k], None, tokenizer, config.max_attribute_tokens, [])
+    fmt = build.sequence_format(items, tokenizer, config)
+    chunks = list(encode_catalog(encoder, fmt, batch_size=8, chunk_items=500))
+    assert [len(ids) for ids, _ in chunks] == [500, 500, 349]
+    assert list(np.concatenate([ids for ids, _ in chunks])) == list(items.item_ids)
+    with torch.no_grad():
+        whole = encoder.eval()(**fmt.item_batch(range(len(items)))).numpy()
+    np.testing.assert_allclose(np.concatenate([v for _, v in chunks]), whole, atol=1e-5)
+    assert chunks[0][1].dtype == np.float32
+
+
+def small_finetune_setup(ml100k, tokenizer, **overrides):
+    config = recformer_config(**{"recformer.finetune.learning_rate": 1e-3, "recformer.finetune.stage1_epochs": 2,
+                                 "recformer.finetune.stage2_epochs": 2, "recformer.finetune.patience": 5,
+                                 "recformer.encode.batch_size": 256, **overrides})
+    encoder = build.build_encoder(tiny_backbone(tokenizer), config)
+    items, splits = load_corpus([ml100k], None, tokenizer, config.max_attribute_tokens, ["train", "valid"])
+    train = splits["train"]
+    train = Examples(train.items, train.start[:64], train.target[:64], train.user_ids[:64])
+    valid = splits["valid"]
+    valid = Examples(valid.items, valid.start[:100], valid.target[:100], valid.user_ids[:100])
+    return config, encoder, build.sequence_format(items, tokenizer, config), train, valid
+
+
+def recall_at_10(targets: np.ndarray):
+    def score(users: torch.Tensor, table: torch.Tensor) -> float:
+        top = cosine_scores(users, table).topk(10).indices
+        return (top == torch.from_numpy(targets)[:, None]).any(1).float().mean().item()
+    return score
+
+
+def test_finetune_reencodes_the_table_in_stage_one_and_freezes_it_in_stage_two(ml100k, tokenizer) -> None:
+    config, encoder, fmt, train, valid = small_finetune_setup(ml100k, tokenizer)
+    seen: list[torch.Tensor] = []
+    recall = recall_at_10(valid.targets())
+
+    def score_fn(users: torch.Tensor, table: torch.Tensor) -> float:
+        seen.append(table)
+        return recall(users, table) + 1e-3 * len(seen)  # every epoch "improves": no early stop, last wins
+
+    result = finetune(encoder, fmt, train, valid, score_fn, config.temperature, config.finetune, config.encode,
+                      Accelerator(cpu=True))
+    assert [(h["stage"], h["epoch"]) for h in result.history] == [(1, 1), (1, 2), (2, 1), (2, 2)]
+    initial, stage1_a, stage1_b, stage2_a, stage2_b = seen
+    assert not torch.equal(stage1_a, initial) and not torch.equal(stage1_b, stage1_a)
+    assert stage2_a is stage1_b and stage2_b is stage1_b  # stage 2 starts from stage 1's best table, frozen
+    # the encoder is left holding the best (last) weights: it reproduces the best score
+    assert recall(user_vectors(encoder, fmt, valid, 64), result.table) + 1e-3 * 5 == pytest.approx(result.best_score)
+
+
+def test_finetune_stops_early_and_keeps_the_best_weights(ml100k, tokenizer) -> None:
+    config, encoder, fmt, train, valid = small_finetune_setup(ml100k, tokenizer, **{"recformer.finetune.patience": 1})
+    before = {k: v.clone() for k, v in encoder.state_dict().items()}
+    scores = iter([1.0, 0.5, 0.4, 0.3, 0.2])  # nothing beats the score before fine-tuning
+    result = finetune(encoder, fmt, train, valid, lambda users, table: next(scores), config.temperature,
+                      config.finetune, config.encode, Accelerator(cpu=True))
+    assert [(h["stage"], h["epoch"]) for h in result.history] == [(1, 1), (2, 1)]
+    assert result.best_score == 1.0
+    for name, value in encoder.state_dict().items():
+        torch.testing.assert_close(value, before[name])
+
+
+def test_real_minilm_loads_into_the_recformer_encoder(tokenizer) -> None:
+    config = recformer_config(**{"recformer.max_tokens": 512})
+    backbone = build.load_backbone(config)
+    encoder = build.build_encoder(backbone, config).eval()
+    items = pa.table({"item_id": ["s", "k"], "title": ["running shoes", "kitchen knife"], "brand": ["nike", "zwilling"]})
+    fmt = build.sequence_format(tokenize_catalog(items, ["title", "brand"], tokenizer, 32), tokenizer, config)
+    batch = fmt.item_batch([0, 1])
+    with torch.no_grad():
+        vectors = encoder(**batch)
+        plain = backbone(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state[:, 0]
+    assert vectors.shape == (2, 384) and torch.isfinite(vectors).all()
+    torch.testing.assert_close(vectors, plain)  # fresh Recformer embeddings change nothing at step 0

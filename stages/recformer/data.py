@@ -76,15 +76,17 @@ def cut_examples(interactions: pa.Table, catalog_ids: pa.Array, offset: int, spl
 
 
 def load_corpus(run_dirs: Sequence[Path], attributes: list[str] | None, tokenizer, max_attribute_tokens: int,
-                splits: set[str]) -> tuple[ItemTokens, Examples]:
-    """Tokenised catalogs and examples of one or more dataset runs, in one global item index space."""
-    catalogs, examples, offset = [], [], 0
+                splits: Sequence[str]) -> tuple[ItemTokens, dict[str, Examples]]:
+    """Tokenised catalogs of one or more dataset runs in one global item index space, and per split
+    name the examples whose target lies in that split (e.g. "train" to train on, "valid" to select by)."""
+    catalogs, examples, offset = [], {split: [] for split in splits}, 0
     for run_dir in map(Path, run_dirs):
         items = pq.read_table(run_dir / ITEMS_FILE)
         columns = attribute_columns(items, attributes, str(run_dir / ITEMS_FILE))
         catalogs.append(tokenize_catalog(items, columns, tokenizer, max_attribute_tokens))
         interactions = pq.read_table(run_dir / INTERACTIONS_FILE, columns=["user_id", "item_id", "position", "split"])
-        examples.append(cut_examples(interactions, items.column("item_id").combine_chunks(), offset, splits,
-                                     str(run_dir / INTERACTIONS_FILE)))
+        for split in splits:
+            examples[split].append(cut_examples(interactions, items.column("item_id").combine_chunks(), offset,
+                                                {split}, str(run_dir / INTERACTIONS_FILE)))
         offset += items.num_rows
-    return ItemTokens.concat(catalogs), Examples.concat(examples)
+    return ItemTokens.concat(catalogs), {split: Examples.concat(parts) for split, parts in examples.items()}

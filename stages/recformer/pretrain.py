@@ -137,7 +137,8 @@ def run_pretraining(config: RecformerConfig, dataset_dirs: Sequence[Path],
     tokenizer = build.load_tokenizer(config)
     backbone = build.load_backbone(config)
     encoder = build.build_encoder(backbone, config)
-    items, examples = load_corpus(dataset_dirs, config.attributes, tokenizer, config.max_attribute_tokens, {"train"})
+    items, splits = load_corpus(dataset_dirs, config.attributes, tokenizer, config.max_attribute_tokens, ["train"])
+    examples = splits["train"]
     emit("recformer_corpus", f"pretraining on {len(examples):,} examples over {len(items):,} items",
          examples=len(examples), items=len(items))
     return pretrain(encoder, backbone.config.hidden_act, backbone.config.layer_norm_eps,
