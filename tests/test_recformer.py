@@ -9,7 +9,7 @@ import pyarrow as pa
 import pytest
 import torch
 from accelerate import Accelerator
-from transformers import BertConfig, BertModel
+from transformers import BertConfig, BertModel, RobertaConfig, RobertaModel
 
 from pipeline import prepare
 from pipeline.config import load_config
@@ -20,7 +20,8 @@ from stages.recformer.encode import encode_catalog
 from stages.recformer.finetune import cosine_scores, finetune, user_vectors
 from stages.recformer.inputs import CLS, KEY, PAD, VALUE, SequenceFormat, tokenize_catalog
 from stages.recformer.model import RecformerEncoder
-from stages.recformer.pretrain import item_item_loss, pretrain
+from stages.recformer.checkpoint import load_encoder, save_encoder
+from stages.recformer.pretrain import gather_with_local_grad, item_item_loss, pretrain
 from tests.conftest import shared_dataset
 
 TINY = {"recformer.max_items": 8, "recformer.max_tokens": 64, "recformer.pretrain.learning_rate": 1e-3,
@@ -110,8 +111,16 @@ def test_examples_are_every_train_prefix_with_its_next_item(ml100k, tokenizer) -
     assert valid.target[0] - valid.start[0] == n_train
 
 
-def test_fresh_encoder_reproduces_the_pretrained_model(tokenizer) -> None:
-    backbone = tiny_backbone(tokenizer)
+@pytest.mark.parametrize("family", ["bert", "roberta"])
+def test_fresh_encoder_reproduces_the_pretrained_model(tokenizer, family: str) -> None:
+    """At step 0 the new embeddings add nothing: same states as the backbone, token positions numbered its way."""
+    if family == "bert":
+        backbone = tiny_backbone(tokenizer)
+    else:  # RoBERTa numbers positions from padding_idx + 1 and has a single token type
+        torch.manual_seed(0)
+        backbone = RobertaModel(RobertaConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2,
+                                              num_attention_heads=2, intermediate_size=64, pad_token_id=1,
+                                              max_position_embeddings=130, type_vocab_size=1)).eval()
     encoder = RecformerEncoder(backbone, max_items=4, pooling="cls").eval()
     ids = torch.tensor([[101, 2516, 2417, 6007, 102]])
     types = torch.tensor([[CLS, KEY, VALUE, VALUE, VALUE]])
@@ -119,6 +128,7 @@ def test_fresh_encoder_reproduces_the_pretrained_model(tokenizer) -> None:
         ours = encoder.hidden_states(ids, types, torch.tensor([[0, 1, 1, 1, 1]]), torch.ones_like(ids))
         theirs = backbone(input_ids=ids).last_hidden_state
     torch.testing.assert_close(ours, theirs)
+    assert encoder.max_tokens == 128
 
 
 def test_max_tokens_beyond_the_model_positions_is_bad_input(tokenizer) -> None:
@@ -138,6 +148,21 @@ def test_false_negatives_are_masked_in_the_contrastive_loss() -> None:
     loss0 = torch.nn.functional.cross_entropy(logits0[None], torch.tensor([0]))
     torch.testing.assert_close(with_duplicate, (loss0 + loss1) / 2)
     assert not torch.isclose(with_duplicate, without)
+
+
+def test_gathered_items_carry_gradient_only_for_the_local_rows() -> None:
+    class TwoProcesses:  # what rank 1 of 2 sees: rank 0's rows arrive first, as constants
+        num_processes, process_index = 2, 1
+
+        def gather(self, x: torch.Tensor) -> torch.Tensor:
+            return torch.cat([torch.full_like(x, 7.0), x])
+
+    local = torch.ones(3, 2, requires_grad=True)
+    everyone, first = gather_with_local_grad(TwoProcesses(), local)
+    assert first == 3 and everyone.shape == (6, 2)
+    assert torch.equal(everyone[:3], torch.full((3, 2), 7.0)) and torch.equal(everyone[3:], local)
+    (everyone * torch.arange(6.0)[:, None]).sum().backward()
+    assert torch.equal(local.grad, torch.tensor([[3.0, 3.0], [4.0, 4.0], [5.0, 5.0]]))
 
 
 def test_pretraining_lowers_the_loss_and_trains_the_tied_mlm_head(ml100k, tokenizer) -> None:
@@ -241,3 +266,19 @@ def test_real_minilm_loads_into_the_recformer_encoder(tokenizer) -> None:
         plain = backbone(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state[:, 0]
     assert vectors.shape == (2, 384) and torch.isfinite(vectors).all()
     torch.testing.assert_close(vectors, plain)  # fresh Recformer embeddings change nothing at step 0
+
+
+def test_saved_encoder_loads_back_and_encodes_the_same(tmp_path: Path, tokenizer) -> None:
+    config = recformer_config(**{"recformer.pooling": "mean"})
+    encoder = build.build_encoder(tiny_backbone(tokenizer), config)
+    with torch.no_grad():
+        encoder.item_position_embeddings.weight.normal_()  # trained-looking, not the zero start
+    save_encoder(encoder, tokenizer, tmp_path / "ckpt")
+    loaded = load_encoder(tmp_path / "ckpt")
+    items = pa.table({"item_id": ["s", "k"], "title": ["running shoes", "kitchen knife"]})
+    batch = SequenceFormat(tokenize_catalog(items, ["title"], tokenizer, 8), 101, 0, 8, 64).batch([[0, 1], [1]])
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.eval()(**batch), encoder.eval()(**batch))
+    assert loaded.pooling == "mean" and loaded.item_position_embeddings.num_embeddings == 9
+    with pytest.raises(BadInput, match="not a Recformer checkpoint"):
+        load_encoder(tmp_path)
