@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +26,7 @@ from stages.recformer.inputs import CLS, KEY, PAD, VALUE, SequenceFormat, tokeni
 from stages.recformer.model import RecformerEncoder
 from stages.recformer.checkpoint import load_encoder, save_encoder
 from stages.recformer.pretrain import gather_with_local_grad, item_item_loss, pretrain
-from tests.conftest import shared_dataset
+from tests.conftest import REPO, shared_dataset
 
 TINY = {"recformer.max_items": 8, "recformer.max_tokens": 64, "recformer.pretrain.learning_rate": 1e-3,
         "recformer.pretrain.batch_size": 16, "recformer.pretrain.max_steps": 40, "recformer.encode.batch_size": 8,
@@ -282,3 +286,16 @@ def test_saved_encoder_loads_back_and_encodes_the_same(tmp_path: Path, tokenizer
     assert loaded.pooling == "mean" and loaded.item_position_embeddings.num_embeddings == 9
     with pytest.raises(BadInput, match="not a Recformer checkpoint"):
         load_encoder(tmp_path)
+
+
+@pytest.mark.slow
+def test_two_processes_shard_the_table_and_stay_in_sync(ml100k, tmp_path: Path) -> None:
+    result = tmp_path / "result.json"
+    subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                    str(Path(__file__).with_name("recformer_ddp_worker.py")), str(ml100k), str(result)],
+                   check=True, timeout=600, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)})
+    facts = json.loads(result.read_text())
+    assert facts["processes"] == 2 and facts["table_rows"] == facts["items"]
+    assert facts["table_error"] < 1e-5  # two shards gathered = the whole catalog encoded in one process
+    assert facts["steps"] == 3 and facts["checksums"][0] == facts["checksums"][1]  # DDP kept the weights equal
+    assert facts["finetune_epochs"] == 1 and facts["finetune_score"] == 943 + facts["items"]
