@@ -25,7 +25,7 @@ from stages.recformer.finetune import cosine_scores, finetune, user_vectors
 from stages.recformer.inputs import CLS, KEY, PAD, VALUE, SequenceFormat, tokenize_catalog
 from stages.recformer.model import RecformerEncoder
 from stages.recformer.checkpoint import load_encoder, save_encoder
-from stages.recformer.pretrain import gather_with_local_grad, item_item_loss, pretrain
+from stages.recformer.pretrain import gather_with_local_grad, item_item_loss, pretrain, run_pretraining
 from tests.conftest import REPO, shared_dataset
 
 TINY = {"recformer.max_items": 8, "recformer.max_tokens": 64, "recformer.pretrain.learning_rate": 1e-3,
@@ -286,6 +286,14 @@ def test_saved_encoder_loads_back_and_encodes_the_same(tmp_path: Path, tokenizer
     assert loaded.pooling == "mean" and loaded.item_position_embeddings.num_embeddings == 9
     with pytest.raises(BadInput, match="not a Recformer checkpoint"):
         load_encoder(tmp_path)
+
+
+def test_pretraining_entry_runs_the_real_minilm_on_a_dataset_run(ml100k) -> None:
+    config = recformer_config(**{"recformer.pretrain.max_steps": 2, "recformer.pretrain.batch_size": 4,
+                                 "recformer.attributes": "[movie_title, class]"})
+    model, history = run_pretraining(config, [ml100k], Accelerator(cpu=True))
+    assert len(history) == 2 and all(np.isfinite(h["loss"]) for h in history)
+    assert model.encoder.hidden_size == 384 and model.mlm_head.decoder.weight is model.encoder.word_embeddings.weight
 
 
 @pytest.mark.slow

@@ -82,7 +82,8 @@ def tokenize_catalog(items: pa.Table, attributes: list[str], tokenizer, max_attr
     ids, types, lengths = [], [], np.zeros(items.num_rows, np.int64)
     for start in range(0, items.num_rows, _TOKENIZE_ROWS):
         rows = items.slice(start, _TOKENIZE_ROWS)
-        values = [tokenizer([v or "" for v in rows.column(name).to_pylist()], add_special_tokens=False)["input_ids"]
+        values = [tokenizer([v or "" for v in rows.column(name).to_pylist()], add_special_tokens=False,
+                            return_attention_mask=False, return_token_type_ids=False)["input_ids"]
                   for name in attributes]
         for row in range(rows.num_rows):
             for key, column in zip(keys, values):
