@@ -65,6 +65,7 @@ class RecformerPretrainConfig(Section):
     mlm_weight: float = Field(ge=0)
     batch_size: int = Field(ge=2)
     learning_rate: float = Field(gt=0)
+    warmup_steps: int = Field(ge=0)
     weight_decay: float = Field(ge=0)
     max_grad_norm: float = Field(gt=0)
     epochs: int = Field(ge=1)

@@ -40,7 +40,7 @@ def main(run_dir: Path, result: Path) -> None:
     whole = np.concatenate([v for _, v in encode_catalog(encoder, fmt, 128, 10_000)])
     table_error = float(np.abs(sharded - whole).max())
 
-    _, history = pretrain(encoder, "gelu", 1e-12, fmt, splits["train"], tokenizer.mask_token_id,
+    _, history = pretrain(encoder, fmt, splits["train"], tokenizer.mask_token_id,
                           config.temperature, config.pretrain, accelerator)
     checksum = torch.cat([p.detach().flatten() for p in encoder.parameters()]).double().sum().reshape(1)
     checksums = accelerator.gather(checksum.to(accelerator.device)).tolist()

@@ -13,7 +13,7 @@ import pyarrow as pa
 import pytest
 import torch
 from accelerate import Accelerator
-from transformers import BertConfig, BertModel, RobertaConfig, RobertaModel
+from transformers import AutoModel, BertConfig, BertModel, RobertaConfig, RobertaModel
 
 from pipeline import prepare
 from pipeline.config import load_config
@@ -29,6 +29,7 @@ from stages.recformer.pretrain import gather_with_local_grad, item_item_loss, pr
 from tests.conftest import REPO, shared_dataset
 
 TINY = {"recformer.max_items": 8, "recformer.max_tokens": 64, "recformer.pretrain.learning_rate": 1e-3,
+        "recformer.pretrain.warmup_steps": 0,
         "recformer.pretrain.batch_size": 16, "recformer.pretrain.max_steps": 40, "recformer.encode.batch_size": 8,
         "recformer.encode.chunk_items": 50}
 
@@ -132,7 +133,7 @@ def test_fresh_encoder_reproduces_the_pretrained_model(tokenizer, family: str) -
         ours = encoder.hidden_states(ids, types, torch.tensor([[0, 1, 1, 1, 1]]), torch.ones_like(ids))
         theirs = backbone(input_ids=ids).last_hidden_state
     torch.testing.assert_close(ours, theirs)
-    assert encoder.max_tokens == 128
+    assert encoder.max_positions == 128
 
 
 def test_max_tokens_beyond_the_model_positions_is_bad_input(tokenizer) -> None:
@@ -177,8 +178,8 @@ def test_pretraining_lowers_the_loss_and_trains_the_tied_mlm_head(ml100k, tokeni
     examples = splits["train"]
     fmt = build.sequence_format(items, tokenizer, config)
     words_before = encoder.word_embeddings.weight.detach().clone()
-    model, history = pretrain(encoder, backbone.config.hidden_act, backbone.config.layer_norm_eps, fmt, examples,
-                              tokenizer.mask_token_id, config.temperature, config.pretrain, Accelerator(cpu=True))
+    model, history = pretrain(encoder, fmt, examples, tokenizer.mask_token_id, config.temperature, config.pretrain,
+                              Accelerator(cpu=True))
     assert len(history) == 40
     def mean(key: str, steps: slice) -> float:
         return float(np.mean([h[key] for h in history[steps]]))
@@ -260,7 +261,7 @@ def test_finetune_stops_early_and_keeps_the_best_weights(ml100k, tokenizer) -> N
 
 def test_real_minilm_loads_into_the_recformer_encoder(tokenizer) -> None:
     config = recformer_config(**{"recformer.max_tokens": 512})
-    backbone = build.load_backbone(config)
+    backbone = AutoModel.from_pretrained(build.model_path(None))
     encoder = build.build_encoder(backbone, config).eval()
     items = pa.table({"item_id": ["s", "k"], "title": ["running shoes", "kitchen knife"], "brand": ["nike", "zwilling"]})
     fmt = build.sequence_format(tokenize_catalog(items, ["title", "brand"], tokenizer, 32), tokenizer, config)
@@ -286,6 +287,11 @@ def test_saved_encoder_loads_back_and_encodes_the_same(tmp_path: Path, tokenizer
     assert loaded.pooling == "mean" and loaded.item_position_embeddings.num_embeddings == 9
     with pytest.raises(BadInput, match="not a Recformer checkpoint"):
         load_encoder(tmp_path)
+    # `recformer.model` may name the checkpoint to continue from; its shape-giving keys must agree
+    again = build.load_encoder(recformer_config(**{"recformer.model": str(tmp_path / "ckpt"), "recformer.pooling": "mean"}))
+    torch.testing.assert_close(again.item_position_embeddings.weight, encoder.item_position_embeddings.weight)
+    with pytest.raises(BadInput, match="recformer.pooling: 'cls' differs from the checkpoint"):
+        build.load_encoder(recformer_config(**{"recformer.model": str(tmp_path / "ckpt")}))
 
 
 def test_pretraining_entry_runs_the_real_minilm_on_a_dataset_run(ml100k) -> None:

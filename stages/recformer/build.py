@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from transformers import AutoModel, AutoTokenizer, PreTrainedModel
 
 from pipeline.config import RecformerConfig
 from pipeline.errors import BadInput
+from stages.recformer import checkpoint
 from stages.recformer.inputs import ItemTokens, SequenceFormat
-from stages.recformer.model import RecformerEncoder, RecformerForPretraining
+from stages.recformer.model import RecformerEncoder
 
 
 def model_path(model: str | None) -> str:
@@ -23,25 +26,38 @@ def load_tokenizer(config: RecformerConfig):
     return AutoTokenizer.from_pretrained(model_path(config.model))
 
 
-def load_backbone(config: RecformerConfig) -> PreTrainedModel:
-    return AutoModel.from_pretrained(model_path(config.model))
-
-
 def build_encoder(backbone: PreTrainedModel, config: RecformerConfig) -> RecformerEncoder:
-    """Recformer's encoder around `backbone`.
+    """Recformer's encoder around a pretrained `backbone`, its new embeddings fresh.
 
     Raises:
         BadInput: `recformer.max_tokens` exceeds the positions the model has.
     """
-    encoder = RecformerEncoder(backbone, config.max_items, config.pooling)
-    if config.max_tokens > encoder.max_tokens:
-        raise BadInput(f"recformer.max_tokens: {config.max_tokens} exceeds the {encoder.max_tokens} token "
-                       f"positions of {backbone.config.name_or_path or backbone.config.model_type}")
+    return _check_fits(RecformerEncoder(backbone, config.max_items, config.pooling), config)
+
+
+def load_encoder(config: RecformerConfig) -> RecformerEncoder:
+    """The encoder `recformer.model` names: a saved Recformer checkpoint as it was, else a pretrained backbone.
+
+    Raises:
+        BadInput: a checkpoint's max_items or pooling differ from the config, or max_tokens does not fit.
+    """
+    path = model_path(config.model)
+    if not checkpoint.is_checkpoint(Path(path)):
+        return build_encoder(AutoModel.from_pretrained(path), config)
+    encoder = checkpoint.load_encoder(Path(path))
+    for key, saved, wanted in (("max_items", encoder.max_items, config.max_items),
+                               ("pooling", encoder.pooling, config.pooling)):
+        if saved != wanted:
+            raise BadInput(f"recformer.{key}: {wanted!r} differs from the checkpoint {path} ({saved!r})")
+    return _check_fits(encoder, config)
+
+
+def _check_fits(encoder: RecformerEncoder, config: RecformerConfig) -> RecformerEncoder:
+    if config.max_tokens > encoder.max_positions:
+        name = encoder.backbone_config.name_or_path or encoder.backbone_config.model_type
+        raise BadInput(f"recformer.max_tokens: {config.max_tokens} exceeds the {encoder.max_positions} token "
+                       f"positions of {name}")
     return encoder
-
-
-def build_pretraining(encoder: RecformerEncoder, backbone: PreTrainedModel) -> RecformerForPretraining:
-    return RecformerForPretraining(encoder, backbone.config.hidden_act, backbone.config.layer_norm_eps)
 
 
 def sequence_format(items: ItemTokens, tokenizer, config: RecformerConfig) -> SequenceFormat:

@@ -20,13 +20,17 @@ WEIGHTS = "recformer.safetensors"
 ARGUMENTS = "recformer.json"
 
 
+def is_checkpoint(folder: Path) -> bool:
+    return (folder / WEIGHTS).is_file() and (folder / ARGUMENTS).is_file()
+
+
 def save_encoder(encoder: RecformerEncoder, tokenizer, folder: Path) -> None:
     """Write the encoder and its tokenizer into `folder` (created if needed)."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     encoder.backbone_config.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
-    arguments = {"max_items": encoder.item_position_embeddings.num_embeddings - 1, "pooling": encoder.pooling}
+    arguments = {"max_items": encoder.max_items, "pooling": encoder.pooling}
     (folder / ARGUMENTS).write_text(json.dumps(arguments, indent=2) + "\n", encoding="utf-8")
     save_model(encoder, str(folder / WEIGHTS))
 
@@ -38,7 +42,7 @@ def load_encoder(folder: Path) -> RecformerEncoder:
         BadInput: the folder is not a Recformer checkpoint.
     """
     folder = Path(folder)
-    if not (folder / WEIGHTS).is_file() or not (folder / ARGUMENTS).is_file():
+    if not is_checkpoint(folder):
         raise BadInput(f"{folder}: not a Recformer checkpoint (no {WEIGHTS} or {ARGUMENTS})")
     arguments = json.loads((folder / ARGUMENTS).read_text(encoding="utf-8"))
     backbone = AutoModel.from_config(AutoConfig.from_pretrained(folder))

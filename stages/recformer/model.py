@@ -50,11 +50,15 @@ class RecformerEncoder(nn.Module):
         self.encoder = backbone.encoder
         self.backbone_config = backbone.config  # read by the attention-mask builder (attention implementation)
         self.pooling = pooling
-        self.max_tokens = backbone.config.max_position_embeddings - self.position_offset
+        self.max_positions = backbone.config.max_position_embeddings - self.position_offset
 
     @property
     def hidden_size(self) -> int:
         return self.word_embeddings.embedding_dim
+
+    @property
+    def max_items(self) -> int:
+        return self.item_position_embeddings.num_embeddings - 1
 
     def hidden_states(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor,
                       item_position_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:

@@ -16,6 +16,7 @@ from accelerate import Accelerator
 from accelerate.utils import set_seed
 from torch import nn
 from torch.utils.data import DataLoader
+from transformers import get_constant_schedule_with_warmup
 
 from pipeline.config import RecformerConfig, RecformerPretrainConfig
 from pipeline.events import Tracker, emit
@@ -97,18 +98,22 @@ def adamw(model: nn.Module, learning_rate: float, weight_decay: float) -> torch.
                               {"params": rest, "weight_decay": 0.0}], lr=learning_rate)
 
 
-def pretrain(encoder: RecformerEncoder, hidden_act: str, layer_norm_eps: float, fmt: SequenceFormat,
-             examples: Examples, mask_id: int, temperature: float, config: RecformerPretrainConfig,
+def pretrain(encoder: RecformerEncoder, fmt: SequenceFormat, examples: Examples, mask_id: int, temperature: float,
+             config: RecformerPretrainConfig,
              accelerator: Accelerator) -> tuple[RecformerForPretraining, list[dict[str, float]]]:
-    """Train `encoder` (in place) with a fresh MLM head; returns the unwrapped model and per-step losses."""
+    """Train `encoder` (in place) with a fresh MLM head; returns the unwrapped model and per-step losses.
+
+    The head's activation and LayerNorm epsilon follow the backbone's, as BERT's own head does.
+    """
     set_seed(config.seed)
-    model = RecformerForPretraining(encoder, hidden_act, layer_norm_eps)
+    model = RecformerForPretraining(encoder, encoder.backbone_config.hidden_act, encoder.backbone_config.layer_norm_eps)
     collate = PretrainCollator(fmt, examples, mask_id, encoder.word_embeddings.num_embeddings,
                                config.mlm_probability, config.seed + accelerator.process_index)
     loader = DataLoader(range(len(examples)), batch_size=config.batch_size, shuffle=True, drop_last=True,
                         collate_fn=collate, generator=torch.Generator().manual_seed(config.seed))
     optimizer = adamw(model, config.learning_rate, config.weight_decay)
-    wrapped, optimizer, loader = accelerator.prepare(model, optimizer, loader)
+    schedule = get_constant_schedule_with_warmup(optimizer, config.warmup_steps)
+    wrapped, optimizer, loader, schedule = accelerator.prepare(model, optimizer, loader, schedule)
     total = len(loader) * config.epochs if config.max_steps is None else min(config.max_steps, len(loader) * config.epochs)
     history: list[dict[str, float]] = []
     wrapped.train()
@@ -123,6 +128,7 @@ def pretrain(encoder: RecformerEncoder, hidden_act: str, layer_norm_eps: float, 
                 accelerator.backward(loss)
                 accelerator.clip_grad_norm_(wrapped.parameters(), config.max_grad_norm)
                 optimizer.step()
+                schedule.step()
                 optimizer.zero_grad()
                 history.append({"loss": loss.item(), "contrastive": contrastive.item(), "mlm": mlm.item()})
                 tracker.advance(1, loss=f"{history[-1]['loss']:.3f}")
@@ -135,12 +141,10 @@ def run_pretraining(config: RecformerConfig, dataset_dirs: Sequence[Path],
                     accelerator: Accelerator) -> tuple[RecformerForPretraining, list[dict[str, float]]]:
     """Load the configured model and the datasets' train splits, then pretrain; nothing is written."""
     tokenizer = build.load_tokenizer(config)
-    backbone = build.load_backbone(config)
-    encoder = build.build_encoder(backbone, config)
+    encoder = build.load_encoder(config)
     items, splits = load_corpus(dataset_dirs, config.attributes, tokenizer, config.max_attribute_tokens, ["train"])
     examples = splits["train"]
     emit("recformer_corpus", f"pretraining on {len(examples):,} examples over {len(items):,} items",
          examples=len(examples), items=len(items))
-    return pretrain(encoder, backbone.config.hidden_act, backbone.config.layer_norm_eps,
-                    build.sequence_format(items, tokenizer, config), examples, tokenizer.mask_token_id,
+    return pretrain(encoder, build.sequence_format(items, tokenizer, config), examples, tokenizer.mask_token_id,
                     config.temperature, config.pretrain, accelerator)
