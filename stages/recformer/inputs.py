@@ -77,26 +77,29 @@ def tokenize_catalog(items: pa.Table, attributes: list[str], tokenizer, max_attr
 
     Keys are written as words (`movie_title` -> "movie title") so the pretrained vocabulary reads them.
     """
-    keys = [np.asarray(tokenizer(name.replace("_", " "), add_special_tokens=False)["input_ids"], np.int32)
-            for name in attributes]
-    ids, types, lengths = [], [], np.zeros(items.num_rows, np.int64)
+    keys = [tokenizer(name.replace("_", " "), add_special_tokens=False)["input_ids"] for name in attributes]
+    id_chunks, type_chunks, lengths = [], [], np.zeros(items.num_rows, np.int64)
     for start in range(0, items.num_rows, _TOKENIZE_ROWS):
         rows = items.slice(start, _TOKENIZE_ROWS)
         values = [tokenizer([v or "" for v in rows.column(name).to_pylist()], add_special_tokens=False,
                             return_attention_mask=False, return_token_type_ids=False)["input_ids"]
                   for name in attributes]
+        ids: list[int] = []  # this chunk's tokens as plain ints: one array per chunk, not per attribute
+        types: list[int] = []
         for row in range(rows.num_rows):
+            before = len(ids)
             for key, column in zip(keys, values):
                 value = column[row][:max_attribute_tokens]
-                if not value:
-                    continue
-                ids += (key, np.asarray(value, np.int32))
-                types += (np.full(len(key), KEY, np.int8), np.full(len(value), VALUE, np.int8))
-                lengths[start + row] += len(key) + len(value)
+                if value:
+                    ids += key + value
+                    types += [KEY] * len(key) + [VALUE] * len(value)
+            lengths[start + row] = len(ids) - before
+        id_chunks.append(np.asarray(ids, np.int32))
+        type_chunks.append(np.asarray(types, np.int8))
     offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
     return ItemTokens(np.asarray(items.column("item_id").to_pylist(), dtype=object),
-                      np.concatenate(ids) if ids else np.zeros(0, np.int32),
-                      np.concatenate(types) if types else np.zeros(0, np.int8), offsets)
+                      np.concatenate([np.zeros(0, np.int32), *id_chunks]),
+                      np.concatenate([np.zeros(0, np.int8), *type_chunks]), offsets)
 
 
 @dataclass(frozen=True)
