@@ -295,10 +295,11 @@ def test_saved_encoder_loads_back_and_encodes_the_same(tmp_path: Path, tokenizer
 
 
 def test_pretraining_entry_runs_the_real_minilm_on_a_dataset_run(ml100k) -> None:
-    config = recformer_config(**{"recformer.pretrain.max_steps": 2, "recformer.pretrain.batch_size": 4,
-                                 "recformer.attributes": "[movie_title, class]"})
+    config = recformer_config(**{"recformer.pretrain.max_steps": 3, "recformer.pretrain.batch_size": 4,
+                                 "recformer.attributes": "[movie_title, class]", "recformer.pretrain.warmup_steps": 4})
     model, history = run_pretraining(config, [ml100k], Accelerator(cpu=True))
-    assert len(history) == 2 and all(np.isfinite(h["loss"]) for h in history)
+    assert len(history) == 3 and all(np.isfinite(h["loss"]) for h in history)
+    assert [h["lr"] for h in history] == pytest.approx([0.0, 0.25e-3, 0.5e-3])  # linear warmup over 4 steps
     assert model.encoder.hidden_size == 384 and model.mlm_head.decoder.weight is model.encoder.word_embeddings.weight
 
 

@@ -112,8 +112,9 @@ def pretrain(encoder: RecformerEncoder, fmt: SequenceFormat, examples: Examples,
     loader = DataLoader(range(len(examples)), batch_size=config.batch_size, shuffle=True, drop_last=True,
                         collate_fn=collate, generator=torch.Generator().manual_seed(config.seed))
     optimizer = adamw(model, config.learning_rate, config.weight_decay)
+    wrapped, optimizer, loader = accelerator.prepare(model, optimizer, loader)
+    # Not prepared: Accelerate would step it once per process, and warmup counts optimizer steps.
     schedule = get_constant_schedule_with_warmup(optimizer, config.warmup_steps)
-    wrapped, optimizer, loader, schedule = accelerator.prepare(model, optimizer, loader, schedule)
     total = len(loader) * config.epochs if config.max_steps is None else min(config.max_steps, len(loader) * config.epochs)
     history: list[dict[str, float]] = []
     wrapped.train()
@@ -127,10 +128,11 @@ def pretrain(encoder: RecformerEncoder, fmt: SequenceFormat, examples: Examples,
                 loss = contrastive + config.mlm_weight * mlm
                 accelerator.backward(loss)
                 accelerator.clip_grad_norm_(wrapped.parameters(), config.max_grad_norm)
+                lr = optimizer.param_groups[0]["lr"]
                 optimizer.step()
                 schedule.step()
                 optimizer.zero_grad()
-                history.append({"loss": loss.item(), "contrastive": contrastive.item(), "mlm": mlm.item()})
+                history.append({"loss": loss.item(), "contrastive": contrastive.item(), "mlm": mlm.item(), "lr": lr})
                 tracker.advance(1, loss=f"{history[-1]['loss']:.3f}")
                 if len(history) >= total:
                     return accelerator.unwrap_model(wrapped), history
