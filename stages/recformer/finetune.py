@@ -13,7 +13,7 @@ each epoch, e.g. a full-ranking NDCG@10 over the validation targets; `cosine_sco
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -59,7 +59,7 @@ class FinetuneResult:
 
     best_score: float
     table: torch.Tensor  # (N, H) item vectors encoded by the best encoder
-    history: list[dict[str, float]] = field(default_factory=list)
+    history: list[dict[str, float]]  # stage, epoch, mean training loss, validation score
 
 
 class _Collate:
