@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -19,6 +20,16 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pipeline.errors import BadInput
 
 DEFAULTS_PATH = Path(__file__).resolve().parents[1] / "pipeline.yaml"
+
+
+class _Loader(yaml.SafeLoader):
+    """YAML as PyYAML reads it, except that `5e-5` is a float (YAML 1.1 alone wants `5.0e-5`)."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"))
 
 
 class Section(BaseModel):
@@ -124,7 +135,7 @@ def apply_overrides(tree: dict[str, Any], overrides: list[str]) -> dict[str, Any
         key, sep, raw = override.partition("=")
         if not sep or not key.strip():
             raise BadInput(f"--set {override!r}: expected KEY=VALUE, e.g. data.kcore_users=5")
-        nested: Any = yaml.safe_load(raw) if raw.strip() else None
+        nested: Any = yaml.load(raw, Loader=_Loader) if raw.strip() else None
         for part in reversed(key.strip().split(".")):
             nested = {part: nested}
         tree = _merge(tree, nested)
@@ -133,7 +144,7 @@ def apply_overrides(tree: dict[str, Any], overrides: list[str]) -> dict[str, Any
 
 def _read_yaml(path: Path) -> dict[str, Any]:
     try:
-        tree = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+        tree = yaml.load(Path(path).read_text(encoding="utf-8"), Loader=_Loader) or {}
     except FileNotFoundError:
         raise BadInput(f"{path}: config file not found") from None
     except (yaml.YAMLError, UnicodeDecodeError) as exc:
