@@ -16,7 +16,7 @@ from transformers import BertConfig, BertModel
 
 from pipeline.config import load_config
 from stages.recformer import build
-from stages.recformer.data import Examples, load_corpus
+from stages.recformer.data import load_corpus
 from stages.recformer.encode import encode_catalog, item_table
 from stages.recformer.finetune import finetune
 from stages.recformer.pretrain import pretrain
@@ -45,9 +45,7 @@ def main(run_dir: Path, result: Path) -> None:
     checksum = torch.cat([p.detach().flatten() for p in encoder.parameters()]).double().sum().reshape(1)
     checksums = accelerator.gather(checksum.to(accelerator.device)).tolist()
 
-    train = splits["train"]
-    train = Examples(train.items, train.start[:32], train.target[:32], train.user_ids[:32])
-    tuned = finetune(encoder, fmt, train, splits["valid"], lambda users, table: float(len(users) + len(table)),
+    tuned = finetune(encoder, fmt, splits["train"].subset(slice(32)), splits["valid"], lambda users, table: float(len(users) + len(table)),
                      config.temperature, config.finetune, config.encode, accelerator)
     if accelerator.is_main_process:
         result.write_text(json.dumps({"processes": accelerator.num_processes, "table_error": table_error,

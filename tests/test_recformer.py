@@ -19,12 +19,12 @@ from pipeline import prepare
 from pipeline.config import load_config
 from pipeline.errors import BadInput
 from stages.recformer import build
-from stages.recformer.data import Examples, load_corpus
+from stages.recformer.checkpoint import load_encoder, save_encoder
+from stages.recformer.data import load_corpus
 from stages.recformer.encode import encode_catalog
 from stages.recformer.finetune import cosine_scores, finetune, user_vectors
-from stages.recformer.inputs import CLS, KEY, PAD, VALUE, SequenceFormat, tokenize_catalog
+from stages.recformer.inputs import CLS, KEY, PAD, VALUE, SequenceFormat, attribute_columns, tokenize_catalog
 from stages.recformer.model import RecformerEncoder
-from stages.recformer.checkpoint import load_encoder, save_encoder
 from stages.recformer.pretrain import gather_with_local_grad, item_item_loss, pretrain, run_pretraining
 from tests.conftest import REPO, shared_dataset
 
@@ -90,6 +90,13 @@ def test_sequences_keep_the_most_recent_items_and_the_token_budget(tokenizer) ->
     ids, types, positions = fmt.sequence([0, 1, 2, 3])
     assert positions.tolist() == [0, 1, 1, 1, 1, 2, 2]  # items d and c only, c cut after 2 tokens
     assert types.tolist() == [CLS, KEY, VALUE, VALUE, VALUE, KEY, VALUE]
+
+
+def test_attributes_default_to_every_column_else_the_rendered_text() -> None:
+    both = pa.table({"item_id": ["a"], "title": ["x"], "brand": ["y"], "text": ["title x brand y"]})
+    assert attribute_columns(both, None, "items") == ["title", "brand"]
+    assert attribute_columns(both, ["brand", "text"], "items") == ["brand", "text"]
+    assert attribute_columns(both.select(["item_id", "text"]), None, "items") == ["text"]
 
 
 def test_unknown_attribute_is_bad_input(ml100k, tokenizer) -> None:
@@ -214,10 +221,7 @@ def small_finetune_setup(ml100k, tokenizer, **overrides):
                                  "recformer.encode.batch_size": 256, **overrides})
     encoder = build.build_encoder(tiny_backbone(tokenizer), config)
     items, splits = load_corpus([ml100k], None, tokenizer, config.max_attribute_tokens, ["train", "valid"])
-    train = splits["train"]
-    train = Examples(train.items, train.start[:64], train.target[:64], train.user_ids[:64])
-    valid = splits["valid"]
-    valid = Examples(valid.items, valid.start[:100], valid.target[:100], valid.user_ids[:100])
+    train, valid = splits["train"].subset(slice(64)), splits["valid"].subset(slice(100))
     return config, encoder, build.sequence_format(items, tokenizer, config), train, valid
 
 
@@ -292,6 +296,15 @@ def test_saved_encoder_loads_back_and_encodes_the_same(tmp_path: Path, tokenizer
     torch.testing.assert_close(again.item_position_embeddings.weight, encoder.item_position_embeddings.weight)
     with pytest.raises(BadInput, match="recformer.pooling: 'cls' differs from the checkpoint"):
         build.load_encoder(recformer_config(**{"recformer.model": str(tmp_path / "ckpt")}))
+
+
+def test_batch_larger_than_the_training_examples_is_bad_input(ml100k, tokenizer) -> None:
+    config = recformer_config(**{"recformer.pretrain.batch_size": 200})
+    items, splits = load_corpus([ml100k], None, tokenizer, 8, ["train"])
+    few = splits["train"].subset(slice(100))
+    with pytest.raises(BadInput, match="recformer.pretrain.batch_size: 200 per process exceeds the 100"):
+        pretrain(build.build_encoder(tiny_backbone(tokenizer), config), build.sequence_format(items, tokenizer, config),
+                 few, tokenizer.mask_token_id, config.temperature, config.pretrain, Accelerator(cpu=True))
 
 
 def test_pretraining_entry_runs_the_real_minilm_on_a_dataset_run(ml100k) -> None:

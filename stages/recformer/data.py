@@ -14,6 +14,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
+from transformers import PreTrainedTokenizerBase
 
 from pipeline.errors import BadInput
 from stages.recformer.inputs import ItemTokens, attribute_columns, tokenize_catalog
@@ -40,6 +41,10 @@ class Examples:
     def history(self, e: int, max_items: int) -> np.ndarray:
         """The at most `max_items` items before example e's target, oldest first."""
         return self.items[max(self.start[e], self.target[e] - max_items): self.target[e]]
+
+    def subset(self, rows: np.ndarray | slice) -> Examples:
+        """Some of the examples (e.g. a sample of validation users), over the same item sequences."""
+        return Examples(self.items, self.start[rows], self.target[rows], self.user_ids[rows])
 
     def targets(self) -> np.ndarray:
         """(E,) the global item index each example predicts."""
@@ -75,7 +80,8 @@ def cut_examples(interactions: pa.Table, catalog_ids: pa.Array, offset: int, spl
                     np.asarray(table.column("user_id").take(pa.array(target)).to_pylist(), dtype=object))
 
 
-def load_corpus(run_dirs: Sequence[Path], attributes: list[str] | None, tokenizer, max_attribute_tokens: int,
+def load_corpus(run_dirs: Sequence[Path], attributes: list[str] | None,
+                tokenizer: PreTrainedTokenizerBase, max_attribute_tokens: int,
                 splits: Sequence[str]) -> tuple[ItemTokens, dict[str, Examples]]:
     """Tokenised catalogs of one or more dataset runs in one global item index space, and per split
     name the examples whose target lies in that split (e.g. "train" to train on, "valid" to select by)."""

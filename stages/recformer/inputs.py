@@ -23,11 +23,11 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 import torch
+from transformers import PreTrainedTokenizerBase
 
 from pipeline.errors import BadInput
 
 CLS, KEY, VALUE, PAD = 0, 1, 2, 3
-NOT_ATTRIBUTES = ("item_id", "text")
 _TOKENIZE_ROWS = 4096  # rows per tokenizer call: bounds the Python lists alive at once
 
 
@@ -57,22 +57,24 @@ class ItemTokens:
 
 
 def attribute_columns(items: pa.Table, wanted: list[str] | None, source: str) -> list[str]:
-    """The attribute columns to flatten: `wanted` in its order, or every column but item_id and text.
+    """The attribute columns to flatten: `wanted` in its order, or every column but item_id and text
+    (the rendered `text` itself, as one attribute, where a catalog has no other columns).
 
     Raises:
         BadInput: a wanted attribute is not a column of the catalog.
     """
-    available = [name for name in items.column_names if name not in NOT_ATTRIBUTES]
+    columns = [name for name in items.column_names if name != "item_id"]
     if wanted is None:
-        return available
-    missing = [name for name in wanted if name not in available]
+        return [name for name in columns if name != "text"] or ["text"]
+    missing = [name for name in wanted if name not in columns]
     if missing:
         raise BadInput(f"recformer.attributes: {source} has no attribute {missing[0]!r} "
-                       f"(it has: {', '.join(available)})")
+                       f"(it has: {', '.join(columns)})")
     return list(wanted)
 
 
-def tokenize_catalog(items: pa.Table, attributes: list[str], tokenizer, max_attribute_tokens: int) -> ItemTokens:
+def tokenize_catalog(items: pa.Table, attributes: list[str], tokenizer: PreTrainedTokenizerBase,
+                     max_attribute_tokens: int) -> ItemTokens:
     """Tokenise each item once: per non-empty attribute, the key's tokens then its value's, cut to budget.
 
     Keys are written as words (`movie_title` -> "movie title") so the pretrained vocabulary reads them.

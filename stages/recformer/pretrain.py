@@ -19,6 +19,7 @@ from torch.utils.data import DataLoader
 from transformers import get_constant_schedule_with_warmup
 
 from pipeline.config import RecformerConfig, RecformerPretrainConfig
+from pipeline.errors import BadInput
 from pipeline.events import Tracker, emit
 from stages.recformer import build
 from stages.recformer.data import Examples, load_corpus
@@ -115,6 +116,9 @@ def pretrain(encoder: RecformerEncoder, fmt: SequenceFormat, examples: Examples,
     wrapped, optimizer, loader = accelerator.prepare(model, optimizer, loader)
     # Not prepared: Accelerate would step it once per process, and warmup counts optimizer steps.
     schedule = get_constant_schedule_with_warmup(optimizer, config.warmup_steps)
+    if len(loader) == 0:
+        raise BadInput(f"recformer.pretrain.batch_size: {config.batch_size} per process exceeds the "
+                       f"{len(examples)} training examples")
     total = len(loader) * config.epochs if config.max_steps is None else min(config.max_steps, len(loader) * config.epochs)
     history: list[dict[str, float]] = []
     wrapped.train()
