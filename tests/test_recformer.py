@@ -206,7 +206,15 @@ def test_catalog_encoded_in_chunks_matches_one_big_batch(ml100k, tokenizer) -> N
     encoder = build.build_encoder(tiny_backbone(tokenizer), config)
     items, _ = load_corpus([ml100k], None, tokenizer, config.max_attribute_tokens, [])
     fmt = build.sequence_format(items, tokenizer, config)
-    chunks = list(encode_catalog(encoder, fmt, batch_size=8, chunk_items=500))
+    shapes: list[tuple[int, int]] = []  # (rows, padded length) of every forward pass
+    encoder.register_forward_hook(lambda module, args, kwargs, out: shapes.append(tuple(kwargs["input_ids"].shape)),
+                                  with_kwargs=True)
+    stream = encode_catalog(encoder, fmt, batch_size=8, chunk_items=500)
+    chunks = [next(stream)]
+    assert sum(rows for rows, _ in shapes) == 500  # lazy: only the first chunk has been encoded
+    lengths = [length for _, length in shapes]
+    assert lengths == sorted(lengths)  # within a chunk, short items first: batches pad little
+    chunks += list(stream)
     assert [len(ids) for ids, _ in chunks] == [500, 500, 349]
     assert list(np.concatenate([ids for ids, _ in chunks])) == list(items.item_ids)
     with torch.no_grad():
