@@ -5,6 +5,7 @@ Usage: recformer_ddp_worker.py DATASET_RUN_DIR RESULT_JSON. Rank 0 writes what i
 
 from __future__ import annotations
 
+import itertools
 import json
 import sys
 from pathlib import Path
@@ -20,6 +21,12 @@ from stages.recformer.data import load_corpus
 from stages.recformer.encode import encode_catalog, item_table
 from stages.recformer.finetune import finetune
 from stages.recformer.pretrain import pretrain
+
+
+def weight_checksums(encoder: torch.nn.Module, accelerator: Accelerator) -> list[float]:
+    """Each process's sum of all its weights: equal when DDP kept the processes in step."""
+    checksum = torch.cat([p.detach().flatten() for p in encoder.parameters()]).double().sum().reshape(1)
+    return accelerator.gather(checksum.to(accelerator.device)).tolist()
 
 
 def main(run_dir: Path, result: Path) -> None:
@@ -42,16 +49,18 @@ def main(run_dir: Path, result: Path) -> None:
 
     _, history = pretrain(encoder, fmt, splits["train"], tokenizer.mask_token_id,
                           config.temperature, config.pretrain, accelerator)
-    checksum = torch.cat([p.detach().flatten() for p in encoder.parameters()]).double().sum().reshape(1)
-    checksums = accelerator.gather(checksum.to(accelerator.device)).tolist()
+    checksums = weight_checksums(encoder, accelerator)
 
-    tuned = finetune(encoder, fmt, splits["train"].subset(slice(32)), splits["valid"], lambda users, table: float(len(users) + len(table)),
+    calls = itertools.count()  # each validation scores higher: the fine-tuned weights are kept
+    tuned = finetune(encoder, fmt, splits["train"].subset(slice(32)), splits["valid"],
+                     lambda users, table: float(len(users) + len(table) + next(calls)),
                      config.temperature, config.finetune, config.encode, accelerator)
+    tuned_checksums = weight_checksums(encoder, accelerator)
     if accelerator.is_main_process:
         result.write_text(json.dumps({"processes": accelerator.num_processes, "table_error": table_error,
                                       "table_rows": len(sharded), "items": len(items), "steps": len(history),
                                       "checksums": checksums, "finetune_score": tuned.best_score,
-                                      "finetune_epochs": len(tuned.history)}))
+                                      "finetune_epochs": len(tuned.history), "tuned_checksums": tuned_checksums}))
 
 
 if __name__ == "__main__":

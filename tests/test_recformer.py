@@ -334,4 +334,5 @@ def test_two_processes_shard_the_table_and_stay_in_sync(ml100k, tmp_path: Path) 
     assert facts["processes"] == 2 and facts["table_rows"] == facts["items"]
     assert facts["table_error"] < 1e-5  # two shards gathered = the whole catalog encoded in one process
     assert facts["steps"] == 3 and facts["checksums"][0] == facts["checksums"][1]  # DDP kept the weights equal
-    assert facts["finetune_epochs"] == 1 and facts["finetune_score"] == 943 + facts["items"]
+    assert facts["finetune_epochs"] == 1 and facts["finetune_score"] == 943 + facts["items"] + 1
+    assert facts["tuned_checksums"][0] == facts["tuned_checksums"][1] != facts["checksums"][0]
