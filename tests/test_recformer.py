@@ -29,12 +29,12 @@ from stages.recformer.pretrain import gather_with_local_grad, item_item_loss, pr
 from tests.conftest import REPO, shared_dataset
 
 TINY = {"recformer.max_items": 8, "recformer.max_tokens": 64, "recformer.pretrain.learning_rate": 1e-3,
-        "recformer.pretrain.warmup_steps": 0,
-        "recformer.pretrain.batch_size": 16, "recformer.pretrain.max_steps": 40, "recformer.encode.batch_size": 8,
-        "recformer.encode.chunk_items": 50}
+        "recformer.pretrain.warmup_steps": 0, "recformer.pretrain.batch_size": 16,
+        "recformer.pretrain.max_steps": 40, "recformer.encode.batch_size": 8, "recformer.encode.chunk_items": 50}
 
 
-def recformer_config(**extra):
+def recformer_config(**extra: object):
+    """The `recformer` section sized for tiny models, with dotted overrides on top."""
     overrides = {**TINY, **extra}
     return load_config(None, [f"{key}={value}" for key, value in overrides.items()]).recformer
 
@@ -53,8 +53,9 @@ def tokenizer():
     return build.load_tokenizer(recformer_config())
 
 
-def tiny_backbone(tokenizer, seed: int = 0) -> BertModel:
-    torch.manual_seed(seed)
+def tiny_backbone(tokenizer) -> BertModel:
+    """A 2-layer, 32-wide BERT over the real MiniLM vocabulary, seeded."""
+    torch.manual_seed(0)
     config = BertConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
                         intermediate_size=64, max_position_embeddings=128)
     return BertModel(config).eval()
