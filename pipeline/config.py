@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -19,6 +20,16 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pipeline.errors import BadInput
 
 DEFAULTS_PATH = Path(__file__).resolve().parents[1] / "pipeline.yaml"
+
+
+class _Loader(yaml.SafeLoader):
+    """YAML as PyYAML reads it, except that `5e-5` is a float (YAML 1.1 alone wants `5.0e-5`)."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"))
 
 
 class Section(BaseModel):
@@ -60,9 +71,52 @@ class WorkspaceConfig(Section):
     stale_lock_s: float = Field(gt=0)
 
 
+class RecformerPretrainConfig(Section):
+    mlm_probability: float = Field(gt=0, lt=1)
+    mlm_weight: float = Field(ge=0)
+    batch_size: int = Field(ge=2)
+    learning_rate: float = Field(gt=0)
+    warmup_steps: int = Field(ge=0)
+    weight_decay: float = Field(ge=0)
+    max_grad_norm: float = Field(gt=0)
+    epochs: int = Field(ge=1)
+    max_steps: int | None = Field(ge=1)
+    seed: int
+
+
+class RecformerEncodeConfig(Section):
+    batch_size: int = Field(ge=1)
+    chunk_items: int = Field(ge=1)
+
+
+class RecformerFinetuneConfig(Section):
+    batch_size: int = Field(ge=1)
+    learning_rate: float = Field(gt=0)
+    weight_decay: float = Field(ge=0)
+    max_grad_norm: float = Field(gt=0)
+    stage1_epochs: int = Field(ge=0)
+    stage2_epochs: int = Field(ge=0)
+    patience: int = Field(ge=1)
+    seed: int
+
+
+class RecformerConfig(Section):
+    model: str | None
+    attributes: list[str] | None
+    max_attribute_tokens: int = Field(ge=1)
+    max_items: int = Field(ge=1)
+    max_tokens: int = Field(ge=2)
+    pooling: Literal["cls", "mean"]
+    temperature: float = Field(gt=0)
+    pretrain: RecformerPretrainConfig
+    encode: RecformerEncodeConfig
+    finetune: RecformerFinetuneConfig
+
+
 class PipelineConfig(Section):
     workspace: WorkspaceConfig
     data: DataConfig
+    recformer: RecformerConfig
 
 
 def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
@@ -81,7 +135,7 @@ def apply_overrides(tree: dict[str, Any], overrides: list[str]) -> dict[str, Any
         key, sep, raw = override.partition("=")
         if not sep or not key.strip():
             raise BadInput(f"--set {override!r}: expected KEY=VALUE, e.g. data.kcore_users=5")
-        nested: Any = yaml.safe_load(raw) if raw.strip() else None
+        nested: Any = yaml.load(raw, Loader=_Loader) if raw.strip() else None
         for part in reversed(key.strip().split(".")):
             nested = {part: nested}
         tree = _merge(tree, nested)
@@ -90,7 +144,7 @@ def apply_overrides(tree: dict[str, Any], overrides: list[str]) -> dict[str, Any
 
 def _read_yaml(path: Path) -> dict[str, Any]:
     try:
-        tree = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+        tree = yaml.load(Path(path).read_text(encoding="utf-8"), Loader=_Loader) or {}
     except FileNotFoundError:
         raise BadInput(f"{path}: config file not found") from None
     except (yaml.YAMLError, UnicodeDecodeError) as exc:

@@ -20,6 +20,11 @@ def test_overrides_are_parsed_as_yaml_and_nested() -> None:
     assert config.data.max_history is None
 
 
+def test_exponent_without_a_dot_is_a_float() -> None:
+    config = load_config(None, ["recformer.pretrain.learning_rate=5e-5", "recformer.temperature=1E-1"])
+    assert (config.recformer.pretrain.learning_rate, config.recformer.temperature) == (5e-5, 0.1)
+
+
 def test_user_file_is_laid_over_the_defaults(tmp_path: Path) -> None:
     path = tmp_path / "mine.yaml"
     path.write_text("data:\n  name: mine\n  kcore_items: 0\n")
