@@ -72,3 +72,32 @@ def write_embeddings_run(root: Path, dataset_dir: Path, dim: int, item_ids: list
 
     name = dataset_dir.parent.name
     return publish_run(Output(root / "embeddings" / name), run_id, build).run_dir
+
+
+SMALL = "small"  # ml-100k cut down: items with >= 20 interactions, each user's 20 most recent
+TINY_MODEL = ["downstream.model.hidden_size=16", "downstream.model.layers=1", "downstream.model.heads=2",
+              "downstream.model.max_length=10", "downstream.train.batch_size=256",
+              "downstream.train.max_epochs=2", "downstream.evaluate.batch_size=512"]
+
+
+@pytest.fixture(scope="session")
+def small_dataset(tmp_path_factory) -> Path:
+    """The output folder (`datasets/small`) of a small real dataset, prepared once per session."""
+    from pipeline import prepare
+
+    root = tmp_path_factory.mktemp("shared") / "artifacts"
+    config = load_config(None, [f"workspace.root={root}", f"data.path={shared_dataset('ml-100k')}",
+                                f"data.name={SMALL}", "data.kcore_items=20", "data.max_history=20"])
+    return prepare.run(config).run_dir.parent
+
+
+@pytest.fixture
+def workspace(tmp_path: Path, small_dataset: Path):
+    """A per-test workspace that sees the session's small dataset; returns a config builder for it."""
+    root = tmp_path / "artifacts"
+    (root / "datasets").mkdir(parents=True)
+    (root / "datasets" / SMALL).symlink_to(small_dataset)
+
+    def build(*overrides: str) -> PipelineConfig:
+        return load_config(None, [f"workspace.root={root}", f"data.name={SMALL}", *TINY_MODEL, *overrides])
+    return build

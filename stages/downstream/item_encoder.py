@@ -18,6 +18,15 @@ def whitening(table: torch.Tensor, eps: float = 1e-5) -> tuple[torch.Tensor, tor
     return mean, (vectors / torch.sqrt(values.clamp_min(0) + eps)).float()
 
 
+def _id_table(num_items: int, hidden_size: int) -> nn.Embedding:
+    """Trainable ID vectors, initialised as in RecBole's SASRec (normal, std 0.02); row 0 stays zero."""
+    table = nn.Embedding(num_items + 1, hidden_size, padding_idx=0)
+    nn.init.normal_(table.weight, std=0.02)
+    with torch.no_grad():
+        table.weight[0].zero_()
+    return table
+
+
 class ItemEncoder(nn.Module):
     """Maps 1-based item ids to hidden_size vectors.
 
@@ -37,8 +46,7 @@ class ItemEncoder(nn.Module):
         self.num_items = num_items
         self.uses_embeddings = embeddings is not None
         if embeddings is None:
-            self.ids = nn.Embedding(num_items + 1, hidden_size, padding_idx=0)
-            nn.init.normal_(self.ids.weight, std=0.02)
+            self.ids = _id_table(num_items, hidden_size)
             return
         if embeddings.shape[0] != num_items:
             raise ValueError(f"embeddings have {embeddings.shape[0]} rows for {num_items} items")
@@ -50,9 +58,7 @@ class ItemEncoder(nn.Module):
             self.table = nn.Parameter(padded)
         self.register_buffer("has_embedding", torch.cat([torch.zeros(1, dtype=torch.bool), has]), persistent=False)
         self.add_id = id_embedding
-        self.ids = nn.Embedding(num_items + 1, hidden_size, padding_idx=0) if id_embedding or not has.all() else None
-        if self.ids is not None:
-            nn.init.normal_(self.ids.weight, std=0.02)
+        self.ids = _id_table(num_items, hidden_size) if id_embedding or not has.all() else None
         self.adapter = self._adapter(adapter, embeddings[has], hidden_size)
 
     @staticmethod
