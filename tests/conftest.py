@@ -21,6 +21,14 @@ def shared_dataset(name: str) -> Path:
     return folder
 
 
+@pytest.fixture(scope="session", autouse=True)
+def one_thread():
+    """Tiny models on a shared 2-core machine: one torch thread avoids threads spinning against each other."""
+    import torch
+
+    torch.set_num_threads(1)
+
+
 @pytest.fixture
 def make_config(tmp_path: Path):
     """Build a validated config whose workspace is the test's own temporary folder."""

@@ -27,7 +27,7 @@ from pipeline.embeddings import Embeddings
 from pipeline.errors import BadInput
 from pipeline.store import RunResult, publish_run, read_manifest, write_json_atomic
 from stages.downstream import runs
-from stages.downstream.evaluate import evaluate_all, evaluate_model
+from stages.downstream.evaluate import evaluate_all, evaluate_model, split_users
 from stages.downstream.item_index import build_index
 from stages.downstream.objective import Objective
 from stages.downstream.recommender import Recommender, build
@@ -50,11 +50,19 @@ class TrainState:
     history: list[dict[str, Any]] = field(default_factory=list)
 
 
+def check_splits(seqs: Sequences, dataset_dir: Path) -> None:
+    """Fail before training when there is nothing to train on, select by, or test on."""
+    path = dataset_dir / "interactions.parquet"
+    if not (seqs.n_train >= 2).any():
+        raise BadInput(f"{path}: no user has two train interactions; nothing to train on")
+    for split in ("valid", "test"):
+        if len(split_users(seqs, split)) == 0:
+            raise BadInput(f"{path}: no users with a {split} interaction and a history before it")
+
+
 def training_rows(seqs: Sequences, max_length: int) -> tuple[torch.Tensor, int]:
     """(U, L + 1) right-aligned train sequences of users with >= 2 train items, and how many had fewer."""
     users = np.flatnonzero(seqs.n_train >= 2)
-    if len(users) == 0:
-        raise BadInput("dataset: no user has two train interactions; nothing to train on")
     rows = padded(seqs, users, seqs.split_end("train")[users], max_length + 1)
     return torch.from_numpy(rows), int(len(seqs.user_ids) - len(users))
 
@@ -145,6 +153,7 @@ def _save_weights(model: Recommender, path: Path) -> None:
 def _train(folder: Path, config: DownstreamConfig, dataset_dir: Path, dataset_run_id: str,
            embeddings: Embeddings | None) -> dict[str, Any]:
     seqs = load_sequences(dataset_dir)
+    check_splits(seqs, dataset_dir)
     vectors, has = runs.item_vectors(embeddings, seqs, dataset_run_id, config)
     rows, not_trained = training_rows(seqs, config.model.max_length)
     one_interaction = int((np.diff(seqs.offsets) == 1).sum())
