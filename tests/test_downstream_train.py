@@ -15,6 +15,7 @@ from conftest import write_embeddings_run
 from pipeline.errors import BadInput
 from pipeline.store import Output, publish_run
 from stages.downstream import runs, train
+from stages.downstream.sequences import load_sequences
 
 ID_ONLY = "downstream.embeddings=null"
 
@@ -134,3 +135,14 @@ def test_users_with_one_interaction_are_skipped_and_counted(workspace) -> None:
     assert result.manifest["users"]["one_interaction_skipped"] == singles
     assert result.manifest["users"]["trained_on"] == result.manifest["users"]["total"] - singles
     assert pc.sum(pc.equal(pq.read_table(runs.dataset_dir(config) / "interactions.parquet").column("position"), 0)).as_py() == result.manifest["users"]["total"]
+
+
+def test_training_windows_cover_every_train_target_exactly_once(workspace) -> None:
+    seqs = load_sequences(runs.dataset_dir(workspace()))
+    rows, without = train.training_rows(seqs, max_length=3)
+    inputs, targets = rows[:, :-1], rows[:, 1:]
+    assert torch.equal(inputs[:, 1:], targets[:, :-1])
+    got = np.sort(targets[inputs != 0].numpy())
+    train_items = [seqs.items[start + 1:start + n] for start, n in zip(seqs.starts, seqs.n_train)]
+    np.testing.assert_array_equal(got, np.sort(np.concatenate(train_items)))
+    assert without == int((seqs.n_train < 2).sum())

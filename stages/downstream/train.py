@@ -61,9 +61,18 @@ def check_splits(seqs: Sequences, dataset_dir: Path) -> None:
 
 
 def training_rows(seqs: Sequences, max_length: int) -> tuple[torch.Tensor, int]:
-    """(U, L + 1) right-aligned train sequences of users with >= 2 train items, and how many had fewer."""
+    """(W, L + 1) right-aligned windows that cover every train target exactly once, and how many users had none.
+
+    A train sequence longer than L + 1 is cut from its end into windows whose targets do not overlap
+    (each window's first input is the previous window's last target), so long histories are not
+    truncated to their last L items.
+    """
     users = np.flatnonzero(seqs.n_train >= 2)
-    rows = padded(seqs, users, seqs.split_end("train")[users], max_length + 1)
+    windows = -(-(seqs.n_train[users] - 1) // max_length)  # ceil((targets) / L) per user
+    owner = np.repeat(users, windows)
+    back = np.arange(windows.sum()) - np.repeat(np.cumsum(windows) - windows, windows)  # 0 = the last window
+    ends = seqs.split_end("train")[owner] - back * max_length
+    rows = padded(seqs, owner, ends, max_length + 1)
     return torch.from_numpy(rows), int(len(seqs.user_ids) - len(users))
 
 
@@ -103,7 +112,7 @@ def _train_epoch(objective: torch.nn.Module, optimizer: torch.optim.Optimizer, a
     shard = order[accelerator.process_index::accelerator.num_processes][:per_process]
     objective.train()
     total, batches = 0.0, 0
-    with events.Tracker(f"epoch {epoch + 1}", len(shard), "users") as tracker:
+    with events.Tracker(f"epoch {epoch + 1}", len(shard), "sequences") as tracker:
         for start in range(0, len(shard), batch_size):
             batch = rows[shard[start:start + batch_size]].to(accelerator.device)  # (B, L + 1)
             loss = objective(batch[:, :-1], batch[:, 1:])
