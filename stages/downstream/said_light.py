@@ -25,9 +25,10 @@ class SAIDLight(nn.Module):
             raise ValueError(f"unknown pooling {pooling!r}")
         self.pooling = pooling
         self.dropout = nn.Dropout(dropout)
-        self.positions = nn.Embedding(max_length, hidden_size)
-        self.key = nn.Linear(hidden_size, hidden_size)
-        self.query = nn.Parameter(torch.zeros(hidden_size))
+        if pooling == "attention":  # only then: parameters without gradients would stall DDP
+            self.positions = nn.Embedding(max_length, hidden_size)
+            self.key = nn.Linear(hidden_size, hidden_size)
+            self.query = nn.Parameter(torch.zeros(hidden_size))
         self.mlp = nn.ModuleList(nn.Sequential(nn.Linear(hidden_size, hidden_size), nn.GELU(), nn.Dropout(dropout))
                                  for _ in range(layers))
         self.norm = nn.LayerNorm(hidden_size)
