@@ -23,10 +23,11 @@ def target_ranks(scores: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     Returns:
         (B,) int64: how many non-target items score higher than, or equal to, the target.
     """
+    # Same as counting (scores > target) | (scores == target & not the target column): the target is
+    # the one item that always ties with itself, so subtract it. One comparison pass, no scatter.
     target_scores = scores.gather(1, targets[:, None])  # (B, 1)
-    is_target = torch.zeros_like(scores, dtype=torch.bool).scatter_(1, targets[:, None], True)
-    above = (scores > target_scores) | ((scores == target_scores) & ~is_target)
-    return above.sum(dim=1)
+    ranks = (scores >= target_scores).sum(dim=1) - 1
+    return torch.where(torch.isnan(target_scores[:, 0]), scores.shape[1] - 1, ranks)  # NaN: the worst rank
 
 
 def metric_sums(ranks: torch.Tensor, ks: list[int]) -> dict[str, float]:

@@ -25,6 +25,10 @@ def test_masked_items_never_rank_above_the_target() -> None:
     assert target_ranks(scores, torch.tensor([3])).tolist() == [1]
 
 
+def test_a_nan_target_score_ranks_last() -> None:
+    assert target_ranks(torch.tensor([[0.1, float("nan"), 0.3]]), torch.tensor([1])).tolist() == [2]
+
+
 def test_recall_ndcg_mrr_by_hand() -> None:
     result = ranking_metrics(torch.tensor([0, 1, 2, 10]), [1, 3])
     assert result["recall@1"] == pytest.approx(1 / 4)
