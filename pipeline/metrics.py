@@ -26,7 +26,7 @@ def target_ranks(scores: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     # Same as counting (scores > target) | (scores == target & not the target column): the target is
     # the one item that always ties with itself, so subtract it. One comparison pass, no scatter.
     target_scores = scores.gather(1, targets[:, None])  # (B, 1)
-    ranks = (scores >= target_scores).sum(dim=1) - 1
+    ranks = (scores >= target_scores).sum(dim=1, dtype=torch.int32).long() - 1  # int32: a faster reduction
     return torch.where(torch.isnan(target_scores[:, 0]), scores.shape[1] - 1, ranks)  # NaN: the worst rank
 
 
