@@ -27,6 +27,7 @@ class SAIDLight(nn.Module):
         self.dropout = nn.Dropout(dropout)
         if pooling == "attention":  # only then: parameters without gradients would stall DDP
             self.positions = nn.Embedding(max_length, hidden_size)
+            nn.init.normal_(self.positions.weight, std=0.02)
             self.key = nn.Linear(hidden_size, hidden_size)
             self.query = nn.Parameter(torch.zeros(hidden_size))
         self.mlp = nn.ModuleList(nn.Sequential(nn.Linear(hidden_size, hidden_size), nn.GELU(), nn.Dropout(dropout))

@@ -37,6 +37,8 @@ class SASRec(nn.Module):
             raise ValueError(f"hidden_size {hidden_size} is not divisible by heads {heads}")
         self.heads = heads
         self.positions = nn.Embedding(max_length, hidden_size)
+        nn.init.normal_(self.positions.weight, std=0.02)  # the scale of ID vectors; N(0, 1) would drown them
+        self.norm_in = nn.LayerNorm(hidden_size)  # item vectors from an adapter come at any scale
         self.dropout = nn.Dropout(dropout)
         block = nn.TransformerEncoderLayer(hidden_size, heads, dim_feedforward=hidden_size * 4, dropout=dropout,
                                            activation="gelu", batch_first=True, norm_first=True)
@@ -47,7 +49,7 @@ class SASRec(nn.Module):
         """items: (B, L, H) item vectors; padding: (B, L) bool, True at padding -> (B, L, H) states."""
         length = items.shape[1]
         positions = torch.arange(length, device=items.device)
-        x = self.dropout(items + self.positions(positions)[None])  # (B, L, H)
+        x = self.dropout(self.norm_in(items + self.positions(positions)[None]))  # (B, L, H)
         x = x * ~padding.unsqueeze(-1)
         x = self.blocks(x, mask=causal_mask(padding, self.heads))  # (B, L, H)
         return self.norm(x)
