@@ -106,7 +106,7 @@ def _resume(accelerator: Accelerator, folder: Path) -> TrainState:
 
 def _train_epoch(objective: torch.nn.Module, optimizer: torch.optim.Optimizer, accelerator: Accelerator,
                  rows: torch.Tensor, batch_size: int, seed: int, epoch: int) -> float:
-    """One pass over this process's shard of users, shuffled by (seed, epoch) so a resumed run repeats it."""
+    """One pass over this process's shard of windows, shuffled by (seed, epoch) so a resumed run repeats it."""
     order = torch.randperm(len(rows), generator=torch.Generator().manual_seed(seed + epoch))
     per_process = len(order) // accelerator.num_processes
     shard = order[accelerator.process_index::accelerator.num_processes][:per_process]
