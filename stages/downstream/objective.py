@@ -29,9 +29,11 @@ class Objective(nn.Module):
         self.negatives = negatives
 
     def forward(self, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        """inputs, targets: (B, L) item ids, targets[t] follows inputs[t]; 0 = no target there."""
-        states = self.recommender(inputs)[targets != 0]  # (P, H): one row per real position
-        positives = targets[targets != 0]  # (P,)
+        """inputs, targets: (B, L) right-aligned item ids, targets[t] follows inputs[t]; 0 = padding."""
+        states = self.recommender(inputs)  # (B, L', H): leading all-padding columns dropped
+        cut = inputs.shape[1] - states.shape[1]
+        real = inputs[:, cut:] != 0  # a target counts only after a real item (right-aligned: targets are real too)
+        states, positives = states[real], targets[:, cut:][real]  # (P, H), (P,)
         if self.loss == "ce":
             logits = states @ self.recommender.items.all_items().T  # (P, N)
             return F.cross_entropy(logits, positives - 1)

@@ -28,7 +28,13 @@ class Recommender(nn.Module):
         self.sequence = sequence
 
     def forward(self, history: torch.Tensor) -> torch.Tensor:
-        """(B, L) right-aligned item ids -> (B, L, H): state t predicts the item after position t."""
+        """(B, L) right-aligned item ids -> (B, L', H): state t predicts the item after position t.
+
+        Columns that are padding in every row are dropped first (L' <= L), so a batch of short histories
+        costs what its longest history costs, not max_length.
+        """
+        first = int((history != 0).any(dim=0).int().argmax()) if history.numel() else 0
+        history = history[:, first:]
         return self.sequence(self.items(history), history == 0)
 
     def user_vectors(self, history: torch.Tensor) -> torch.Tensor:

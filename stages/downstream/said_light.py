@@ -38,7 +38,8 @@ class SAIDLight(nn.Module):
         """(B, L, H) -> (B, L) unnormalised weight of each history item."""
         if self.pooling == "mean":
             return x.new_zeros(x.shape[:2])
-        positions = self.positions(torch.arange(x.shape[1], device=x.device))[None]  # (1, L, H)
+        size = self.positions.num_embeddings  # right-aligned, as in SASRec
+        positions = self.positions(torch.arange(size - x.shape[1], size, device=x.device))[None]  # (1, L, H)
         return torch.tanh(self.key(x + positions)) @ self.query  # (B, L)
 
     def forward(self, items: torch.Tensor, padding: torch.Tensor) -> torch.Tensor:

@@ -28,7 +28,7 @@ class SASRec(nn.Module):
         layers: Transformer blocks (pre-norm).
         heads: attention heads; must divide H.
         dropout: on the input and inside each block.
-        max_length: L, the longest history (learned absolute positions, right-aligned).
+        max_length: the longest history (learned positions counted back from the most recent item).
     """
 
     def __init__(self, hidden_size: int, layers: int, heads: int, dropout: float, max_length: int) -> None:
@@ -48,7 +48,8 @@ class SASRec(nn.Module):
     def forward(self, items: torch.Tensor, padding: torch.Tensor) -> torch.Tensor:
         """items: (B, L, H) item vectors; padding: (B, L) bool, True at padding -> (B, L, H) states."""
         length = items.shape[1]
-        positions = torch.arange(length, device=items.device)
+        # Right-aligned: the last item is always position max_length - 1, however long the window is.
+        positions = torch.arange(self.positions.num_embeddings - length, self.positions.num_embeddings, device=items.device)
         x = self.dropout(self.norm_in(items + self.positions(positions)[None]))  # (B, L, H)
         x = x * ~padding.unsqueeze(-1)
         x = self.blocks(x, mask=causal_mask(padding, self.heads))  # (B, L, H)
