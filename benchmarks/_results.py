@@ -1,7 +1,8 @@
 """Shared by every benchmark: machine facts, the measured matmul peak, and writing results.
 
 Each benchmark writes `benchmarks/results/<name>.json` (its figures, the machine, the date, the exact
-command) and a short Markdown table beside it; a later run replaces both.
+command) and a short Markdown table beside it; a later run replaces both. Benchmarks run as modules from
+the repository root: `python -m benchmarks.<name>`.
 """
 
 from __future__ import annotations
@@ -10,7 +11,6 @@ import json
 import os
 import platform
 import shlex
-import statistics
 import sys
 import time
 from datetime import datetime, timezone
@@ -31,46 +31,49 @@ def cpu_model() -> str:
 
 
 def machine() -> dict[str, Any]:
-    facts: dict[str, Any] = {"cores": os.cpu_count(), "cpu_model": cpu_model(), "python": platform.python_version()}
-    try:
-        import torch
-        facts["torch"] = torch.__version__
-        facts["torch_threads"] = torch.get_num_threads()
-        if torch.cuda.is_available():
-            facts["gpu"] = torch.cuda.get_device_name(0)
-    except ImportError:
-        pass
+    """What the numbers depend on: cores, CPU, GPU, threads, library versions, load at the time."""
+    import torch
+
+    facts: dict[str, Any] = {"cores": os.cpu_count(), "cpu_model": cpu_model(), "torch_threads": torch.get_num_threads(),
+                             "torch": torch.__version__, "python": platform.python_version(),
+                             "load_average_1m": round(os.getloadavg()[0], 2)}
+    if torch.cuda.is_available():
+        facts["gpu"] = torch.cuda.get_device_name(0)
     return facts
 
 
-def matmul_peak_gflops(size: int = 2048, repeats: int = 5, dtype: str = "float32", device: str = "cpu") -> float:
-    """The machine's achievable matmul rate: median GFLOP/s of square `size` matmuls (the roofline we compare to)."""
+def matmul_peak_gflops(size: int = 4096, repeats: int = 3, dtype: str = "float32", device: str = "cpu") -> float:
+    """The machine's measured matmul limit: the best of `repeats` square products, in GFLOP/s."""
     import torch
 
     a = torch.randn(size, size, dtype=getattr(torch, dtype), device=device)
     b = torch.randn(size, size, dtype=getattr(torch, dtype), device=device)
-    rates = []
-    for _ in range(repeats + 1):
+
+    def timed() -> float:
         if device != "cpu":
             torch.cuda.synchronize()
-        start = time.perf_counter()
+        started = time.perf_counter()
         a @ b
         if device != "cpu":
             torch.cuda.synchronize()
-        rates.append(2 * size**3 / (time.perf_counter() - start) / 1e9)
-    return statistics.median(rates[1:])
+        return time.perf_counter() - started
+
+    timed()  # warm-up
+    return 2 * size**3 / min(timed() for _ in range(repeats)) / 1e9
 
 
 def write(name: str, figures: dict[str, Any], table: list[tuple[str, Any]]) -> Path:
-    """Write `<name>.json` (figures + machine + date + command) and `<name>.md` (the table)."""
+    """Write `<name>.json` (figures + machine + date + command) and `<name>.md` (the table); print the JSON."""
     RESULTS.mkdir(parents=True, exist_ok=True)
     module = ".".join(Path(sys.argv[0]).resolve().relative_to(RESULTS.parents[1]).with_suffix("").parts)
     record = {**figures, "machine": machine(), "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
               "command": " ".join(shlex.quote(arg) for arg in ["python", "-m", module, *sys.argv[1:]])}
     path = RESULTS / f"{name}.json"
     path.write_text(json.dumps(record, indent=2) + "\n")
-    lines = [f"# {name}", "", "| figure | value |", "|---|---|"]
-    lines += [f"| {label} | {value} |" for label, value in table]
-    lines += ["", f"Machine: {record['machine']}. Date: {record['date']}.", f"Command: `{record['command']}`", ""]
+    info = record["machine"]
+    lines = [f"# {name}", "", "| figure | value |", "|---|---|", *(f"| {label} | {value} |" for label, value in table), "",
+             f"{info['cores']} cores ({info['cpu_model']}), {info['torch_threads']} torch threads, torch {info['torch']}, "
+             f"load average {info['load_average_1m']}; {record['date']}; `{record['command']}`", ""]
     (RESULTS / f"{name}.md").write_text("\n".join(lines))
+    print(json.dumps(record, indent=2))
     return path

@@ -85,6 +85,47 @@ def fetch_default_data(config: ConfigOption = None, set_: SetOption = None, log_
     default_data.fetch(Path(cfg.data.path), Path(cfg.workspace.root) / "downloads")
 
 
+@app.command("train-downstream")
+@reports_errors
+def train_downstream(config: ConfigOption = None, set_: SetOption = None, force: ForceOption = False,
+                     log_format: LogOption = "text") -> None:
+    """Train a sequential recommender on the latest dataset and item embeddings; evaluate; publish."""
+    from stages.downstream import train
+
+    result = train.run(_config(config, set_), force=force)
+    typer.echo(result.run_dir)
+
+
+@app.command()
+@reports_errors
+def evaluate(run: Annotated[str, typer.Argument(help="A downstream run: latest, a run id or a folder.")] = "latest",
+             config: ConfigOption = None, set_: SetOption = None, log_format: LogOption = "text") -> None:
+    """Re-evaluate a downstream run with downstream.evaluate's settings; print metrics.json's content."""
+    from stages.downstream import evaluate as evaluate_stage
+    from stages.downstream import runs
+
+    cfg = _config(config, set_)
+    trained = runs.load_trained(runs.resolve(runs.output(cfg, "downstream"), run, "downstream"))
+    results = evaluate_stage.evaluate_all(trained.model, trained.seqs, cfg.downstream.evaluate,
+                                          trained.config.model.max_length)
+    typer.echo(json.dumps({"run_dir": str(trained.run_dir), **results}, indent=2))
+
+
+@app.command()
+@reports_errors
+def recommend(config: ConfigOption = None, set_: SetOption = None, force: ForceOption = False,
+              user: Annotated[Optional[list[str]], typer.Option("--user", help="A user id (repeatable); default: recommend.users.")] = None,
+              log_format: LogOption = "text") -> None:
+    """Write top-K recommendations (recommendations.parquet) for every user or the given ones."""
+    from stages.downstream import recommend as recommend_stage
+
+    cfg = _config(config, set_)
+    if user:
+        cfg = cfg.model_copy(update={"recommend": cfg.recommend.model_copy(update={"users": list(user)})})
+    result = recommend_stage.run(cfg, force=force)
+    typer.echo(result.run_dir)
+
+
 @app.command("run")
 @reports_errors
 def run_all(config: ConfigOption = None, set_: SetOption = None, force: ForceOption = False,

@@ -12,7 +12,7 @@ import hashlib
 import json
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -111,12 +111,68 @@ class RecformerConfig(Section):
     pretrain: RecformerPretrainConfig
     encode: RecformerEncodeConfig
     finetune: RecformerFinetuneConfig
+class ModelConfig(Section):
+    """The downstream model's architecture and its item side."""
+
+    kind: Literal["sasrec", "gru4rec", "said_light"]
+    hidden_size: int = Field(ge=1)
+    layers: int = Field(ge=1)
+    heads: int = Field(ge=1)
+    dropout: float = Field(ge=0, lt=1)
+    max_length: int = Field(ge=1)
+    pooling: Literal["mean", "attention"]
+    adapter: Literal["linear", "mlp", "whiten"]
+    id_embedding: bool
+    freeze_embeddings: bool
+
+
+class TrainConfig(Section):
+    loss: Literal["ce", "sampled", "bce"]
+    negatives: int = Field(ge=1)
+    batch_size: int = Field(ge=1)
+    lr: float = Field(gt=0)
+    weight_decay: float = Field(ge=0)
+    max_epochs: int = Field(ge=1)
+    patience: int = Field(ge=1)
+    seed: int = Field(ge=0)
+
+
+class EvaluateConfig(Section):
+    ks: list[Annotated[int, Field(ge=1)]] = Field(min_length=1)
+    mask_history: bool
+    batch_size: int = Field(ge=1)
+
+
+class IndexConfig(Section):
+    kind: Literal["flat", "hnsw"]
+    hnsw_m: int = Field(ge=2)
+    ef_search: int = Field(ge=1)
+
+
+class DownstreamConfig(Section):
+    embeddings: str | None
+    missing_items: Literal["error", "id_vector"]
+    model: ModelConfig
+    train: TrainConfig
+    evaluate: EvaluateConfig
+    index: IndexConfig
+
+
+class RecommendConfig(Section):
+    run: str
+    k: int = Field(ge=1)
+    users: list[str] | None
+    search: Literal["exact", "faiss"]
+    filter_history: bool
+    batch_size: int = Field(ge=1)
 
 
 class PipelineConfig(Section):
     workspace: WorkspaceConfig
     data: DataConfig
     recformer: RecformerConfig
+    downstream: DownstreamConfig
+    recommend: RecommendConfig
 
 
 def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:

@@ -1,0 +1,49 @@
+"""Training losses over every position of a batch of sequences at once.
+
+Wrapped as a module so that Accelerate (DDP) sees one forward pass that returns the loss.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from stages.downstream.recommender import Recommender
+
+
+class Objective(nn.Module):
+    """Args:
+        recommender: the model being trained.
+        loss: "ce" (softmax over all items), "sampled" (softmax over the target and shared sampled
+            negatives) or "bce" (target vs. each negative, SASRec's original loss).
+        negatives: how many negatives are drawn uniformly per batch (shared by all its positions).
+    """
+
+    def __init__(self, recommender: Recommender, loss: str, negatives: int) -> None:
+        super().__init__()
+        if loss not in ("ce", "sampled", "bce"):
+            raise ValueError(f"unknown loss {loss!r}")
+        self.recommender = recommender
+        self.loss = loss
+        self.negatives = negatives
+
+    def forward(self, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """inputs, targets: (B, L) right-aligned item ids, targets[t] follows inputs[t]; 0 = padding."""
+        states = self.recommender(inputs)  # (B, L', H): leading all-padding columns dropped
+        cut = inputs.shape[1] - states.shape[1]
+        real = inputs[:, cut:] != 0  # a target counts only after a real item (right-aligned: targets are real too)
+        states, positives = states[real], targets[:, cut:][real]  # (P, H), (P,)
+        if self.loss == "ce":
+            logits = states @ self.recommender.items.all_items().T  # (P, N)
+            return F.cross_entropy(logits, positives - 1)
+        num_items = self.recommender.items.num_items
+        negatives = torch.randint(1, num_items + 1, (self.negatives,), device=states.device)  # (K,)
+        positive_logits = (states * self.recommender.items(positives)).sum(-1, keepdim=True)  # (P, 1)
+        negative_logits = states @ self.recommender.items(negatives).T  # (P, K)
+        negative_logits = negative_logits.masked_fill(negatives[None] == positives[:, None], float("-inf"))
+        if self.loss == "sampled":
+            logits = torch.cat([positive_logits, negative_logits], dim=1)  # (P, 1 + K)
+            return F.cross_entropy(logits, torch.zeros_like(positives))
+        negative_loss = -F.logsigmoid(-negative_logits)  # (P, K); collisions give -log(1) = 0
+        return (-F.logsigmoid(positive_logits).squeeze(1) + negative_loss.mean(dim=1)).mean()

@@ -1,0 +1,160 @@
+"""`seqrec-pipeline recommend`: top-K items per user from a trained downstream run.
+
+Batch mode scores users in batches (an exact matrix product, or the run's FAISS index); `Online` answers
+one history at a time, as a serving process would. Histories are the user's whole sequence.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import faiss
+import numpy as np
+import pyarrow as pa
+import torch
+
+from pipeline import events
+from pipeline.config import PipelineConfig, RecommendConfig, fingerprint
+from pipeline.errors import BadInput
+from pipeline.prepare import write_parquet
+from pipeline.store import RunResult, publish_run
+from stages.downstream import runs
+from stages.downstream.item_index import read_index
+from stages.downstream.sequences import history_pairs, padded
+
+RECOMMENDATIONS_FILE = "recommendations.parquet"
+SCHEMA = pa.schema([("user_id", pa.string()), ("item_ids", pa.list_(pa.string())), ("scores", pa.list_(pa.float32()))])
+
+
+def _drop_seen(candidates: np.ndarray, scores: np.ndarray, seen: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Keep each row's first k candidates that are not `seen` (both (n, C), candidates 0-based, -1 = none).
+
+    Dropped slots come back as -1 with score -inf when a row has fewer than k left.
+    """
+    drop = seen | (candidates < 0)
+    order = np.argsort(drop, axis=1, kind="stable")[:, :k]  # kept candidates first, in score order
+    kept_candidates = np.take_along_axis(candidates, order, axis=1)
+    kept_drop = np.take_along_axis(drop, order, axis=1)
+    return np.where(kept_drop, -1, kept_candidates), np.where(kept_drop, -np.inf, np.take_along_axis(scores, order, axis=1))
+
+
+def _seen_mask(pairs: tuple[np.ndarray, np.ndarray], candidates: np.ndarray, num_items: int) -> np.ndarray:
+    """(n, C) bool: candidate (0-based) appears in its row's history pairs (1-based items)."""
+    rows, items = pairs
+    seen = np.unique(rows * (num_items + 1) + items)
+    codes = np.arange(len(candidates))[:, None] * (num_items + 1) + candidates + 1
+    return np.isin(codes, seen)
+
+
+@torch.no_grad()
+def top_k(trained: runs.Trained, users: np.ndarray, config: RecommendConfig,
+          index: faiss.Index | None) -> tuple[np.ndarray, np.ndarray]:
+    """(n, k) 0-based item indices (-1 = none left) and their float32 scores for `users`, in batches."""
+    model, seqs = trained.model, trained.seqs
+    k = min(config.k, seqs.num_items)
+    table = model.items.all_items()  # (N, H)
+    ends = seqs.split_end("all")
+    out_items, out_scores = [], []
+    for start in range(0, len(users), config.batch_size):
+        batch = users[start:start + config.batch_size]
+        history = torch.from_numpy(padded(seqs, batch, ends[batch], trained.config.model.max_length))
+        pairs = history_pairs(seqs, batch, ends[batch])
+        extra = int(np.bincount(pairs[0], minlength=len(batch)).max()) if config.filter_history and len(pairs[0]) else 0
+        width = min(k + extra, seqs.num_items)
+        vectors = model.user_vectors(history)  # (B, H)
+        if index is None:
+            scores, candidates = torch.topk(vectors @ table.T, width, dim=1)
+            scores, candidates = scores.numpy(), candidates.numpy()
+        else:
+            scores, candidates = index.search(np.ascontiguousarray(vectors.numpy(), dtype=np.float32), width)
+        seen = _seen_mask(pairs, candidates, seqs.num_items) if config.filter_history else np.zeros_like(candidates, bool)
+        candidates, scores = _drop_seen(candidates, scores, seen, k)
+        out_items.append(candidates)
+        out_scores.append(scores.astype(np.float32))
+    return np.concatenate(out_items), np.concatenate(out_scores)
+
+
+def select_users(user_ids: list[str], wanted: list[str] | None) -> np.ndarray:
+    """Indices of the wanted users (all when None).
+
+    Raises:
+        BadInput: a wanted user is not in the dataset.
+    """
+    if wanted is None:
+        return np.arange(len(user_ids))
+    row_of = {user: row for row, user in enumerate(user_ids)}
+    unknown = [user for user in wanted if user not in row_of]
+    if unknown:
+        raise BadInput(f"recommend.users: {len(unknown)} unknown user ids (e.g. {', '.join(unknown[:5])})")
+    return np.array([row_of[user] for user in wanted], dtype=np.int64)
+
+
+def _table(trained: runs.Trained, users: np.ndarray, items: np.ndarray, scores: np.ndarray) -> pa.Table:
+    item_ids = np.array(trained.seqs.item_ids, dtype=object)
+    keep = items >= 0
+    return pa.table({
+        "user_id": [trained.seqs.user_ids[u] for u in users],
+        "item_ids": [item_ids[row[ok]].tolist() for row, ok in zip(items, keep)],
+        "scores": [row[ok].tolist() for row, ok in zip(scores, keep)],
+    }, schema=SCHEMA)
+
+
+def run(config: PipelineConfig, force: bool = False) -> RunResult:
+    """Write recommendations.parquet for `recommend.users` (or everyone) under `<root>/recommendations/<data.name>`."""
+    run_dir = runs.resolve(runs.output(config, "downstream"), config.recommend.run, "downstream")
+    trained = runs.load_trained(run_dir)
+    settings = config.recommend.model_dump(mode="json", exclude={"run"})
+    run_id = fingerprint("recommend", settings, trained.manifest["run_id"])
+
+    def build(folder: Path) -> dict[str, Any]:
+        users = select_users(trained.seqs.user_ids, config.recommend.users)
+        index = None
+        if config.recommend.search == "faiss":
+            index = read_index(run_dir / runs.INDEX_FILE, trained.seqs.num_items, trained.config.model.hidden_size)
+        items, scores = top_k(trained, users, config.recommend, index)
+        write_parquet(_table(trained, users, items, scores), folder / RECOMMENDATIONS_FILE)
+        events.emit("recommended", f"top-{config.recommend.k} for {len(users):,} users", users=len(users))
+        return {"kind": "recommendations", "downstream_run_id": trained.manifest["run_id"],
+                "downstream_run_dir": str(run_dir.resolve()), "users": int(len(users)), "config": settings}
+
+    return publish_run(runs.output(config, "recommendations"), run_id, build, force=force,
+                       lock_wait_s=config.workspace.lock_wait_s, stale_lock_s=config.workspace.stale_lock_s)
+
+
+class Online:
+    """Recommendations for one history at a time (a serving process keeps one of these loaded).
+
+    Args:
+        trained: a loaded downstream run.
+        index: its item index (HNSW for speed), or None for an exact product.
+    """
+
+    def __init__(self, trained: runs.Trained, index: faiss.Index | None) -> None:
+        self.trained, self.index = trained, index
+        self.row_of = {item: row for row, item in enumerate(trained.seqs.item_ids)}
+        with torch.no_grad():
+            self.table = trained.model.items.all_items().numpy()  # (N, H)
+
+    @torch.no_grad()
+    def recommend(self, history: list[str], k: int, filter_history: bool) -> list[tuple[str, float]]:
+        """Top-k (item id, score) after `history` (oldest first); unknown item ids are ignored."""
+        ids = [self.row_of[item] + 1 for item in history if item in self.row_of]
+        length = self.trained.config.model.max_length
+        window = torch.zeros(1, length, dtype=torch.int64)
+        recent = ids[-length:]
+        if recent:
+            window[0, -len(recent):] = torch.tensor(recent)
+        vector = self.trained.model.user_vectors(window).numpy()  # (1, H)
+        width = min(k + (len(set(ids)) if filter_history else 0), len(self.table))
+        if self.index is None:
+            scores = vector[0] @ self.table.T  # (N,)
+            candidates = np.argpartition(-scores, width - 1)[:width]
+            candidates = candidates[np.argsort(-scores[candidates], kind="stable")]
+            scores = scores[candidates]
+        else:
+            found_scores, found = self.index.search(vector, width)
+            candidates, scores = found[0], found_scores[0]
+        seen = {i - 1 for i in ids} if filter_history else set()
+        picks = [(self.trained.seqs.item_ids[c], float(s)) for c, s in zip(candidates, scores) if c >= 0 and c not in seen]
+        return picks[:k]

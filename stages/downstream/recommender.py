@@ -1,0 +1,65 @@
+"""A recommender = an item encoder + a sequence model; scores are dot products with every item's vector.
+
+`build` is the one place that maps `downstream.model` config to the models' flat constructor arguments.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from pipeline.config import ModelConfig
+from stages.downstream.gru4rec import GRU4Rec
+from stages.downstream.item_encoder import ItemEncoder
+from stages.downstream.said_light import SAIDLight
+from stages.downstream.sasrec import SASRec
+
+
+class Recommender(nn.Module):
+    """Args:
+        items: maps item ids (1..N, 0 = padding) to (H,) vectors.
+        sequence: maps (B, L, H) item vectors and a (B, L) padding mask to (B, L, H) user states.
+    """
+
+    def __init__(self, items: ItemEncoder, sequence: nn.Module) -> None:
+        super().__init__()
+        self.items = items
+        self.sequence = sequence
+
+    def forward(self, history: torch.Tensor) -> torch.Tensor:
+        """(B, L) right-aligned item ids -> (B, L', H): state t predicts the item after position t.
+
+        Columns that are padding in every row are dropped first (L' <= L), so a batch of short histories
+        costs what its longest history costs, not max_length.
+        """
+        first = int((history != 0).any(dim=0).int().argmax()) if history.numel() else 0
+        history = history[:, first:]
+        return self.sequence(self.items(history), history == 0)
+
+    def user_vectors(self, history: torch.Tensor) -> torch.Tensor:
+        """(B, L) histories -> (B, H): the state after the last item, which scores the next one."""
+        return self(history)[:, -1]
+
+    def scores(self, history: torch.Tensor, item_vectors: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, L) histories -> (B, N) scores of items 1..N (column j is item j + 1)."""
+        table = self.items.all_items() if item_vectors is None else item_vectors
+        return self.user_vectors(history) @ table.T
+
+
+def sequence_model(config: ModelConfig) -> nn.Module:
+    if config.kind == "sasrec":
+        return SASRec(config.hidden_size, config.layers, config.heads, config.dropout, config.max_length)
+    if config.kind == "gru4rec":
+        return GRU4Rec(config.hidden_size, config.layers, config.dropout)
+    return SAIDLight(config.hidden_size, config.layers, config.dropout, config.max_length, config.pooling)
+
+
+def build(config: ModelConfig, num_items: int, embeddings: np.ndarray | None, has_embedding: np.ndarray | None) -> Recommender:
+    """The recommender `config` describes, over `embeddings` (N, D) in item order, or IDs alone when None."""
+    items = ItemEncoder(
+        num_items, config.hidden_size,
+        None if embeddings is None else torch.from_numpy(embeddings),
+        None if has_embedding is None else torch.from_numpy(has_embedding),
+        config.adapter, config.id_embedding, config.freeze_embeddings)
+    return Recommender(items, sequence_model(config))

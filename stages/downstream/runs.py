@@ -1,0 +1,103 @@
+"""Finding stage two's inputs (dataset run, embeddings run) and loading a trained downstream run back."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from safetensors.torch import load_file
+
+from pipeline.config import DownstreamConfig, PipelineConfig
+from pipeline.embeddings import Embeddings, align_to_items, check_dataset, read_embeddings
+from pipeline.errors import BadInput
+from pipeline.store import Output, read_manifest
+from stages.downstream.recommender import Recommender, build
+from stages.downstream.sequences import Sequences, load_sequences
+
+WEIGHTS_FILE = "model.safetensors"
+CONFIG_FILE = "config.json"
+METRICS_FILE = "metrics.json"
+INDEX_FILE = "index.faiss"
+
+
+def output(config: PipelineConfig, kind: str) -> Output:
+    """`<root>/<kind>/<data.name>`: where runs of `kind` (datasets, embeddings, downstream, ...) live."""
+    return Output(Path(config.workspace.root) / kind / config.data.name)
+
+
+def resolve(out: Output, ref: str, what: str) -> Path:
+    """A run folder from `latest`, a run id in `out`, or a path.
+
+    Raises:
+        BadInput: the folder holds no complete run.
+    """
+    if ref == "latest":
+        found = out.latest()
+        if found is None:
+            raise BadInput(f"{out.path}: no published {what} run yet")
+        return found
+    path = Path(ref) if ("/" in ref or Path(ref).is_dir()) else out.run_dir(ref)
+    read_manifest(path)
+    return path
+
+
+def dataset_dir(config: PipelineConfig) -> Path:
+    found = output(config, "datasets").latest()
+    if found is None:
+        raise BadInput(f"{output(config, 'datasets').path}: no dataset yet (run `seqrec-pipeline prepare` first)")
+    return found
+
+
+def item_vectors(embeddings: Embeddings | None, seqs: Sequences, dataset_run_id: str,
+                 config: DownstreamConfig) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """The embeddings in dataset item order and which items have one (both None in ID-only mode)."""
+    if embeddings is None:
+        return None, None
+    check_dataset(embeddings, dataset_run_id)
+    return align_to_items(embeddings, seqs.item_ids, allow_missing=config.missing_items == "id_vector")
+
+
+def embeddings_for(config: PipelineConfig) -> Embeddings | None:
+    if config.downstream.embeddings is None:
+        return None
+    return read_embeddings(resolve(output(config, "embeddings"), config.downstream.embeddings, "embeddings"))
+
+
+@dataclass
+class Trained:
+    """A published downstream run, loaded: its model (eval mode), data, config and manifest."""
+
+    run_dir: Path
+    model: Recommender
+    seqs: Sequences
+    config: DownstreamConfig
+    manifest: dict[str, Any]
+
+
+def load_trained(run_dir: Path) -> Trained:
+    """Rebuild a run's model from its config, dataset and embeddings, and load its weights.
+
+    Raises:
+        BadInput: the run, its dataset or its embeddings are gone, or the weights do not fit them
+            (e.g. embeddings of another dimension than the checkpoint was trained on).
+    """
+    manifest = read_manifest(run_dir)
+    if manifest.get("kind") != "downstream":
+        raise BadInput(f"{run_dir}: manifest kind is {manifest.get('kind')!r}, not 'downstream'")
+    config = DownstreamConfig.model_validate(json.loads((run_dir / CONFIG_FILE).read_text()))
+    seqs = load_sequences(Path(manifest["dataset_run_dir"]))
+    embeddings = None if manifest["embeddings_run_dir"] is None else read_embeddings(Path(manifest["embeddings_run_dir"]))
+    if embeddings is not None and embeddings.dim != manifest["embedding_dim"]:
+        raise BadInput(f"{embeddings.run_dir}: embeddings have dim {embeddings.dim}, but {run_dir / WEIGHTS_FILE} "
+                       f"was trained on dim {manifest['embedding_dim']}")
+    vectors, has = item_vectors(embeddings, seqs, manifest["dataset_run_id"], config)
+    model = build(config.model, seqs.num_items, vectors, has)
+    try:
+        model.load_state_dict(load_file(run_dir / WEIGHTS_FILE))
+    except RuntimeError as exc:
+        raise BadInput(f"{run_dir / WEIGHTS_FILE}: does not fit the model built from {CONFIG_FILE} "
+                       f"({' '.join(str(exc).split())[:300]})") from None
+    return Trained(run_dir, model.eval(), seqs, config, manifest)

@@ -1,0 +1,56 @@
+"""SASRec (Kang & McAuley, ICDM 2018): causal self-attention over a user's item sequence.
+
+Position t's output summarises items 0..t and is trained to score item t + 1, so one forward pass gives a
+training target at every position of the sequence.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+def causal_mask(padding: torch.Tensor, heads: int) -> torch.Tensor:
+    """(B * heads, L, L) bool, True = may not attend: future positions and padding keys.
+
+    A query may always attend to itself, so fully padded rows (left padding) never produce NaN.
+    """
+    length = padding.shape[1]
+    future = torch.ones(length, length, dtype=torch.bool, device=padding.device).triu(1)  # (L, L)
+    blocked = future[None] | padding[:, None, :]  # (B, L, L)
+    blocked &= ~torch.eye(length, dtype=torch.bool, device=padding.device)[None]
+    return blocked.repeat_interleave(heads, dim=0)
+
+
+class SASRec(nn.Module):
+    """Args:
+        hidden_size: H, width of item vectors and of the Transformer.
+        layers: Transformer blocks (pre-norm).
+        heads: attention heads; must divide H.
+        dropout: on the input and inside each block.
+        max_length: the longest history (learned positions counted back from the most recent item).
+    """
+
+    def __init__(self, hidden_size: int, layers: int, heads: int, dropout: float, max_length: int) -> None:
+        super().__init__()
+        if hidden_size % heads:
+            raise ValueError(f"hidden_size {hidden_size} is not divisible by heads {heads}")
+        self.heads = heads
+        self.positions = nn.Embedding(max_length, hidden_size)
+        nn.init.normal_(self.positions.weight, std=0.02)  # the scale of ID vectors; N(0, 1) would drown them
+        self.norm_in = nn.LayerNorm(hidden_size)  # item vectors from an adapter come at any scale
+        self.dropout = nn.Dropout(dropout)
+        block = nn.TransformerEncoderLayer(hidden_size, heads, dim_feedforward=hidden_size * 4, dropout=dropout,
+                                           activation="gelu", batch_first=True, norm_first=True)
+        self.blocks = nn.TransformerEncoder(block, layers, enable_nested_tensor=False)
+        self.norm = nn.LayerNorm(hidden_size)
+
+    def forward(self, items: torch.Tensor, padding: torch.Tensor) -> torch.Tensor:
+        """items: (B, L, H) item vectors; padding: (B, L) bool, True at padding -> (B, L, H) states."""
+        length = items.shape[1]
+        # Right-aligned: the last item is always position max_length - 1, however long the window is.
+        positions = torch.arange(self.positions.num_embeddings - length, self.positions.num_embeddings, device=items.device)
+        x = self.dropout(self.norm_in(items + self.positions(positions)[None]))  # (B, L, H)
+        x = x * ~padding.unsqueeze(-1)
+        x = self.blocks(x, mask=causal_mask(padding, self.heads))  # (B, L, H)
+        return self.norm(x)

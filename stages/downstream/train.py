@@ -1,0 +1,222 @@
+"""`seqrec-pipeline train-downstream`: train a sequential recommender on frozen item embeddings.
+
+Every position of each user's train sequence is a target in one pass (as SASRec trains), not every prefix
+as its own sample. Early stopping on valid NDCG; the best weights are kept; a killed run resumes from its
+last complete epoch checkpoint (weights, optimizer, RNG, epoch, best metric, patience counter).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from accelerate import Accelerator
+from accelerate.utils import set_seed
+from safetensors.torch import load_file, save_file
+
+from pipeline import events
+from pipeline.config import DownstreamConfig, PipelineConfig, fingerprint
+from pipeline.embeddings import Embeddings
+from pipeline.errors import BadInput
+from pipeline.store import RunResult, publish_run, read_manifest, write_json_atomic
+from stages.downstream import runs
+from stages.downstream.evaluate import evaluate_all, evaluate_model, split_users
+from stages.downstream.item_index import build_index
+from stages.downstream.objective import Objective
+from stages.downstream.recommender import Recommender, build
+from stages.downstream.sequences import Sequences, load_sequences, padded
+
+CHECKPOINTS = "checkpoints"
+COMPLETE = "COMPLETE"
+STATE_FILE = "train_state.json"
+BEST_FILE = "best.safetensors"
+
+
+@dataclass
+class TrainState:
+    """What a resumed run needs besides weights, optimizer and RNG (which Accelerate saves)."""
+
+    epoch: int = 0  # epochs completed
+    best_metric: float = -math.inf
+    best_epoch: int = 0
+    bad_epochs: int = 0  # epochs since the best one (the patience counter)
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+def check_splits(seqs: Sequences, dataset_dir: Path) -> None:
+    """Fail before training when there is nothing to train on, select by, or test on."""
+    path = dataset_dir / "interactions.parquet"
+    if not (seqs.n_train >= 2).any():
+        raise BadInput(f"{path}: no user has two train interactions; nothing to train on")
+    for split in ("valid", "test"):
+        if len(split_users(seqs, split)) == 0:
+            raise BadInput(f"{path}: no users with a {split} interaction and a history before it")
+
+
+def training_rows(seqs: Sequences, max_length: int) -> tuple[torch.Tensor, int]:
+    """(W, L + 1) right-aligned windows that cover every train target exactly once, and how many users had none.
+
+    A train sequence longer than L + 1 is cut from its end into windows whose targets do not overlap
+    (each window's first input is the previous window's last target), so long histories are not
+    truncated to their last L items.
+    """
+    users = np.flatnonzero(seqs.n_train >= 2)
+    windows = -(-(seqs.n_train[users] - 1) // max_length)  # ceil((targets) / L) per user
+    owner = np.repeat(users, windows)
+    back = np.arange(windows.sum()) - np.repeat(np.cumsum(windows) - windows, windows)  # 0 = the last window
+    ends = seqs.split_end("train")[owner] - back * max_length
+    rows = padded(seqs, owner, ends, max_length + 1)
+    return torch.from_numpy(rows), int(len(seqs.user_ids) - len(users))
+
+
+def _latest_checkpoint(folder: Path) -> Path | None:
+    done = sorted(p for p in (folder / CHECKPOINTS).glob("epoch-*") if (p / COMPLETE).is_file())
+    return done[-1] if done else None
+
+
+def _save_checkpoint(accelerator: Accelerator, folder: Path, state: TrainState) -> None:
+    """Write a new checkpoint, mark it complete, and only then drop older ones."""
+    path = folder / CHECKPOINTS / f"epoch-{state.epoch:05d}"
+    accelerator.save_state(str(path), safe_serialization=True)
+    if accelerator.is_main_process:
+        write_json_atomic(path / STATE_FILE, asdict(state))
+        (path / COMPLETE).touch()
+        for old in (folder / CHECKPOINTS).glob("epoch-*"):
+            if old != path:
+                shutil.rmtree(old)
+    accelerator.wait_for_everyone()
+
+
+def _resume(accelerator: Accelerator, folder: Path) -> TrainState:
+    path = _latest_checkpoint(folder)
+    if path is None:
+        return TrainState()
+    accelerator.load_state(str(path))
+    state = TrainState(**json.loads((path / STATE_FILE).read_text()))
+    events.emit("resumed", f"resuming after epoch {state.epoch} from {path}", epoch=state.epoch)
+    return state
+
+
+def _train_epoch(objective: torch.nn.Module, optimizer: torch.optim.Optimizer, accelerator: Accelerator,
+                 rows: torch.Tensor, batch_size: int, seed: int, epoch: int) -> float:
+    """One pass over this process's shard of windows, shuffled by (seed, epoch) so a resumed run repeats it."""
+    order = torch.randperm(len(rows), generator=torch.Generator().manual_seed(seed + epoch))
+    per_process = len(order) // accelerator.num_processes
+    shard = order[accelerator.process_index::accelerator.num_processes][:per_process]
+    objective.train()
+    total, batches = 0.0, 0
+    with events.Tracker(f"epoch {epoch + 1}", len(shard), "sequences") as tracker:
+        for start in range(0, len(shard), batch_size):
+            batch = rows[shard[start:start + batch_size]].to(accelerator.device)  # (B, L + 1)
+            loss = objective(batch[:, :-1], batch[:, 1:])
+            optimizer.zero_grad(set_to_none=True)
+            accelerator.backward(loss)
+            optimizer.step()
+            total, batches = total + loss.item(), batches + 1
+            tracker.advance(len(batch), loss=f"{loss.item():.4f}")
+    return total / max(batches, 1)
+
+
+def _fit(model: Recommender, seqs: Sequences, rows: torch.Tensor, config: DownstreamConfig,
+         folder: Path) -> tuple[TrainState, Accelerator]:
+    """The training loop: epochs until max_epochs or patience runs out; the best weights in BEST_FILE."""
+    train, metric = config.train, f"ndcg@{config.evaluate.ks[0]}"
+    accelerator = Accelerator()
+    objective = Objective(model, train.loss, train.negatives)
+    optimizer = torch.optim.AdamW(objective.parameters(), lr=train.lr, weight_decay=train.weight_decay)
+    objective, optimizer = accelerator.prepare(objective, optimizer)
+    state = _resume(accelerator, folder)
+    while state.epoch < train.max_epochs and state.bad_epochs < train.patience:
+        started = time.perf_counter()
+        loss = _train_epoch(objective, optimizer, accelerator, rows, train.batch_size, train.seed, state.epoch)
+        seconds = time.perf_counter() - started
+        valid = evaluate_model(model, seqs, "valid", config.evaluate, config.model.max_length)
+        state.epoch += 1
+        state.history.append({"epoch": state.epoch, "loss": loss, "train_s": round(seconds, 3), f"valid_{metric}": valid[metric]})
+        if valid[metric] > state.best_metric:
+            state.best_metric, state.best_epoch, state.bad_epochs = valid[metric], state.epoch, 0
+            if accelerator.is_main_process:
+                _save_weights(model, folder / BEST_FILE)
+        else:
+            state.bad_epochs += 1
+        events.emit("epoch", f"epoch {state.epoch}: loss {loss:.4f}, valid {metric} {valid[metric]:.4f} "
+                    f"(best {state.best_metric:.4f} at epoch {state.best_epoch}), {seconds:.1f}s",
+                    epoch=state.epoch, loss=loss, valid=valid, train_s=seconds)
+        _save_checkpoint(accelerator, folder, state)
+    return state, accelerator
+
+
+def _save_weights(model: Recommender, path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    save_file({name: tensor.contiguous() for name, tensor in model.state_dict().items()}, str(tmp))
+    tmp.replace(path)
+
+
+def _train(folder: Path, config: DownstreamConfig, dataset_dir: Path, dataset_run_id: str,
+           embeddings: Embeddings | None) -> dict[str, Any]:
+    seqs = load_sequences(dataset_dir)
+    check_splits(seqs, dataset_dir)
+    vectors, has = runs.item_vectors(embeddings, seqs, dataset_run_id, config)
+    rows, not_trained = training_rows(seqs, config.model.max_length)
+    one_interaction = int((np.diff(seqs.offsets) == 1).sum())
+    if one_interaction:
+        events.emit("skipped_users", f"{one_interaction} users with one interaction skipped (nothing to predict)",
+                    users=one_interaction)
+    set_seed(config.train.seed)
+    model = build(config.model, seqs.num_items, vectors, has)
+    state, accelerator = _fit(model, seqs, rows, config, folder)
+    accelerator.wait_for_everyone()
+    model.load_state_dict(load_file(folder / BEST_FILE))
+    results = evaluate_all(model, seqs, config.evaluate, config.model.max_length)
+    if accelerator.is_main_process:
+        _export(folder, model, config, {**results, "best_epoch": state.best_epoch, "history": state.history})
+    accelerator.wait_for_everyone()
+    return {
+        "kind": "downstream", "model": config.model.kind, "seed": config.train.seed,
+        "dataset_run_id": dataset_run_id, "dataset_run_dir": str(dataset_dir.resolve()),
+        "embeddings_run_id": None if embeddings is None else embeddings.run_id,
+        "embeddings_run_dir": None if embeddings is None else str(embeddings.run_dir.resolve()),
+        "embeddings_method": None if embeddings is None else embeddings.manifest.get("method"),
+        "embedding_dim": None if embeddings is None else embeddings.dim,
+        "items_without_embedding": 0 if has is None else int((~has).sum()),
+        "num_items": seqs.num_items, "epochs": state.epoch, "best_epoch": state.best_epoch,
+        "users": {"total": len(seqs.user_ids), "one_interaction_skipped": one_interaction,
+                  "trained_on": len(seqs.user_ids) - not_trained},
+        "metrics": {"valid": results["model"]["valid"], "test": results["model"]["test"]},
+    }
+
+
+def _export(folder: Path, model: Recommender, config: DownstreamConfig, metrics: dict[str, Any]) -> None:
+    """The published files: weights, config, metrics and the item index; resume state is dropped."""
+    import faiss
+
+    _save_weights(model, folder / runs.WEIGHTS_FILE)
+    write_json_atomic(folder / runs.CONFIG_FILE, config.model_dump(mode="json"))
+    write_json_atomic(folder / runs.METRICS_FILE, metrics)
+    with torch.no_grad():
+        vectors = model.items.all_items().cpu().numpy()
+    faiss.write_index(build_index(vectors, config.index), str(folder / runs.INDEX_FILE))
+    shutil.rmtree(folder / CHECKPOINTS, ignore_errors=True)
+    (folder / BEST_FILE).unlink(missing_ok=True)
+
+
+def run(config: PipelineConfig, force: bool = False) -> RunResult:
+    """Train, evaluate and publish under `<root>/downstream/<data.name>/<run_id>`; a no-op when published."""
+    dataset_dir = runs.dataset_dir(config)
+    dataset_run_id = read_manifest(dataset_dir)["run_id"]
+    embeddings = runs.embeddings_for(config)
+    run_id = fingerprint("train-downstream", config.downstream.model_dump(mode="json"), dataset_run_id,
+                         None if embeddings is None else embeddings.run_id)
+
+    def build_run(folder: Path) -> dict[str, Any]:
+        return _train(folder, config.downstream, dataset_dir, dataset_run_id, embeddings)
+
+    return publish_run(runs.output(config, "downstream"), run_id, build_run, force=force, keep_partial=True,
+                       lock_wait_s=config.workspace.lock_wait_s, stale_lock_s=config.workspace.stale_lock_s)

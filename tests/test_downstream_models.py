@@ -1,0 +1,92 @@
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import write_embeddings_run
+from pipeline.config import ModelConfig
+from pipeline.embeddings import align_to_items, read_embeddings
+from stages.downstream.objective import Objective
+from stages.downstream.recommender import build
+from stages.downstream.sequences import load_sequences, padded
+
+LENGTH = 10
+
+
+def _config(**changes: object) -> ModelConfig:
+    base = {"kind": "sasrec", "hidden_size": 16, "layers": 1, "heads": 2, "dropout": 0.1, "max_length": LENGTH,
+            "pooling": "attention", "adapter": "linear", "id_embedding": False, "freeze_embeddings": True}
+    return ModelConfig(**{**base, **changes})
+
+
+@pytest.fixture(scope="module")
+def data(small_dataset: Path, tmp_path_factory):
+    dataset_dir = (small_dataset / "latest").resolve()
+    seqs = load_sequences(dataset_dir)
+    embeddings = read_embeddings(write_embeddings_run(tmp_path_factory.mktemp("emb"), dataset_dir, 24))
+    vectors, has = align_to_items(embeddings, seqs.item_ids, allow_missing=False)
+    users = np.flatnonzero(seqs.n_train >= 2)[:64]
+    rows = torch.from_numpy(padded(seqs, users, seqs.split_end("train")[users], LENGTH + 1))
+    return seqs, vectors, has, rows
+
+
+@pytest.mark.parametrize(("changes", "loss", "with_embeddings"), [
+    ({"kind": "sasrec"}, "ce", True),
+    ({"kind": "gru4rec"}, "ce", True),
+    ({"kind": "said_light", "pooling": "attention"}, "ce", True),
+    ({"kind": "said_light", "pooling": "mean", "adapter": "mlp", "id_embedding": True}, "sampled", True),
+    ({"kind": "sasrec", "adapter": "whiten", "id_embedding": True, "freeze_embeddings": False}, "ce", True),
+    ({"kind": "gru4rec"}, "bce", False),  # the ID-only baseline
+], ids=["sasrec", "gru4rec", "said-attention", "said-mean-mlp-sampled", "sasrec-whiten-id-unfrozen", "gru4rec-id-only-bce"])
+def test_each_model_learns_on_real_sequences(data, changes: dict, loss: str, with_embeddings: bool) -> None:
+    seqs, vectors, has, rows = data
+    torch.manual_seed(0)
+    model = build(_config(**changes), seqs.num_items, vectors if with_embeddings else None, has if with_embeddings else None)
+    objective = Objective(model, loss, negatives=50)
+    optimizer = torch.optim.AdamW(objective.parameters(), lr=3e-2)
+
+    def measured() -> float:  # the same negatives and no dropout, so before and after are comparable
+        objective.eval()
+        torch.manual_seed(1)
+        with torch.no_grad():
+            value = objective(rows[:, :-1], rows[:, 1:]).item()
+        objective.train()
+        return value
+
+    before = measured()
+    for _ in range(25):
+        loss_value = objective(rows[:, :-1], rows[:, 1:])
+        optimizer.zero_grad()
+        loss_value.backward()
+        optimizer.step()
+    after = measured()
+    assert np.isfinite(after) and after < 0.98 * before
+    if with_embeddings and changes.get("freeze_embeddings", True):
+        assert "items.table" not in model.state_dict()  # the frozen table is an input, not a weight
+
+
+@pytest.mark.parametrize("kind", ["sasrec", "gru4rec", "said_light"])
+def test_a_position_never_sees_later_items(data, kind: str) -> None:
+    seqs, vectors, has, rows = data
+    model = build(_config(kind=kind), seqs.num_items, vectors, has).eval()
+    history = rows[:8, :-1].clone()
+    changed = history.clone()
+    changed[:, -1] = (changed[:, -1] % seqs.num_items) + 1
+    with torch.no_grad():
+        before, after = model(history), model(changed)
+    torch.testing.assert_close(before[:, :-1], after[:, :-1])
+    assert not torch.allclose(before[:, -1], after[:, -1])
+
+
+def test_items_without_an_embedding_get_an_id_vector(data) -> None:
+    seqs, vectors, has, _ = data
+    has = has.copy()
+    has[:5] = False
+    model = build(_config(), seqs.num_items, vectors, has)
+    ids = torch.tensor([1, 6, 0])
+    with torch.no_grad():
+        out = model.items(ids)
+        torch.testing.assert_close(out[0], model.items.ids.weight[1])
+        torch.testing.assert_close(out[1], model.items.adapter(model.items.table[6]))
+    assert not out[2].any()

@@ -1,0 +1,148 @@
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from conftest import write_embeddings_run
+from pipeline.errors import BadInput
+from pipeline.store import Output, publish_run
+from stages.downstream import runs, train
+from stages.downstream.sequences import load_sequences
+
+ID_ONLY = "downstream.embeddings=null"
+
+
+def _dataset_dir(config) -> Path:
+    return runs.dataset_dir(config).resolve()
+
+
+def test_publishes_a_complete_run_that_names_its_embeddings(workspace) -> None:
+    config = workspace("downstream.train.max_epochs=1")
+    write_embeddings_run(Path(config.workspace.root), _dataset_dir(config), 16)
+    result = train.run(config)
+    assert sorted(os.listdir(result.run_dir)) == ["config.json", "index.faiss", "manifest.json", "metrics.json", "model.safetensors"]
+    manifest = result.manifest
+    assert (manifest["kind"], manifest["embeddings_run_id"], manifest["embedding_dim"]) == ("downstream", "hash0001", 16)
+    metrics = json.loads((result.run_dir / "metrics.json").read_text())
+    assert set(metrics["model"]["test"]) == {"mrr", "recall@10", "ndcg@10", "recall@50", "ndcg@50"}
+    assert metrics["popularity"]["test"]["recall@50"] > 0
+    assert metrics["protocol"]["mask_history"] is False and metrics["protocol"]["candidates"] == manifest["num_items"]
+    assert "weights" not in json.dumps(manifest) and not (result.run_dir / "checkpoints").exists()
+    assert train.run(config).reused
+
+
+def test_a_killed_run_resumes_and_ends_as_an_uninterrupted_one(workspace, monkeypatch) -> None:
+    config = workspace(ID_ONLY, "downstream.train.max_epochs=3", "downstream.train.patience=5")
+    uninterrupted = train.run(config)
+    expected = load_file(uninterrupted.run_dir / "model.safetensors")
+    shutil.rmtree(uninterrupted.run_dir.parent)
+
+    save = train._save_checkpoint
+
+    def save_then_die(accelerator, folder, state) -> None:
+        save(accelerator, folder, state)
+        if state.epoch == 2:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(train, "_save_checkpoint", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        train.run(config)
+    partial = Output(uninterrupted.run_dir.parent).partial_dir(uninterrupted.manifest["run_id"])
+    assert (partial / "checkpoints" / "epoch-00002" / "COMPLETE").is_file()
+    (partial / "checkpoints" / "epoch-00003").mkdir()  # a checkpoint cut off mid-write: no marker, ignored
+    monkeypatch.undo()
+
+    resumed = train.run(config)
+    assert resumed.manifest["epochs"] == 3
+    assert resumed.manifest["metrics"] == uninterrupted.manifest["metrics"]
+    weights = load_file(resumed.run_dir / "model.safetensors")
+    assert weights.keys() == expected.keys()
+    assert all(torch.equal(weights[name], expected[name]) for name in expected)
+
+
+def test_embeddings_must_exist_match_the_dataset_and_cover_its_items(workspace) -> None:
+    config = workspace()
+    root, dataset_dir = Path(config.workspace.root), _dataset_dir(config)
+    with pytest.raises(BadInput, match="no published embeddings run yet"):
+        train.run(config)
+    write_embeddings_run(root, dataset_dir, 8, dataset_run_id="another", run_id="other")
+    with pytest.raises(BadInput, match="made from dataset run another"):
+        train.run(config)
+    items = pq.read_table(dataset_dir / "items.parquet").column("item_id").to_pylist()
+    write_embeddings_run(root, dataset_dir, 8, item_ids=items[3:], run_id="partial")
+    with pytest.raises(BadInput, match="3 dataset items have no embedding"):
+        train.run(config)
+    fallback = train.run(workspace("downstream.missing_items=id_vector", "downstream.train.max_epochs=1"))
+    assert fallback.manifest["items_without_embedding"] == 3
+
+
+def test_embeddings_of_another_dimension_than_the_checkpoint_are_refused(workspace) -> None:
+    config = workspace("downstream.train.max_epochs=1")
+    root, dataset_dir = Path(config.workspace.root), _dataset_dir(config)
+    write_embeddings_run(root, dataset_dir, 16)
+    run_dir = train.run(config).run_dir
+    assert runs.load_trained(run_dir).model.items.input_dim == 16
+    shutil.rmtree(root / "embeddings")
+    write_embeddings_run(root, dataset_dir, 24)  # same run id, now 24 wide
+    with pytest.raises(BadInput, match="embeddings have dim 24, but .*model.safetensors was trained on dim 16"):
+        runs.load_trained(run_dir)
+
+
+def _derived_dataset(workspace, name: str, keep, valid: bool = True) -> object:
+    """Publish a dataset of the small dataset's real rows, each user cut to `keep(user_index)` items
+    (without a valid split when `valid` is false)."""
+    base = workspace()
+    source = _dataset_dir(base)
+    inter = pq.read_table(source / "interactions.parquet")
+    users = inter.column("user_id").to_numpy(zero_copy_only=False)
+    codes = np.unique(users, return_inverse=True)[1]
+    position = inter.column("position").to_numpy()
+    keep_n = np.array([keep(u) for u in range(codes.max() + 1)])[codes]
+    inter = inter.filter(pa.array(position < keep_n))
+    from_end = keep_n[position < keep_n] - 1 - inter.column("position").to_numpy()
+    length = keep_n[position < keep_n]
+    split = np.where((from_end == 0) & (length >= 2), "test",
+                     np.where((from_end == 1) & (length >= 3) & valid, "valid", "train"))
+    inter = inter.set_column(inter.column_names.index("split"), "split", pa.array(split))
+
+    def build(folder: Path) -> dict:
+        shutil.copy(source / "items.parquet", folder / "items.parquet")
+        pq.write_table(inter, folder / "interactions.parquet")
+        return {"kind": "dataset", "name": name}
+
+    publish_run(Output(Path(base.workspace.root) / "datasets" / name), name, build)
+    return workspace(ID_ONLY, f"data.name={name}", "downstream.train.max_epochs=1")
+
+
+def test_an_empty_valid_split_is_refused(workspace) -> None:
+    config = _derived_dataset(workspace, "no-valid", lambda user: 5, valid=False)
+    with pytest.raises(BadInput, match=r"no-valid/interactions.parquet: no users with a valid interaction"):
+        train.run(config)
+
+
+def test_users_with_one_interaction_are_skipped_and_counted(workspace) -> None:
+    config = _derived_dataset(workspace, "some-single", lambda user: 1 if user % 10 == 0 else 20)
+    result = train.run(config)
+    singles = len(range(0, result.manifest["users"]["total"], 10))
+    assert result.manifest["users"]["one_interaction_skipped"] == singles
+    assert result.manifest["users"]["trained_on"] == result.manifest["users"]["total"] - singles
+    assert pc.sum(pc.equal(pq.read_table(runs.dataset_dir(config) / "interactions.parquet").column("position"), 0)).as_py() == result.manifest["users"]["total"]
+
+
+def test_training_windows_cover_every_train_target_exactly_once(workspace) -> None:
+    seqs = load_sequences(runs.dataset_dir(workspace()))
+    rows, without = train.training_rows(seqs, max_length=3)
+    inputs, targets = rows[:, :-1], rows[:, 1:]
+    assert torch.equal(inputs[:, 1:], targets[:, :-1])
+    got = np.sort(targets[inputs != 0].numpy())
+    train_items = [seqs.items[start + 1:start + n] for start, n in zip(seqs.starts, seqs.n_train)]
+    np.testing.assert_array_equal(got, np.sort(np.concatenate(train_items)))
+    assert without == int((seqs.n_train < 2).sum())
