@@ -2,26 +2,22 @@
 evaluation code (`stages.downstream.evaluate.evaluate_model`: SASRec user encoding, one matrix product
 per batch, rank counting), and the scoring product's share of this machine's float32 matmul peak.
 
-Run from the repository root: python benchmarks/evaluation_throughput.py [--users 100000 --items 100000]
+Run from the repository root: python -m benchmarks.evaluation_throughput [--users 100000 --items 100000]
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from benchmarks import _results  # noqa: E402
-from pipeline.config import EvaluateConfig, ModelConfig  # noqa: E402
-from stages.downstream.evaluate import evaluate_model  # noqa: E402
-from stages.downstream.recommender import build  # noqa: E402
-from stages.downstream.sequences import Sequences  # noqa: E402
+from benchmarks import _results
+from pipeline.config import EvaluateConfig, ModelConfig
+from stages.downstream.evaluate import evaluate_model
+from stages.downstream.recommender import build
+from stages.downstream.sequences import Sequences
 
 
 def synthetic(users: int, items: int, history: int, seed: int) -> Sequences:

@@ -1,13 +1,12 @@
 """Online recommendation latency: one user's history -> top-10 of 100k items, on one CPU thread, through
 `stages.downstream.recommend.Online` (SASRec user encoding + HNSW inner-product search + history filter).
 
-Run from the repository root: python benchmarks/recommend_latency.py [--items 100000 --calls 2000]
+Run from the repository root: python -m benchmarks.recommend_latency [--items 100000 --calls 2000]
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 
@@ -15,15 +14,13 @@ import faiss
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from benchmarks import _results  # noqa: E402
-from benchmarks.evaluation_throughput import synthetic  # noqa: E402
-from pipeline.config import load_config  # noqa: E402
-from stages.downstream.item_index import build_index  # noqa: E402
-from stages.downstream.recommend import Online  # noqa: E402
-from stages.downstream.recommender import build  # noqa: E402
-from stages.downstream.runs import Trained  # noqa: E402
+from benchmarks import _results
+from benchmarks.evaluation_throughput import synthetic
+from pipeline.config import load_config
+from stages.downstream.item_index import build_index
+from stages.downstream.recommend import Online
+from stages.downstream.recommender import build
+from stages.downstream.runs import Trained
 
 TARGET_P99_MS = 5.0
 
