@@ -66,6 +66,25 @@ def prepare(config: ConfigOption = None, set_: SetOption = None, force: ForceOpt
 
 @app.command()
 @reports_errors
+def align(config: ConfigOption = None, set_: SetOption = None, force: ForceOption = False,
+          incremental: Annotated[bool, typer.Option("--incremental", help="Embed only items new or changed since "
+                                                    "the latest published embeddings run; keep its rows.")] = False,
+          log_format: LogOption = "text") -> None:
+    """Stage one: learn item embeddings with a frozen LM (align.method) and publish Parquet + FAISS.
+
+    Works under `accelerate launch`. A killed run resumes from its last checkpoint when run again.
+    """
+    from stages.align import stage
+    from stages.align.report import summary
+
+    result = stage.run(_config(config, set_), force=force, incremental=incremental)
+    if result is not None:
+        events.emit("evidence", summary(result.manifest), evidence=result.manifest.get("evidence"))
+        typer.echo(result.run_dir)
+
+
+@app.command()
+@reports_errors
 def inspect(path: Annotated[Path, typer.Argument(help="A run folder, or an output folder (its `latest` run).")],
             log_format: LogOption = "text") -> None:
     """Print a dataset's or artifact's facts (counts, distributions, split sizes, manifest) as JSON."""
