@@ -95,6 +95,7 @@ class AlignConfig(Section):
     lm: str
     encoder: str
     model_cache: str
+    offline: bool
     template: str
     max_text_tokens: int = Field(ge=1)
     batch_size: int = Field(ge=1)

@@ -27,3 +27,6 @@ def make_config(tmp_path: Path):
     def build(*overrides: str) -> PipelineConfig:
         return load_config(None, [f"workspace.root={tmp_path / 'artifacts'}", *overrides])
     return build
+
+
+from align_support import tiny_bert, tiny_llama  # noqa: E402,F401 - session fixtures for stage one

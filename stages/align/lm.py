@@ -107,49 +107,52 @@ def _frozen(model: nn.Module) -> nn.Module:
     return model
 
 
-def load_causal_lm(name: str, key: str, cache_dir: str) -> Loaded:
+def load_causal_lm(name: str, key: str, cache_dir: str, offline: bool) -> Loaded:
     """A frozen causal LM (eval mode, no trainable parameter) and a tokenizer that has a pad token.
 
+    With `offline`, a hub id is read from the local hub cache only (no network, no retries).
+
     Raises:
-        BadInput: the model cannot be found offline, or is not a causal LM.
+        BadInput: the model cannot be found (offline), or is not a causal LM.
     """
     from transformers import AutoModelForCausalLM
 
     folder = _folder(name, key, cache_dir)
-    config = _config(folder, key)
+    config = _config(folder, key, offline)
     try:
-        model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
+        model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32, local_files_only=offline)
     except ValueError as exc:
         raise BadInput(f"{key}: {name} ({type(config).__name__}) is not a causal language model: "
                        f"{' '.join(str(exc).split())[:200]}") from None
-    return Loaded(_frozen(model), _tokenizer(folder, key), folder)
+    return Loaded(_frozen(model), _tokenizer(folder, key, offline), folder)
 
 
-def load_encoder(name: str, key: str, cache_dir: str) -> Loaded:
+def load_encoder(name: str, key: str, cache_dir: str, offline: bool) -> Loaded:
     """A frozen model whose last hidden states are pooled (a text encoder such as MiniLM, or a causal LM)."""
     from transformers import AutoModel
 
     folder = _folder(name, key, cache_dir)
-    _config(folder, key)
-    return Loaded(_frozen(AutoModel.from_pretrained(folder, dtype=torch.float32)), _tokenizer(folder, key), folder)
+    _config(folder, key, offline)
+    model = AutoModel.from_pretrained(folder, dtype=torch.float32, local_files_only=offline)
+    return Loaded(_frozen(model), _tokenizer(folder, key, offline), folder)
 
 
-def _config(folder: str, key: str) -> object:
+def _config(folder: str, key: str, offline: bool) -> object:
     from transformers import AutoConfig
 
     try:
-        return AutoConfig.from_pretrained(folder)
+        return AutoConfig.from_pretrained(folder, local_files_only=offline)
     except (OSError, ValueError) as exc:
-        raise BadInput(f"{key}: cannot load model {folder!r} offline (not a model folder, and not in the "
-                       f"local hub cache): {' '.join(str(exc).split())[:200]}") from None
+        where = "not a model folder, and not in the local hub cache" if offline else "not a folder or reachable hub id"
+        raise BadInput(f"{key}: cannot load model {folder!r} ({where}): {' '.join(str(exc).split())[:160]}") from None
 
 
-def _tokenizer(folder: str, key: str) -> object:
+def _tokenizer(folder: str, key: str, offline: bool) -> object:
     """The tokenizer, with the EOS (or UNK) token as pad where it has none; padding never reaches the loss."""
     from transformers import AutoTokenizer
 
     try:
-        tokenizer = AutoTokenizer.from_pretrained(folder)
+        tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=offline)
     except (OSError, ValueError) as exc:
         raise BadInput(f"{key}: no usable tokenizer in {folder}: {' '.join(str(exc).split())[:200]}") from None
     if tokenizer.pad_token is None:

@@ -148,12 +148,13 @@ def run(config: PipelineConfig, force: bool = False, incremental: bool = False) 
         facts: dict[str, object] = {}
         if align.method == "said":
             with accelerator.main_process_first():
-                loaded = load_causal_lm(align.lm, "align.lm", align.model_cache)
+                loaded = load_causal_lm(align.lm, "align.lm", align.model_cache, align.offline)
             dim = said_method.output_dim(align, loaded.model.config.hidden_size)
         else:
             key = "align.lm" if align.encoder == "lm" else "align.encoder"
             with accelerator.main_process_first():
-                loaded = load_encoder(align.lm if align.encoder == "lm" else align.encoder, key, align.model_cache)
+                loaded = load_encoder(align.lm if align.encoder == "lm" else align.encoder, key, align.model_cache,
+                                      align.offline)
             dim = loaded.model.config.hidden_size
         if items.base is not None:
             _check_base(align, items.base, dim)
