@@ -94,6 +94,8 @@ def convert_gguf(gguf: Path, cache_dir: Path) -> Path:
 
 def _folder(name: str, key: str, cache_dir: str) -> str:
     path = resolve(name, key)
+    if path.startswith(("/", "./", "../")) and not Path(path).exists():  # a path, not a hub id
+        raise BadInput(f"{key}: model folder {path} not found")
     if path.endswith(".gguf"):
         if not Path(path).is_file():
             raise BadInput(f"{key}: GGUF file {path} not found")

@@ -93,7 +93,7 @@ def _merge(items: Items, vectors: np.ndarray) -> tuple[list[str], np.ndarray, li
     appended, placed = [], []
     for k, (row, base_row) in enumerate(zip(items.train, items.base_rows)):
         if base_row is None:
-            placed.append(len(ids) + len(appended))
+            placed.append(len(ids))
             appended.append(k)
             ids.append(items.ids[row])
             sha.append(items.sha[row])
@@ -197,7 +197,8 @@ def run(config: PipelineConfig, force: bool = False, incremental: bool = False) 
         shutil.rmtree(folder / CHECKPOINTS, ignore_errors=True)
         return {"kind": "embeddings", **meta, "dim": int(matrix.shape[1]), "rows": len(ids), "index": index,
                 "model_source": loaded.source, "items_embedded": len(items.train),
-                "incremental_base_run_id": base_run, "text_truncated": tokens.truncated, **facts}
+                "incremental_base_run_id": base_run, "text_truncated": tokens.truncated,
+                "processes": accelerator.num_processes, "mixed_precision": align.mixed_precision, **facts}
 
     if not accelerator.is_main_process:
         build(output.partial_dir(run_id))
