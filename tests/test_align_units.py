@@ -20,7 +20,7 @@ from stages.align import export
 from stages.align.lm import load_causal_lm, load_encoder
 from stages.align.loss import token_nll
 from stages.align.projector import SAIDProjector, pool, token_rms
-from stages.align.said import TrainPlan, fit, latest_checkpoint
+from stages.align.said import TrainPlan, enable_checkpointing, fit, latest_checkpoint
 from stages.align.tokens import Tokens, collate, length_batches, shard, tokenize
 
 TEXTS = ["movie_title: Toy Story\nrelease_year: 1995\nclass: Animation Children's Comedy",
@@ -105,6 +105,25 @@ def test_fit_trains_only_the_projector_and_the_lm_stays_bit_identical(lm, tmp_pa
     assert all(torch.equal(before[k], after[k]) for k in before)
     assert latest_checkpoint(tmp_path).name == "step-00000040"  # only the newest complete checkpoint kept
     assert len(list(tmp_path.glob("step-*"))) == 1
+
+
+def test_gradient_checkpointing_gives_the_same_gradients(tiny_llama: Path) -> None:
+    grads, calls = [], []
+    for checkpointing in (False, True):
+        loaded = load_causal_lm(str(tiny_llama), "align.lm", "unused", offline=True)
+        if checkpointing:
+            enable_checkpointing(loaded.model)
+        calls.append(0)
+        mlp = loaded.model.model.layers[0].mlp
+        mlp.register_forward_pre_hook(lambda *_: calls.__setitem__(-1, calls[-1] + 1))
+        tokens = tokenize(TEXTS[:4], loaded.tokenizer, 32, special_tokens=False)
+        ids, mask = collate(tokens, np.arange(4), loaded.tokenizer.pad_token_id)
+        prefix = (torch.randn(4, 2, 32, generator=torch.Generator().manual_seed(0)) * 0.3).requires_grad_()
+        token_nll(loaded.model, prefix, ids, mask).sum().backward()
+        grads.append(prefix.grad)
+        assert not any(m.training for m in loaded.model.modules() if isinstance(m, torch.nn.Dropout))
+    torch.testing.assert_close(grads[0], grads[1])
+    assert calls == [1, 2]  # with checkpointing the layer runs again in backward
 
 
 def _write(folder: Path, ids: list[str], vectors: np.ndarray) -> None:
