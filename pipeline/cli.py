@@ -105,12 +105,15 @@ def fetch_default_data(config: ConfigOption = None, set_: SetOption = None, log_
 @reports_errors
 def run_all(config: ConfigOption = None, set_: SetOption = None, force: ForceOption = False,
             log_format: LogOption = "text") -> None:
-    """Run every stage in order with one config: prepare (later stages join as they land)."""
+    """Run every stage in order with one config: prepare, align (later stages join as they land)."""
     from pipeline import prepare as prepare_stage
+    from stages.align import stage as align_stage
 
     cfg = _config(config, set_)
-    result = prepare_stage.run(cfg, force=force)
-    typer.echo(result.run_dir)
+    prepare_stage.run(cfg, force=force)
+    result = align_stage.run(cfg, force=force)
+    if result is not None:
+        typer.echo(result.run_dir)
 
 
 def main() -> None:

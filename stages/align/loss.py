@@ -25,7 +25,8 @@ def token_nll(lm: nn.Module, prefix: torch.Tensor | None, ids: torch.Tensor, mas
     if k:
         embeds = torch.cat([prefix.to(embeds.dtype), embeds], dim=1)  # (B, k+L, H)
         attention = torch.cat([mask.new_ones(mask.shape[0], k), mask], dim=1)
-    hidden = lm.get_decoder()(inputs_embeds=embeds, attention_mask=attention).last_hidden_state
+    # No KV cache: nothing is generated, and building one costs memory on every step.
+    hidden = lm.get_decoder()(inputs_embeds=embeds, attention_mask=attention, use_cache=False).last_hidden_state
     scored = mask.bool().clone()
     if k:
         before = hidden[:, k - 1:k - 1 + ids.shape[1]]  # (B, L, H): the position predicting each text token
