@@ -106,6 +106,9 @@ def test_incremental_embeds_only_new_and_changed_items(tmp_path: Path, tiny_llam
     table = load_file(str(grown.run_dir / "projector.safetensors"))["items.weight"]
     base_table = load_file(str(base.run_dir / "projector.safetensors"))["items.weight"]
     assert table.shape == (46, 64) and torch.equal(table[unchanged], base_table[unchanged])
+    again = stage.run(second, incremental=True)  # nothing new since: every row is carried over as it was
+    assert again.manifest["items_embedded"] == 0 and np.array_equal(read_embeddings(again.run_dir).matrix, new.matrix)
+    check_index(again.run_dir, 46, 32)
     with pytest.raises(BadInput, match="--incremental: the latest embeddings run has method 'said'"):
         stage.run(align_config(root, tmp_path / "raw2", tiny_llama, "align.method=text",
                                f"align.encoder={tiny_llama}"), incremental=True)

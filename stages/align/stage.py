@@ -26,9 +26,10 @@ from pipeline.store import Output, RunResult, publish_run, read_manifest, write_
 from stages.align import export, said_method
 from stages.align.dist import say
 from stages.align.evidence import attribute_sets, neighbour_rate
-from stages.align.lm import load_causal_lm, load_encoder
+from stages.align.lm import Loaded, load_causal_lm, load_encoder
+from stages.align.projector import SAIDProjector
 from stages.align.text_encoder import encode
-from stages.align.tokens import render, text_sha256, tokenize
+from stages.align.tokens import Tokens, render, text_sha256, tokenize
 
 TOKENS_CACHE = "tokens.npz"
 CHECKPOINTS = "checkpoints"
@@ -120,6 +121,35 @@ def _index(config: AlignConfig, folder: Path, base_dir: Path | None, matrix: np.
     return export.write_index(folder, index, matrix[new_from:])
 
 
+def _load(accelerator: Accelerator, align: AlignConfig) -> tuple[Loaded, int]:
+    """The frozen model the method needs, and the dimension of the vectors it will give."""
+    with accelerator.main_process_first():  # one process converts a GGUF model; the others read the result
+        if align.method == "said":
+            loaded = load_causal_lm(align.lm, "align.lm", align.model_cache, align.offline)
+            return loaded, said_method.output_dim(align, loaded.model.config.hidden_size)
+        own = align.encoder == "lm"
+        loaded = load_encoder(align.lm if own else align.encoder, "align.lm" if own else "align.encoder",
+                              align.model_cache, align.offline)
+        return loaded, loaded.model.config.hidden_size
+
+
+def _embed(accelerator: Accelerator, align: AlignConfig, loaded: Loaded, tokens: Tokens, items: Items,
+           base_dir: Path | None, folder: Path) -> tuple[np.ndarray, SAIDProjector | None, dict[str, object]]:
+    """Vectors of the items to embed (row i = items.train[i]), the trained projector (SAID), and facts."""
+    pad_id = loaded.tokenizer.pad_token_id
+    if align.method == "text":
+        return encode(accelerator, loaded.model, tokens, align.batch_size, pad_id), None, {"evidence": {}}
+    projector = said_method.build_projector(align, loaded.model, len(tokens.lengths))
+    if base_dir is not None:
+        said_method.continue_from(projector, base_dir, items.base_rows)
+    trained = said_method.train_and_embed(accelerator, align, loaded.model, tokens, projector, pad_id,
+                                          folder / CHECKPOINTS)
+    losses = trained.position.losses
+    training = {"steps": trained.position.step, "resumed_from_step": trained.position.resumed_from,
+                "first_loss": _mean(losses[:5]), "last_loss": _mean(losses[-5:])}
+    return trained.vectors, trained.projector, {"training": training, "evidence": {"prefix_loss": trained.evidence}}
+
+
 def run(config: PipelineConfig, force: bool = False, incremental: bool = False) -> RunResult | None:
     """Align the latest dataset's items and publish the embeddings; None on non-main processes."""
     align = config.align
@@ -144,44 +174,19 @@ def run(config: PipelineConfig, force: bool = False, incremental: bool = False) 
         items = _items(config, dataset_dir, base_dir)
         say(accelerator)("aligning", f"{align.method}: {len(items.train):,} of {len(items.ids):,} items to embed"
                          + (f" (incremental over {base_run})" if base_dir else ""))
-        texts = [items.texts[i] for i in items.train]
-        facts: dict[str, object] = {}
-        if align.method == "said":
-            with accelerator.main_process_first():
-                loaded = load_causal_lm(align.lm, "align.lm", align.model_cache, align.offline)
-            dim = said_method.output_dim(align, loaded.model.config.hidden_size)
-        else:
-            key = "align.lm" if align.encoder == "lm" else "align.encoder"
-            with accelerator.main_process_first():
-                loaded = load_encoder(align.lm if align.encoder == "lm" else align.encoder, key, align.model_cache,
-                                      align.offline)
-            dim = loaded.model.config.hidden_size
+        loaded, dim = _load(accelerator, align)
         if items.base is not None:
             _check_base(align, items.base, dim)
-        pad_id = loaded.tokenizer.pad_token_id
-        with accelerator.main_process_first():
-            tokens = tokenize(texts, loaded.tokenizer, align.max_text_tokens, align.method == "text",
-                              folder / TOKENS_CACHE)
-        if align.method == "said":
-            projector = said_method.build_projector(align, loaded.model, len(texts))
-            if base_dir is not None:
-                said_method.continue_from(projector, base_dir, items.base_rows)
-            trained = said_method.train_and_embed(accelerator, align, loaded.model, tokens, projector, pad_id,
-                                                  folder / CHECKPOINTS)
-            vectors = trained.vectors
-            facts["training"] = {"steps": trained.position.step, "resumed_from_step": trained.position.resumed_from,
-                                 "first_loss": _mean(trained.position.losses[:5]),
-                                 "last_loss": _mean(trained.position.losses[-5:])}
-            facts["evidence"] = {"prefix_loss": trained.evidence}
-        else:
-            vectors = encode(accelerator, loaded.model, tokens, align.batch_size, pad_id)
-            facts["evidence"] = {}
+        with accelerator.main_process_first():  # the main process tokenizes and caches; the others read it
+            tokens = tokenize([items.texts[i] for i in items.train], loaded.tokenizer, align.max_text_tokens,
+                              special_tokens=align.method == "text", cache=folder / TOKENS_CACHE)
+        vectors, projector, facts = _embed(accelerator, align, loaded, tokens, items, base_dir, folder)
         accelerator.wait_for_everyone()
         if not accelerator.is_main_process:
             return facts
         ids, matrix, sha, placed, changed = _merge(items, vectors)
-        if align.method == "said":
-            said_method.save_projector(folder / said_method.PROJECTOR_FILE, trained.projector, base_dir, placed)
+        if projector is not None:
+            said_method.save_projector(folder / said_method.PROJECTOR_FILE, projector, base_dir, placed)
         meta = {"method": align.method, "model": _model_name(align), "normalisation": align.export.normalise,
                 "config_hash": config_hash, "dataset_run_id": dataset_run,
                 "pooling": align.said.pooling if align.method == "said" else "mean_tokens"}
@@ -192,7 +197,7 @@ def run(config: PipelineConfig, force: bool = False, incremental: bool = False) 
             facts["evidence"]["neighbours"] = {"attribute": align.evidence.attribute, **neighbour_rate(
                 matrix, values, align.evidence.neighbour_queries, align.seed)}
         write_json_atomic(folder / "config.json", config.model_dump(mode="json"))
-        # Written last: until here a crash resumes from these; the run keeps only the projector.
+        # Removed last: until here a crash resumes from these; the published run keeps only the projector.
         (folder / TOKENS_CACHE).unlink(missing_ok=True)
         shutil.rmtree(folder / CHECKPOINTS, ignore_errors=True)
         return {"kind": "embeddings", **meta, "dim": int(matrix.shape[1]), "rows": len(ids), "index": index,

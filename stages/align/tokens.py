@@ -63,7 +63,7 @@ def tokenize(texts: list[str], tokenizer: object, max_tokens: int, special_token
         stored = np.load(cache)
         if str(stored["key"]) == key:
             return Tokens(stored["ids"], stored["offsets"], int(stored["truncated"]))
-    encoded = tokenizer(texts, add_special_tokens=special_tokens)["input_ids"]
+    encoded = tokenizer(texts, add_special_tokens=special_tokens)["input_ids"] if texts else []
     lengths = np.array([min(len(ids), max_tokens) for ids in encoded], dtype=np.int64)
     if (lengths == 0).any():
         raise BadInput(f"align.template: item row {int(np.argmin(lengths)) + 1} has text with no tokens")
