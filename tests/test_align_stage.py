@@ -130,6 +130,14 @@ def test_text_baseline_mean_pools_a_frozen_encoder(tmp_path: Path, slice40: Path
     assert "nearest_neighbour_share_rate" in result.manifest["evidence"]["neighbours"]
 
 
+def test_text_baseline_can_pool_the_causal_lm(tmp_path: Path, slice40: Path, tiny_llama: Path) -> None:
+    config = align_config(tmp_path / "art", slice40, tiny_llama, "align.method=text", "align.encoder=lm")
+    prepared(config)
+    result = stage.run(config)
+    assert result.manifest["model"] == str(tiny_llama) and result.manifest["dim"] == 32
+    assert read_embeddings(result.run_dir).matrix.shape == (40, 32)
+
+
 def test_cli_aligns_then_reuses_and_reports_bad_models_in_one_line(tmp_path: Path, slice40: Path,
                                                                     tiny_llama: Path) -> None:
     sets = [f"workspace.root={tmp_path / 'art'}", f"data.path={slice40}", "data.kcore_users=0", "data.kcore_items=0",

@@ -12,6 +12,7 @@ import contextlib
 import json
 import math
 import shutil
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -52,7 +53,7 @@ class Position:
     resumed_from: int | None = None
 
 
-def lr_factor(schedule: str, warmup: int, total: int):
+def lr_factor(schedule: str, warmup: int, total: int) -> Callable[[int], float]:
     """Linear warm-up, then constant, linear or cosine decay to zero at step `total`."""
     def factor(step: int) -> float:
         if step < warmup:
