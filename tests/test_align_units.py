@@ -20,7 +20,8 @@ from stages.align import export
 from stages.align.lm import load_causal_lm, load_encoder
 from stages.align.loss import token_nll
 from stages.align.projector import SAIDProjector, pool, token_rms
-from stages.align.said import TrainPlan, enable_checkpointing, fit, latest_checkpoint
+from stages.align.evidence import attribute_sets, neighbour_rate
+from stages.align.said import TrainPlan, enable_checkpointing, fit, latest_checkpoint, lr_factor
 from stages.align.tokens import Tokens, collate, length_batches, shard, tokenize
 
 TEXTS = ["movie_title: Toy Story\nrelease_year: 1995\nclass: Animation Children's Comedy",
@@ -202,3 +203,18 @@ def test_real_smollm2_converts_once_and_reloads_fast(tmp_path: Path) -> None:
     assert time.perf_counter() - started < 5 and again.source == first.source
     assert again.model.config.hidden_size == 576
     assert isinstance(Tokens, type)
+
+
+def test_learning_rate_warms_up_then_decays_to_zero() -> None:
+    cosine = lr_factor("cosine", warmup=2, total=10)
+    assert [cosine(s) for s in (0, 1, 2, 6, 10)] == pytest.approx([0.5, 1.0, 1.0, 0.5, 0.0])
+    assert lr_factor("linear", 0, 10)(5) == pytest.approx(0.5) and lr_factor("constant", 0, 10)(9) == 1.0
+
+
+def test_neighbour_check_counts_shared_values_against_random_pairs() -> None:
+    values = attribute_sets(["Drama War", "War", "Comedy", "Comedy Animation", "Horror", "Horror", ""], " ")
+    assert values[0] == {"Drama", "War"} and values[6] == frozenset()
+    vectors = np.array([[1, 0.1], [1, 0.2], [0.1, 1], [0.2, 1], [-1, 0.1], [-1, 0.2], [5, 5]], np.float32)
+    result = neighbour_rate(vectors, values, queries=6, seed=0)
+    assert result["queries"] == 6 and result["nearest_neighbour_share_rate"] == 1.0
+    assert result["random_pair_share_rate"] < 1.0
