@@ -66,6 +66,25 @@ def prepare(config: ConfigOption = None, set_: SetOption = None, force: ForceOpt
 
 @app.command()
 @reports_errors
+def align(config: ConfigOption = None, set_: SetOption = None, force: ForceOption = False,
+          incremental: Annotated[bool, typer.Option("--incremental", help="Embed only items new or changed since "
+                                                    "the latest published embeddings run; keep its rows.")] = False,
+          log_format: LogOption = "text") -> None:
+    """Stage one: learn item embeddings with a frozen LM (align.method) and publish Parquet + FAISS.
+
+    Works under `accelerate launch`. A killed run resumes from its last checkpoint when run again.
+    """
+    from stages.align import stage
+    from stages.align.report import summary
+
+    result = stage.run(_config(config, set_), force=force, incremental=incremental)
+    if result is not None:
+        events.emit("evidence", summary(result.manifest), evidence=result.manifest.get("evidence"))
+        typer.echo(result.run_dir)
+
+
+@app.command()
+@reports_errors
 def inspect(path: Annotated[Optional[Path], typer.Argument(
                 help="A run folder, or an output folder (its `latest` run); default: the configured dataset.")] = None,
             config: ConfigOption = None, set_: SetOption = None, log_format: LogOption = "text") -> None:
@@ -130,12 +149,20 @@ def recommend(config: ConfigOption = None, set_: SetOption = None, force: ForceO
 @reports_errors
 def run_all(config: ConfigOption = None, set_: SetOption = None, force: ForceOption = False,
             log_format: LogOption = "text") -> None:
-    """Run every stage in order with one config: prepare (later stages join as they land)."""
+    """The main job, every stage in order with one config: prepare, align, train-downstream, recommend."""
     from pipeline import prepare as prepare_stage
+    from stages.align import stage as align_stage
+    from stages.downstream import recommend as recommend_stage
+    from stages.downstream import train
 
     cfg = _config(config, set_)
-    result = prepare_stage.run(cfg, force=force)
-    typer.echo(result.run_dir)
+    typer.echo(prepare_stage.run(cfg, force=force).run_dir)
+    aligned = align_stage.run(cfg, force=force)
+    if aligned is None:  # a helper process under `accelerate launch`: the main process carries on alone
+        return
+    typer.echo(aligned.run_dir)
+    typer.echo(train.run(cfg, force=force).run_dir)
+    typer.echo(recommend_stage.run(cfg, force=force).run_dir)
 
 
 def main() -> None:

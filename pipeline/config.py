@@ -71,6 +71,54 @@ class WorkspaceConfig(Section):
     stale_lock_s: float = Field(gt=0)
 
 
+class SaidConfig(Section):
+    soft_tokens: int = Field(ge=1)
+    item_dim: int = Field(ge=1)
+    projector_width: int = Field(ge=1)
+    lr: float = Field(gt=0)
+    weight_decay: float = Field(ge=0)
+    schedule: Literal["constant", "linear", "cosine"]
+    warmup_steps: int = Field(ge=0)
+    epochs: int = Field(ge=1)
+    max_steps: int | None = Field(ge=1)
+    grad_accum: int = Field(ge=1)
+    gradient_checkpointing: bool
+    pooling: Literal["mean", "concat"]
+
+
+class ExportConfig(Section):
+    normalise: Literal["none", "l2"]
+    index: Literal["flat", "hnsw", "ivfpq"]
+    hnsw_m: int = Field(ge=2)
+    ivf_lists: int = Field(ge=1)
+    pq_m: int = Field(ge=1)
+
+
+class EvidenceConfig(Section):
+    items: int = Field(ge=0)
+    attribute: str | None
+    separator: str | None
+    neighbour_queries: int = Field(ge=1)
+
+
+class AlignConfig(Section):
+    method: Literal["said", "text"]
+    lm: str
+    encoder: str
+    model_cache: str
+    offline: bool
+    template: str
+    max_text_tokens: int = Field(ge=1)
+    batch_size: int = Field(ge=1)
+    length_pool: int = Field(ge=1)
+    seed: int
+    mixed_precision: Literal["no", "fp16", "bf16"]
+    checkpoint_every: int = Field(ge=0)
+    said: SaidConfig
+    export: ExportConfig
+    evidence: EvidenceConfig
+
+
 class RecformerPretrainConfig(Section):
     mlm_probability: float = Field(gt=0, lt=1)
     mlm_weight: float = Field(ge=0)
@@ -170,6 +218,7 @@ class RecommendConfig(Section):
 class PipelineConfig(Section):
     workspace: WorkspaceConfig
     data: DataConfig
+    align: AlignConfig
     recformer: RecformerConfig
     downstream: DownstreamConfig
     recommend: RecommendConfig

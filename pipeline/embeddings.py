@@ -1,9 +1,11 @@
 """The item-embeddings contract between stage one (writes it) and stage two (reads it).
 
-A run folder holds `embeddings.parquet` (`item_id` string, `embedding` fixed_size_list<float32>[dim],
-`text_sha256`; schema metadata b"method", b"dim", b"dataset_run_id"), `index.faiss` over the same rows
-and `manifest.json` (kind "embeddings", `dataset_run_id`, `method`, `dim`). Only pyarrow and numpy here,
-so reading embeddings never pulls in a language model.
+A run folder holds `embeddings.parquet` (`item_id` string, unique; `embedding`
+fixed_size_list<float32>[dim], finite; `text_sha256` string; schema metadata `method`, `dim`,
+`dataset_run_id` and, from `align`, `model`, `normalisation`, `config_hash`), `index.faiss` over the same
+rows in the same order, and `manifest.json` (kind "embeddings", `dataset_run_id`, `method`, `dim`).
+Only pyarrow and numpy here (faiss when an index is checked), so reading embeddings never pulls in a
+language model.
 """
 
 from __future__ import annotations
@@ -17,10 +19,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline.errors import BadInput
-from pipeline.store import read_manifest
+from pipeline.store import MANIFEST, read_manifest
 
 EMBEDDINGS_FILE = "embeddings.parquet"
 INDEX_FILE = "index.faiss"
+REQUIRED_METADATA = ("method", "dim", "dataset_run_id")
 _EXAMPLES = 5
 
 
@@ -29,14 +32,19 @@ class Embeddings:
     """One embeddings run: row i of `vectors` belongs to `item_ids[i]`."""
 
     run_dir: Path
-    run_id: str
     item_ids: list[str]
     vectors: np.ndarray  # (N, dim) float32
+    text_sha256: list[str]
+    metadata: dict[str, str]
     manifest: dict[str, Any]
 
     @property
     def dim(self) -> int:
         return int(self.vectors.shape[1])
+
+    @property
+    def run_id(self) -> str:
+        return str(self.manifest.get("run_id", self.run_dir.name))
 
 
 def _read_table(path: Path) -> pa.Table:
@@ -44,70 +52,74 @@ def _read_table(path: Path) -> pa.Table:
         return pq.read_table(path)
     except FileNotFoundError:
         raise BadInput(f"{path}: embeddings file not found") from None
-    except (pa.ArrowInvalid, OSError) as exc:
+    except (pa.ArrowException, OSError) as exc:
         raise BadInput(f"{path}: not a readable Parquet file ({' '.join(str(exc).split())})") from None
 
 
-def _vectors(table: pa.Table, path: Path) -> np.ndarray:
-    column = table.schema.field("embedding")
-    if not pa.types.is_fixed_size_list(column.type) or not pa.types.is_floating(column.type.value_type):
-        raise BadInput(f"{path}: column embedding must be fixed_size_list<float32>, found {column.type}")
-    chunks = table.column("embedding").combine_chunks()
-    if chunks.null_count:
-        raise BadInput(f"{path}: {chunks.null_count} rows have a null embedding")
-    dim = column.type.list_size
-    vectors = chunks.flatten().to_numpy(zero_copy_only=False).astype(np.float32).reshape(-1, dim)
+def _vectors(table: pa.Table, dim: int, path: Path, ids: list[str]) -> np.ndarray:
+    kind = table.schema.field("embedding").type
+    if not (pa.types.is_fixed_size_list(kind) and kind.value_type == pa.float32() and kind.list_size == dim):
+        raise BadInput(f"{path}: column 'embedding' is {kind}, expected fixed_size_list<float32>[{dim}]")
+    column = table.column("embedding").combine_chunks()
+    if column.null_count:
+        raise BadInput(f"{path}: {column.null_count} rows have a null embedding")
+    vectors = column.values.to_numpy(zero_copy_only=False).reshape(len(ids), dim)
     bad = ~np.isfinite(vectors).all(axis=1)
     if bad.any():
-        raise BadInput(f"{path}: row {int(np.flatnonzero(bad)[0]) + 1} has a NaN or infinite embedding value")
-    declared = (table.schema.metadata or {}).get(b"dim")
-    if declared is not None and int(declared) != dim:
-        raise BadInput(f"{path}: schema metadata says dim {int(declared)} but vectors have {dim}")
+        row = int(np.argmax(bad))
+        raise BadInput(f"{path}: row {row + 1} (item {ids[row]}) has a NaN or infinite embedding value")
     return vectors
 
 
-def read_embeddings(run_dir: Path) -> Embeddings:
-    """Read and check one embeddings run folder.
+def read_embeddings(path: Path) -> Embeddings:
+    """Read and check an embeddings run folder (or its Parquet file alone).
 
     Raises:
-        BadInput: missing or corrupt files, missing columns, duplicate ids, non-finite values, or a
-            manifest, metadata or FAISS index that disagrees with the rows.
+        BadInput: missing or corrupt files, missing columns or metadata, duplicate ids, non-finite
+            values, or a manifest or FAISS index that disagrees with the rows.
     """
-    run_dir = Path(run_dir)
-    manifest = read_manifest(run_dir)
-    if manifest.get("kind") != "embeddings":
+    path = Path(path)
+    run_dir, file = (path, path / EMBEDDINGS_FILE) if path.is_dir() else (path.parent, path)
+    manifest = read_manifest(run_dir) if (run_dir / MANIFEST).is_file() else {}
+    if manifest and manifest.get("kind") != "embeddings":
         raise BadInput(f"{run_dir}: manifest kind is {manifest.get('kind')!r}, not 'embeddings'")
-    path = run_dir / EMBEDDINGS_FILE
-    table = _read_table(path)
-    missing = [name for name in ("item_id", "embedding") if name not in table.column_names]
+    table = _read_table(file)
+    metadata = {k.decode(): v.decode() for k, v in (table.schema.metadata or {}).items()}
+    missing = [key for key in REQUIRED_METADATA if key not in metadata]
     if missing:
-        raise BadInput(f"{path}: no column {missing[0]!r} (it has: {', '.join(table.column_names)})")
-    item_ids = table.column("item_id").cast(pa.string()).to_pylist()
-    if len(set(item_ids)) != len(item_ids):
+        raise BadInput(f"{file}: schema metadata lacks {', '.join(missing)}")
+    for name in ("item_id", "embedding", "text_sha256"):
+        if name not in table.column_names:
+            raise BadInput(f"{file}: no column {name!r} (it has: {', '.join(table.column_names)})")
+    ids = table.column("item_id").to_pylist()
+    if len(set(ids)) != len(ids):
         seen: set[str] = set()
-        repeated = [item for item in item_ids if item in seen or seen.add(item)]  # type: ignore[func-returns-value]
-        raise BadInput(f"{path}: {len(repeated)} duplicate item ids (e.g. {', '.join(repeated[:_EXAMPLES])})")
-    vectors = _vectors(table, path)
+        repeated = [item for item in ids if item in seen or seen.add(item)]  # type: ignore[func-returns-value]
+        raise BadInput(f"{file}: item ids repeat ({len(repeated)}, e.g. {', '.join(repeated[:_EXAMPLES])})")
+    vectors = _vectors(table, int(metadata["dim"]), file, ids)
     if "dim" in manifest and int(manifest["dim"]) != vectors.shape[1]:
-        raise BadInput(f"{run_dir / 'manifest.json'}: dim {manifest['dim']} but {path} has {vectors.shape[1]}")
-    _check_index(run_dir / INDEX_FILE, len(item_ids), vectors.shape[1])
-    return Embeddings(run_dir, str(manifest.get("run_id", run_dir.name)), item_ids, vectors, manifest)
+        raise BadInput(f"{run_dir / MANIFEST}: dim {manifest['dim']} but {file} has {vectors.shape[1]}")
+    if (run_dir / INDEX_FILE).is_file():
+        check_index(run_dir, len(ids), vectors.shape[1])
+    return Embeddings(run_dir, ids, vectors, table.column("text_sha256").to_pylist(), metadata, manifest)
 
 
-def _check_index(path: Path, rows: int, dim: int) -> None:
-    if not path.is_file():
-        return
+def check_index(run_dir: Path, rows: int, dim: int) -> None:
+    """Raise BadInput unless `index.faiss` in `run_dir` holds `rows` vectors of width `dim`."""
     import faiss
 
+    path = Path(run_dir) / INDEX_FILE
+    if not path.is_file():
+        raise BadInput(f"{path}: not found")
     index = faiss.read_index(str(path))
     if index.ntotal != rows or index.d != dim:
-        raise BadInput(f"{path}: index holds {index.ntotal} vectors of dim {index.d}, "
-                       f"embeddings.parquet {rows} of dim {dim}")
+        raise BadInput(f"{path}: index holds {index.ntotal} vectors of width {index.d}, "
+                       f"embeddings.parquet {rows} of width {dim}")
 
 
 def check_dataset(embeddings: Embeddings, dataset_run_id: str) -> None:
     """Refuse embeddings made from another dataset run than the one being trained on."""
-    made_from = embeddings.manifest.get("dataset_run_id")
+    made_from = embeddings.manifest.get("dataset_run_id", embeddings.metadata.get("dataset_run_id"))
     if made_from != dataset_run_id:
         raise BadInput(f"{embeddings.run_dir}: embeddings were made from dataset run {made_from}, "
                        f"not {dataset_run_id}; re-run align or point downstream.embeddings at a matching run")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 from types import ModuleType
 
@@ -13,7 +12,7 @@ from pipeline import dataset, events
 from pipeline.config import PipelineConfig, fingerprint
 from pipeline.ingest import amazon, lcrec, movielens, recbole, table, unisrec
 from pipeline.ingest.tabular import require_file
-from pipeline.store import Output, RunResult, publish_run
+from pipeline.store import Output, RunResult, publish_run, sha256_file
 
 READERS: dict[str, ModuleType] = {
     "recbole_atomic": recbole,
@@ -26,14 +25,6 @@ READERS: dict[str, ModuleType] = {
 ITEMS_FILE = "items.parquet"
 INTERACTIONS_FILE = "interactions.parquet"
 ROW_GROUP_ROWS = 1 << 20
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 22), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def dataset_output(config: PipelineConfig) -> Output:

@@ -13,6 +13,7 @@ A crash or kill at any point leaves every published run and the `latest` pointer
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import shutil
@@ -30,6 +31,15 @@ from pipeline.errors import BadInput, Locked
 MANIFEST = "manifest.json"
 LATEST = "latest"
 LOCK = ".lock"
+
+
+def sha256_file(path: Path) -> str:
+    """The hex sha256 of a file, read in blocks (source files and models can be large)."""
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 22), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def write_json_atomic(path: Path, payload: Any) -> None:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from align_support import tiny_bert, tiny_llama  # noqa: F401 - session fixtures for stage one
 from pipeline.config import PipelineConfig, load_config
 
 REPO = Path(__file__).resolve().parents[1]
@@ -109,3 +110,4 @@ def workspace(tmp_path: Path, small_dataset: Path):
     def build(*overrides: str) -> PipelineConfig:
         return load_config(None, [f"workspace.root={root}", f"data.name={SMALL}", *TINY_MODEL, *overrides])
     return build
+

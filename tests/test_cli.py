@@ -42,15 +42,22 @@ def test_bad_override_exits_2_naming_the_key(tmp_path: Path) -> None:
 
 
 def test_default_data_then_main_job(tmp_path: Path) -> None:
-    """The README's main job on the bundled default: ml-100k out of the recbole wheel, then `run`."""
-    common = ["--set", f"workspace.root={tmp_path}", "--set", f"data.path={tmp_path / 'raw' / 'ml-100k'}"]
+    """The README's main job on the bundled default (ml-100k out of the recbole wheel), every stage of `run`,
+    made small: the frozen-encoder embeddings instead of SAID's training, one short downstream epoch."""
+    common = ["--set", f"workspace.root={tmp_path}", "--set", f"data.path={tmp_path / 'raw' / 'ml-100k'}",
+              "--set", "align.method=text", "--set", "align.evidence.items=0",
+              "--set", "downstream.model.hidden_size=16", "--set", "downstream.train.max_epochs=1"]
     fetched = cli("fetch-default-data", *common)
     assert fetched.returncode == 0, fetched.stderr
     assert sorted(p.name for p in (tmp_path / "raw" / "ml-100k").iterdir()) == ["ml-100k.inter", "ml-100k.item", "ml-100k.user"]
     ran = cli("run", *common)
     assert ran.returncode == 0, ran.stderr
-    manifest = json.loads((Path(ran.stdout.strip()) / "manifest.json").read_text())
-    assert manifest["counts_raw"] == {"users": 943, "items": 1682, "interactions": 100_000}
+    dataset, embeddings, downstream, recommendations = map(Path, ran.stdout.split())
+    assert json.loads((dataset / "manifest.json").read_text())["counts_raw"] == {"users": 943, "items": 1682, "interactions": 100_000}
+    assert json.loads((embeddings / "manifest.json").read_text())["rows"] == 1349
+    metrics = json.loads((downstream / "metrics.json").read_text())
+    assert set(metrics["model"]) == set(metrics["popularity"]) == {"valid", "test"}
+    assert (recommendations / "recommendations.parquet").is_file()
     inspected = cli("inspect", *common)
     assert inspected.returncode == 0, inspected.stderr
     facts = json.loads(inspected.stdout)["dataset"]

@@ -53,7 +53,7 @@ def test_an_index_that_disagrees_with_the_rows_is_refused(tmp_path: Path, datase
     index = faiss.IndexFlatIP(8)
     index.add(np.zeros((3, 8), dtype=np.float32))
     faiss.write_index(index, str(run / "index.faiss"))
-    with pytest.raises(BadInput, match="index holds 3 vectors of dim 8"):
+    with pytest.raises(BadInput, match="index holds 3 vectors of width 8"):
         read_embeddings(run)
 
 

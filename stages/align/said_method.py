@@ -1,0 +1,107 @@
+"""`align.method: said`: build the projector (fresh, or on top of a published run), train it, embed items."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from accelerate import Accelerator
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from pipeline.config import AlignConfig
+from pipeline.errors import BadInput
+from stages.align.dist import gather_rows, my_rows, say
+from stages.align.evidence import prefix_losses
+from stages.align.projector import SAIDProjector, pool, token_rms
+from stages.align.said import Position, TrainPlan, enable_checkpointing, fit
+from stages.align.tokens import Tokens
+
+PROJECTOR_FILE = "projector.safetensors"
+
+
+@dataclass
+class Trained:
+    vectors: np.ndarray  # (items trained, dim), row i = tokens' item i
+    projector: SAIDProjector
+    position: Position
+    evidence: dict[str, object]
+
+
+def output_dim(config: AlignConfig, hidden: int) -> int:
+    return hidden * (config.said.soft_tokens if config.said.pooling == "concat" else 1)
+
+
+def build_projector(config: AlignConfig, lm: nn.Module, num_items: int) -> SAIDProjector:
+    """The projector for `num_items` items, with soft tokens at the scale of `lm`'s input embeddings."""
+    embedding = lm.get_input_embeddings()
+    return SAIDProjector(num_items=num_items, item_dim=config.said.item_dim, width=config.said.projector_width,
+                         soft_tokens=config.said.soft_tokens, hidden=lm.config.hidden_size,
+                         token_rms=token_rms(embedding, embedding.num_embeddings))
+
+
+def continue_from(projector: SAIDProjector, base_dir: Path, base_rows: list[int | None]) -> None:
+    """Take a published run's MLP (frozen, so its rows stay valid) and warm-start items it already had.
+
+    `base_rows[i]` is item i's row in the published run, or None for a new item.
+
+    Raises:
+        BadInput: the published projector has other shapes (soft tokens, widths, LM).
+    """
+    state = load_file(str(base_dir / PROJECTOR_FILE))
+    mine = projector.state_dict()
+    mismatched = [k for k in mine if k != "items.weight" and (k not in state or state[k].shape != mine[k].shape)]
+    if mismatched:
+        raise BadInput(f"{base_dir / PROJECTOR_FILE}: projector shapes differ from align.said "
+                       f"({', '.join(mismatched)}); run without --incremental")
+    with torch.no_grad():
+        for name, tensor in state.items():
+            if name != "items.weight":
+                mine[name].copy_(tensor)
+        for i, row in enumerate(base_rows):
+            if row is not None:
+                projector.items.weight[i].copy_(state["items.weight"][row])
+    projector.mlp.requires_grad_(False)
+
+
+def save_projector(path: Path, projector: SAIDProjector, base_dir: Path | None, placed: list[int]) -> None:
+    """Write the projector with its item table in export row order (trained row i goes to row `placed[i]`)."""
+    state = {k: v.detach().cpu().contiguous() for k, v in projector.state_dict().items()}
+    if base_dir is not None:
+        table = load_file(str(base_dir / PROJECTOR_FILE))["items.weight"]
+        rows = max(len(table), max(placed, default=-1) + 1)
+        merged = torch.cat([table, table.new_zeros(rows - len(table), table.shape[1])])
+        merged[placed] = state["items.weight"]
+        state["items.weight"] = merged
+    save_file(state, str(path))
+
+
+def plan_of(config: AlignConfig) -> TrainPlan:
+    s = config.said
+    return TrainPlan(lr=s.lr, weight_decay=s.weight_decay, schedule=s.schedule, warmup_steps=s.warmup_steps,
+                     epochs=s.epochs, max_steps=s.max_steps, grad_accum=s.grad_accum, batch_size=config.batch_size,
+                     length_pool=config.length_pool, seed=config.seed, checkpoint_every=config.checkpoint_every)
+
+
+def train_and_embed(accelerator: Accelerator, config: AlignConfig, lm: nn.Module, tokens: Tokens,
+                    projector: SAIDProjector, pad_id: int, checkpoints: Path) -> Trained:
+    """Train the projector, then embed every trained item (each process its share, gathered once)."""
+    lm.to(accelerator.device)
+    if config.said.gradient_checkpointing:
+        enable_checkpointing(lm)
+    position = fit(accelerator, lm, projector, tokens, plan_of(config), pad_id, checkpoints)
+    projector = accelerator.unwrap_model(projector)
+    total = len(tokens.lengths)
+    rows = my_rows(accelerator, np.arange(total))
+    with torch.no_grad():
+        local = pool(projector(torch.as_tensor(rows, device=accelerator.device)), config.said.pooling)
+    vectors = gather_rows(accelerator, rows, local, total)
+    evidence: dict[str, object] = {}
+    if config.evidence.items and total > 1:
+        say(accelerator)("evidence", f"scoring item text with learned / no / other prefix on "
+                         f"{min(config.evidence.items, total)} items")
+        evidence = prefix_losses(accelerator, lm, projector, tokens, config.evidence.items,
+                                 config.batch_size, pad_id, config.seed)
+    return Trained(vectors, projector, position, evidence)

