@@ -29,4 +29,4 @@ def make_config(tmp_path: Path):
     return build
 
 
-from align_support import single_thread, tiny_bert, tiny_llama  # noqa: E402,F401 - session fixtures for stage one
+from align_support import single_thread, tiny_bert, tiny_llama  # noqa: F401 - session fixtures for stage one

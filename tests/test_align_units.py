@@ -18,10 +18,10 @@ from accelerate import Accelerator
 from pipeline.embeddings import check_index, read_embeddings
 from pipeline.errors import BadInput, PipelineError
 from stages.align import export
+from stages.align.evidence import attribute_sets, neighbour_rate
 from stages.align.lm import load_causal_lm, load_encoder, resolve
 from stages.align.loss import token_nll
 from stages.align.projector import SAIDProjector, pool, token_rms
-from stages.align.evidence import attribute_sets, neighbour_rate
 from stages.align.said import TrainPlan, enable_checkpointing, fit, latest_checkpoint, lr_factor
 from stages.align.tokens import Tokens, collate, length_batches, shard, tokenize
 
