@@ -227,3 +227,11 @@ def test_neighbour_check_counts_shared_values_against_random_pairs() -> None:
     result = neighbour_rate(vectors, values, queries=6, seed=0)
     assert result["queries"] == 6 and result["nearest_neighbour_share_rate"] == 1.0
     assert result["random_pair_share_rate"] < 1.0
+
+
+def test_a_checkpoint_counts_only_once_its_marker_exists(tmp_path: Path) -> None:
+    (tmp_path / "step-00000004").mkdir()
+    (tmp_path / "step-00000004" / "COMPLETE").touch()
+    (tmp_path / "step-00000008").mkdir()  # killed while saving: no marker
+    assert latest_checkpoint(tmp_path) == tmp_path / "step-00000004"
+    assert latest_checkpoint(tmp_path / "none") is None
