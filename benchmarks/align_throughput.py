@@ -44,7 +44,7 @@ class Timing:
 
 def load_model(args: argparse.Namespace) -> tuple[nn.Module, object]:
     if args.architecture is None:
-        loaded = load_causal_lm(args.lm, "--lm", args.model_cache, offline=True)
+        loaded = load_causal_lm(args.lm, "--lm", args.model_cache, offline=True, dtype=args.lm_dtype)
         return loaded.model, loaded.tokenizer
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
@@ -52,7 +52,7 @@ def load_model(args: argparse.Namespace) -> tuple[nn.Module, object]:
     for override in args.config_set:
         key, value = override.split("=")
         setattr(config, key, type(getattr(config, key))(value))
-    model = AutoModelForCausalLM.from_config(config).eval().requires_grad_(False)
+    model = AutoModelForCausalLM.from_config(config, dtype=getattr(torch, args.lm_dtype)).eval().requires_grad_(False)
     tokenizer = AutoTokenizer.from_pretrained(args.architecture)
     tokenizer.pad_token = tokenizer.pad_token or tokenizer.eos_token
     return model, tokenizer
@@ -142,9 +142,13 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--max-text-tokens", type=int, default=64)
     parser.add_argument("--mixed-precision", default="no", choices=["no", "bf16", "fp16"])
+    parser.add_argument("--lm-dtype", default="float32", choices=["float32", "bfloat16", "float16"],
+                        help="the frozen LM's weight dtype (align.lm_dtype); not float32 needs --skip-naive")
     parser.add_argument("--skip-naive", action="store_true")
     parser.add_argument("--name", default="align_throughput", help="results file name")
     args = parser.parse_args()
+    if args.lm_dtype != "float32" and not args.skip_naive:
+        parser.error("the naive reference loop runs float32 weights: add --skip-naive with --lm-dtype")
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     dtype = {"no": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[args.mixed_precision]
@@ -177,7 +181,7 @@ def main() -> None:
                "catalog_items": len(texts), "catalog_longest_text_tokens": width,
                "lm_params_m": round(sum(p.numel() for p in lm.parameters()) / 1e6, 1),
                "lm": str(args.architecture or args.lm) + (" (random weights)" if args.architecture else ""),
-               "config_overrides": args.config_set, "soft_tokens": SOFT_TOKENS}
+               "config_overrides": args.config_set, "soft_tokens": SOFT_TOKENS, "lm_dtype": args.lm_dtype}
     table = [("text tokens/s (optimised)", f"{tokens_per_s:,.0f}"), ("achieved GFLOP/s", f"{gflops:,.1f}"),
              (f"matmul peak GFLOP/s ({peak_dtype})", f"{peak:,.1f}"), ("fraction of peak", f"{gflops / peak:.3f}")]
     if naive:

@@ -113,6 +113,7 @@ class AlignConfig(Section):
     length_pool: int = Field(ge=1)
     seed: int
     mixed_precision: Literal["no", "fp16", "bf16"]
+    lm_dtype: Literal["float32", "bfloat16", "float16"]
     checkpoint_every: int = Field(ge=0)
     said: SaidConfig
     export: ExportConfig

@@ -109,6 +109,18 @@ def test_fit_trains_only_the_projector_and_the_lm_stays_bit_identical(lm, tmp_pa
     assert len(list(tmp_path.glob("step-*"))) == 1
 
 
+def test_a_bfloat16_frozen_lm_still_trains_a_float32_prefix(tiny_llama: Path) -> None:
+    loaded = load_causal_lm(str(tiny_llama), "align.lm", "unused", offline=True, dtype="bfloat16")
+    assert {p.dtype for p in loaded.model.parameters()} == {torch.bfloat16}
+    tokens = tokenize(TEXTS[:4], loaded.tokenizer, 32, special_tokens=False)
+    ids, mask = collate(tokens, np.arange(4), loaded.tokenizer.pad_token_id)
+    prefix = (torch.randn(4, 2, 32) * 0.3).requires_grad_()
+    losses = token_nll(loaded.model, prefix, ids, mask)
+    losses.sum().backward()
+    assert losses.dtype == torch.float32 and prefix.grad.dtype == torch.float32
+    assert torch.isfinite(prefix.grad).all() and prefix.grad.abs().sum() > 0
+
+
 def test_gradient_checkpointing_gives_the_same_gradients(tiny_llama: Path) -> None:
     grads, calls = [], []
     for checkpointing in (False, True):

@@ -125,11 +125,11 @@ def _load(accelerator: Accelerator, align: AlignConfig) -> tuple[Loaded, int]:
     """The frozen model the method needs, and the dimension of the vectors it will give."""
     with accelerator.main_process_first():  # one process converts a GGUF model; the others read the result
         if align.method == "said":
-            loaded = load_causal_lm(align.lm, "align.lm", align.model_cache, align.offline)
+            loaded = load_causal_lm(align.lm, "align.lm", align.model_cache, align.offline, align.lm_dtype)
             return loaded, said_method.output_dim(align, loaded.model.config.hidden_size)
         own = align.encoder == "lm"
         loaded = load_encoder(align.lm if own else align.encoder, "align.lm" if own else "align.encoder",
-                              align.model_cache, align.offline)
+                              align.model_cache, align.offline, align.lm_dtype)
         return loaded, loaded.model.config.hidden_size
 
 
