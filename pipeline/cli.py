@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import json
+import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -165,7 +166,17 @@ def run_all(config: ConfigOption = None, set_: SetOption = None, force: ForceOpt
     typer.echo(recommend_stage.run(cfg, force=force).run_dir)
 
 
+def stop_on_sigterm() -> None:
+    """Schedulers stop jobs with SIGTERM: unwind like Ctrl-C, so locks are released and partial runs
+    handled as after any interruption (exit code 130)."""
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupt)
+
+
 def main() -> None:
+    stop_on_sigterm()
     app(prog_name="seqrec-pipeline")
 
 

@@ -63,3 +63,20 @@ def test_default_data_then_main_job(tmp_path: Path) -> None:
     facts = json.loads(inspected.stdout)["dataset"]
     assert facts["split_rows"] == {"train": facts["interactions"] - 2 * 943, "valid": 943, "test": 943}
     assert facts["sequence_length"]["p100"] <= 737 and facts["text_chars"]["p0"] > 0
+
+
+def test_sigterm_releases_the_lock(tmp_path: Path) -> None:
+    """A scheduler's SIGTERM unwinds the job: its lock is gone at once, not left to stale-lock detection."""
+    script = ("import sys, time\n"
+              "from pipeline.cli import stop_on_sigterm\n"
+              "from pipeline.store import Output\n"
+              "stop_on_sigterm()\n"
+              f"with Output(__import__('pathlib').Path({str(tmp_path)!r})).lock():\n"
+              "    print('locked', flush=True)\n"
+              "    time.sleep(60)\n")
+    child = subprocess.Popen([sys.executable, "-c", script], cwd=REPO, stdout=subprocess.PIPE, text=True)
+    assert child.stdout.readline().strip() == "locked"
+    assert (tmp_path / ".lock").exists()
+    child.terminate()
+    assert child.wait(timeout=30) != 0
+    assert not (tmp_path / ".lock").exists()
