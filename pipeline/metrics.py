@@ -30,6 +30,85 @@ def target_ranks(scores: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     return torch.where(torch.isnan(target_scores[:, 0]), scores.shape[1] - 1, ranks)  # NaN: the worst rank
 
 
+class BlockedRanks:
+    """`target_ranks` of `users @ items.T` without ever holding the (B, N) score matrix.
+
+    Full-ranking evaluation is a matrix product with a small inner dimension (H ~ 64) followed by one
+    comparison per score, so it is bound by memory traffic, not arithmetic, when the (B, N) product is
+    written out and read back. Here items are scored in blocks of `block` columns into one preallocated
+    (B, block) tile that stays in cache, and each tile is compared with the targets' scores and counted
+    before the next one overwrites it.
+
+    Exactness: a float product's rounding depends on the kernel the BLAS picks for a shape, so the
+    target's score must come from a product of the same shape as the tiles it is compared with (an item
+    tying with the target must tie bitwise). The item table is therefore padded with zero rows to whole
+    blocks, and the targets' scores are read off a (B, block) tile whose columns are the targets' own
+    vectors; the padding columns are never counted.
+    """
+
+    def __init__(self, items: torch.Tensor, block: int) -> None:
+        """Args:
+            items: (N, H) item vectors; column j of the scores is `items[j]`.
+            block: items scored per tile (a multiple of 64 keeps every tile on the same kernel path).
+        """
+        self.num_items, self.block = items.shape[0], block
+        padded = -(-self.num_items // block) * block
+        self.items = torch.nn.functional.pad(items, (0, 0, 0, padded - self.num_items))  # (N', H), zero rows
+        self._tile = torch.empty(0, block, dtype=items.dtype, device=items.device)
+        self._hits = torch.empty(0, block, dtype=torch.bool, device=items.device)
+
+    def _buffers(self, rows: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The (rows, block) score tile and its comparison mask, reallocated only when a batch is larger."""
+        if self._tile.shape[0] < rows:
+            self._tile = self._tile.new_empty(rows, self.block)
+            self._hits = self._hits.new_empty(rows, self.block)
+        return self._tile[:rows], self._hits[:rows]
+
+    def _target_scores(self, users: torch.Tensor, targets: torch.Tensor, tile: torch.Tensor) -> torch.Tensor:
+        """(B,) each target's score, from tiles of the same shape as the item tiles (see the class docstring)."""
+        scores = torch.empty(len(targets), dtype=tile.dtype, device=tile.device)
+        for start in range(0, len(targets), self.block):
+            chunk = targets[start:start + self.block]
+            columns = torch.zeros(self.block, dtype=torch.long, device=targets.device)
+            columns[:len(chunk)] = chunk
+            torch.mm(users, self.items[columns].T, out=tile)
+            scores[start:start + len(chunk)] = tile[start:start + len(chunk)].diagonal()
+        return scores
+
+    def __call__(self, users: torch.Tensor, targets: torch.Tensor, masked: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+        """0-based rank of each user's target, exactly `target_ranks(users @ items.T, targets)`.
+
+        Args:
+            users: (B, H) user vectors on the items' device (cast to the items' dtype).
+            targets: (B,) each user's target column.
+            masked: (rows, columns) score entries to set to -inf before ranking (a user's history), or
+                None. A pair naming the user's own target is ignored: a repeated item stays rankable.
+        Returns:
+            (B,) int64 ranks; ties count against the target, a NaN target ranks last.
+        """
+        users = users.to(self.items.dtype)
+        tile, hits = self._buffers(len(users))
+        target_scores = self._target_scores(users, targets, tile)[:, None]  # (B, 1)
+        if masked is not None:
+            rows, columns = masked
+            keep = columns != targets[rows]
+            rows, columns = rows[keep], columns[keep]
+            order = torch.argsort(columns)
+            rows, columns = rows[order], columns[order]
+            bounds = torch.searchsorted(columns, torch.arange(0, len(self.items) + 1, self.block, device=columns.device)).tolist()
+        counts = torch.zeros(len(users), dtype=torch.int32, device=users.device)
+        for index, start in enumerate(range(0, self.num_items, self.block)):
+            torch.mm(users, self.items[start:start + self.block].T, out=tile)  # (B, block)
+            if masked is not None and bounds[index] < bounds[index + 1]:
+                part = slice(bounds[index], bounds[index + 1])
+                tile[rows[part], columns[part] - start] = float("-inf")
+            width = min(self.block, self.num_items - start)  # the last tile's padding is not counted
+            torch.ge(tile[:, :width], target_scores, out=hits[:, :width])
+            counts += hits[:, :width].sum(dim=1, dtype=torch.int32)  # int32: a faster reduction
+        ranks = counts.long() - 1  # the target always ties with itself
+        return torch.where(torch.isnan(target_scores[:, 0]), self.num_items - 1, ranks)
+
+
 def metric_sums(ranks: torch.Tensor, ks: list[int]) -> dict[str, float]:
     """Per-metric sums over a batch of ranks (divide by the user count at the end)."""
     ranks = ranks.to(torch.float64)
