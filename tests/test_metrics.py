@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from pipeline.config import EvaluateConfig
-from pipeline.metrics import ranking_metrics, target_ranks
+from pipeline.metrics import BlockedRanks, ranking_metrics, target_ranks
 from stages.downstream.evaluate import evaluate_popularity, split_users
 from stages.downstream.sequences import Sequences
 
@@ -59,3 +59,47 @@ def test_popularity_with_and_without_history_masking(mask: bool, valid_ranks: li
     assert valid["mrr"] == pytest.approx(np.mean([1 / (r + 1) for r in valid_ranks]))
     assert test["mrr"] == pytest.approx(np.mean([1 / (r + 1) for r in test_ranks]))
     assert test["recall@1"] == pytest.approx(np.mean([r < 1 for r in test_ranks]))
+
+
+def _plain_ranks(users: torch.Tensor, items: torch.Tensor, targets: torch.Tensor,
+                 masked: tuple[torch.Tensor, torch.Tensor] | None) -> torch.Tensor:
+    """The reference: the whole (B, N) score matrix, history set to -inf, the target restored, then counted."""
+    scores = users @ items.T
+    if masked is not None:
+        kept = scores.gather(1, targets[:, None])
+        scores[masked] = float("-inf")
+        scores.scatter_(1, targets[:, None], kept)
+    return target_ranks(scores, targets)
+
+
+@pytest.mark.parametrize(("num_items", "dim", "batch", "block"), [(1000, 8, 50, 64), (777, 3, 300, 128), (130, 64, 7, 2048)])
+def test_blocked_ranks_equal_the_plain_ranks(num_items: int, dim: int, batch: int, block: int) -> None:
+    generator = torch.Generator().manual_seed(num_items)
+    # Small integer-valued vectors: every product is exact, so the plain and blocked paths see the same
+    # scores whatever kernel computes them, and ties are frequent.
+    items = torch.randint(-2, 3, (num_items, dim), generator=generator).float()
+    users = torch.randint(-2, 3, (batch, dim), generator=generator).float()
+    items[5] = items[7]  # duplicate items tie
+    users[3, 0] = float("nan")  # a NaN target ranks last
+    targets = torch.randint(0, num_items, (batch,), generator=generator)
+    targets[0] = 5
+    rows = torch.randint(0, batch, (10 * batch,), generator=generator)
+    columns = torch.randint(0, num_items, (10 * batch,), generator=generator)
+    rows[:5], columns[:5] = torch.arange(5), targets[:5]  # a repeated target stays rankable
+    ranker = BlockedRanks(items, block)
+    for masked in (None, (rows, columns)):
+        assert torch.equal(ranker(users, targets, masked), _plain_ranks(users, items, targets, masked))
+    assert ranker(users, targets)[3] == num_items - 1
+
+
+def test_blocked_ranks_tie_duplicate_float_items_with_the_target() -> None:
+    # Real-valued scores: the target's score must be bitwise the score its duplicates get in their tiles.
+    generator = torch.Generator().manual_seed(0)
+    items = torch.randn(1024, 64, generator=generator)  # whole blocks: no padding in the reference
+    items[512:] = items[:512]
+    users = torch.randn(40, 64, generator=generator)
+    targets = torch.randint(0, 1024, (40,), generator=generator)
+    ranks = BlockedRanks(items, 256)(users, targets)
+    scores = torch.cat([users @ block.T for block in items.split(256)], dim=1)  # the same tile shapes
+    assert torch.equal(ranks, target_ranks(scores, targets))
+    assert (ranks >= 1).all()  # each target's duplicate scores >= the target

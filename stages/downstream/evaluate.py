@@ -1,7 +1,9 @@
 """Leave-one-out evaluation against every item, for the model and for the popularity baseline.
 
 Valid targets are predicted from the train items; test targets from train + the valid item. Users are
-scored in batches: one matrix product, then rank counting (`pipeline.metrics.target_ranks`).
+encoded in batches (`UserFn`: one vector per user), then ranked against every item by one blocked matrix
+product with rank counting per tile (`pipeline.metrics.BlockedRanks`), so the (B, N) score matrix is
+never materialised.
 """
 
 from __future__ import annotations
@@ -17,7 +19,12 @@ from pipeline.errors import BadInput
 from stages.downstream.recommender import Recommender
 from stages.downstream.sequences import Sequences, history_pairs, padded
 
-ScoreFn = Callable[[np.ndarray, np.ndarray], torch.Tensor]  # (users, history ends) -> (B, N) scores
+UserFn = Callable[[np.ndarray, np.ndarray], torch.Tensor]  # (users, history ends) -> (B, H) user vectors
+
+# Items scored per tile. Measured on a 2-core AVX-512 EPYC (H = 64, 100k items, batches of 512-2048
+# users): 2048 was the fastest with 1024-user batches; 256-512 pay per-call overheads, 4096+ spill the
+# (B, block) tile out of L2. A multiple of 64 keeps every tile on the BLAS's full-tile kernel.
+ITEM_BLOCK = 2048
 
 
 def split_users(seqs: Sequences, split: str) -> np.ndarray:
@@ -26,23 +33,23 @@ def split_users(seqs: Sequences, split: str) -> np.ndarray:
     return np.flatnonzero((target > 0) & (seqs.split_end(split) > seqs.starts))
 
 
-def _ranks(score: ScoreFn, seqs: Sequences, split: str, mask_history: bool, batch_size: int) -> torch.Tensor:
+def _ranks(encode: UserFn, items: torch.Tensor, seqs: Sequences, split: str, mask_history: bool, batch_size: int) -> torch.Tensor:
+    """Ranks of every evaluated user's target among all items, scored as `encode(users) @ items.T`."""
     users = split_users(seqs, split)
     if len(users) == 0:
         raise BadInput(f"dataset has no users with a {split} interaction and a history before it; nothing to evaluate")
     targets_all = (seqs.valid if split == "valid" else seqs.test)[users] - 1
     ends_all = seqs.split_end(split)[users]
+    rank = metrics.BlockedRanks(items, ITEM_BLOCK)
     ranks = []
     for start in range(0, len(users), batch_size):
         batch, ends = users[start:start + batch_size], ends_all[start:start + batch_size]
-        targets = torch.from_numpy(targets_all[start:start + batch_size])
-        scores = score(batch, ends).float()  # (B, N)
+        targets = torch.from_numpy(targets_all[start:start + batch_size]).to(items.device)
+        masked = None
         if mask_history:
-            kept = scores.gather(1, targets[:, None])
-            rows, items = history_pairs(seqs, batch, ends)
-            scores[torch.from_numpy(rows), torch.from_numpy(items - 1)] = float("-inf")
-            scores.scatter_(1, targets[:, None], kept)  # a repeat of a history item stays rankable
-        ranks.append(metrics.target_ranks(scores, targets))
+            rows, columns = history_pairs(seqs, batch, ends)
+            masked = (torch.from_numpy(rows).to(items.device), torch.from_numpy(columns - 1).to(items.device))
+        ranks.append(rank(encode(batch, ends), targets, masked).cpu())
     return torch.cat(ranks)
 
 
@@ -54,23 +61,24 @@ def evaluate_model(model: Recommender, seqs: Sequences, split: str, config: Eval
     device = next(model.parameters()).device
     table = model.items.all_items()  # (N, H), computed once per evaluation
 
-    def score(users: np.ndarray, ends: np.ndarray) -> torch.Tensor:
+    def encode(users: np.ndarray, ends: np.ndarray) -> torch.Tensor:
         history = torch.from_numpy(padded(seqs, users, ends, max_length)).to(device)
-        return model.scores(history, table).cpu()
+        return model.user_vectors(history)
 
-    result = metrics.ranking_metrics(_ranks(score, seqs, split, config.mask_history, config.batch_size), config.ks)
+    result = metrics.ranking_metrics(_ranks(encode, table, seqs, split, config.mask_history, config.batch_size), config.ks)
     model.train(was_training)
     return result
 
 
 def evaluate_popularity(seqs: Sequences, split: str, config: EvaluateConfig) -> dict[str, float]:
     """The same metrics for ranking every item by its train interaction count (ties against the target)."""
-    counts = torch.from_numpy(seqs.train_counts()).float()
+    # A product with one dimension: every user's vector is 1, item j's is its count (exact in float32).
+    counts = torch.from_numpy(seqs.train_counts()).float()[:, None]  # (N, 1)
 
-    def score(users: np.ndarray, ends: np.ndarray) -> torch.Tensor:
-        return counts.expand(len(users), -1).clone()
+    def encode(users: np.ndarray, ends: np.ndarray) -> torch.Tensor:
+        return torch.ones(len(users), 1)
 
-    return metrics.ranking_metrics(_ranks(score, seqs, split, config.mask_history, config.batch_size), config.ks)
+    return metrics.ranking_metrics(_ranks(encode, counts, seqs, split, config.mask_history, config.batch_size), config.ks)
 
 
 def protocol(config: EvaluateConfig, seqs: Sequences) -> dict[str, object]:
