@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+from safetensors.torch import load_file
 from typer.testing import CliRunner
 
 from align_support import write_ml100k_slice
@@ -74,7 +75,7 @@ def test_align_pretrains_on_two_datasets_and_exports_agreeing_files(pretrained, 
     assert training["last_loss"] < training["first_loss"] and training["last_mlm"] < training["first_mlm"]
     other_run = json.loads((root / "datasets" / "other" / "latest" / "manifest.json").read_text())["run_id"]
     assert manifest["pretrain_datasets"] == {"other": other_run}
-    # same config and inputs: reused; another pretraining dataset list: another run id
+    # same config and inputs: the published run is reused, nothing is trained again
     assert _cli("align", *_sets(root, raws["a"], tiny_bert, "a", "recformer.pretrain.datasets=[other]")) == run
 
 
@@ -95,3 +96,54 @@ def test_incremental_embeds_only_new_and_changed_items_without_training(pretrain
     assert np.array_equal(new.vectors[unchanged], old.vectors[unchanged])
     assert not np.allclose(new.vectors[2], old.vectors[2])
     check_index(grown, 46, 32)
+
+
+def _metrics(run: Path) -> dict:
+    return json.loads((run / "metrics.json").read_text())
+
+
+def test_finetuning_both_stages_then_recommend(pretrained, raws, tiny_bert) -> None:
+    root, embeddings_run = pretrained
+    sets = _sets(root, raws["a"], tiny_bert, "a", "recformer.pretrain.datasets=[other]", "downstream.model.kind=recformer",
+                 "recformer.finetune.stage1_epochs=2", "recformer.finetune.stage2_epochs=1", "recformer.finetune.patience=5")
+    run = _cli("train-downstream", *sets)
+    manifest = json.loads((run / "manifest.json").read_text())
+    assert manifest["embeddings_run_id"] == embeddings_run.name and manifest["model"] == "recformer"
+    assert manifest["zero_shot"] is False and manifest["encoder_start"] == str(embeddings_run / "encoder")
+    metrics = _metrics(run)
+    assert [(h["stage"], h["epoch"]) for h in metrics["history"]] == [(1, 1), (1, 2), (2, 1)]
+    assert set(metrics) >= {"model", "popularity", "protocol"} and metrics["protocol"]["candidates"] == 40
+    for split in ("valid", "test"):
+        assert 0 <= metrics["model"][split]["ndcg@10"] <= metrics["model"][split]["recall@10"] <= 1
+    if metrics["best_epoch"] != "before fine-tuning":  # the final evaluation is the chosen epoch's, on valid
+        best = max(h["score"] for h in metrics["history"])
+        assert metrics["model"]["valid"]["ndcg@10"] == pytest.approx(best, abs=1e-4)
+    # `evaluate` reloads the run and gets the same numbers
+    evaluated = CliRunner().invoke(app, ["evaluate", *sets])
+    assert evaluated.exit_code == 0, evaluated.output
+    assert json.loads(evaluated.stdout)["model"]["test"] == pytest.approx(metrics["model"]["test"])
+    recommended = _cli("recommend", *sets, "--set", "recommend.k=5", "--user", "1", "--user", "7")
+    rows = pq.read_table(recommended / "recommendations.parquet").to_pylist()
+    assert [row["user_id"] for row in rows] == ["1", "7"] and all(len(row["item_ids"]) == 5 for row in rows)
+    assert all(row["scores"] == sorted(row["scores"], reverse=True) for row in rows)
+
+
+def test_zero_shot_on_a_dataset_the_encoder_never_saw(pretrained, raws, tiny_bert) -> None:
+    """Embed and evaluate `fresh` (movies 81-140, none pretrained on) with the encoder of `a` + `other`: no training."""
+    root, embeddings_run = pretrained
+    raw = write_ml100k_slice(shared_dataset("ml-100k"), raws["a"].parent / "fresh", items=60, skip=80)
+    encoder = embeddings_run / "encoder"
+    sets = _sets(root, raw, encoder, "fresh", "recformer.pretrain.max_steps=0", "downstream.model.kind=recformer",
+                 "recformer.finetune.stage1_epochs=0", "recformer.finetune.stage2_epochs=0")
+    _cli("prepare", *sets)
+    aligned = _cli("align", *sets)
+    manifest = json.loads((aligned / "manifest.json").read_text())
+    assert "training" not in manifest and manifest["rows"] == 60
+    run = _cli("train-downstream", *sets)
+    manifest, metrics = json.loads((run / "manifest.json").read_text()), _metrics(run)
+    assert manifest["zero_shot"] is True and metrics["history"] == [] and metrics["best_epoch"] == "before fine-tuning"
+    assert metrics["popularity"]["test"]["ndcg@10"] > 0 and "ndcg@10" in metrics["model"]["test"]
+    # the exported item vectors are the encoder's zero-shot table
+    exported = read_embeddings(aligned).vectors
+    table = load_file(str(run / "item_table.safetensors"))["table"].numpy()
+    np.testing.assert_allclose(table, exported / np.linalg.norm(exported, axis=1, keepdims=True), atol=1e-5)

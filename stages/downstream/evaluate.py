@@ -58,9 +58,14 @@ def evaluate_model(model: Recommender, seqs: Sequences, split: str, config: Eval
         history = torch.from_numpy(padded(seqs, users, ends, max_length)).to(device)
         return model.scores(history, table).cpu()
 
-    result = metrics.ranking_metrics(_ranks(score, seqs, split, config.mask_history, config.batch_size), config.ks)
+    result = evaluate_scores(score, seqs, split, config)
     model.train(was_training)
     return result
+
+
+def evaluate_scores(score: ScoreFn, seqs: Sequences, split: str, config: EvaluateConfig) -> dict[str, float]:
+    """Recall@K, NDCG@K and MRR of any scorer of `split_users(seqs, split)`, in batches of that order."""
+    return metrics.ranking_metrics(_ranks(score, seqs, split, config.mask_history, config.batch_size), config.ks)
 
 
 def evaluate_popularity(seqs: Sequences, split: str, config: EvaluateConfig) -> dict[str, float]:
@@ -70,7 +75,7 @@ def evaluate_popularity(seqs: Sequences, split: str, config: EvaluateConfig) -> 
     def score(users: np.ndarray, ends: np.ndarray) -> torch.Tensor:
         return counts.expand(len(users), -1).clone()
 
-    return metrics.ranking_metrics(_ranks(score, seqs, split, config.mask_history, config.batch_size), config.ks)
+    return evaluate_scores(score, seqs, split, config)
 
 
 def protocol(config: EvaluateConfig, seqs: Sequences) -> dict[str, object]:

@@ -212,10 +212,16 @@ def run(config: PipelineConfig, force: bool = False) -> RunResult:
     dataset_dir = runs.dataset_dir(config)
     dataset_run_id = read_manifest(dataset_dir)["run_id"]
     embeddings = runs.embeddings_for(config)
+    recformer = config.downstream.model.kind == "recformer"
     run_id = fingerprint("train-downstream", config.downstream.model_dump(mode="json"), dataset_run_id,
-                         None if embeddings is None else embeddings.run_id)
+                         None if embeddings is None else embeddings.run_id,
+                         *([config.recformer.model_dump(mode="json")] if recformer else []))
 
     def build_run(folder: Path) -> dict[str, Any]:
+        if recformer:  # the one kind that loads a text encoder: imported only here, never for the others
+            from stages.downstream import recformer_train
+
+            return recformer_train.train(folder, config, dataset_dir, dataset_run_id, embeddings)
         return _train(folder, config.downstream, dataset_dir, dataset_run_id, embeddings)
 
     return publish_run(runs.output(config, "downstream"), run_id, build_run, force=force, keep_partial=True,
