@@ -126,6 +126,8 @@ def test_finetuning_both_stages_then_recommend(pretrained, raws, tiny_bert) -> N
     rows = pq.read_table(recommended / "recommendations.parquet").to_pylist()
     assert [row["user_id"] for row in rows] == ["1", "7"] and all(len(row["item_ids"]) == 5 for row in rows)
     assert all(row["scores"] == sorted(row["scores"], reverse=True) for row in rows)
+    searched = _cli("recommend", *sets, "--set", "recommend.k=5", "--set", "recommend.search=faiss", "--user", "1")
+    assert len(pq.read_table(searched / "recommendations.parquet").to_pylist()[0]["item_ids"]) == 5
 
 
 def test_zero_shot_on_a_dataset_the_encoder_never_saw(pretrained, raws, tiny_bert) -> None:
