@@ -16,7 +16,7 @@ from safetensors.torch import load_file
 from typer.testing import CliRunner
 
 from align_support import write_ml100k_slice
-from conftest import shared_dataset
+from conftest import shared_dataset, write_embeddings_run
 from pipeline.cli import app
 from pipeline.embeddings import check_index, read_embeddings
 
@@ -149,3 +149,18 @@ def test_zero_shot_on_a_dataset_the_encoder_never_saw(pretrained, raws, tiny_ber
     exported = read_embeddings(aligned).vectors
     table = load_file(str(run / "item_table.safetensors"))["table"].numpy()
     np.testing.assert_allclose(table, exported / np.linalg.norm(exported, axis=1, keepdims=True), atol=1e-5)
+
+
+def test_unknown_pretraining_dataset_and_non_recformer_embeddings_are_one_line_errors(pretrained, raws, tiny_bert,
+                                                                                     workspace) -> None:
+    root, _ = pretrained
+    missing = CliRunner().invoke(app, ["align", *_sets(root, raws["a"], tiny_bert, "a",
+                                                        "recformer.pretrain.datasets=[nowhere]")])
+    assert missing.exit_code == 2 and "recformer.pretrain.datasets: no dataset 'nowhere'" in missing.output
+    assert len(missing.output.strip().splitlines()) == 1
+    config = workspace("downstream.model.kind=recformer")
+    write_embeddings_run(Path(config.workspace.root), Path(config.workspace.root) / "datasets" / "small" / "latest", 16)
+    sets = [part for arg in [f"workspace.root={config.workspace.root}", "data.name=small",
+                             "downstream.model.kind=recformer"] for part in ("--set", arg)]
+    refused = CliRunner().invoke(app, ["train-downstream", *sets])
+    assert refused.exit_code == 2 and "no Recformer encoder (method 'text_hash')" in refused.output
