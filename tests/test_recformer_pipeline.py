@@ -164,3 +164,14 @@ def test_unknown_pretraining_dataset_and_non_recformer_embeddings_are_one_line_e
                              "downstream.model.kind=recformer"] for part in ("--set", arg)]
     refused = CliRunner().invoke(app, ["train-downstream", *sets])
     assert refused.exit_code == 2 and "no Recformer encoder (method 'text_hash')" in refused.output
+
+
+def test_a_checkpoint_start_is_identified_by_its_weights(pretrained, tiny_bert) -> None:
+    from pipeline.config import load_config
+    from pipeline.store import sha256_file
+    from stages.align.recformer_method import model_identity
+
+    _, run = pretrained
+    of = lambda model: model_identity(load_config(None, [f"recformer.model={model}"]).recformer)  # noqa: E731
+    assert of(tiny_bert) is None  # a plain Hugging Face folder: its path is in the hashed config already
+    assert of(run / "encoder") == sha256_file(run / "encoder" / "recformer.safetensors")

@@ -17,7 +17,7 @@ from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
 from pipeline.config import PipelineConfig, RecformerConfig
 from pipeline.errors import BadInput
-from pipeline.store import Output, read_manifest
+from pipeline.store import Output, read_manifest, sha256_file
 from stages.recformer import build, checkpoint
 from stages.recformer.data import load_corpus
 from stages.recformer.encode import encode_catalog
@@ -46,6 +46,16 @@ def pretraining_datasets(config: PipelineConfig) -> list[Path]:
                            f"{Path(config.workspace.root) / 'datasets'} (run `prepare` for it first)")
         dirs.append(found)
     return dirs
+
+
+def model_identity(config: RecformerConfig) -> str | None:
+    """The sha256 of a checkpoint's weights when `recformer.model` is a Recformer checkpoint folder, else None.
+
+    Run ids hash it: a path such as `.../latest/encoder` stays the same while the weights behind it change.
+    """
+    if config.model is None or not checkpoint.is_checkpoint(Path(config.model)):
+        return None
+    return sha256_file(Path(config.model) / checkpoint.WEIGHTS)
 
 
 def dataset_run_ids(dirs: list[Path]) -> list[str]:

@@ -179,7 +179,7 @@ def run(config: PipelineConfig, force: bool = False, incremental: bool = False) 
     inputs = [dataset_run, base_run]
     if align.method == "recformer":  # its own section and every pretraining dataset feed the run too
         config_hash = fingerprint(config_hash, config.recformer.model_dump(mode="json"))
-        inputs += recformer_method.dataset_run_ids(pretrain_dirs)
+        inputs += [recformer_method.model_identity(config.recformer), *recformer_method.dataset_run_ids(pretrain_dirs)]
     run_id = fingerprint("align", config_hash, *inputs)
     if output.is_published(run_id) and not force and not accelerator.is_main_process:
         return None

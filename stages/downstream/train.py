@@ -207,6 +207,13 @@ def _export(folder: Path, model: Recommender, config: DownstreamConfig, metrics:
     (folder / BEST_FILE).unlink(missing_ok=True)
 
 
+def _recformer_inputs(config: PipelineConfig) -> list[object]:
+    """What else a recformer run depends on: its config section and the starting checkpoint's weights."""
+    from stages.align.recformer_method import model_identity  # loads transformers: recformer runs only
+
+    return [config.recformer.model_dump(mode="json"), model_identity(config.recformer)]
+
+
 def run(config: PipelineConfig, force: bool = False) -> RunResult:
     """Train, evaluate and publish under `<root>/downstream/<data.name>/<run_id>`; a no-op when published."""
     dataset_dir = runs.dataset_dir(config)
@@ -214,8 +221,7 @@ def run(config: PipelineConfig, force: bool = False) -> RunResult:
     embeddings = runs.embeddings_for(config)
     recformer = config.downstream.model.kind == "recformer"
     run_id = fingerprint("train-downstream", config.downstream.model_dump(mode="json"), dataset_run_id,
-                         None if embeddings is None else embeddings.run_id,
-                         *([config.recformer.model_dump(mode="json")] if recformer else []))
+                         None if embeddings is None else embeddings.run_id, *(_recformer_inputs(config) if recformer else []))
 
     def build_run(folder: Path) -> dict[str, Any]:
         if recformer:  # the one kind that loads a text encoder: imported only here, never for the others
