@@ -4,6 +4,8 @@ Runs unchanged on CPU, one GPU or under `accelerate launch`: every process train
 the vectors are gathered once, and only the main process writes, through `publish_run`. A killed run
 leaves its partial folder; the next run with the same config picks up its checkpoints. `--incremental`
 embeds only items that are new or whose text changed since the latest published run.
+`align.method: recformer` (`recformer_method`) pretrains its encoder instead, without mid-run checkpoints
+(a killed run starts its pretraining again), and every process encodes the items (the main one's are kept).
 """
 
 from __future__ import annotations
