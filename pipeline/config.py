@@ -102,7 +102,7 @@ class EvidenceConfig(Section):
 
 
 class AlignConfig(Section):
-    method: Literal["said", "text"]
+    method: Literal["said", "text", "recformer"]
     lm: str
     encoder: str
     model_cache: str
@@ -129,7 +129,8 @@ class RecformerPretrainConfig(Section):
     weight_decay: float = Field(ge=0)
     max_grad_norm: float = Field(gt=0)
     epochs: int = Field(ge=1)
-    max_steps: int | None = Field(ge=1)
+    max_steps: int | None = Field(ge=0)
+    datasets: list[Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")]]
     seed: int
 
 
@@ -163,7 +164,7 @@ class RecformerConfig(Section):
 class ModelConfig(Section):
     """The downstream model's architecture and its item side."""
 
-    kind: Literal["sasrec", "gru4rec", "said_light"]
+    kind: Literal["sasrec", "gru4rec", "said_light", "recformer"]
     hidden_size: int = Field(ge=1)
     layers: int = Field(ge=1)
     heads: int = Field(ge=1)

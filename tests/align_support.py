@@ -57,11 +57,12 @@ def tiny_bert(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return folder
 
 
-def write_ml100k_slice(source: Path, target: Path, items: int, retitle: dict[str, str] | None = None) -> Path:
-    """The first `items` movies of ml-100k (optionally retitled) and the interactions with them."""
+def write_ml100k_slice(source: Path, target: Path, items: int, retitle: dict[str, str] | None = None,
+                       skip: int = 0) -> Path:
+    """`items` movies of ml-100k after the first `skip` (optionally retitled) and the interactions with them."""
     target.mkdir(parents=True, exist_ok=True)
     lines = (source / "ml-100k.item").read_text(encoding="latin-1").splitlines()
-    kept = lines[1:items + 1]
+    kept = lines[1 + skip:items + 1 + skip]
     ids = {line.split("\t", 1)[0] for line in kept}
     for n, line in enumerate(kept):
         item, title, rest = line.split("\t", 2)

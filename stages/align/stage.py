@@ -4,6 +4,8 @@ Runs unchanged on CPU, one GPU or under `accelerate launch`: every process train
 the vectors are gathered once, and only the main process writes, through `publish_run`. A killed run
 leaves its partial folder; the next run with the same config picks up its checkpoints. `--incremental`
 embeds only items that are new or whose text changed since the latest published run.
+`align.method: recformer` (`recformer_method`) pretrains its encoder instead, without mid-run checkpoints
+(a killed run starts its pretraining again), and every process encodes the items (the main one's are kept).
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from pipeline.config import AlignConfig, PipelineConfig, fingerprint
 from pipeline.errors import BadInput
 from pipeline.prepare import ITEMS_FILE, dataset_output
 from pipeline.store import Output, RunResult, publish_run, read_manifest, write_json_atomic
-from stages.align import export, said_method
+from stages.align import export, recformer_method, said_method
 from stages.align.dist import say
 from stages.align.evidence import attribute_sets, neighbour_rate
 from stages.align.lm import Loaded, load_causal_lm, load_encoder
@@ -52,8 +54,16 @@ def embeddings_output(config: PipelineConfig) -> Output:
     return Output(Path(config.workspace.root) / "embeddings" / config.data.name)
 
 
-def _model_name(config: AlignConfig) -> str:
-    return config.lm if config.method == "said" or config.encoder == "lm" else config.encoder
+def _model_name(config: PipelineConfig) -> str:
+    align = config.align
+    if align.method == "recformer":
+        return recformer_method.model_name(config.recformer)
+    return align.lm if align.method == "said" or align.encoder == "lm" else align.encoder
+
+
+def _pooling(config: PipelineConfig) -> str:
+    method = config.align.method
+    return {"said": config.align.said.pooling, "text": "mean_tokens", "recformer": config.recformer.pooling}[method]
 
 
 def _items(config: PipelineConfig, dataset_dir: Path, base_dir: Path | None) -> Items:
@@ -74,10 +84,13 @@ def _items(config: PipelineConfig, dataset_dir: Path, base_dir: Path | None) -> 
     return Items(ids, texts, sha, values, train, [where.get(ids[i]) for i in train], base)
 
 
-def _check_base(config: AlignConfig, base: contract.Embeddings, dim: int) -> None:
+def _check_base(config: PipelineConfig, base: contract.Embeddings, dim: int | None) -> None:
+    """The base run was made by the same method and model (and dimension, when known yet)."""
     meta = base.metadata
-    wanted = {"method": config.method, "model": _model_name(config), "dim": str(dim)}
+    wanted = {"method": config.align.method, "model": _model_name(config), "dim": None if dim is None else str(dim)}
     for key, value in wanted.items():
+        if value is None:
+            continue
         if meta.get(key) != value:
             raise BadInput(f"--incremental: the latest embeddings run has {key} {meta.get(key)!r}, this config "
                            f"gives {value!r}; run without --incremental")
@@ -163,8 +176,13 @@ def run(config: PipelineConfig, force: bool = False, incremental: bool = False) 
     if incremental and base_dir is None:
         raise BadInput(f"--incremental: no published embeddings under {output.path} to add to")
     base_run = read_manifest(base_dir)["run_id"] if base_dir else None
+    pretrain_dirs = recformer_method.pretraining_datasets(config) if align.method == "recformer" else []
     config_hash = fingerprint(align.model_dump(mode="json"))
-    run_id = fingerprint("align", config_hash, dataset_run, base_run)
+    inputs = [dataset_run, base_run]
+    if align.method == "recformer":  # its own section and every pretraining dataset feed the run too
+        config_hash = fingerprint(config_hash, config.recformer.model_dump(mode="json"))
+        inputs += [recformer_method.model_identity(config.recformer), *recformer_method.dataset_run_ids(pretrain_dirs)]
+    run_id = fingerprint("align", config_hash, *inputs)
     if output.is_published(run_id) and not force and not accelerator.is_main_process:
         return None
 
@@ -174,22 +192,34 @@ def run(config: PipelineConfig, force: bool = False, incremental: bool = False) 
         items = _items(config, dataset_dir, base_dir)
         say(accelerator)("aligning", f"{align.method}: {len(items.train):,} of {len(items.ids):,} items to embed"
                          + (f" (incremental over {base_run})" if base_dir else ""))
-        loaded, dim = _load(accelerator, align)
-        if items.base is not None:
-            _check_base(align, items.base, dim)
-        with accelerator.main_process_first():  # the main process tokenizes and caches; the others read it
-            tokens = tokenize([items.texts[i] for i in items.train], loaded.tokenizer, align.max_text_tokens,
-                              special_tokens=align.method == "text", cache=folder / TOKENS_CACHE)
-        vectors, projector, facts = _embed(accelerator, align, loaded, tokens, items, base_dir, folder)
+        if align.method == "recformer":
+            if items.base is not None:
+                _check_base(config, items.base, None)
+            embedded = recformer_method.embed(accelerator, config.recformer, [dataset_dir, *pretrain_dirs],
+                                              items.train, base_dir)
+            vectors, projector, facts = embedded.vectors, None, embedded.facts
+            source, truncated = _model_name(config), None
+            facts["pretrain_datasets"] = dict(zip(config.recformer.pretrain.datasets,
+                                                  recformer_method.dataset_run_ids(pretrain_dirs)))
+        else:
+            loaded, dim = _load(accelerator, align)
+            if items.base is not None:
+                _check_base(config, items.base, dim)
+            with accelerator.main_process_first():  # the main process tokenizes and caches; the others read it
+                tokens = tokenize([items.texts[i] for i in items.train], loaded.tokenizer, align.max_text_tokens,
+                                  special_tokens=align.method == "text", cache=folder / TOKENS_CACHE)
+            vectors, projector, facts = _embed(accelerator, align, loaded, tokens, items, base_dir, folder)
+            source, truncated = loaded.source, tokens.truncated
         accelerator.wait_for_everyone()
         if not accelerator.is_main_process:
             return facts
         ids, matrix, sha, placed, changed = _merge(items, vectors)
         if projector is not None:
             said_method.save_projector(folder / said_method.PROJECTOR_FILE, projector, base_dir, placed)
-        meta = {"method": align.method, "model": _model_name(align), "normalisation": align.export.normalise,
-                "config_hash": config_hash, "dataset_run_id": dataset_run,
-                "pooling": align.said.pooling if align.method == "said" else "mean_tokens"}
+        if align.method == "recformer":
+            recformer_method.save(embedded, folder)
+        meta = {"method": align.method, "model": _model_name(config), "normalisation": align.export.normalise,
+                "config_hash": config_hash, "dataset_run_id": dataset_run, "pooling": _pooling(config)}
         export.write_embeddings(folder, ids, export.stored(matrix, align.export.normalise), sha, meta)
         index = _index(align, folder, base_dir, matrix, len(items.base.item_ids) if items.base else 0, changed)
         if items.attribute is not None:
@@ -201,8 +231,8 @@ def run(config: PipelineConfig, force: bool = False, incremental: bool = False) 
         (folder / TOKENS_CACHE).unlink(missing_ok=True)
         shutil.rmtree(folder / CHECKPOINTS, ignore_errors=True)
         return {"kind": "embeddings", **meta, "dim": int(matrix.shape[1]), "rows": len(ids), "index": index,
-                "model_source": loaded.source, "items_embedded": len(items.train),
-                "incremental_base_run_id": base_run, "text_truncated": tokens.truncated,
+                "model_source": source, "items_embedded": len(items.train),
+                "incremental_base_run_id": base_run, "text_truncated": truncated,
                 "processes": accelerator.num_processes, "mixed_precision": align.mixed_precision, **facts}
 
     if not accelerator.is_main_process:

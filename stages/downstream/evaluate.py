@@ -65,9 +65,15 @@ def evaluate_model(model: Recommender, seqs: Sequences, split: str, config: Eval
         history = torch.from_numpy(padded(seqs, users, ends, max_length)).to(device)
         return model.user_vectors(history)
 
-    result = metrics.ranking_metrics(_ranks(encode, table, seqs, split, config.mask_history, config.batch_size), config.ks)
+    result = evaluate_scores(encode, table, seqs, split, config)
     model.train(was_training)
     return result
+
+
+def evaluate_scores(encode: UserFn, items: torch.Tensor, seqs: Sequences, split: str,
+                    config: EvaluateConfig) -> dict[str, float]:
+    """Recall@K, NDCG@K and MRR of any model scoring `encode(users) @ items.T`, users in `split_users` order."""
+    return metrics.ranking_metrics(_ranks(encode, items, seqs, split, config.mask_history, config.batch_size), config.ks)
 
 
 def evaluate_popularity(seqs: Sequences, split: str, config: EvaluateConfig) -> dict[str, float]:
@@ -78,7 +84,7 @@ def evaluate_popularity(seqs: Sequences, split: str, config: EvaluateConfig) -> 
     def encode(users: np.ndarray, ends: np.ndarray) -> torch.Tensor:
         return torch.ones(len(users), 1)
 
-    return metrics.ranking_metrics(_ranks(encode, counts, seqs, split, config.mask_history, config.batch_size), config.ks)
+    return evaluate_scores(encode, counts, seqs, split, config)
 
 
 def protocol(config: EvaluateConfig, seqs: Sequences) -> dict[str, object]:

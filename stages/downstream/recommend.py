@@ -111,7 +111,8 @@ def run(config: PipelineConfig, force: bool = False) -> RunResult:
         users = select_users(trained.seqs.user_ids, config.recommend.users)
         index = None
         if config.recommend.search == "faiss":
-            index = read_index(run_dir / runs.INDEX_FILE, trained.seqs.num_items, trained.config.model.hidden_size)
+            index = read_index(run_dir / runs.INDEX_FILE, trained.seqs.num_items,
+                               int(trained.model.items.all_items().shape[1]))
         items, scores = top_k(trained, users, config.recommend, index)
         write_parquet(_table(trained, users, items, scores), folder / RECOMMENDATIONS_FILE)
         events.emit("recommended", f"top-{config.recommend.k} for {len(users):,} users", users=len(users))

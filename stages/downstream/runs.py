@@ -71,7 +71,7 @@ class Trained:
     """A published downstream run, loaded: its model (eval mode), data, config and manifest."""
 
     run_dir: Path
-    model: Recommender
+    model: Recommender  # for kind recformer a RecformerRecommender (the same scoring interface)
     seqs: Sequences
     config: DownstreamConfig
     manifest: dict[str, Any]
@@ -89,6 +89,10 @@ def load_trained(run_dir: Path) -> Trained:
         raise BadInput(f"{run_dir}: manifest kind is {manifest.get('kind')!r}, not 'downstream'")
     config = DownstreamConfig.model_validate(json.loads((run_dir / CONFIG_FILE).read_text()))
     seqs = load_sequences(Path(manifest["dataset_run_dir"]))
+    if config.model.kind == "recformer":  # loads its text encoder: imported only for this kind
+        from stages.downstream import recformer_train
+
+        return Trained(run_dir, recformer_train.load(run_dir, Path(manifest["dataset_run_dir"])), seqs, config, manifest)
     embeddings = None if manifest["embeddings_run_dir"] is None else read_embeddings(Path(manifest["embeddings_run_dir"]))
     if embeddings is not None and embeddings.dim != manifest["embedding_dim"]:
         raise BadInput(f"{embeddings.run_dir}: embeddings have dim {embeddings.dim}, but {run_dir / WEIGHTS_FILE} "

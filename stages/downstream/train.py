@@ -207,15 +207,27 @@ def _export(folder: Path, model: Recommender, config: DownstreamConfig, metrics:
     (folder / BEST_FILE).unlink(missing_ok=True)
 
 
+def _recformer_inputs(config: PipelineConfig) -> list[object]:
+    """What else a recformer run depends on: its config section and the starting checkpoint's weights."""
+    from stages.align.recformer_method import model_identity  # loads transformers: recformer runs only
+
+    return [config.recformer.model_dump(mode="json"), model_identity(config.recformer)]
+
+
 def run(config: PipelineConfig, force: bool = False) -> RunResult:
     """Train, evaluate and publish under `<root>/downstream/<data.name>/<run_id>`; a no-op when published."""
     dataset_dir = runs.dataset_dir(config)
     dataset_run_id = read_manifest(dataset_dir)["run_id"]
     embeddings = runs.embeddings_for(config)
+    recformer = config.downstream.model.kind == "recformer"
     run_id = fingerprint("train-downstream", config.downstream.model_dump(mode="json"), dataset_run_id,
-                         None if embeddings is None else embeddings.run_id)
+                         None if embeddings is None else embeddings.run_id, *(_recformer_inputs(config) if recformer else []))
 
     def build_run(folder: Path) -> dict[str, Any]:
+        if recformer:  # the one kind that loads a text encoder: imported only here, never for the others
+            from stages.downstream import recformer_train
+
+            return recformer_train.train(folder, config, dataset_dir, dataset_run_id, embeddings)
         return _train(folder, config.downstream, dataset_dir, dataset_run_id, embeddings)
 
     return publish_run(runs.output(config, "downstream"), run_id, build_run, force=force, keep_partial=True,

@@ -1,0 +1,148 @@
+"""`train-downstream` with `downstream.model.kind: recformer`: the paper's two-stage fine-tuning.
+
+Unlike the other kinds this one loads a text encoder: the Recformer checkpoint of the embeddings run
+(`encoder/`, written by `align.method: recformer`), or `recformer.model` when `downstream.embeddings`
+is null. Epochs are chosen by valid NDCG@K (the first K) from the standard full-ranking evaluation;
+test is scored once, at the end. With `recformer.finetune.stage1_epochs` and `stage2_epochs` both 0 the
+encoder is evaluated as it is (zero-shot). Imported lazily by `train`: the other kinds never see it.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import faiss
+import numpy as np
+import torch
+import torch.nn.functional as F
+from accelerate import Accelerator
+from safetensors.torch import load_file, save_file
+from transformers import AutoTokenizer, PreTrainedTokenizerBase
+
+from pipeline.config import PipelineConfig, RecformerConfig
+from pipeline.embeddings import Embeddings
+from pipeline.errors import BadInput
+from pipeline.store import write_json_atomic
+from stages.align.recformer_method import ENCODER_DIR
+from stages.downstream import runs
+from stages.downstream.evaluate import evaluate_all, evaluate_scores, split_users
+from stages.downstream.item_index import build_index
+from stages.downstream.recformer_recommender import RecformerRecommender
+from stages.downstream.sequences import Sequences, load_sequences
+from stages.downstream.train import check_splits
+from stages.recformer import build, checkpoint
+from stages.recformer.data import Examples, load_corpus
+from stages.recformer.finetune import finetune
+from stages.recformer.inputs import SequenceFormat
+from stages.recformer.model import RecformerEncoder
+
+TABLE_FILE = "item_table.safetensors"
+RECFORMER_FILE = "recformer.json"
+
+
+def examples(seqs: Sequences, split: str) -> Examples:
+    """Recformer examples over the dataset's sequences (catalog index = item - 1).
+
+    "train": every train item with an earlier item; "valid" / "test": one per `split_users(seqs, split)`,
+    in that order, its history every item before the target (as the standard evaluation reads it).
+    """
+    items = seqs.items - 1
+    user_ids = np.asarray(seqs.user_ids, dtype=object)
+    if split == "train":
+        owner = np.repeat(np.arange(len(seqs.user_ids)), np.diff(seqs.offsets))
+        where = np.arange(len(items)) - seqs.starts[owner]
+        chosen = np.flatnonzero((where >= 1) & (where < seqs.n_train[owner]))
+        return Examples(items, seqs.starts[owner[chosen]], chosen.astype(np.int64), user_ids[owner[chosen]])
+    users = split_users(seqs, split)
+    return Examples(items, seqs.starts[users], seqs.split_end(split)[users].astype(np.int64), user_ids[users])
+
+
+def _encoder_folder(config: PipelineConfig, embeddings: Embeddings | None) -> str:
+    """Where fine-tuning starts: the embeddings run's encoder, or `recformer.model` without embeddings."""
+    if embeddings is None:
+        return build.model_path(config.recformer.model)
+    folder = embeddings.run_dir / ENCODER_DIR
+    if not checkpoint.is_checkpoint(folder):
+        raise BadInput(f"{embeddings.run_dir}: no Recformer encoder (method {embeddings.manifest.get('method')!r}); "
+                       "align with align.method=recformer, or set downstream.embeddings=null to start from "
+                       "recformer.model")
+    return str(folder)
+
+
+def _load(config: RecformerConfig, folder: str) -> tuple[RecformerEncoder, PreTrainedTokenizerBase]:
+    start = config.model_copy(update={"model": folder})
+    return build.load_encoder(start), build.load_tokenizer(start)
+
+
+def _format(config: RecformerConfig, dataset_dir: Path, tokenizer: PreTrainedTokenizerBase) -> SequenceFormat:
+    items, _ = load_corpus([dataset_dir], config.attributes, tokenizer, config.max_attribute_tokens, [])
+    return build.sequence_format(items, tokenizer, config)
+
+
+def train(folder: Path, config: PipelineConfig, dataset_dir: Path, dataset_run_id: str,
+          embeddings: Embeddings | None) -> dict[str, Any]:
+    """Fine-tune, evaluate (model and popularity, valid and test) and write the run's files; returns manifest facts."""
+    downstream, recformer = config.downstream, config.recformer
+    seqs = load_sequences(dataset_dir)
+    check_splits(seqs, dataset_dir)
+    start = _encoder_folder(config, embeddings)
+    encoder, tokenizer = _load(recformer, start)
+    fmt = _format(recformer, dataset_dir, tokenizer)
+    valid = examples(seqs, "valid")
+    metric = f"ndcg@{downstream.evaluate.ks[0]}"
+
+    def valid_score(user_vectors: torch.Tensor, table: torch.Tensor) -> float:
+        rows = np.empty(len(seqs.user_ids), np.int64)
+        rows[split_users(seqs, "valid")] = np.arange(len(valid))  # valid examples are in split_users order
+        # Cosine similarity = the product of unit vectors, so the blocked ranking serves here too.
+        users_unit, table_unit = F.normalize(user_vectors, dim=-1), F.normalize(table, dim=-1)
+        return evaluate_scores(lambda users, _: users_unit[rows[users]], table_unit,
+                               seqs, "valid", downstream.evaluate)[metric]
+
+    accelerator = Accelerator()
+    train_examples = examples(seqs, "train")
+    result = finetune(encoder, fmt, train_examples, valid, valid_score, recformer.temperature,
+                      recformer.finetune, recformer.encode, accelerator)
+    model = RecformerRecommender(accelerator.unwrap_model(encoder), fmt, result.table).to(accelerator.device)
+    metrics = evaluate_all(model, seqs, downstream.evaluate, downstream.model.max_length)
+    best_epoch = next((f"stage {h['stage']} epoch {h['epoch']}" for h in result.history
+                       if h["score"] == result.best_score), "before fine-tuning")
+    if accelerator.is_main_process:
+        _export(folder, model, tokenizer, config, {**metrics, "best_epoch": best_epoch, "history": result.history})
+    accelerator.wait_for_everyone()
+    return {
+        "kind": "downstream", "model": "recformer", "seed": recformer.finetune.seed,
+        "dataset_run_id": dataset_run_id, "dataset_run_dir": str(dataset_dir.resolve()),
+        "embeddings_run_id": None if embeddings is None else embeddings.run_id,
+        "embeddings_run_dir": None if embeddings is None else str(embeddings.run_dir.resolve()),
+        "embeddings_method": None if embeddings is None else embeddings.manifest.get("method"),
+        "embedding_dim": encoder.hidden_size, "items_without_embedding": 0, "encoder_start": start,
+        "zero_shot": recformer.finetune.stage1_epochs + recformer.finetune.stage2_epochs == 0,
+        "num_items": seqs.num_items, "epochs": len(result.history), "best_epoch": best_epoch,
+        "users": {"total": len(seqs.user_ids), "trained_on": int(len(np.unique(train_examples.user_ids)))},
+        "metrics": {"valid": metrics["model"]["valid"], "test": metrics["model"]["test"]},
+    }
+
+
+def _export(folder: Path, model: RecformerRecommender, tokenizer: PreTrainedTokenizerBase, config: PipelineConfig,
+            metrics: dict[str, Any]) -> None:
+    """The encoder (checkpoint folder), its item table, both configs, metrics and the item index."""
+    model = model.cpu()
+    checkpoint.save_encoder(model.encoder, tokenizer, folder / ENCODER_DIR)
+    save_file({"table": model.items.all_items().contiguous()}, str(folder / TABLE_FILE))
+    write_json_atomic(folder / runs.CONFIG_FILE, config.downstream.model_dump(mode="json"))
+    write_json_atomic(folder / RECFORMER_FILE, config.recformer.model_dump(mode="json"))
+    write_json_atomic(folder / runs.METRICS_FILE, metrics)
+    faiss.write_index(build_index(model.items.all_items().numpy(), config.downstream.index),
+                      str(folder / runs.INDEX_FILE))
+
+
+def load(run_dir: Path, dataset_dir: Path) -> RecformerRecommender:
+    """A published recformer run as a recommender (eval mode) over its dataset."""
+    recformer = RecformerConfig.model_validate(json.loads((run_dir / RECFORMER_FILE).read_text()))
+    encoder = checkpoint.load_encoder(run_dir / ENCODER_DIR)
+    tokenizer = AutoTokenizer.from_pretrained(run_dir / ENCODER_DIR)
+    table = load_file(str(run_dir / TABLE_FILE))["table"]
+    return RecformerRecommender(encoder, _format(recformer, dataset_dir, tokenizer), table).eval()
