@@ -23,6 +23,7 @@ import json
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -82,11 +83,16 @@ def train_ours(workspace: Path, embeddings: Path | None, seed: int, max_epochs: 
 
 
 def train_recbole(model: str, seed: int, max_epochs: int) -> dict[str, Any]:
-    """One RecBole run in its own venv; the runner's JSON line."""
-    args = [str(RECBOLE_PYTHON), "benchmarks/peers/recbole_run.py", "--data", RAW, "--model", model, "--seed", str(seed),
+    """One RecBole run in its own venv; the runner's JSON line.
+
+    It runs in a temporary folder because RecBole writes `log_tensorboard/` into its working directory.
+    """
+    args = [str(RECBOLE_PYTHON), str(ROOT / "benchmarks/peers/recbole_run.py"), "--data", str((ROOT / RAW).resolve()),
+            "--model", model, "--seed", str(seed),
             "--hidden", str(MATCHED["hidden_size"]), "--patience", str(MATCHED["patience"]),
             "--epochs", str(max_epochs), "--lr", str(MATCHED["lr"])]
-    done = subprocess.run(args, cwd=ROOT, stdout=subprocess.PIPE, text=True, check=True)
+    with tempfile.TemporaryDirectory() as scratch:
+        done = subprocess.run(args, cwd=scratch, stdout=subprocess.PIPE, text=True, check=True)
     result = json.loads(done.stdout.strip().splitlines()[-1])
     return {**result, "capped": not result["stopped_early"]}
 
