@@ -168,6 +168,7 @@ class ModelConfig(Section):
     hidden_size: int = Field(ge=1)
     layers: int = Field(ge=1)
     heads: int = Field(ge=1)
+    feedforward_size: int | None = Field(ge=1)
     dropout: float = Field(ge=0, lt=1)
     max_length: int = Field(ge=1)
     pooling: Literal["mean", "attention"]

@@ -15,7 +15,8 @@ LENGTH = 10
 
 
 def _config(**changes: object) -> ModelConfig:
-    base = {"kind": "sasrec", "hidden_size": 16, "layers": 1, "heads": 2, "dropout": 0.1, "max_length": LENGTH,
+    base = {"kind": "sasrec", "hidden_size": 16, "layers": 1, "heads": 2, "feedforward_size": None, "dropout": 0.1,
+            "max_length": LENGTH,
             "pooling": "attention", "adapter": "linear", "id_embedding": False, "freeze_embeddings": True}
     return ModelConfig(**{**base, **changes})
 
@@ -90,3 +91,9 @@ def test_items_without_an_embedding_get_an_id_vector(data) -> None:
         torch.testing.assert_close(out[0], model.items.ids.weight[1])
         torch.testing.assert_close(out[1], model.items.adapter(model.items.table[6]))
     assert not out[2].any()
+
+
+@pytest.mark.parametrize(("feedforward_size", "width"), [(None, 64), (24, 24)])
+def test_sasrec_feedforward_width_defaults_to_four_times_hidden(feedforward_size: int | None, width: int) -> None:
+    model = build(_config(feedforward_size=feedforward_size), 10, None, None)
+    assert {layer.linear1.out_features for layer in model.sequence.blocks.layers} == {width}

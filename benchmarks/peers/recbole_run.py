@@ -38,7 +38,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=2020)
     parser.add_argument("--hidden", type=int, default=300)
     parser.add_argument("--patience", type=int, default=10)
-    parser.add_argument("--epochs", type=int, default=300)
+    parser.add_argument("--epochs", type=int, default=300, help="cap; `stopped_early` says whether patience ended it first")
     parser.add_argument("--batch-size", type=int, default=2048)
     parser.add_argument("--lr", type=float, default=0.001)
     args = parser.parse_args()
@@ -71,9 +71,13 @@ def main() -> None:
         best_valid, _ = trainer.fit(train_data, valid_data, saved=True, show_progress=False)
         train_s = time.perf_counter() - start
         test = trainer.evaluate(test_data, load_best_model=True, show_progress=False)
+        # RecBole keeps one loss per finished epoch; cur_step counts epochs without a better valid score.
+        epochs = len(trainer.train_loss_dict)
+        stopped_early = trainer.cur_step >= args.patience
     print(json.dumps({
         "model": args.model, "seed": args.seed, "train_s": round(train_s, 2),
-        "epochs": trainer.cur_epoch if hasattr(trainer, "cur_epoch") else None,
+        "epochs": epochs, "max_epochs": args.epochs, "stopped_early": stopped_early,
+        "s_per_epoch": round(train_s / max(epochs, 1), 2),
         "best_valid_ndcg10": float(best_valid), "test": {k: float(v) for k, v in test.items()},
         "train_samples": len(train_data.dataset), "anomaly_detection": "off (switched off after import)",
         "torch_threads": torch.get_num_threads(), "python": sys.version.split()[0],

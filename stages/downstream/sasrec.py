@@ -29,9 +29,12 @@ class SASRec(nn.Module):
         heads: attention heads; must divide H.
         dropout: on the input and inside each block.
         max_length: the longest history (learned positions counted back from the most recent item).
+        feedforward_size: width of each block's feed-forward layer (4 x H in the original Transformer;
+            RecBole's SASRec uses 256 whatever H is, so a matched comparison must be able to set it).
     """
 
-    def __init__(self, hidden_size: int, layers: int, heads: int, dropout: float, max_length: int) -> None:
+    def __init__(self, hidden_size: int, layers: int, heads: int, dropout: float, max_length: int,
+                 feedforward_size: int | None = None) -> None:
         super().__init__()
         if hidden_size % heads:
             raise ValueError(f"hidden_size {hidden_size} is not divisible by heads {heads}")
@@ -40,7 +43,7 @@ class SASRec(nn.Module):
         nn.init.normal_(self.positions.weight, std=0.02)  # the scale of ID vectors; N(0, 1) would drown them
         self.norm_in = nn.LayerNorm(hidden_size)  # item vectors from an adapter come at any scale
         self.dropout = nn.Dropout(dropout)
-        block = nn.TransformerEncoderLayer(hidden_size, heads, dim_feedforward=hidden_size * 4, dropout=dropout,
+        block = nn.TransformerEncoderLayer(hidden_size, heads, dim_feedforward=feedforward_size or 4 * hidden_size, dropout=dropout,
                                            activation="gelu", batch_first=True, norm_first=True)
         self.blocks = nn.TransformerEncoder(block, layers, enable_nested_tensor=False)
         self.norm = nn.LayerNorm(hidden_size)

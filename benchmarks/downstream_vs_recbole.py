@@ -1,0 +1,221 @@
+"""Our SASRec (ID-only, on frozen text embeddings, on SAID embeddings) against RecBole 1.2.1, on one split.
+
+Everything runs on UniSRec's Scientific split, through the real CLI as subprocesses (`prepare`, `align`,
+`train-downstream --force`) in a workspace of its own, with the hyperparameters of RecBole's SASRec as
+UniSRec ran it (RecBole defaults, hidden size 300). RecBole runs in its own venv through
+`benchmarks/peers/recbole_run.py`. A whole run is timed from start to its early-stopping point:
+
+- ours: the wall time of the `train-downstream` subprocess (start-up, data loading, every epoch with its
+  valid evaluation, the test evaluation and the export), i.e. everything, so the ratio cannot flatter us;
+- RecBole: `train_s` from the runner, its `trainer.fit` alone (every epoch with its valid evaluation).
+
+RecBole's SASRec takes minutes per epoch on a small CPU, so `--recbole-max-epochs` caps it; the results
+then say it was capped and the time ratio is taken against the capped run (a lower bound on RecBole's
+whole run, so the ratio is an upper bound on ours / RecBole), with the per-epoch ratio beside it.
+
+    python -m benchmarks.downstream_vs_recbole --seeds 3 --recbole-max-epochs 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from benchmarks import _results
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIG = "configs/amazon2018-scientific-unisrec.yaml"
+RAW = "../shared/datasets/amazon2018-scientific-unisrec/raw"
+RECBOLE_PYTHON = Path("/work/main/.venv-recbole/bin/python")
+FIRST_SEED = 2020  # RecBole's default seed; seeds are FIRST_SEED, FIRST_SEED + 1, ...
+
+# RecBole 1.2.1's SASRec defaults (properties/model/SASRec.yaml, overall.yaml) with UniSRec's hidden size.
+MATCHED = {"hidden_size": 300, "layers": 2, "heads": 2, "feedforward_size": 256, "dropout": 0.5, "max_length": 50,
+           "loss": "ce", "lr": 0.001, "weight_decay": 0.0, "patience": 10}
+
+
+def cli(workspace: Path, command: str, *overrides: str, force: bool = False) -> tuple[Path, float]:
+    """Run one pipeline command; return the run folder it prints last and its wall time in seconds."""
+    args = [sys.executable, "-m", "pipeline.cli", command, "--config", CONFIG, "--set", f"workspace.root={workspace}"]
+    for override in overrides:
+        args += ["--set", override]
+    started = time.perf_counter()
+    done = subprocess.run([*args, *(["--force"] if force else [])], cwd=ROOT, stdout=subprocess.PIPE, text=True,
+                          check=True)
+    return Path(done.stdout.strip().splitlines()[-1]), time.perf_counter() - started
+
+
+def said_run(workspace: Path) -> Path | None:
+    """The newest published SAID embeddings run in the workspace, if any (SAID on CPU is too slow to make here)."""
+    folder = workspace / "embeddings" / "amazon2018-scientific-unisrec"
+    runs = [p for p in folder.glob("*/manifest.json") if not p.parent.name.startswith(".")
+            and json.loads(p.read_text()).get("method") == "said"]
+    return max(runs, key=lambda p: p.stat().st_mtime).parent if runs else None
+
+
+def train_ours(workspace: Path, embeddings: Path | None, seed: int, max_epochs: int) -> dict[str, Any]:
+    """One SASRec training run to early stopping, timed whole; its metrics.json figures."""
+    m = MATCHED
+    overrides = [f"downstream.embeddings={'null' if embeddings is None else embeddings}",
+                 "downstream.model.kind=sasrec", f"downstream.model.hidden_size={m['hidden_size']}",
+                 f"downstream.model.layers={m['layers']}", f"downstream.model.heads={m['heads']}",
+                 f"downstream.model.feedforward_size={m['feedforward_size']}", f"downstream.model.dropout={m['dropout']}",
+                 f"downstream.model.max_length={m['max_length']}", f"downstream.train.loss={m['loss']}",
+                 f"downstream.train.lr={m['lr']}", f"downstream.train.weight_decay={m['weight_decay']}",
+                 f"downstream.train.patience={m['patience']}", f"downstream.train.max_epochs={max_epochs}",
+                 f"downstream.train.seed={seed}", "downstream.index.kind=flat"]
+    run_dir, seconds = cli(workspace, "train-downstream", *overrides, force=True)
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    epochs = len(metrics["history"])
+    return {"seed": seed, "run_dir": str(run_dir), "whole_run_s": round(seconds, 1), "epochs": epochs,
+            "best_epoch": metrics["best_epoch"], "stopped_early": epochs < max_epochs,
+            "epochs_train_s": round(sum(e["train_s"] for e in metrics["history"]), 1),
+            "valid_ndcg10": metrics["model"]["valid"]["ndcg@10"],
+            "test": {k: metrics["model"]["test"][k] for k in ("recall@10", "ndcg@10", "ndcg@50", "mrr")},
+            "popularity_test": {k: metrics["popularity"]["test"][k] for k in ("recall@10", "ndcg@10")}}
+
+
+def train_recbole(model: str, seed: int, max_epochs: int) -> dict[str, Any]:
+    """One RecBole run in its own venv; the runner's JSON line.
+
+    It runs in a temporary folder because RecBole writes `log_tensorboard/` into its working directory.
+    """
+    args = [str(RECBOLE_PYTHON), str(ROOT / "benchmarks/peers/recbole_run.py"), "--data", str((ROOT / RAW).resolve()),
+            "--model", model, "--seed", str(seed),
+            "--hidden", str(MATCHED["hidden_size"]), "--patience", str(MATCHED["patience"]),
+            "--epochs", str(max_epochs), "--lr", str(MATCHED["lr"])]
+    with tempfile.TemporaryDirectory() as scratch:
+        done = subprocess.run(args, cwd=scratch, stdout=subprocess.PIPE, text=True, check=True)
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    return {**result, "capped": not result["stopped_early"]}
+
+
+def summary(runs: list[dict[str, Any]], test_key: str = "test") -> dict[str, Any]:
+    """Mean and spread over seeds of what the comparison uses."""
+    def mean(values: list[float]) -> float:
+        return round(statistics.fmean(values), 5)
+
+    def spread(values: list[float]) -> float:
+        return round(statistics.stdev(values), 5) if len(values) > 1 else 0.0
+
+    ndcg = [r[test_key]["ndcg@10"] for r in runs]
+    return {"seeds": len(runs), "ndcg10": mean(ndcg), "ndcg10_std": spread(ndcg),
+            "recall10": mean([r[test_key]["recall@10"] for r in runs]),
+            "whole_run_s": round(statistics.fmean(r.get("whole_run_s", r.get("train_s", 0.0)) for r in runs), 1),
+            "epochs": [r["epochs"] for r in runs], "capped": any(not r["stopped_early"] for r in runs)}
+
+
+def log(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--workspace", type=Path, default=ROOT / "artifacts" / "bench-downstream-vs-recbole")
+    parser.add_argument("--seeds", type=int, default=3, help="our runs per variant (seeds 2020, 2021, ...)")
+    parser.add_argument("--max-epochs", type=int, default=200, help="cap on our runs (early stopping ends them first)")
+    parser.add_argument("--said", action="store_true", help="make SAID embeddings (slow on CPU) if none exist")
+    parser.add_argument("--recbole-seeds", type=int, default=1, help="RecBole runs per model (0 = skip RecBole)")
+    parser.add_argument("--recbole-max-epochs", type=int, default=300, help="cap on RecBole's epochs (300 = its default)")
+    parser.add_argument("--recbole-models", nargs="+", default=["SASRec", "GRU4Rec"], choices=["SASRec", "GRU4Rec"])
+    parser.add_argument("--reuse-runs", action="store_true",
+                        help="keep the runs an earlier, interrupted invocation finished (same workspace) instead of redoing them")
+    args = parser.parse_args()
+    workspace = args.workspace.resolve()
+
+    log("prepare, text embeddings")
+    cli(workspace, "prepare")
+    text, _ = cli(workspace, "align", "align.method=text", "align.evidence.attribute=null")
+    said = said_run(workspace)
+    if said is None and args.said:
+        said, _ = cli(workspace, "align", "align.method=said", "align.evidence.attribute=null")
+    variants = {"ours_id_sasrec": None, "ours_text_sasrec": text, **({"ours_said_sasrec": said} if said else {})}
+
+    # Every finished run is kept in the workspace at once, so an hour of training survives a later failure.
+    done_file = workspace / "downstream_vs_recbole.runs.json"
+    kept = json.loads(done_file.read_text()) if args.reuse_runs and done_file.is_file() else {"ours": {}, "peers": {}}
+    ours: dict[str, list[dict[str, Any]]] = kept["ours"]
+    peers: dict[str, list[dict[str, Any]]] = kept["peers"]
+    for name, embeddings in variants.items():
+        for seed in range(FIRST_SEED, FIRST_SEED + args.seeds):
+            if any(r["seed"] == seed for r in ours.get(name, [])):
+                continue
+            log(f"{name} seed {seed}")
+            ours.setdefault(name, []).append(train_ours(workspace, embeddings, seed, args.max_epochs))
+            log(json.dumps(ours[name][-1]["test"]) + f" in {ours[name][-1]['whole_run_s']} s")
+            done_file.write_text(json.dumps({"ours": ours, "peers": peers}, indent=2))
+    for model in args.recbole_models if args.recbole_seeds else []:
+        for seed in range(FIRST_SEED, FIRST_SEED + args.recbole_seeds):
+            if any(r["seed"] == seed for r in peers.get(f"recbole_{model.lower()}", [])):
+                continue
+            log(f"RecBole {model} seed {seed}, at most {args.recbole_max_epochs} epochs")
+            peers.setdefault(f"recbole_{model.lower()}", []).append(train_recbole(model, seed, args.recbole_max_epochs))
+            log(json.dumps(peers[f"recbole_{model.lower()}"][-1]))
+            done_file.write_text(json.dumps({"ours": ours, "peers": peers}, indent=2))
+
+    _results.write("downstream_vs_recbole", *figures(ours, peers, variants, text, said, args))
+
+
+def figures(ours: dict, peers: dict, variants: dict, text: Path, said: Path | None,
+            args: argparse.Namespace) -> tuple[dict[str, Any], list[tuple[str, Any]]]:
+    """The results record and its Markdown table."""
+    summaries = {**{name: summary(runs) for name, runs in ours.items()},
+                 **{name: summary(runs) for name, runs in peers.items()}}
+    popularity = ours["ours_id_sasrec"][0]["popularity_test"]
+    ndcg10 = {name: s["ndcg10"] for name, s in summaries.items()} | {"popularity": popularity["ndcg@10"]}
+    recall10 = {name: s["recall10"] for name, s in summaries.items()} | {"popularity": popularity["recall@10"]}
+    record: dict[str, Any] = {"ndcg10": ndcg10, "recall10": recall10, "summary": summaries,
+                              "runs": {**ours, **peers}, "hyperparameters": {
+                                  **MATCHED, "ours_batch_size": "128 windows of 51 items, every position a target "
+                                  "(pipeline default)", "recbole_batch_size": "2048 prefixes, one target each",
+                                  "ours_norm": "pre-norm blocks, LayerNorm on the input", "recbole_norm": "post-norm",
+                                  "ours_text_adapter": "linear (frozen 384-d all-MiniLM-L6-v2 vectors -> 300)"},
+                              "embeddings": {"text": str(text), "said": None if said is None else str(said)},
+                              "recbole_max_epochs": args.recbole_max_epochs}
+    text_gain = ndcg10["ours_text_sasrec"] / ndcg10["ours_id_sasrec"] - 1
+    record["targets"] = {"text_vs_id_ndcg10_gain": round(text_gain, 4), "text_beats_id_by_10pct": text_gain >= 0.10}
+    table = [(f"NDCG@10 / Recall@10 {name} (mean of {s['seeds']}; epochs {s['epochs']}"
+              f"{', CAPPED' if s['capped'] else ''})", f"{s['ndcg10']:.4f} ± {s['ndcg10_std']:.4f} / {s['recall10']:.4f}")
+             for name, s in summaries.items()]
+    table.append(("NDCG@10 / Recall@10 popularity", f"{popularity['ndcg@10']:.4f} / {popularity['recall@10']:.4f}"))
+    table.append(("text vs ID-only NDCG@10 gain (target >= 10%)", f"{text_gain:+.1%}"))
+    if "recbole_sasrec" in summaries:
+        record.update(time_ratio(ours["ours_id_sasrec"], peers["recbole_sasrec"]))
+        ok = ndcg10["ours_id_sasrec"] >= ndcg10["recbole_sasrec"]
+        record["targets"]["id_sasrec_at_least_recbole"] = ok
+        record["targets"]["recbole_reference_capped"] = summaries["recbole_sasrec"]["capped"]
+        table += [("ID-only SASRec >= RecBole SASRec (NDCG@10)",
+                   f"{ok}{' (RecBole capped: not converged)' if summaries['recbole_sasrec']['capped'] else ''}"),
+                  ("SASRec train time ratio ours / RecBole", f"{record['sasrec_train_time_ratio_vs_recbole']:.3f} "
+                   f"({record['sasrec_train_time_ratio_basis']})"),
+                  ("s/epoch ours (ID, whole run / epochs) / RecBole", f"{record['s_per_epoch']['ours_id_sasrec']} / "
+                   f"{record['s_per_epoch']['recbole_sasrec']}")]
+    return record, table
+
+
+def time_ratio(ours: list[dict[str, Any]], recbole: list[dict[str, Any]]) -> dict[str, Any]:
+    """Ours / RecBole over whole runs; against a capped RecBole run it is labelled an upper bound."""
+    ours_s = statistics.fmean(r["whole_run_s"] for r in ours)
+    recbole_s = statistics.fmean(r["train_s"] for r in recbole)
+    def side(name: str, runs: list[dict[str, Any]]) -> str:
+        if all(r["stopped_early"] for r in runs):
+            return f"{name} whole runs to early stopping ({[r['epochs'] for r in runs]} epochs)"
+        return f"{name} runs CAPPED at {[r['epochs'] for r in runs]} epochs, not converged"
+
+    basis = f"{side('our', ours)} / {side('RecBole', recbole)}; compare s_per_epoch when either side is capped"
+    per_epoch = {"ours_id_sasrec": round(statistics.fmean(r["whole_run_s"] / r["epochs"] for r in ours), 2),
+                 "recbole_sasrec": round(statistics.fmean(r["train_s"] / r["epochs"] for r in recbole), 2)}
+    return {"sasrec_train_time_ratio_vs_recbole": round(ours_s / recbole_s, 4),
+            "sasrec_train_time_ratio_basis": basis, "s_per_epoch": per_epoch,
+            "sasrec_epoch_time_ratio_vs_recbole": round(per_epoch["ours_id_sasrec"] / per_epoch["recbole_sasrec"], 4)}
+
+
+if __name__ == "__main__":
+    main()
