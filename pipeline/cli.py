@@ -76,12 +76,18 @@ def align(config: ConfigOption = None, set_: SetOption = None, force: ForceOptio
     Works under `accelerate launch`. A killed run resumes from its last checkpoint when run again.
     """
     from stages.align import stage
-    from stages.align.report import summary
 
     result = stage.run(_config(config, set_), force=force, incremental=incremental)
     if result is not None:
-        events.emit("evidence", summary(result.manifest), evidence=result.manifest.get("evidence"))
+        _report_alignment(result.manifest)
         typer.echo(result.run_dir)
+
+
+def _report_alignment(manifest: dict) -> None:
+    """The evidence that alignment learned something, printed at the end of every align."""
+    from stages.align.report import summary
+
+    events.emit("evidence", summary(manifest), evidence=manifest.get("evidence"))
 
 
 @app.command()
@@ -161,6 +167,7 @@ def run_all(config: ConfigOption = None, set_: SetOption = None, force: ForceOpt
     aligned = align_stage.run(cfg, force=force)
     if aligned is None:  # a helper process under `accelerate launch`: the main process carries on alone
         return
+    _report_alignment(aligned.manifest)
     typer.echo(aligned.run_dir)
     typer.echo(train.run(cfg, force=force).run_dir)
     typer.echo(recommend_stage.run(cfg, force=force).run_dir)
