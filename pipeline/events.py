@@ -6,6 +6,7 @@ Everything goes to stderr so stdout stays free for command results (e.g. `inspec
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from collections.abc import Iterable, Iterator
@@ -30,8 +31,14 @@ _JSON_PROGRESS_EVERY_S = 5.0
 
 
 def set_format(fmt: LogFormat) -> None:
-    """Choose human (`text`) or machine (`json`) output for the whole process."""
+    """Choose human (`text`) or machine (`json`) output for the whole process.
+
+    In `json` mode Hugging Face libraries' own progress bars are switched off too (read when they are
+    first imported, which happens later, inside the stages), so stderr holds only JSON lines.
+    """
     _state["format"] = fmt
+    if fmt == "json":
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
 
 def emit(event: str, message: str = "", **fields: object) -> None:

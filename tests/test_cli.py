@@ -50,8 +50,10 @@ def test_default_data_then_main_job(tmp_path: Path) -> None:
     fetched = cli("fetch-default-data", *common)
     assert fetched.returncode == 0, fetched.stderr
     assert sorted(p.name for p in (tmp_path / "raw" / "ml-100k").iterdir()) == ["ml-100k.inter", "ml-100k.item", "ml-100k.user"]
-    ran = cli("run", *common)
+    ran = cli("run", "--log-format", "json", *common)
     assert ran.returncode == 0, ran.stderr
+    events = [json.loads(line)["event"] for line in ran.stderr.splitlines()]  # nothing but JSON, models loading included
+    assert events.count("published") == 4
     dataset, embeddings, downstream, recommendations = map(Path, ran.stdout.split())
     assert json.loads((dataset / "manifest.json").read_text())["counts_raw"] == {"users": 943, "items": 1682, "interactions": 100_000}
     assert json.loads((embeddings / "manifest.json").read_text())["rows"] == 1349
