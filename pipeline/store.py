@@ -29,6 +29,7 @@ from pipeline import events
 from pipeline.errors import BadInput, Locked
 
 MANIFEST = "manifest.json"
+COMPLETE = "COMPLETE"  # inside a checkpoint folder: written last, so a checkpoint without it never counts
 LATEST = "latest"
 LOCK = ".lock"
 
@@ -40,6 +41,20 @@ def sha256_file(path: Path) -> str:
         for block in iter(lambda: handle.read(1 << 22), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def latest_checkpoint(root: Path, pattern: str) -> Path | None:
+    """The newest complete checkpoint folder matching `pattern` (names sort by step) under `root`."""
+    done = sorted(p for p in root.glob(pattern) if (p / COMPLETE).is_file())
+    return done[-1] if done else None
+
+
+def complete_checkpoint(folder: Path, pattern: str) -> None:
+    """Mark `folder` complete, then drop its older siblings: a crash at any point leaves one complete checkpoint."""
+    (folder / COMPLETE).touch()
+    for old in folder.parent.glob(pattern):
+        if old != folder:
+            shutil.rmtree(old, ignore_errors=True)
 
 
 def write_json_atomic(path: Path, payload: Any) -> None:
@@ -96,6 +111,17 @@ class Output:
             return None
         target = self.path / os.readlink(link)
         return target if (target / MANIFEST).is_file() else None
+
+    def require_latest(self, missing: str) -> Path:
+        """The run `latest` points to; `missing` is the message when there is none.
+
+        Raises:
+            BadInput: nothing was published here yet.
+        """
+        found = self.latest()
+        if found is None:
+            raise BadInput(f"{self.path}: {missing}")
+        return found
 
     def point_latest(self, run_id: str) -> None:
         tmp = self.path / f".{LATEST}.tmp-{os.getpid()}"

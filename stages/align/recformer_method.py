@@ -16,7 +16,6 @@ from accelerate import Accelerator
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
 from pipeline.config import PipelineConfig, RecformerConfig
-from pipeline.errors import BadInput
 from pipeline.store import Output, read_manifest, sha256_file
 from stages.recformer import build, checkpoint
 from stages.recformer.data import load_corpus
@@ -38,14 +37,10 @@ def pretraining_datasets(config: PipelineConfig) -> list[Path]:
     Raises:
         BadInput: a named dataset has no published run.
     """
-    dirs = []
-    for name in config.recformer.pretrain.datasets:
-        found = Output(Path(config.workspace.root) / "datasets" / name).latest()
-        if found is None:
-            raise BadInput(f"recformer.pretrain.datasets: no dataset {name!r} under "
-                           f"{Path(config.workspace.root) / 'datasets'} (run `prepare` for it first)")
-        dirs.append(found)
-    return dirs
+    root = Path(config.workspace.root) / "datasets"
+    return [Output(root / name).require_latest(
+        f"recformer.pretrain.datasets: no dataset {name!r} yet (run `prepare` for it first)")
+            for name in config.recformer.pretrain.datasets]
 
 
 def model_identity(config: RecformerConfig) -> str | None:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import shutil
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -21,11 +20,11 @@ import torch
 from accelerate import Accelerator
 from torch import nn
 
+from pipeline import store
 from stages.align.dist import progress, say
 from stages.align.loss import token_nll
 from stages.align.tokens import Tokens, collate, length_batches, shard
 
-COMPLETE = "COMPLETE"
 POSITION = "position.json"
 
 
@@ -68,8 +67,7 @@ def lr_factor(schedule: str, warmup: int, total: int) -> Callable[[int], float]:
 
 
 def latest_checkpoint(root: Path) -> Path | None:
-    done = sorted(p for p in root.glob("step-*") if (p / COMPLETE).is_file())
-    return done[-1] if done else None
+    return store.latest_checkpoint(root, "step-*")
 
 
 def _save(accelerator: Accelerator, root: Path, position: Position) -> None:
@@ -78,10 +76,7 @@ def _save(accelerator: Accelerator, root: Path, position: Position) -> None:
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         (folder / POSITION).write_text(json.dumps(asdict(position)))
-        (folder / COMPLETE).touch()  # last: a checkpoint without it never counts
-        for old in root.glob("step-*"):
-            if old != folder:
-                shutil.rmtree(old, ignore_errors=True)
+        store.complete_checkpoint(folder, "step-*")
     accelerator.wait_for_everyone()
 
 

@@ -167,9 +167,7 @@ def run(config: PipelineConfig, force: bool = False, incremental: bool = False) 
     """Align the latest dataset's items and publish the embeddings; None on non-main processes."""
     align = config.align
     accelerator = Accelerator(mixed_precision=align.mixed_precision)
-    dataset_dir = dataset_output(config).latest()
-    if dataset_dir is None:
-        raise BadInput(f"no dataset {config.data.name!r} under {config.workspace.root}: run `prepare` first")
+    dataset_dir = dataset_output(config).require_latest("no dataset yet: run `prepare` first")
     dataset_run = read_manifest(dataset_dir)["run_id"]
     output = embeddings_output(config)
     base_dir = output.latest() if incremental else None

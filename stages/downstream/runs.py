@@ -35,20 +35,14 @@ def resolve(out: Output, ref: str, what: str) -> Path:
         BadInput: the folder holds no complete run.
     """
     if ref == "latest":
-        found = out.latest()
-        if found is None:
-            raise BadInput(f"{out.path}: no published {what} run yet")
-        return found
+        return out.require_latest(f"no published {what} run yet")
     path = Path(ref) if ("/" in ref or Path(ref).is_dir()) else out.run_dir(ref)
     read_manifest(path)
     return path
 
 
 def dataset_dir(config: PipelineConfig) -> Path:
-    found = output(config, "datasets").latest()
-    if found is None:
-        raise BadInput(f"{output(config, 'datasets').path}: no dataset yet (run `seqrec-pipeline prepare` first)")
-    return found
+    return output(config, "datasets").require_latest("no dataset yet (run `seqrec-pipeline prepare` first)")
 
 
 def item_vectors(embeddings: Embeddings | None, seqs: Sequences, dataset_run_id: str,

@@ -25,7 +25,7 @@ from pipeline import events
 from pipeline.config import DownstreamConfig, PipelineConfig, fingerprint
 from pipeline.embeddings import Embeddings
 from pipeline.errors import BadInput
-from pipeline.store import RunResult, publish_run, read_manifest, write_json_atomic
+from pipeline.store import RunResult, complete_checkpoint, latest_checkpoint, publish_run, read_manifest, write_json_atomic
 from stages.downstream import runs
 from stages.downstream.evaluate import evaluate_all, evaluate_model, split_users
 from stages.downstream.item_index import build_index
@@ -34,7 +34,6 @@ from stages.downstream.recommender import Recommender, build
 from stages.downstream.sequences import Sequences, load_sequences, padded
 
 CHECKPOINTS = "checkpoints"
-COMPLETE = "COMPLETE"
 STATE_FILE = "train_state.json"
 BEST_FILE = "best.safetensors"
 
@@ -76,26 +75,18 @@ def training_rows(seqs: Sequences, max_length: int) -> tuple[torch.Tensor, int]:
     return torch.from_numpy(rows), int(len(seqs.user_ids) - len(users))
 
 
-def _latest_checkpoint(folder: Path) -> Path | None:
-    done = sorted(p for p in (folder / CHECKPOINTS).glob("epoch-*") if (p / COMPLETE).is_file())
-    return done[-1] if done else None
-
-
 def _save_checkpoint(accelerator: Accelerator, folder: Path, state: TrainState) -> None:
     """Write a new checkpoint, mark it complete, and only then drop older ones."""
     path = folder / CHECKPOINTS / f"epoch-{state.epoch:05d}"
     accelerator.save_state(str(path), safe_serialization=True)
     if accelerator.is_main_process:
         write_json_atomic(path / STATE_FILE, asdict(state))
-        (path / COMPLETE).touch()
-        for old in (folder / CHECKPOINTS).glob("epoch-*"):
-            if old != path:
-                shutil.rmtree(old)
+        complete_checkpoint(path, "epoch-*")
     accelerator.wait_for_everyone()
 
 
 def _resume(accelerator: Accelerator, folder: Path) -> TrainState:
-    path = _latest_checkpoint(folder)
+    path = latest_checkpoint(folder / CHECKPOINTS, "epoch-*")
     if path is None:
         return TrainState()
     accelerator.load_state(str(path))
