@@ -31,7 +31,8 @@ from benchmarks import _results
 from stages.align.lm import load_causal_lm
 from stages.align.loss import token_nll
 from stages.align.projector import SAIDProjector, token_rms
-from stages.align.tokens import collate, length_batches, tokenize
+from pipeline.batching import length_batches
+from stages.align.tokens import collate, tokenize
 
 SOFT_TOKENS = 4
 

@@ -76,6 +76,7 @@ class SaidConfig(Section):
     item_dim: int = Field(ge=1)
     projector_width: int = Field(ge=1)
     lr: float = Field(gt=0)
+    item_lr: float = Field(gt=0)
     weight_decay: float = Field(ge=0)
     schedule: Literal["constant", "linear", "cosine"]
     warmup_steps: int = Field(ge=0)
@@ -181,6 +182,7 @@ class TrainConfig(Section):
     loss: Literal["ce", "sampled", "bce"]
     negatives: int = Field(ge=1)
     batch_size: int = Field(ge=1)
+    length_pool: int = Field(ge=1)
     lr: float = Field(gt=0)
     weight_decay: float = Field(ge=0)
     max_epochs: int = Field(ge=1)

@@ -23,7 +23,8 @@ from stages.align.lm import load_causal_lm, load_encoder, resolve
 from stages.align.loss import token_nll
 from stages.align.projector import SAIDProjector, pool, token_rms
 from stages.align.said import TrainPlan, enable_checkpointing, fit, latest_checkpoint, lr_factor
-from stages.align.tokens import Tokens, collate, length_batches, shard, tokenize
+from pipeline.batching import length_batches, shard
+from stages.align.tokens import Tokens, collate, tokenize
 
 TEXTS = ["movie_title: Toy Story\nrelease_year: 1995\nclass: Animation Children's Comedy",
          "movie_title: GoldenEye\nrelease_year: 1995\nclass: Action Adventure Thriller",
@@ -97,8 +98,8 @@ def test_fit_trains_only_the_projector_and_the_lm_stays_bit_identical(lm, tmp_pa
     torch.manual_seed(0)
     embedding = lm.model.get_input_embeddings()
     projector = SAIDProjector(len(TEXTS), 8, 32, 2, 32, token_rms(embedding, embedding.num_embeddings))
-    plan = TrainPlan(lr=0.05, weight_decay=0.0, schedule="constant", warmup_steps=0, epochs=20, max_steps=None,
-                     grad_accum=2, batch_size=2, length_pool=2, seed=0, checkpoint_every=15)
+    plan = TrainPlan(lr=0.05, item_lr=0.05, weight_decay=0.0, schedule="constant", warmup_steps=0, epochs=20,
+                     max_steps=None, grad_accum=2, batch_size=2, length_pool=2, seed=0, checkpoint_every=15)
     position = fit(Accelerator(cpu=True), lm.model, projector, tokens, plan, lm.tokenizer.pad_token_id, tmp_path)
     assert position.step == 40
     assert np.mean(position.losses[-5:]) < np.mean(position.losses[:5]) - 0.5

@@ -23,14 +23,16 @@ from torch import nn
 from pipeline import store
 from stages.align.dist import progress, say
 from stages.align.loss import token_nll
-from stages.align.tokens import Tokens, collate, length_batches, shard
+from pipeline.batching import length_batches, shard
+from stages.align.tokens import Tokens, collate
 
 POSITION = "position.json"
 
 
 @dataclass(frozen=True)
 class TrainPlan:
-    lr: float
+    lr: float  # the shared projector MLP
+    item_lr: float  # the per-item vectors: each row sees one batch per epoch, so it needs far larger steps
     weight_decay: float
     schedule: str  # constant | linear | cosine
     warmup_steps: int
@@ -102,8 +104,9 @@ def fit(accelerator: Accelerator, lm: nn.Module, projector: nn.Module, tokens: T
         pad_id: int, checkpoints: Path) -> Position:
     """Train `projector` (row i = tokens' item i) so that `lm` reproduces each item's text behind it."""
     rows = np.arange(len(tokens.lengths))
-    optimizer = torch.optim.AdamW([p for p in projector.parameters() if p.requires_grad],
-                                  lr=plan.lr, weight_decay=plan.weight_decay)
+    optimizer = torch.optim.AdamW([{"params": projector.items.parameters(), "lr": plan.item_lr},
+                                   {"params": projector.mlp.parameters(), "lr": plan.lr}],
+                                  weight_decay=plan.weight_decay)
 
     def batches_of(epoch: int) -> list[np.ndarray]:
         batches = length_batches(rows, tokens.lengths, plan.batch_size, plan.length_pool, plan.seed + epoch)

@@ -80,8 +80,8 @@ def save_projector(path: Path, projector: SAIDProjector, base_dir: Path | None, 
 
 def plan_of(config: AlignConfig) -> TrainPlan:
     s = config.said
-    return TrainPlan(lr=s.lr, weight_decay=s.weight_decay, schedule=s.schedule, warmup_steps=s.warmup_steps,
-                     epochs=s.epochs, max_steps=s.max_steps, grad_accum=s.grad_accum, batch_size=config.batch_size,
+    return TrainPlan(lr=s.lr, item_lr=s.item_lr, weight_decay=s.weight_decay, schedule=s.schedule,
+                     warmup_steps=s.warmup_steps, epochs=s.epochs, max_steps=s.max_steps, grad_accum=s.grad_accum, batch_size=config.batch_size,
                      length_pool=config.length_pool, seed=config.seed, checkpoint_every=config.checkpoint_every)
 
 

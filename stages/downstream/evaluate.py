@@ -34,8 +34,12 @@ def split_users(seqs: Sequences, split: str) -> np.ndarray:
 
 
 def _ranks(encode: UserFn, items: torch.Tensor, seqs: Sequences, split: str, mask_history: bool, batch_size: int) -> torch.Tensor:
-    """Ranks of every evaluated user's target among all items, scored as `encode(users) @ items.T`."""
+    """Ranks of every evaluated user's target among all items, scored as `encode(users) @ items.T`.
+
+    Users go in order of history length, so a batch of short histories is not padded to a long one.
+    """
     users = split_users(seqs, split)
+    users = users[np.argsort(seqs.split_end(split)[users] - seqs.starts[users], kind="stable")]
     if len(users) == 0:
         raise BadInput(f"dataset has no users with a {split} interaction and a history before it; nothing to evaluate")
     targets_all = (seqs.valid if split == "valid" else seqs.test)[users] - 1
@@ -72,7 +76,7 @@ def evaluate_model(model: Recommender, seqs: Sequences, split: str, config: Eval
 
 def evaluate_scores(encode: UserFn, items: torch.Tensor, seqs: Sequences, split: str,
                     config: EvaluateConfig) -> dict[str, float]:
-    """Recall@K, NDCG@K and MRR of any model scoring `encode(users) @ items.T`, users in `split_users` order."""
+    """Recall@K, NDCG@K and MRR of any model scoring `encode(users) @ items.T` for the users of `split_users`."""
     return metrics.ranking_metrics(_ranks(encode, items, seqs, split, config.mask_history, config.batch_size), config.ks)
 
 

@@ -22,7 +22,8 @@ from accelerate.utils import set_seed
 from safetensors.torch import load_file, save_file
 
 from pipeline import events
-from pipeline.config import DownstreamConfig, PipelineConfig, fingerprint
+from pipeline.batching import length_batches, shard
+from pipeline.config import DownstreamConfig, PipelineConfig, TrainConfig, fingerprint
 from pipeline.embeddings import Embeddings
 from pipeline.errors import BadInput
 from pipeline.store import RunResult, complete_checkpoint, latest_checkpoint, publish_run, read_manifest, write_json_atomic
@@ -96,23 +97,24 @@ def _resume(accelerator: Accelerator, folder: Path) -> TrainState:
 
 
 def _train_epoch(objective: torch.nn.Module, optimizer: torch.optim.Optimizer, accelerator: Accelerator,
-                 rows: torch.Tensor, batch_size: int, seed: int, epoch: int) -> float:
-    """One pass over this process's shard of windows, shuffled by (seed, epoch) so a resumed run repeats it."""
-    order = torch.randperm(len(rows), generator=torch.Generator().manual_seed(seed + epoch))
-    per_process = len(order) // accelerator.num_processes
-    shard = order[accelerator.process_index::accelerator.num_processes][:per_process]
+                 rows: torch.Tensor, train: TrainConfig, epoch: int) -> float:
+    """One pass over this process's share of windows, batched by length and shuffled by (seed, epoch),
+    so a resumed run repeats it."""
+    lengths = (rows[:, :-1] != 0).sum(dim=1).numpy()
+    batches = length_batches(np.arange(len(rows)), lengths, train.batch_size, train.length_pool, train.seed + epoch)
+    batches = shard(batches, accelerator.process_index, accelerator.num_processes)
     objective.train()
-    total, batches = 0.0, 0
-    with events.Tracker(f"epoch {epoch + 1}", len(shard), "sequences") as tracker:
-        for start in range(0, len(shard), batch_size):
-            batch = rows[shard[start:start + batch_size]].to(accelerator.device)  # (B, L + 1)
+    total = 0.0
+    with events.Tracker(f"epoch {epoch + 1}", sum(len(b) for b in batches), "sequences") as tracker:
+        for indices in batches:
+            batch = rows[torch.from_numpy(indices)].to(accelerator.device)  # (B, L + 1)
             loss = objective(batch[:, :-1], batch[:, 1:])
             optimizer.zero_grad(set_to_none=True)
             accelerator.backward(loss)
             optimizer.step()
-            total, batches = total + loss.item(), batches + 1
+            total += loss.item()
             tracker.advance(len(batch), loss=f"{loss.item():.4f}")
-    return total / max(batches, 1)
+    return total / max(len(batches), 1)
 
 
 def _fit(model: Recommender, seqs: Sequences, rows: torch.Tensor, config: DownstreamConfig,
@@ -126,7 +128,7 @@ def _fit(model: Recommender, seqs: Sequences, rows: torch.Tensor, config: Downst
     state = _resume(accelerator, folder)
     while state.epoch < train.max_epochs and state.bad_epochs < train.patience:
         started = time.perf_counter()
-        loss = _train_epoch(objective, optimizer, accelerator, rows, train.batch_size, train.seed, state.epoch)
+        loss = _train_epoch(objective, optimizer, accelerator, rows, train, state.epoch)
         seconds = time.perf_counter() - started
         valid = evaluate_model(model, seqs, "valid", config.evaluate, config.model.max_length)
         state.epoch += 1
