@@ -122,6 +122,8 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=3, help="our runs per variant (seeds 2020, 2021, ...)")
     parser.add_argument("--max-epochs", type=int, default=200, help="cap on our runs (early stopping ends them first)")
     parser.add_argument("--said", action="store_true", help="make SAID embeddings (slow on CPU) if none exist")
+    parser.add_argument("--said-run", type=Path, help="a published SAID embeddings run to use (default: the "
+                        "workspace's newest)")
     parser.add_argument("--recbole-seeds", type=int, default=1, help="RecBole runs per model (0 = skip RecBole)")
     parser.add_argument("--recbole-max-epochs", type=int, default=300, help="cap on RecBole's epochs (300 = its default)")
     parser.add_argument("--recbole-models", nargs="+", default=["SASRec", "GRU4Rec"], choices=["SASRec", "GRU4Rec"])
@@ -133,7 +135,7 @@ def main() -> None:
     log("prepare, text embeddings")
     cli(workspace, "prepare")
     text, _ = cli(workspace, "align", "align.method=text", "align.evidence.attribute=null")
-    said = said_run(workspace)
+    said = args.said_run.resolve() if args.said_run else said_run(workspace)
     if said is None and args.said:
         said, _ = cli(workspace, "align", "align.method=said", "align.evidence.attribute=null")
     variants = {"ours_id_sasrec": None, "ours_text_sasrec": text, **({"ours_said_sasrec": said} if said else {})}

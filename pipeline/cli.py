@@ -19,6 +19,7 @@ import typer
 from pipeline import default_data, events
 from pipeline.config import PipelineConfig, load_config
 from pipeline.errors import EXIT_FAILURE, PipelineError
+from pipeline.store import workspace_output
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Text-aligned item embeddings and light sequential recommenders, as batch stages.")
@@ -97,9 +98,8 @@ def inspect(path: Annotated[Optional[Path], typer.Argument(
             config: ConfigOption = None, set_: SetOption = None, log_format: LogOption = "text") -> None:
     """Print a dataset's or artifact's facts (counts, distributions, split sizes, manifest) as JSON."""
     from pipeline.describe import describe
-    from pipeline.prepare import dataset_output
 
-    target = path if path is not None else dataset_output(_config(config, set_)).path
+    target = path if path is not None else workspace_output(_config(config, set_), "datasets").path
     typer.echo(json.dumps(describe(target), indent=2, default=str))
 
 
@@ -131,7 +131,7 @@ def evaluate(run: Annotated[str, typer.Argument(help="A downstream run: latest, 
     from stages.downstream import runs
 
     cfg = _config(config, set_)
-    trained = runs.load_trained(runs.resolve(runs.output(cfg, "downstream"), run, "downstream"))
+    trained = runs.load_trained(runs.resolve(workspace_output(cfg, "downstream"), run, "downstream"))
     results = evaluate_stage.evaluate_all(trained.model, trained.seqs, cfg.downstream.evaluate,
                                           trained.config.model.max_length)
     typer.echo(json.dumps({"run_dir": str(trained.run_dir), **results}, indent=2))

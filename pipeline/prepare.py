@@ -12,7 +12,7 @@ from pipeline import dataset, events
 from pipeline.config import PipelineConfig, fingerprint
 from pipeline.ingest import amazon, lcrec, movielens, recbole, table, unisrec
 from pipeline.ingest.tabular import require_file
-from pipeline.store import Output, RunResult, publish_run, sha256_file
+from pipeline.store import RunResult, publish_run, sha256_file, workspace_output
 
 READERS: dict[str, ModuleType] = {
     "recbole_atomic": recbole,
@@ -25,10 +25,6 @@ READERS: dict[str, ModuleType] = {
 ITEMS_FILE = "items.parquet"
 INTERACTIONS_FILE = "interactions.parquet"
 ROW_GROUP_ROWS = 1 << 20
-
-
-def dataset_output(config: PipelineConfig) -> Output:
-    return Output(Path(config.workspace.root) / "datasets" / config.data.name)
 
 
 def write_parquet(table: pa.Table, path: Path, metadata: dict[str, str] | None = None) -> None:
@@ -63,6 +59,6 @@ def run(config: PipelineConfig, force: bool = False) -> RunResult:
         return {"kind": "dataset", "name": config.data.name, "format": config.data.format,
                 "sources": source_facts, "config": data_config, **canonical.facts}
 
-    output = dataset_output(config)
+    output = workspace_output(config, "datasets")
     return publish_run(output, run_id, build, force=force, lock_wait_s=config.workspace.lock_wait_s,
                        stale_lock_s=config.workspace.stale_lock_s)

@@ -23,10 +23,13 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pipeline import events
 from pipeline.errors import BadInput, Locked
+
+if TYPE_CHECKING:
+    from pipeline.config import PipelineConfig
 
 MANIFEST = "manifest.json"
 COMPLETE = "COMPLETE"  # inside a checkpoint folder: written last, so a checkpoint without it never counts
@@ -87,6 +90,16 @@ def _pid_alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+KINDS = ("datasets", "embeddings", "downstream", "recommendations")
+
+
+def workspace_output(config: PipelineConfig, kind: str, name: str | None = None) -> Output:
+    """`<workspace.root>/<kind>/<name>`: where runs of `kind` for dataset `name` (default `data.name`) live."""
+    if kind not in KINDS:
+        raise ValueError(f"unknown output kind {kind!r}")
+    return Output(Path(config.workspace.root) / kind / (name or config.data.name))
 
 
 @dataclass(frozen=True)

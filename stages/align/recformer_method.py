@@ -16,7 +16,7 @@ from accelerate import Accelerator
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
 from pipeline.config import PipelineConfig, RecformerConfig
-from pipeline.store import Output, read_manifest, sha256_file
+from pipeline.store import read_manifest, sha256_file, workspace_output
 from stages.recformer import build, checkpoint
 from stages.recformer.data import load_corpus
 from stages.recformer.encode import encode_catalog
@@ -37,8 +37,7 @@ def pretraining_datasets(config: PipelineConfig) -> list[Path]:
     Raises:
         BadInput: a named dataset has no published run.
     """
-    root = Path(config.workspace.root) / "datasets"
-    return [Output(root / name).require_latest(
+    return [workspace_output(config, "datasets", name).require_latest(
         f"recformer.pretrain.datasets: no dataset {name!r} yet (run `prepare` for it first)")
             for name in config.recformer.pretrain.datasets]
 

@@ -23,8 +23,8 @@ from accelerate.utils import set_seed
 from pipeline import embeddings as contract
 from pipeline.config import AlignConfig, PipelineConfig, fingerprint
 from pipeline.errors import BadInput
-from pipeline.prepare import ITEMS_FILE, dataset_output
-from pipeline.store import Output, RunResult, publish_run, read_manifest, write_json_atomic
+from pipeline.prepare import ITEMS_FILE
+from pipeline.store import RunResult, publish_run, read_manifest, workspace_output, write_json_atomic
 from stages.align import export, recformer_method, said_method
 from stages.align.dist import say
 from stages.align.evidence import attribute_sets, neighbour_rate
@@ -48,10 +48,6 @@ class Items:
     train: list[int]  # dataset rows to embed now
     base_rows: list[int | None]  # for each row in `train`: its row in the base run, or None (new)
     base: contract.Embeddings | None
-
-
-def embeddings_output(config: PipelineConfig) -> Output:
-    return Output(Path(config.workspace.root) / "embeddings" / config.data.name)
 
 
 def _model_name(config: PipelineConfig) -> str:
@@ -167,9 +163,9 @@ def run(config: PipelineConfig, force: bool = False, incremental: bool = False) 
     """Align the latest dataset's items and publish the embeddings; None on non-main processes."""
     align = config.align
     accelerator = Accelerator(mixed_precision=align.mixed_precision)
-    dataset_dir = dataset_output(config).require_latest("no dataset yet: run `prepare` first")
+    dataset_dir = workspace_output(config, "datasets").require_latest("no dataset yet: run `prepare` first")
     dataset_run = read_manifest(dataset_dir)["run_id"]
-    output = embeddings_output(config)
+    output = workspace_output(config, "embeddings")
     base_dir = output.latest() if incremental else None
     if incremental and base_dir is None:
         raise BadInput(f"--incremental: no published embeddings under {output.path} to add to")

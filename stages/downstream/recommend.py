@@ -18,7 +18,7 @@ from pipeline import events
 from pipeline.config import PipelineConfig, RecommendConfig, fingerprint
 from pipeline.errors import BadInput
 from pipeline.prepare import write_parquet
-from pipeline.store import RunResult, publish_run
+from pipeline.store import RunResult, publish_run, workspace_output
 from stages.downstream import runs
 from stages.downstream.item_index import read_index
 from stages.downstream.sequences import history_pairs, padded
@@ -102,7 +102,7 @@ def _table(trained: runs.Trained, users: np.ndarray, items: np.ndarray, scores: 
 
 def run(config: PipelineConfig, force: bool = False) -> RunResult:
     """Write recommendations.parquet for `recommend.users` (or everyone) under `<root>/recommendations/<data.name>`."""
-    run_dir = runs.resolve(runs.output(config, "downstream"), config.recommend.run, "downstream")
+    run_dir = runs.resolve(workspace_output(config, "downstream"), config.recommend.run, "downstream")
     trained = runs.load_trained(run_dir)
     settings = config.recommend.model_dump(mode="json", exclude={"run"})
     run_id = fingerprint("recommend", settings, trained.manifest["run_id"])
@@ -119,7 +119,7 @@ def run(config: PipelineConfig, force: bool = False) -> RunResult:
         return {"kind": "recommendations", "downstream_run_id": trained.manifest["run_id"],
                 "downstream_run_dir": str(run_dir.resolve()), "users": int(len(users)), "config": settings}
 
-    return publish_run(runs.output(config, "recommendations"), run_id, build, force=force,
+    return publish_run(workspace_output(config, "recommendations"), run_id, build, force=force,
                        lock_wait_s=config.workspace.lock_wait_s, stale_lock_s=config.workspace.stale_lock_s)
 
 

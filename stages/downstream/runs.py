@@ -13,7 +13,7 @@ from safetensors.torch import load_file
 from pipeline.config import DownstreamConfig, PipelineConfig
 from pipeline.embeddings import Embeddings, align_to_items, check_dataset, read_embeddings
 from pipeline.errors import BadInput
-from pipeline.store import Output, read_manifest
+from pipeline.store import Output, read_manifest, workspace_output
 from stages.downstream.recommender import Recommender, build
 from stages.downstream.sequences import Sequences, load_sequences
 
@@ -21,11 +21,6 @@ WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.json"
 INDEX_FILE = "index.faiss"
-
-
-def output(config: PipelineConfig, kind: str) -> Output:
-    """`<root>/<kind>/<data.name>`: where runs of `kind` (datasets, embeddings, downstream, ...) live."""
-    return Output(Path(config.workspace.root) / kind / config.data.name)
 
 
 def resolve(out: Output, ref: str, what: str) -> Path:
@@ -42,7 +37,7 @@ def resolve(out: Output, ref: str, what: str) -> Path:
 
 
 def dataset_dir(config: PipelineConfig) -> Path:
-    return output(config, "datasets").require_latest("no dataset yet (run `seqrec-pipeline prepare` first)")
+    return workspace_output(config, "datasets").require_latest("no dataset yet (run `seqrec-pipeline prepare` first)")
 
 
 def item_vectors(embeddings: Embeddings | None, seqs: Sequences, dataset_run_id: str,
@@ -57,7 +52,7 @@ def item_vectors(embeddings: Embeddings | None, seqs: Sequences, dataset_run_id:
 def embeddings_for(config: PipelineConfig) -> Embeddings | None:
     if config.downstream.embeddings is None:
         return None
-    return read_embeddings(resolve(output(config, "embeddings"), config.downstream.embeddings, "embeddings"))
+    return read_embeddings(resolve(workspace_output(config, "embeddings"), config.downstream.embeddings, "embeddings"))
 
 
 @dataclass

@@ -26,7 +26,8 @@ from pipeline.batching import length_batches, shard
 from pipeline.config import DownstreamConfig, PipelineConfig, TrainConfig, fingerprint
 from pipeline.embeddings import Embeddings
 from pipeline.errors import BadInput
-from pipeline.store import RunResult, complete_checkpoint, latest_checkpoint, publish_run, read_manifest, write_json_atomic
+from pipeline.store import (RunResult, complete_checkpoint, latest_checkpoint, publish_run, read_manifest,
+                            workspace_output, write_json_atomic)
 from stages.downstream import runs
 from stages.downstream.evaluate import evaluate_all, evaluate_model, split_users
 from stages.downstream.item_index import build_index
@@ -223,5 +224,5 @@ def run(config: PipelineConfig, force: bool = False) -> RunResult:
             return recformer_train.train(folder, config, dataset_dir, dataset_run_id, embeddings)
         return _train(folder, config.downstream, dataset_dir, dataset_run_id, embeddings)
 
-    return publish_run(runs.output(config, "downstream"), run_id, build_run, force=force, keep_partial=True,
+    return publish_run(workspace_output(config, "downstream"), run_id, build_run, force=force, keep_partial=True,
                        lock_wait_s=config.workspace.lock_wait_s, stale_lock_s=config.workspace.stale_lock_s)

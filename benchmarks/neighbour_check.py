@@ -1,0 +1,66 @@
+"""The neighbour check of `align`'s evidence, side by side for several embeddings runs of one catalog.
+
+For catalogs whose attributes exist only inside one rendered text, as in UniSRec's Scientific
+("title. categories. brand."): the attribute is pulled out of the items' `text` with a regular
+expression (group 1), then each run's nearest neighbours are checked against it exactly as `align`
+does (`stages.align.evidence.neighbour_rate`, same queries for every run).
+
+    python -m benchmarks.neighbour_check --name neighbours_scientific \
+        --runs said=artifacts/bench/embeddings/amazon2018-scientific-unisrec/latest \
+               text=artifacts/bench2/embeddings/amazon2018-scientific-unisrec/latest
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+from pathlib import Path
+
+import pyarrow.parquet as pq
+
+from benchmarks import _results
+from pipeline.embeddings import align_to_items, read_embeddings
+from stages.align.evidence import neighbour_rate
+
+# UniSRec's rendering: "<title>. <category path>. <brand>." -- the last two sentences, read from the end.
+PATTERNS = {"brand": r"\.\s+([^.]+?)\.?\s*$", "category": r"\.\s+([^.]+?)\.\s+[^.]+?\.?\s*$"}
+
+
+def attribute_values(texts: list[str], pattern: str) -> list[frozenset[str]]:
+    """Each item's attribute value (lower-cased) as a one-element set; empty where the pattern finds none."""
+    compiled = re.compile(pattern)
+    found = [compiled.search(text or "") for text in texts]
+    return [frozenset([m.group(1).strip().lower()]) if m and m.group(1).strip() else frozenset() for m in found]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--name", default="neighbours_scientific", help="results file name")
+    parser.add_argument("--runs", nargs="+", required=True, help="label=embeddings run folder")
+    parser.add_argument("--queries", type=int, default=2000)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+
+    runs = dict(item.split("=", 1) for item in args.runs)
+    figures: dict[str, dict[str, object]] = {}
+    table = []
+    for label, folder in runs.items():
+        embeddings = read_embeddings(Path(folder).resolve())
+        dataset = Path(embeddings.manifest["dataset_run_dir"])
+        items = pq.read_table(dataset / "items.parquet", columns=["item_id", "text"])
+        vectors, _ = align_to_items(embeddings, items.column("item_id").to_pylist(), allow_missing=False)
+        figures[label] = {"run": str(embeddings.run_dir), "method": embeddings.manifest.get("method"), "dim": embeddings.dim}
+        for attribute, pattern in PATTERNS.items():
+            values = attribute_values(items.column("text").to_pylist(), pattern)
+            rate = neighbour_rate(vectors, values, args.queries, args.seed)
+            figures[label][attribute] = rate
+            table.append((f"{label}: nearest neighbour shares {attribute} / random pairs (lift)",
+                          f"{rate['nearest_neighbour_share_rate']:.1%} / {rate['random_pair_share_rate']:.1%} "
+                          f"({rate['lift']})"))
+    _results.write(args.name, {"runs": figures, "patterns": PATTERNS, "queries": args.queries}, table)
+    print(json.dumps({k: {a: v[a]["lift"] for a in PATTERNS} for k, v in figures.items()}))
+
+
+if __name__ == "__main__":
+    main()
