@@ -28,10 +28,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from benchmarks import _results
+from pipeline.batching import length_batches
 from stages.align.lm import load_causal_lm
 from stages.align.loss import token_nll
 from stages.align.projector import SAIDProjector, token_rms
-from pipeline.batching import length_batches
 from stages.align.tokens import collate, tokenize
 
 SOFT_TOKENS = 4

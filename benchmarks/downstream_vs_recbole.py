@@ -28,9 +28,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks import _results
+from benchmarks import _cli, _results
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = _cli.ROOT
 CONFIG = "configs/amazon2018-scientific-unisrec.yaml"
 RAW = "../shared/datasets/amazon2018-scientific-unisrec/raw"
 RECBOLE_PYTHON = Path("/work/main/.venv-recbole/bin/python")
@@ -42,14 +42,7 @@ MATCHED = {"hidden_size": 300, "layers": 2, "heads": 2, "feedforward_size": 256,
 
 
 def cli(workspace: Path, command: str, *overrides: str, force: bool = False) -> tuple[Path, float]:
-    """Run one pipeline command; return the run folder it prints last and its wall time in seconds."""
-    args = [sys.executable, "-m", "pipeline.cli", command, "--config", CONFIG, "--set", f"workspace.root={workspace}"]
-    for override in overrides:
-        args += ["--set", override]
-    started = time.perf_counter()
-    done = subprocess.run([*args, *(["--force"] if force else [])], cwd=ROOT, stdout=subprocess.PIPE, text=True,
-                          check=True)
-    return Path(done.stdout.strip().splitlines()[-1]), time.perf_counter() - started
+    return _cli.pipeline(CONFIG, workspace, command, *overrides, force=force)
 
 
 def said_run(workspace: Path) -> Path | None:

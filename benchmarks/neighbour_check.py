@@ -50,7 +50,8 @@ def main() -> None:
         dataset = Path(embeddings.manifest["dataset_run_dir"])
         items = pq.read_table(dataset / "items.parquet", columns=["item_id", "text"])
         vectors, _ = align_to_items(embeddings, items.column("item_id").to_pylist(), allow_missing=False)
-        figures[label] = {"run": str(embeddings.run_dir), "method": embeddings.manifest.get("method"), "dim": embeddings.dim}
+        figures[label] = {"run": str(embeddings.run_dir), "method": embeddings.manifest.get("method"),
+                          "dim": embeddings.dim}
         for attribute, pattern in PATTERNS.items():
             values = attribute_values(items.column("text").to_pylist(), pattern)
             rate = neighbour_rate(vectors, values, args.queries, args.seed)

@@ -28,6 +28,7 @@ T = TypeVar("T")
 _state: dict[str, object] = {"format": "text"}
 _console = Console(stderr=True, soft_wrap=True)
 _JSON_PROGRESS_EVERY_S = 5.0
+_TEXT_PROGRESS_EVERY_S = 30.0  # a log file read by people: fewer, plainer lines
 
 
 def set_format(fmt: LogFormat) -> None:
@@ -60,7 +61,11 @@ def _rate_fields(done: int, total: int | None, started: float, unit: str) -> dic
 
 
 class Tracker:
-    """A progress counter advanced by hand (for work measured in rows, tokens, steps)."""
+    """A progress counter advanced by hand (for work measured in rows, tokens, steps).
+
+    On a terminal it is a live bar; in a log file (text mode, not a terminal) a plain line every
+    `_TEXT_PROGRESS_EVERY_S`; in json mode a `progress` event every `_JSON_PROGRESS_EVERY_S`.
+    """
 
     def __init__(self, description: str, total: int | None, unit: str) -> None:
         self.description, self.total, self.unit = description, total, unit
@@ -69,7 +74,7 @@ class Tracker:
         self._progress: Progress | None = None
 
     def __enter__(self) -> Tracker:
-        if _state["format"] == "text":
+        if _state["format"] == "text" and _console.is_terminal:
             self._progress = Progress(
                 TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                 TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TimeRemainingColumn(),
@@ -80,20 +85,40 @@ class Tracker:
 
     def advance(self, n: int = 1, **fields: object) -> None:
         self.done += n
+        extra = " ".join(f"{k}={v}" for k, v in fields.items())
         if self._progress is not None:
             elapsed = max(time.perf_counter() - self._started, 1e-9)
-            extra = " ".join(f"{k}={v}" for k, v in fields.items())
             rate = f"{self.done / elapsed:,.1f} {self.unit}/s {extra}".rstrip()
             self._progress.update(self._task, advance=n, rate=rate)
-        elif time.perf_counter() - self._last_report >= _JSON_PROGRESS_EVERY_S:
-            self._last_report = time.perf_counter()
-            emit("progress", self.description, **_rate_fields(self.done, self.total, self._started, self.unit), **fields)
+            return
+        every = _JSON_PROGRESS_EVERY_S if _state["format"] == "json" else _TEXT_PROGRESS_EVERY_S
+        if time.perf_counter() - self._last_report < every:
+            return
+        self._last_report = time.perf_counter()
+        stats = _rate_fields(self.done, self.total, self._started, self.unit)
+        if _state["format"] == "json":
+            emit("progress", self.description, **stats, **fields)
+            return
+        eta = "" if stats["eta_s"] is None else f", ETA {_clock(float(stats['eta_s']))}"
+        of = "" if self.total is None else f"/{self.total:,}"
+        emit("progress", f"{self.description}: {self.done:,}{of} {self.unit}, "
+             f"{stats[f'{self.unit}_per_s']:,} {self.unit}/s{eta} {extra}".rstrip())
 
     def __exit__(self, *exc: object) -> None:
         if self._progress is not None:
             self._progress.stop()
         emit("progress_done", f"{self.description}: {self.done:,} {self.unit}",
              **_rate_fields(self.done, self.total, self._started, self.unit))
+
+
+def _clock(seconds: float) -> str:
+    """12 s, 3m05s, 1h02m: an ETA a person reads at a glance."""
+    seconds = int(seconds)
+    if seconds < 60:
+        return f"{seconds} s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
 
 
 def track(items: Iterable[T], description: str, total: int | None = None, unit: str = "items") -> Iterator[T]:

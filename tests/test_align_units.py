@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from accelerate import Accelerator
 
+from pipeline.batching import length_batches, shard
 from pipeline.embeddings import check_index, read_embeddings
 from pipeline.errors import BadInput, PipelineError
 from stages.align import export
@@ -23,7 +24,6 @@ from stages.align.lm import load_causal_lm, load_encoder, resolve
 from stages.align.loss import token_nll
 from stages.align.projector import SAIDProjector, pool, token_rms
 from stages.align.said import TrainPlan, enable_checkpointing, fit, latest_checkpoint, lr_factor
-from pipeline.batching import length_batches, shard
 from stages.align.tokens import Tokens, collate, tokenize
 
 TEXTS = ["movie_title: Toy Story\nrelease_year: 1995\nclass: Animation Children's Comedy",

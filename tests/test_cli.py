@@ -5,6 +5,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+from pipeline import events
 from pipeline.errors import EXIT_BAD_INPUT, EXIT_LOCKED
 from pipeline.store import Output
 from tests.conftest import REPO, shared_dataset
@@ -24,6 +27,19 @@ def test_json_log_format_writes_one_object_per_event(tmp_path: Path) -> None:
     assert by_event["prepared"]["interactions"] == 99_287 and by_event["prepared"]["users"] == 943
     assert by_event["progress_done"]["done"] == 3 and "eta_s" in by_event["progress_done"]
     assert Path(result.stdout.strip()) == tmp_path / "datasets" / "ml-100k" / by_event["published"]["run_id"]
+
+
+def test_progress_in_a_log_file_is_plain_lines_with_rate_and_eta(monkeypatch: pytest.MonkeyPatch,
+                                                                capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setattr(events, "_TEXT_PROGRESS_EVERY_S", 0.0)
+    events.set_format("text")
+    with events.Tracker("SAID alignment", 4, "steps") as tracker:
+        for _ in range(4):
+            tracker.advance(1, loss="4.20")
+    lines = capsys.readouterr().err.splitlines()  # captured: not a terminal, so no live bar
+    assert len(lines) == 5 and lines[0].startswith("SAID alignment: 1/4 steps, ")
+    assert "steps/s, ETA " in lines[0] and lines[0].endswith("loss=4.20")
+    assert lines[-1] == "SAID alignment: 4 steps"
 
 
 def test_locked_output_exits_3_with_one_line(tmp_path: Path) -> None:

@@ -21,9 +21,9 @@ from accelerate import Accelerator
 from torch import nn
 
 from pipeline import store
+from pipeline.batching import length_batches, shard
 from stages.align.dist import progress, say
 from stages.align.loss import token_nll
-from pipeline.batching import length_batches, shard
 from stages.align.tokens import Tokens, collate
 
 POSITION = "position.json"

@@ -1,0 +1,131 @@
+"""Recformer across domains: pretrain on Office, then zero-shot and fine-tuned on UniSRec's Scientific.
+
+Everything goes through the real CLI in a workspace of its own:
+
+1. `prepare` Office (LC-Rec, Amazon 2014) and Scientific (UniSRec, Amazon 2018, its own split);
+2. `align` on Office with `align.method=recformer` (MLM + item-item contrastive pretraining);
+3. `align` on Scientific with that encoder and no training (`recformer.pretrain.max_steps=0`): every
+   Scientific item embedded from its text alone;
+4. `train-downstream` on Scientific, kind `recformer`, with both fine-tuning stages at 0 epochs: the
+   zero-shot evaluation (full ranking, the standard protocol, popularity beside it);
+5. with `--finetune-seeds N`: the same with the two fine-tuning stages, once per seed.
+
+Both catalogs are read through their rendered `text` attribute (Office's "title ... brand ...", Scientific's
+"title. categories. brand."), so the encoder sees the same key in both domains. ID-only SASRec on the same
+split comes from `benchmarks/results/downstream_vs_recbole.json` (mean of its seeds), which this does not rerun.
+
+    python -m benchmarks.recformer_transfer --pretrain-steps 400 --finetune-seeds 0
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+from benchmarks import _cli, _results
+
+OFFICE = "configs/amazon2014-office-lcrec.yaml"
+SCIENTIFIC = "configs/amazon2018-scientific-unisrec.yaml"
+FIRST_SEED = 42
+
+# One text attribute in both domains, short enough that a user's recent items fit a CPU-sized sequence.
+RECFORMER = ["recformer.attributes=[text]", "recformer.max_attribute_tokens=32", "recformer.max_items=20",
+             "recformer.max_tokens=256", "recformer.pooling=mean"]
+
+
+def log(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+def test_ndcg(run_dir: Path) -> tuple[float, float, dict[str, Any]]:
+    """The model's and popularity's test NDCG@10 of a downstream run, and its full metrics."""
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    return metrics["model"]["test"]["ndcg@10"], metrics["popularity"]["test"]["ndcg@10"], metrics
+
+
+def id_sasrec_reference() -> dict[str, Any] | None:
+    """ID-only SASRec on the same split, from the stage-two benchmark's results (None if not measured yet)."""
+    path = _results.RESULTS / "downstream_vs_recbole.json"
+    if not path.is_file():
+        return None
+    record = json.loads(path.read_text())
+    summary = record["summary"]["ours_id_sasrec"]
+    return {"ndcg10": summary["ndcg10"], "seeds": summary["seeds"], "source": f"{path.name} ({record['date']})"}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--workspace", type=Path, default=_cli.ROOT / "artifacts" / "bench-recformer")
+    parser.add_argument("--pretrain-steps", type=int, default=400, help="optimizer steps of Office pretraining")
+    parser.add_argument("--pretrain-lr", type=float, default=1e-4)
+    parser.add_argument("--finetune-seeds", type=int, default=0, help="fine-tuned runs on Scientific (0 = none)")
+    parser.add_argument("--mixed-precision", default="bf16", choices=["no", "bf16"],
+                        help="autocast for pretraining (bf16 uses the CPU's bf16 matmuls where it has them)")
+    args = parser.parse_args()
+    workspace = args.workspace.resolve()
+
+    log("prepare Office and Scientific")
+    _cli.pipeline(OFFICE, workspace, "prepare")
+    _cli.pipeline(SCIENTIFIC, workspace, "prepare")
+    log(f"pretrain on Office, {args.pretrain_steps} steps")
+    office, pretrain_s = _cli.pipeline(
+        OFFICE, workspace, "align", "align.method=recformer", *RECFORMER,
+        f"recformer.pretrain.max_steps={args.pretrain_steps}", f"recformer.pretrain.learning_rate={args.pretrain_lr}",
+        f"align.mixed_precision={args.mixed_precision}", "align.evidence.attribute=brand", "align.evidence.separator=null")
+    encoder = office / "encoder"
+    log(f"embed Scientific with the Office encoder ({pretrain_s:.0f} s pretraining + Office export)")
+    scientific, _ = _cli.pipeline(SCIENTIFIC, workspace, "align", "align.method=recformer", *RECFORMER,
+                                  f"recformer.model={encoder}", "recformer.pretrain.max_steps=0",
+                                  "align.evidence.attribute=null")
+    log("zero-shot evaluation on Scientific")
+    zero_shot_run, zero_shot_s = _cli.pipeline(
+        SCIENTIFIC, workspace, "train-downstream", *RECFORMER, "downstream.model.kind=recformer",
+        f"recformer.model={encoder}", "recformer.finetune.stage1_epochs=0", "recformer.finetune.stage2_epochs=0")
+    zero_shot, popularity, _ = test_ndcg(zero_shot_run)
+    log(f"zero-shot test NDCG@10 {zero_shot:.4f} (popularity {popularity:.4f}) in {zero_shot_s:.0f} s")
+
+    finetuned = []
+    for seed in range(FIRST_SEED, FIRST_SEED + args.finetune_seeds):
+        log(f"fine-tune on Scientific, seed {seed}")
+        run_dir, seconds = _cli.pipeline(SCIENTIFIC, workspace, "train-downstream", *RECFORMER,
+                                         "downstream.model.kind=recformer", f"recformer.model={encoder}",
+                                         f"recformer.finetune.seed={seed}")
+        ndcg, _, metrics = test_ndcg(run_dir)
+        finetuned.append({"seed": seed, "ndcg10": ndcg, "seconds": round(seconds, 1), "run": str(run_dir),
+                          "best_epoch": metrics["best_epoch"]})
+        log(f"fine-tuned test NDCG@10 {ndcg:.4f} in {seconds:.0f} s")
+
+    office_manifest = json.loads((office / "manifest.json").read_text())
+    reference = id_sasrec_reference()
+    record = {
+        "zero_shot_ndcg10": zero_shot, "popularity_ndcg10": popularity,
+        "finetuned_ndcg10": statistics.fmean(r["ndcg10"] for r in finetuned) if finetuned else None,
+        "id_sasrec_ndcg10": reference and reference["ndcg10"], "seeds": len(finetuned),
+        "zero_shot_beats_popularity": zero_shot > popularity,
+        "finetuned_beats_id_sasrec": (statistics.fmean(r["ndcg10"] for r in finetuned) > reference["ndcg10"])
+        if finetuned and reference else None,
+        "finetuned_runs": finetuned, "id_sasrec_reference": reference,
+        "pretraining": {"dataset": "amazon2014-office-lcrec", "steps": args.pretrain_steps,
+                        "seconds": round(pretrain_s, 1), "learning_rate": args.pretrain_lr,
+                        "mixed_precision": args.mixed_precision,
+                        **office_manifest.get("training", {}), "evidence": office_manifest.get("evidence")},
+        "recformer_settings": RECFORMER, "runs": {"office": str(office), "scientific_embeddings": str(scientific),
+                                                  "zero_shot": str(zero_shot_run)},
+        "zero_shot_eval_s": round(zero_shot_s, 1),
+    }
+    table = [("zero-shot test NDCG@10 (Office-pretrained, no Scientific training)", f"{zero_shot:.4f}"),
+             ("popularity test NDCG@10", f"{popularity:.4f}"),
+             ("fine-tuned test NDCG@10", "not run" if not finetuned else
+              f"{record['finetuned_ndcg10']:.4f} (mean of {len(finetuned)} seeds)"),
+             ("ID-only SASRec test NDCG@10", "not measured" if not reference else
+              f"{reference['ndcg10']:.4f} (mean of {reference['seeds']} seeds, {reference['source']})"),
+             ("pretraining", f"{args.pretrain_steps} steps on Office in {pretrain_s:.0f} s")]
+    _results.write("recformer", record, table)
+
+
+if __name__ == "__main__":
+    main()
