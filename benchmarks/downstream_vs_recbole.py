@@ -36,9 +36,10 @@ RAW = "../shared/datasets/amazon2018-scientific-unisrec/raw"
 RECBOLE_PYTHON = Path("/work/main/.venv-recbole/bin/python")
 FIRST_SEED = 2020  # RecBole's default seed; seeds are FIRST_SEED, FIRST_SEED + 1, ...
 
-# RecBole 1.2.1's SASRec defaults (properties/model/SASRec.yaml, overall.yaml) with UniSRec's hidden size.
-MATCHED = {"hidden_size": 300, "layers": 2, "heads": 2, "feedforward_size": 256, "dropout": 0.5, "max_length": 50,
-           "loss": "ce", "lr": 0.001, "weight_decay": 0.0, "patience": 10}
+# RecBole 1.2.1's defaults (properties/model/<Model>.yaml, overall.yaml) with UniSRec's hidden size 300.
+TRAIN = {"loss": "ce", "lr": 0.001, "weight_decay": 0.0, "patience": 10, "max_length": 50}
+MATCHED = {"sasrec": {"hidden_size": 300, "layers": 2, "heads": 2, "feedforward_size": 256, "dropout": 0.5},
+           "gru4rec": {"hidden_size": 300, "layers": 1, "dropout": 0.3}}
 
 
 def cli(workspace: Path, command: str, *overrides: str, force: bool = False) -> tuple[Path, float]:
@@ -53,16 +54,13 @@ def said_run(workspace: Path) -> Path | None:
     return max(runs, key=lambda p: p.stat().st_mtime).parent if runs else None
 
 
-def train_ours(workspace: Path, embeddings: Path | None, seed: int, max_epochs: int) -> dict[str, Any]:
-    """One SASRec training run to early stopping, timed whole; its metrics.json figures."""
-    m = MATCHED
-    overrides = [f"downstream.embeddings={'null' if embeddings is None else embeddings}",
-                 "downstream.model.kind=sasrec", f"downstream.model.hidden_size={m['hidden_size']}",
-                 f"downstream.model.layers={m['layers']}", f"downstream.model.heads={m['heads']}",
-                 f"downstream.model.feedforward_size={m['feedforward_size']}", f"downstream.model.dropout={m['dropout']}",
-                 f"downstream.model.max_length={m['max_length']}", f"downstream.train.loss={m['loss']}",
-                 f"downstream.train.lr={m['lr']}", f"downstream.train.weight_decay={m['weight_decay']}",
-                 f"downstream.train.patience={m['patience']}", f"downstream.train.max_epochs={max_epochs}",
+def train_ours(workspace: Path, kind: str, embeddings: Path | None, seed: int, max_epochs: int) -> dict[str, Any]:
+    """One training run of model `kind` to early stopping, timed whole; its metrics.json figures."""
+    overrides = [f"downstream.embeddings={'null' if embeddings is None else embeddings}", f"downstream.model.kind={kind}",
+                 *(f"downstream.model.{key}={value}" for key, value in MATCHED[kind].items()),
+                 f"downstream.model.max_length={TRAIN['max_length']}", f"downstream.train.loss={TRAIN['loss']}",
+                 f"downstream.train.lr={TRAIN['lr']}", f"downstream.train.weight_decay={TRAIN['weight_decay']}",
+                 f"downstream.train.patience={TRAIN['patience']}", f"downstream.train.max_epochs={max_epochs}",
                  f"downstream.train.seed={seed}", "downstream.index.kind=flat"]
     run_dir, seconds = cli(workspace, "train-downstream", *overrides, force=True)
     metrics = json.loads((run_dir / "metrics.json").read_text())
@@ -82,8 +80,8 @@ def train_recbole(model: str, seed: int, max_epochs: int) -> dict[str, Any]:
     """
     args = [str(RECBOLE_PYTHON), str(ROOT / "benchmarks/peers/recbole_run.py"), "--data", str((ROOT / RAW).resolve()),
             "--model", model, "--seed", str(seed),
-            "--hidden", str(MATCHED["hidden_size"]), "--patience", str(MATCHED["patience"]),
-            "--epochs", str(max_epochs), "--lr", str(MATCHED["lr"])]
+            "--hidden", str(MATCHED[model.lower()]["hidden_size"]), "--patience", str(TRAIN["patience"]),
+            "--epochs", str(max_epochs), "--lr", str(TRAIN["lr"])]
     with tempfile.TemporaryDirectory() as scratch:
         done = subprocess.run(args, cwd=scratch, stdout=subprocess.PIPE, text=True, check=True)
     result = json.loads(done.stdout.strip().splitlines()[-1])
@@ -131,19 +129,21 @@ def main() -> None:
     said = args.said_run.resolve() if args.said_run else said_run(workspace)
     if said is None and args.said:
         said, _ = cli(workspace, "align", "align.method=said", "align.evidence.attribute=null")
-    variants = {"ours_id_sasrec": None, "ours_text_sasrec": text, **({"ours_said_sasrec": said} if said else {})}
+    variants = {"ours_id_sasrec": ("sasrec", None), "ours_text_sasrec": ("sasrec", text),
+                **({"ours_said_sasrec": ("sasrec", said)} if said else {}),
+                **({"ours_id_gru4rec": ("gru4rec", None)} if "GRU4Rec" in args.recbole_models else {})}
 
     # Every finished run is kept in the workspace at once, so an hour of training survives a later failure.
     done_file = workspace / "downstream_vs_recbole.runs.json"
     kept = json.loads(done_file.read_text()) if args.reuse_runs and done_file.is_file() else {"ours": {}, "peers": {}}
     ours: dict[str, list[dict[str, Any]]] = kept["ours"]
     peers: dict[str, list[dict[str, Any]]] = kept["peers"]
-    for name, embeddings in variants.items():
+    for name, (kind, embeddings) in variants.items():
         for seed in range(FIRST_SEED, FIRST_SEED + args.seeds):
             if any(r["seed"] == seed for r in ours.get(name, [])):
                 continue
             log(f"{name} seed {seed}")
-            ours.setdefault(name, []).append(train_ours(workspace, embeddings, seed, args.max_epochs))
+            ours.setdefault(name, []).append(train_ours(workspace, kind, embeddings, seed, args.max_epochs))
             log(json.dumps(ours[name][-1]["test"]) + f" in {ours[name][-1]['whole_run_s']} s")
             done_file.write_text(json.dumps({"ours": ours, "peers": peers}, indent=2))
     for model in args.recbole_models if args.recbole_seeds else []:
@@ -155,10 +155,10 @@ def main() -> None:
             log(json.dumps(peers[f"recbole_{model.lower()}"][-1]))
             done_file.write_text(json.dumps({"ours": ours, "peers": peers}, indent=2))
 
-    _results.write("downstream_vs_recbole", *figures(ours, peers, variants, text, said, args))
+    _results.write("downstream_vs_recbole", *figures(ours, peers, text, said, args))
 
 
-def figures(ours: dict, peers: dict, variants: dict, text: Path, said: Path | None,
+def figures(ours: dict, peers: dict, text: Path, said: Path | None,
             args: argparse.Namespace) -> tuple[dict[str, Any], list[tuple[str, Any]]]:
     """The results record and its Markdown table."""
     summaries = {**{name: summary(runs) for name, runs in ours.items()},
@@ -168,49 +168,56 @@ def figures(ours: dict, peers: dict, variants: dict, text: Path, said: Path | No
     recall10 = {name: s["recall10"] for name, s in summaries.items()} | {"popularity": popularity["recall@10"]}
     record: dict[str, Any] = {"ndcg10": ndcg10, "recall10": recall10, "summary": summaries,
                               "runs": {**ours, **peers}, "hyperparameters": {
-                                  **MATCHED, "ours_batch_size": "128 windows of 51 items, every position a target "
-                                  "(pipeline default)", "recbole_batch_size": "2048 prefixes, one target each",
+                                  **TRAIN, **{f"{kind}_model": m for kind, m in MATCHED.items()},
+                                  "ours_batch_size": "128 windows of 51 items, every position a target, batched by "
+                                  "history length (pipeline default)", "recbole_batch_size": "2048 prefixes, one target each",
                                   "ours_norm": "pre-norm blocks, LayerNorm on the input", "recbole_norm": "post-norm",
                                   "ours_text_adapter": "linear (frozen 384-d all-MiniLM-L6-v2 vectors -> 300)"},
                               "embeddings": {"text": str(text), "said": None if said is None else str(said)},
                               "recbole_max_epochs": args.recbole_max_epochs}
-    text_gain = ndcg10["ours_text_sasrec"] / ndcg10["ours_id_sasrec"] - 1
-    record["targets"] = {"text_vs_id_ndcg10_gain": round(text_gain, 4), "text_beats_id_by_10pct": text_gain >= 0.10}
+    record["targets"] = {}
     table = [(f"NDCG@10 / Recall@10 {name} (mean of {s['seeds']}; epochs {s['epochs']}"
               f"{', CAPPED' if s['capped'] else ''})", f"{s['ndcg10']:.4f} ± {s['ndcg10_std']:.4f} / {s['recall10']:.4f}")
              for name, s in summaries.items()]
     table.append(("NDCG@10 / Recall@10 popularity", f"{popularity['ndcg@10']:.4f} / {popularity['recall@10']:.4f}"))
-    table.append(("text vs ID-only NDCG@10 gain (target >= 10%)", f"{text_gain:+.1%}"))
-    if "recbole_sasrec" in summaries:
-        record.update(time_ratio(ours["ours_id_sasrec"], peers["recbole_sasrec"]))
-        ok = ndcg10["ours_id_sasrec"] >= ndcg10["recbole_sasrec"]
-        record["targets"]["id_sasrec_at_least_recbole"] = ok
-        record["targets"]["recbole_reference_capped"] = summaries["recbole_sasrec"]["capped"]
-        table += [("ID-only SASRec >= RecBole SASRec (NDCG@10)",
-                   f"{ok}{' (RecBole capped: not converged)' if summaries['recbole_sasrec']['capped'] else ''}"),
-                  ("SASRec train time ratio ours / RecBole", f"{record['sasrec_train_time_ratio_vs_recbole']:.3f} "
-                   f"({record['sasrec_train_time_ratio_basis']})"),
-                  ("s/epoch ours (ID, whole run / epochs) / RecBole", f"{record['s_per_epoch']['ours_id_sasrec']} / "
-                   f"{record['s_per_epoch']['recbole_sasrec']}")]
+    for embeddings in ("text", "said"):
+        if f"ours_{embeddings}_sasrec" in ndcg10:
+            gain = ndcg10[f"ours_{embeddings}_sasrec"] / ndcg10["ours_id_sasrec"] - 1
+            record["targets"][f"{embeddings}_vs_id_ndcg10_gain"] = round(gain, 4)
+            record["targets"][f"{embeddings}_beats_id_by_10pct"] = gain >= 0.10
+            table.append((f"{embeddings} vs ID-only SASRec NDCG@10 gain (target >= 10%)", f"{gain:+.1%}"))
+    for model in ("sasrec", "gru4rec"):
+        if f"recbole_{model}" in summaries and f"ours_id_{model}" in summaries:
+            record.update(time_ratio(model, ours[f"ours_id_{model}"], peers[f"recbole_{model}"]))
+            ok = ndcg10[f"ours_id_{model}"] >= ndcg10[f"recbole_{model}"]
+            capped = summaries[f"recbole_{model}"]["capped"]
+            record["targets"][f"id_{model}_at_least_recbole"] = ok
+            record["targets"][f"recbole_{model}_reference_capped"] = capped
+            table += [(f"ID-only {model} >= RecBole {model} (NDCG@10)",
+                       f"{ok}{' (RecBole capped: not converged)' if capped else ''}"),
+                      (f"{model} train time ratio ours / RecBole", f"{record[f'{model}_train_time_ratio_vs_recbole']:.3f}"
+                       f" ({record[f'{model}_train_time_ratio_basis']})"),
+                      (f"{model} s/epoch ours (whole run / epochs) / RecBole",
+                       f"{record[f'{model}_s_per_epoch']['ours']} / {record[f'{model}_s_per_epoch']['recbole']}")]
     return record, table
 
 
-def time_ratio(ours: list[dict[str, Any]], recbole: list[dict[str, Any]]) -> dict[str, Any]:
+def time_ratio(model: str, ours: list[dict[str, Any]], recbole: list[dict[str, Any]]) -> dict[str, Any]:
     """Ours / RecBole over whole runs; against a capped RecBole run it is labelled an upper bound."""
     ours_s = statistics.fmean(r["whole_run_s"] for r in ours)
     recbole_s = statistics.fmean(r["train_s"] for r in recbole)
+
     def side(name: str, runs: list[dict[str, Any]]) -> str:
         if all(r["stopped_early"] for r in runs):
             return f"{name} whole runs to early stopping ({[r['epochs'] for r in runs]} epochs)"
         return f"{name} runs CAPPED at {[r['epochs'] for r in runs]} epochs, not converged"
 
     basis = f"{side('our', ours)} / {side('RecBole', recbole)}; compare s_per_epoch when either side is capped"
-    per_epoch = {"ours_id_sasrec": round(statistics.fmean(r["whole_run_s"] / r["epochs"] for r in ours), 2),
-                 "recbole_sasrec": round(statistics.fmean(r["train_s"] / r["epochs"] for r in recbole), 2)}
-    return {"sasrec_train_time_ratio_vs_recbole": round(ours_s / recbole_s, 4),
-            "sasrec_train_time_ratio_basis": basis, "s_per_epoch": per_epoch,
-            "sasrec_epoch_time_ratio_vs_recbole": round(per_epoch["ours_id_sasrec"] / per_epoch["recbole_sasrec"], 4)}
-
+    per_epoch = {"ours": round(statistics.fmean(r["whole_run_s"] / r["epochs"] for r in ours), 2),
+                 "recbole": round(statistics.fmean(r["train_s"] / r["epochs"] for r in recbole), 2)}
+    return {f"{model}_train_time_ratio_vs_recbole": round(ours_s / recbole_s, 4),
+            f"{model}_train_time_ratio_basis": basis, f"{model}_s_per_epoch": per_epoch,
+            f"{model}_epoch_time_ratio_vs_recbole": round(per_epoch["ours"] / per_epoch["recbole"], 4)}
 
 if __name__ == "__main__":
     main()
