@@ -47,7 +47,7 @@ def main(run_dir: Path, result: Path) -> None:
     whole = np.concatenate([v for _, v in encode_catalog(encoder, fmt, 128, 10_000)])
     table_error = float(np.abs(sharded - whole).max())
 
-    _, history = pretrain(encoder, fmt, splits["train"], tokenizer.mask_token_id,
+    _, position = pretrain(encoder, fmt, splits["train"], tokenizer.mask_token_id,
                           config.temperature, config.pretrain, accelerator)
     checksums = weight_checksums(encoder, accelerator)
 
@@ -58,7 +58,7 @@ def main(run_dir: Path, result: Path) -> None:
     tuned_checksums = weight_checksums(encoder, accelerator)
     if accelerator.is_main_process:
         result.write_text(json.dumps({"processes": accelerator.num_processes, "table_error": table_error,
-                                      "table_rows": len(sharded), "items": len(items), "steps": len(history),
+                                      "table_rows": len(sharded), "items": len(items), "steps": len(position.history),
                                       "checksums": checksums, "finetune_score": tuned.best_score,
                                       "finetune_epochs": len(tuned.history), "tuned_checksums": tuned_checksums}))
 

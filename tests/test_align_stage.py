@@ -21,7 +21,8 @@ from typer.testing import CliRunner
 from pipeline.cli import app
 from pipeline.embeddings import check_index, read_embeddings
 from pipeline.errors import BadInput
-from stages.align import said, stage
+from stages import resume
+from stages.align import stage
 from stages.align.lm import load_encoder
 from stages.align.text_encoder import mean_pooled
 
@@ -63,18 +64,18 @@ def test_a_killed_run_resumes_from_its_checkpoint_and_matches_an_uninterrupted_o
     config = align_config(tmp_path / "art", slice40, tiny_llama, "align.checkpoint_every=3",
                           "align.said.epochs=2", "align.evidence.items=0")
     prepared(config)
-    real_save = said._save
+    real_save = resume.save
 
     def save_then_die(*args) -> None:
         real_save(*args)
         raise RuntimeError("killed after the first checkpoint")
 
-    monkeypatch.setattr(said, "_save", save_then_die)
+    monkeypatch.setattr(resume, "save", save_then_die)
     with pytest.raises(RuntimeError, match="killed"):
         stage.run(config)
     partial = next((tmp_path / "art" / "embeddings" / "ml-100k").glob(".partial-*"))
     assert (partial / "checkpoints" / "step-00000003" / "COMPLETE").is_file()
-    monkeypatch.setattr(said, "_save", real_save)
+    monkeypatch.setattr(resume, "save", real_save)
     resumed = stage.run(config)
     assert resumed.manifest["training"]["resumed_from_step"] == 3
     assert resumed.manifest["training"]["steps"] == 10  # 40 items / 8 per batch x 2 epochs

@@ -17,13 +17,14 @@ from accelerate import Accelerator
 
 from pipeline.batching import length_batches, shard
 from pipeline.embeddings import check_index, read_embeddings
+from pipeline.store import latest_checkpoint
 from pipeline.errors import BadInput, PipelineError
 from stages.align import export
 from stages.align.evidence import attribute_sets, neighbour_rate
 from stages.align.lm import load_causal_lm, load_encoder, resolve
 from stages.align.loss import token_nll
 from stages.align.projector import SAIDProjector, pool, token_rms
-from stages.align.said import TrainPlan, enable_checkpointing, fit, latest_checkpoint, lr_factor
+from stages.align.said import TrainPlan, enable_checkpointing, fit, lr_factor
 from stages.align.tokens import Tokens, collate, tokenize
 
 TEXTS = ["movie_title: Toy Story\nrelease_year: 1995\nclass: Animation Children's Comedy",
@@ -106,7 +107,7 @@ def test_fit_trains_only_the_projector_and_the_lm_stays_bit_identical(lm, tmp_pa
     assert not any(p.requires_grad for p in lm.model.parameters()) and not lm.model.training
     after = lm.model.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)
-    assert latest_checkpoint(tmp_path).name == "step-00000040"  # only the newest complete checkpoint kept
+    assert latest_checkpoint(tmp_path, "step-*").name == "step-00000040"  # only the newest complete checkpoint kept
     assert len(list(tmp_path.glob("step-*"))) == 1
 
 
@@ -246,5 +247,5 @@ def test_a_checkpoint_counts_only_once_its_marker_exists(tmp_path: Path) -> None
     (tmp_path / "step-00000004").mkdir()
     (tmp_path / "step-00000004" / "COMPLETE").touch()
     (tmp_path / "step-00000008").mkdir()  # killed while saving: no marker
-    assert latest_checkpoint(tmp_path) == tmp_path / "step-00000004"
-    assert latest_checkpoint(tmp_path / "none") is None
+    assert latest_checkpoint(tmp_path, "step-*") == tmp_path / "step-00000004"
+    assert latest_checkpoint(tmp_path / "none", "step-*") is None

@@ -14,6 +14,7 @@ from safetensors.torch import load_file
 from conftest import write_embeddings_run
 from pipeline.errors import BadInput
 from pipeline.store import Output, publish_run
+from stages import resume
 from stages.downstream import runs, train
 from stages.downstream.sequences import load_sequences
 
@@ -45,19 +46,19 @@ def test_a_killed_run_resumes_and_ends_as_an_uninterrupted_one(workspace, monkey
     expected = load_file(uninterrupted.run_dir / "model.safetensors")
     shutil.rmtree(uninterrupted.run_dir.parent)
 
-    save = train._save_checkpoint
+    save = resume.save
 
-    def save_then_die(accelerator, folder, state) -> None:
-        save(accelerator, folder, state)
-        if state.epoch == 2:
+    def save_then_die(accelerator, root, prefix, counter, state) -> None:
+        save(accelerator, root, prefix, counter, state)
+        if counter == 2:
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(train, "_save_checkpoint", save_then_die)
+    monkeypatch.setattr(resume, "save", save_then_die)
     with pytest.raises(KeyboardInterrupt):
         train.run(config)
     partial = Output(uninterrupted.run_dir.parent).partial_dir(uninterrupted.manifest["run_id"])
-    assert (partial / "checkpoints" / "epoch-00002" / "COMPLETE").is_file()
-    (partial / "checkpoints" / "epoch-00003").mkdir()  # a checkpoint cut off mid-write: no marker, ignored
+    assert (partial / "checkpoints" / "epoch-00000002" / "COMPLETE").is_file()
+    (partial / "checkpoints" / "epoch-00000003").mkdir()  # a checkpoint cut off mid-write: no marker, ignored
     monkeypatch.undo()
 
     resumed = train.run(config)

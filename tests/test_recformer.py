@@ -18,14 +18,15 @@ from transformers import AutoModel, BertConfig, BertModel, RobertaConfig, Robert
 from pipeline import prepare
 from pipeline.config import load_config
 from pipeline.errors import BadInput
+from stages import resume
 from stages.recformer import build
 from stages.recformer.checkpoint import load_encoder, save_encoder
 from stages.recformer.data import load_corpus
 from stages.recformer.encode import encode_catalog
 from stages.recformer.finetune import cosine_scores, finetune, user_vectors
 from stages.recformer.inputs import CLS, KEY, PAD, VALUE, SequenceFormat, attribute_columns, tokenize_catalog
-from stages.recformer.model import RecformerEncoder
-from stages.recformer.pretrain import gather_with_local_grad, item_item_loss, pretrain, run_pretraining
+from stages.recformer.model import RecformerEncoder, RecformerForPretraining
+from stages.recformer.pretrain import Position, gather_with_local_grad, item_item_loss, pretrain, run_pretraining
 from tests.conftest import REPO, shared_dataset
 
 TINY = {"recformer.max_items": 8, "recformer.max_tokens": 64, "recformer.pretrain.learning_rate": 1e-3,
@@ -186,8 +187,9 @@ def test_pretraining_lowers_the_loss_and_trains_the_tied_mlm_head(ml100k, tokeni
     examples = splits["train"]
     fmt = build.sequence_format(items, tokenizer, config)
     words_before = encoder.word_embeddings.weight.detach().clone()
-    model, history = pretrain(encoder, fmt, examples, tokenizer.mask_token_id, config.temperature, config.pretrain,
-                              Accelerator(cpu=True))
+    model, position = pretrain(encoder, fmt, examples, tokenizer.mask_token_id, config.temperature, config.pretrain,
+                               Accelerator(cpu=True))
+    history = position.history
     assert len(history) == 40
     def mean(key: str, steps: slice) -> float:
         return float(np.mean([h[key] for h in history[steps]]))
@@ -316,10 +318,42 @@ def test_batch_larger_than_the_training_examples_is_bad_input(ml100k, tokenizer)
                  few, tokenizer.mask_token_id, config.temperature, config.pretrain, Accelerator(cpu=True))
 
 
+def test_killed_pretraining_resumes_from_its_checkpoint_and_ends_as_an_uninterrupted_run(
+        ml100k, tokenizer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    config = recformer_config(**{"recformer.pretrain.max_steps": 6, "recformer.pretrain.batch_size": 8})
+    items, splits = load_corpus([ml100k], None, tokenizer, config.max_attribute_tokens, ["train"])
+    fmt = build.sequence_format(items, tokenizer, config)
+
+    def run(checkpoints: Path) -> tuple[RecformerForPretraining, Position]:
+        torch.manual_seed(0)
+        encoder = build.build_encoder(tiny_backbone(tokenizer), config)
+        return pretrain(encoder, fmt, splits["train"], tokenizer.mask_token_id, config.temperature, config.pretrain,
+                        Accelerator(cpu=True), checkpoints, checkpoint_every=4)
+
+    uninterrupted, whole = run(tmp_path / "whole")
+    save = resume.save
+
+    def save_then_die(*args) -> None:
+        save(*args)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(resume, "save", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        run(tmp_path / "killed")
+    assert (tmp_path / "killed" / "step-00000004" / "COMPLETE").is_file()
+    monkeypatch.undo()
+    resumed, position = run(tmp_path / "killed")
+    assert position.resumed_from == 4 and position.step == 6
+    assert position.history == whole.history
+    expected = uninterrupted.state_dict()
+    assert all(torch.equal(tensor, expected[name]) for name, tensor in resumed.state_dict().items())
+
+
 def test_pretraining_entry_runs_the_real_minilm_on_a_dataset_run(ml100k) -> None:
     config = recformer_config(**{"recformer.pretrain.max_steps": 3, "recformer.pretrain.batch_size": 4,
                                  "recformer.attributes": "[movie_title, class]", "recformer.pretrain.warmup_steps": 4})
-    model, history = run_pretraining(config, [ml100k], Accelerator(cpu=True))
+    model, position = run_pretraining(config, [ml100k], Accelerator(cpu=True))
+    history = position.history
     assert len(history) == 3 and all(np.isfinite(h["loss"]) for h in history)
     assert [h["lr"] for h in history] == pytest.approx([0.0, 0.25e-3, 0.5e-3])  # linear warmup over 4 steps
     assert model.encoder.hidden_size == 384 and model.mlm_head.decoder.weight is model.encoder.word_embeddings.weight

@@ -77,10 +77,11 @@ def _mean(values: list[float]) -> float | None:
 
 
 def embed(accelerator: Accelerator, config: RecformerConfig, dataset_dirs: list[Path], rows: list[int],
-          base_dir: Path | None) -> Embedded:
+          base_dir: Path | None, checkpoints: Path, checkpoint_every: int) -> Embedded:
     """Pretrain (unless incremental or `pretrain.max_steps` is 0), then encode dataset rows `rows` of dataset_dirs[0].
 
-    Every process pretrains its share (DDP); every process then encodes the rows (only the main one's are kept).
+    Every process pretrains its share (DDP), resuming from a complete checkpoint in `checkpoints`; every
+    process then encodes the rows (only the main one's are kept).
     """
     encoder, tokenizer = _start(config, base_dir)
     train = base_dir is None and config.pretrain.max_steps != 0
@@ -90,9 +91,10 @@ def embed(accelerator: Accelerator, config: RecformerConfig, dataset_dirs: list[
     fmt = build.sequence_format(items, tokenizer, config)
     facts: dict[str, object] = {"evidence": {}}
     if train:
-        _, history = pretrain(encoder, fmt, splits["train"], tokenizer.mask_token_id, config.temperature,
-                              config.pretrain, accelerator)
-        facts["training"] = {"steps": len(history), "examples": len(splits["train"]), "corpus_items": len(items),
+        _, position = pretrain(encoder, fmt, splits["train"], tokenizer.mask_token_id, config.temperature,
+                               config.pretrain, accelerator, checkpoints, checkpoint_every)
+        history = position.history
+        facts["training"] = {"steps": len(history), "resumed_from_step": position.resumed_from, "examples": len(splits["train"]), "corpus_items": len(items),
                              **{f"{edge}_{name}": _mean([h[name] for h in part]) for edge, part in
                                 (("first", history[:5]), ("last", history[-5:]))
                                 for name in ("loss", "contrastive", "mlm")}}

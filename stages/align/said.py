@@ -9,7 +9,6 @@ the batches it had done.
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -20,14 +19,11 @@ import torch
 from accelerate import Accelerator
 from torch import nn
 
-from pipeline import store
 from pipeline.batching import length_batches, shard
 from stages.align.dist import progress, say
 from stages.align.loss import token_nll
+from stages import resume
 from stages.align.tokens import Tokens, collate
-
-POSITION = "position.json"
-
 
 @dataclass(frozen=True)
 class TrainPlan:
@@ -68,20 +64,6 @@ def lr_factor(schedule: str, warmup: int, total: int) -> Callable[[int], float]:
     return factor
 
 
-def latest_checkpoint(root: Path) -> Path | None:
-    return store.latest_checkpoint(root, "step-*")
-
-
-def _save(accelerator: Accelerator, root: Path, position: Position) -> None:
-    folder = root / f"step-{position.step:08d}"
-    accelerator.save_state(str(folder))
-    accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
-        (folder / POSITION).write_text(json.dumps(asdict(position)))
-        store.complete_checkpoint(folder, "step-*")
-    accelerator.wait_for_everyone()
-
-
 def enable_checkpointing(lm: nn.Module) -> None:
     """Recompute the frozen LM's layer activations in backward instead of storing them.
 
@@ -118,10 +100,10 @@ def fit(accelerator: Accelerator, lm: nn.Module, projector: nn.Module, tokens: T
     projector, optimizer = accelerator.prepare(projector, optimizer)
     accelerator.register_for_checkpointing(scheduler)
     position = Position()
-    start = latest_checkpoint(checkpoints)
-    if start is not None:
-        accelerator.load_state(str(start))
-        position = Position(**json.loads((start / POSITION).read_text()))
+    restored = resume.restore(accelerator, checkpoints, "step")
+    if restored is not None:
+        start, state = restored
+        position = Position(**state)
         position.resumed_from = position.step
         say(accelerator)("resumed", f"resumed SAID training from {start.name} (step {position.step} of {total})",
                          step=position.step)
@@ -153,7 +135,7 @@ def fit(accelerator: Accelerator, lm: nn.Module, projector: nn.Module, tokens: T
                 bar.advance(1, loss=f"{position.losses[-1]:.3f}")
                 # The last step is saved too: a crash while exporting then resumes straight to the export.
                 if plan.checkpoint_every and (position.step % plan.checkpoint_every == 0 or position.step >= total):
-                    _save(accelerator, checkpoints, position)
+                    resume.save(accelerator, checkpoints, "step", position.step, asdict(position))
                 if position.step >= total:
                     break
             else:

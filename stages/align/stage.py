@@ -4,8 +4,8 @@ Runs unchanged on CPU, one GPU or under `accelerate launch`: every process train
 the vectors are gathered once, and only the main process writes, through `publish_run`. A killed run
 leaves its partial folder; the next run with the same config picks up its checkpoints. `--incremental`
 embeds only items that are new or whose text changed since the latest published run.
-`align.method: recformer` (`recformer_method`) pretrains its encoder instead, without mid-run checkpoints
-(a killed run starts its pretraining again), and every process encodes the items (the main one's are kept).
+`align.method: recformer` (`recformer_method`) pretrains its encoder instead (checkpointed and resumed the
+same way), and every process encodes the items (the main one's are kept).
 """
 
 from __future__ import annotations
@@ -190,7 +190,7 @@ def run(config: PipelineConfig, force: bool = False, incremental: bool = False) 
             if items.base is not None:
                 _check_base(config, items.base, None)
             embedded = recformer_method.embed(accelerator, config.recformer, [dataset_dir, *pretrain_dirs],
-                                              items.train, base_dir)
+                                              items.train, base_dir, folder / CHECKPOINTS, align.checkpoint_every)
             vectors, projector, facts = embedded.vectors, None, embedded.facts
             source, truncated = _model_name(config), None
             facts["pretrain_datasets"] = dict(zip(config.recformer.pretrain.datasets,

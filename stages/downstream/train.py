@@ -7,7 +7,6 @@ last complete epoch checkpoint (weights, optimizer, RNG, epoch, best metric, pat
 
 from __future__ import annotations
 
-import json
 import math
 import shutil
 import time
@@ -26,8 +25,8 @@ from pipeline.batching import length_batches, shard
 from pipeline.config import DownstreamConfig, PipelineConfig, TrainConfig, fingerprint
 from pipeline.embeddings import Embeddings
 from pipeline.errors import BadInput
-from pipeline.store import (RunResult, complete_checkpoint, latest_checkpoint, publish_run, read_manifest,
-                            workspace_output, write_json_atomic)
+from pipeline.store import RunResult, publish_run, read_manifest, workspace_output, write_json_atomic
+from stages import resume
 from stages.downstream import runs
 from stages.downstream.evaluate import evaluate_all, evaluate_model, split_users
 from stages.downstream.item_index import build_index
@@ -36,7 +35,6 @@ from stages.downstream.recommender import Recommender, build
 from stages.downstream.sequences import Sequences, load_sequences, padded
 
 CHECKPOINTS = "checkpoints"
-STATE_FILE = "train_state.json"
 BEST_FILE = "best.safetensors"
 
 
@@ -77,22 +75,12 @@ def training_rows(seqs: Sequences, max_length: int) -> tuple[torch.Tensor, int]:
     return torch.from_numpy(rows), int(len(seqs.user_ids) - len(users))
 
 
-def _save_checkpoint(accelerator: Accelerator, folder: Path, state: TrainState) -> None:
-    """Write a new checkpoint, mark it complete, and only then drop older ones."""
-    path = folder / CHECKPOINTS / f"epoch-{state.epoch:05d}"
-    accelerator.save_state(str(path), safe_serialization=True)
-    if accelerator.is_main_process:
-        write_json_atomic(path / STATE_FILE, asdict(state))
-        complete_checkpoint(path, "epoch-*")
-    accelerator.wait_for_everyone()
-
-
 def _resume(accelerator: Accelerator, folder: Path) -> TrainState:
-    path = latest_checkpoint(folder / CHECKPOINTS, "epoch-*")
-    if path is None:
+    restored = resume.restore(accelerator, folder / CHECKPOINTS, "epoch")
+    if restored is None:
         return TrainState()
-    accelerator.load_state(str(path))
-    state = TrainState(**json.loads((path / STATE_FILE).read_text()))
+    path, saved = restored
+    state = TrainState(**saved)
     events.emit("resumed", f"resuming after epoch {state.epoch} from {path}", epoch=state.epoch)
     return state
 
@@ -143,7 +131,7 @@ def _fit(model: Recommender, seqs: Sequences, rows: torch.Tensor, config: Downst
         events.emit("epoch", f"epoch {state.epoch}: loss {loss:.4f}, valid {metric} {valid[metric]:.4f} "
                     f"(best {state.best_metric:.4f} at epoch {state.best_epoch}), {seconds:.1f}s",
                     epoch=state.epoch, loss=loss, valid=valid, train_s=seconds)
-        _save_checkpoint(accelerator, folder, state)
+        resume.save(accelerator, folder / CHECKPOINTS, "epoch", state.epoch, asdict(state))
     return state, accelerator
 
 

@@ -4,23 +4,30 @@ An example is a prefix of a user's train sequence (as the encoder reads it, most
 the item that came next. Each step: the masked sequence gives the MLM loss and the sequence vector;
 the next item is encoded alone; the contrastive loss scores each sequence against every next item in
 the global batch (all processes), cosine / temperature, the true next item being the positive.
+
+Resumable like SAID: batches are a pure function of (seed, epoch) and each step's masking of (seed,
+process, step), so with a checkpoint folder every `checkpoint_every` steps (and the last) the state goes to
+`<checkpoints>/step-N/` and a killed run continues from there to the same result.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 from accelerate import Accelerator
 from accelerate.utils import set_seed
 from torch import nn
-from torch.utils.data import DataLoader
 from transformers import get_constant_schedule_with_warmup
 
+from pipeline.batching import shard
 from pipeline.config import RecformerConfig, RecformerPretrainConfig
 from pipeline.errors import BadInput
 from pipeline.events import Tracker, emit
+from stages import resume
 from stages.recformer import build
 from stages.recformer.data import Examples, load_corpus
 from stages.recformer.inputs import VALUE, SequenceFormat
@@ -49,17 +56,16 @@ class PretrainCollator:
     """Example indices -> masked sequences, next items as one-item sequences, MLM labels, target ids."""
 
     def __init__(self, fmt: SequenceFormat, examples: Examples, mask_id: int, vocab_size: int,
-                 mlm_probability: float, seed: int) -> None:
+                 mlm_probability: float) -> None:
         self.fmt, self.examples = fmt, examples
         self.mask_id, self.vocab_size, self.mlm_probability = mask_id, vocab_size, mlm_probability
-        self.generator = torch.Generator().manual_seed(seed)
 
-    def __call__(self, indices: Sequence[int]) -> dict:
+    def __call__(self, indices: Sequence[int], generator: torch.Generator) -> dict:
         sequences = self.fmt.batch([self.examples.history(e, self.fmt.max_items) for e in indices])
         targets = self.examples.items[self.examples.target[list(indices)]]
         sequences["input_ids"], labels = mask_tokens(sequences["input_ids"], sequences["token_type_ids"],
                                                      self.mask_id, self.vocab_size, self.mlm_probability,
-                                                     self.generator)
+                                                     generator)
         return {"sequences": sequences, "items": self.fmt.item_batch(targets),
                 "mlm_labels": labels, "targets": torch.from_numpy(targets)}
 
@@ -99,32 +105,70 @@ def adamw(model: nn.Module, learning_rate: float, weight_decay: float) -> torch.
                               {"params": rest, "weight_decay": 0.0}], lr=learning_rate)
 
 
-def pretrain(encoder: RecformerEncoder, fmt: SequenceFormat, examples: Examples, mask_id: int, temperature: float,
-             config: RecformerPretrainConfig,
-             accelerator: Accelerator) -> tuple[RecformerForPretraining, list[dict[str, float]]]:
-    """Train `encoder` (in place) with a fresh MLM head; returns the unwrapped model and per-step losses.
+@dataclass
+class Position:
+    step: int = 0  # optimizer steps done
+    epoch: int = 0
+    batch: int = 0  # batches of `epoch` done by this process
+    history: list[dict[str, float]] = field(default_factory=list)  # per step: loss, contrastive, mlm, lr
+    resumed_from: int | None = None
 
-    The head's activation and LayerNorm epsilon follow the backbone's, as BERT's own head does.
+
+def epoch_batches(n: int, batch_size: int, seed: int, epoch: int, rank: int, world: int) -> list[np.ndarray]:
+    """This process's batches of example indices in `epoch`: full batches of a (seed, epoch) shuffle."""
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed + epoch)).numpy()
+    batches = [order[i:i + batch_size] for i in range(0, n - batch_size + 1, batch_size)]
+    return shard(batches, rank, world)
+
+
+def masking_generator(seed: int, rank: int, step: int) -> torch.Generator:
+    """The masking draws of one step on one process, independent of how the run got there (resume)."""
+    return torch.Generator().manual_seed(int(np.random.SeedSequence([seed, rank, step]).generate_state(1)[0]))
+
+
+def pretrain(encoder: RecformerEncoder, fmt: SequenceFormat, examples: Examples, mask_id: int, temperature: float,
+             config: RecformerPretrainConfig, accelerator: Accelerator, checkpoints: Path | None = None,
+             checkpoint_every: int = 0) -> tuple[RecformerForPretraining, Position]:
+    """Train `encoder` (in place) with a fresh MLM head; returns the unwrapped model and where training ended
+    (per-step losses in `history`).
+
+    The head's activation and LayerNorm epsilon follow the backbone's, as BERT's own head does. With
+    `checkpoints`, a complete checkpoint found there is resumed from.
     """
     set_seed(config.seed)
     model = RecformerForPretraining(encoder, encoder.backbone_config.hidden_act, encoder.backbone_config.layer_norm_eps)
-    collate = PretrainCollator(fmt, examples, mask_id, encoder.word_embeddings.num_embeddings,
-                               config.mlm_probability, config.seed + accelerator.process_index)
-    loader = DataLoader(range(len(examples)), batch_size=config.batch_size, shuffle=True, drop_last=True,
-                        collate_fn=collate, generator=torch.Generator().manual_seed(config.seed))
-    optimizer = adamw(model, config.learning_rate, config.weight_decay)
-    wrapped, optimizer, loader = accelerator.prepare(model, optimizer, loader)
-    # Not prepared: Accelerate would step it once per process, and warmup counts optimizer steps.
-    schedule = get_constant_schedule_with_warmup(optimizer, config.warmup_steps)
-    if len(loader) == 0:
+    collate = PretrainCollator(fmt, examples, mask_id, encoder.word_embeddings.num_embeddings, config.mlm_probability)
+    rank, world = accelerator.process_index, accelerator.num_processes
+
+    def batches_of(epoch: int) -> list[np.ndarray]:
+        return epoch_batches(len(examples), config.batch_size, config.seed, epoch, rank, world)
+
+    per_epoch = len(batches_of(0))
+    if per_epoch == 0:
         raise BadInput(f"recformer.pretrain.batch_size: {config.batch_size} per process exceeds the "
                        f"{len(examples)} training examples")
-    total = len(loader) * config.epochs if config.max_steps is None else min(config.max_steps, len(loader) * config.epochs)
-    history: list[dict[str, float]] = []
+    total = per_epoch * config.epochs if config.max_steps is None else min(config.max_steps, per_epoch * config.epochs)
+    optimizer = adamw(model, config.learning_rate, config.weight_decay)
+    wrapped, optimizer = accelerator.prepare(model, optimizer)
+    # Not prepared: Accelerate would step it once per process, and warmup counts optimizer steps.
+    schedule = get_constant_schedule_with_warmup(optimizer, config.warmup_steps)
+    accelerator.register_for_checkpointing(schedule)
+    position = Position()
+    restored = resume.restore(accelerator, checkpoints, "step") if checkpoints is not None else None
+    if restored is not None:
+        start, state = restored
+        position = Position(**state)
+        position.resumed_from = position.step
+        emit("resumed", f"resumed Recformer pretraining from {start.name} (step {position.step} of {total})",
+             step=position.step)
     wrapped.train()
     with Tracker("recformer pretraining", total, "steps") as tracker:
-        for _ in range(config.epochs):
-            for batch in loader:
+        tracker.advance(position.step)
+        while position.step < total:
+            batches = batches_of(position.epoch)
+            for i in range(position.batch, len(batches)):
+                batch = {k: _to(v, accelerator.device) for k, v in
+                         collate(batches[i].tolist(), masking_generator(config.seed, rank, position.step)).items()}
                 seq, items, mlm = wrapped(batch["sequences"], batch["items"], batch["mlm_labels"])
                 all_items, first = gather_with_local_grad(accelerator, items)
                 all_targets, _ = gather_with_local_grad(accelerator, batch["targets"])
@@ -136,15 +180,29 @@ def pretrain(encoder: RecformerEncoder, fmt: SequenceFormat, examples: Examples,
                 optimizer.step()
                 schedule.step()
                 optimizer.zero_grad()
-                history.append({"loss": loss.item(), "contrastive": contrastive.item(), "mlm": mlm.item(), "lr": lr})
-                tracker.advance(1, loss=f"{history[-1]['loss']:.3f}")
-                if len(history) >= total:
-                    return accelerator.unwrap_model(wrapped), history
-    return accelerator.unwrap_model(wrapped), history
+                position.step, position.batch = position.step + 1, i + 1
+                position.history.append({"loss": loss.item(), "contrastive": contrastive.item(), "mlm": mlm.item(),
+                                         "lr": lr})
+                tracker.advance(1, loss=f"{position.history[-1]['loss']:.3f}")
+                if checkpoints is not None and checkpoint_every and (
+                        position.step % checkpoint_every == 0 or position.step >= total):
+                    resume.save(accelerator, checkpoints, "step", position.step, asdict(position))
+                if position.step >= total:
+                    break
+            else:
+                position.epoch, position.batch = position.epoch + 1, 0
+    return accelerator.unwrap_model(wrapped), position
+
+
+def _to(value: object, device: torch.device) -> object:
+    """A collated batch's tensors (also inside nested dicts) on `device`."""
+    if isinstance(value, dict):
+        return {k: _to(v, device) for k, v in value.items()}
+    return value.to(device) if isinstance(value, torch.Tensor) else value
 
 
 def run_pretraining(config: RecformerConfig, dataset_dirs: Sequence[Path],
-                    accelerator: Accelerator) -> tuple[RecformerForPretraining, list[dict[str, float]]]:
+                    accelerator: Accelerator) -> tuple[RecformerForPretraining, Position]:
     """Load the configured model and the datasets' train splits, then pretrain; nothing is written."""
     tokenizer = build.load_tokenizer(config)
     encoder = build.load_encoder(config)

@@ -1,0 +1,39 @@
+"""Resumable training under Accelerate, shared by every training loop (SAID, Recformer, stage two).
+
+A checkpoint is `<root>/<prefix>-<counter>/`: Accelerate's full state (weights, optimizer, registered
+schedulers, RNG states) plus the loop's own position as `state.json`. It counts only once its `COMPLETE`
+marker exists, and older ones are dropped after that, so a crash at any moment leaves one usable checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from accelerate import Accelerator
+
+from pipeline.store import complete_checkpoint, latest_checkpoint, write_json_atomic
+
+STATE_FILE = "state.json"
+
+
+def save(accelerator: Accelerator, root: Path, prefix: str, counter: int, state: dict[str, Any]) -> Path:
+    """Write checkpoint `<prefix>-<counter>` (every process takes part), mark it complete, drop older ones."""
+    folder = root / f"{prefix}-{counter:08d}"
+    accelerator.save_state(str(folder), safe_serialization=True)
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        write_json_atomic(folder / STATE_FILE, state)
+        complete_checkpoint(folder, f"{prefix}-*")
+    accelerator.wait_for_everyone()
+    return folder
+
+
+def restore(accelerator: Accelerator, root: Path, prefix: str) -> tuple[Path, dict[str, Any]] | None:
+    """Load the newest complete checkpoint into the prepared objects; its folder and loop state, or None."""
+    folder = latest_checkpoint(root, f"{prefix}-*")
+    if folder is None:
+        return None
+    accelerator.load_state(str(folder))
+    return folder, json.loads((folder / STATE_FILE).read_text())
