@@ -156,12 +156,18 @@ def test_cli_aligns_then_reuses_and_reports_bad_models_in_one_line(tmp_path: Pat
     assert bad.exit_code == 2 and bad.stderr.splitlines()[-1] == f"error: align.lm: model folder {tmp_path / 'missing'} not found"
 
 
-def test_two_processes_under_accelerate_launch_with_bf16_export_every_item_once(tmp_path: Path, slice40: Path,
-                                                                      tiny_llama: Path) -> None:
-    overrides = ["align.said.epochs=1", "align.evidence.items=8"]
+RECFORMER_ZERO_SHOT = ["align.method=recformer", "recformer.pretrain.max_steps=0", "recformer.max_items=8",
+                       "recformer.max_tokens=64", "recformer.max_attribute_tokens=8", "align.evidence.items=0"]
+
+
+@pytest.mark.parametrize("method", ["said", "recformer"])
+def test_two_processes_under_accelerate_launch_with_bf16_export_every_item_once(
+        tmp_path: Path, slice40: Path, tiny_llama: Path, tiny_bert: Path, method: str) -> None:
+    overrides = (["align.said.epochs=1", "align.evidence.items=8"] if method == "said"
+                 else [*RECFORMER_ZERO_SHOT, f"recformer.model={tiny_bert}"])
     single = align_config(tmp_path / "one", slice40, tiny_llama, *overrides)
     prepared(single)
-    expected = read_embeddings(stage.run(single).run_dir).item_ids
+    expected = read_embeddings(stage.run(single).run_dir)
     sets = [f"workspace.root={tmp_path / 'two'}", f"data.path={slice40}", "data.kcore_users=0",
             "data.kcore_items=0", f"align.lm={tiny_llama}", "align.mixed_precision=bf16", *overrides]
     args = [arg for s in sets for arg in ("--set", s)]
@@ -177,11 +183,14 @@ def test_two_processes_under_accelerate_launch_with_bf16_export_every_item_once(
     run_dirs = launched.stdout.strip().splitlines()
     assert len(run_dirs) == 1  # only the main process reports
     two = read_embeddings(Path(run_dirs[0]))
-    assert two.item_ids == expected and len(set(two.item_ids)) == 40
+    assert two.item_ids == expected.item_ids and len(set(two.item_ids)) == 40
     check_index(Path(run_dirs[0]), 40, 32)
     manifest = json.loads((Path(run_dirs[0]) / "manifest.json").read_text())
     assert manifest["processes"] == 2 and manifest["mixed_precision"] == "bf16"
-    assert manifest["evidence"]["prefix_loss"]["items"] == 8
+    if method == "said":
+        assert manifest["evidence"]["prefix_loss"]["items"] == 8
+    else:  # no training: each process encoded half the catalog, gathered = the one-process encoding
+        np.testing.assert_allclose(two.vectors, expected.vectors, atol=1e-5)
 
 
 @pytest.mark.slow

@@ -12,11 +12,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 from accelerate import Accelerator
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
 from pipeline.config import PipelineConfig, RecformerConfig
 from pipeline.store import read_manifest, sha256_file, workspace_output
+from stages.align.dist import gather_rows, my_rows
 from stages.recformer import build, checkpoint
 from stages.recformer.data import load_corpus
 from stages.recformer.encode import encode_catalog
@@ -80,8 +82,8 @@ def embed(accelerator: Accelerator, config: RecformerConfig, dataset_dirs: list[
           base_dir: Path | None, checkpoints: Path, checkpoint_every: int) -> Embedded:
     """Pretrain (unless incremental or `pretrain.max_steps` is 0), then encode dataset rows `rows` of dataset_dirs[0].
 
-    Every process pretrains its share (DDP), resuming from a complete checkpoint in `checkpoints`; every
-    process then encodes the rows (only the main one's are kept).
+    Every process pretrains its share (DDP), resuming from a complete checkpoint in `checkpoints`, then
+    encodes its share of the rows; the vectors are gathered once.
     """
     encoder, tokenizer = _start(config, base_dir)
     train = base_dir is None and config.pretrain.max_steps != 0
@@ -99,12 +101,14 @@ def embed(accelerator: Accelerator, config: RecformerConfig, dataset_dirs: list[
                                 (("first", history[:5]), ("last", history[-5:]))
                                 for name in ("loss", "contrastive", "mlm")}}
     encoder.to(accelerator.device)
-    vectors = np.empty((len(rows), encoder.hidden_size), np.float32)
+    share = my_rows(accelerator, np.arange(len(rows)))  # each process encodes its share, gathered once
+    local = np.empty((len(share), encoder.hidden_size), np.float32)
     done = 0
     for _, chunk in encode_catalog(encoder, fmt, config.encode.batch_size, config.encode.chunk_items,
-                                   np.asarray(rows, np.int64)):
-        vectors[done:done + len(chunk)] = chunk
+                                   np.asarray(rows, np.int64)[share]):
+        local[done:done + len(chunk)] = chunk
         done += len(chunk)
+    vectors = gather_rows(accelerator, share, torch.from_numpy(local), len(rows))
     return Embedded(vectors, encoder, tokenizer, facts)
 
 

@@ -5,7 +5,7 @@ the vectors are gathered once, and only the main process writes, through `publis
 leaves its partial folder; the next run with the same config picks up its checkpoints. `--incremental`
 embeds only items that are new or whose text changed since the latest published run.
 `align.method: recformer` (`recformer_method`) pretrains its encoder instead (checkpointed and resumed the
-same way), and every process encodes the items (the main one's are kept).
+same way), then embeds the items like the others.
 """
 
 from __future__ import annotations
