@@ -47,7 +47,9 @@ def main() -> None:
     table = []
     for label, folder in runs.items():
         embeddings = read_embeddings(Path(folder).resolve())
-        dataset = Path(embeddings.manifest["dataset_run_dir"])
+        # The store's layout: <root>/embeddings/<name>/<run> was made from <root>/datasets/<name>/<dataset run>.
+        dataset = embeddings.run_dir.parents[1].parent / "datasets" / embeddings.run_dir.parent.name / \
+            embeddings.manifest["dataset_run_id"]
         items = pq.read_table(dataset / "items.parquet", columns=["item_id", "text"])
         vectors, _ = align_to_items(embeddings, items.column("item_id").to_pylist(), allow_missing=False)
         figures[label] = {"run": str(embeddings.run_dir), "method": embeddings.manifest.get("method"),
