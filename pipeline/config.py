@@ -9,6 +9,7 @@ type or an out-of-range value fails with its dotted path.
 from __future__ import annotations
 
 import hashlib
+import importlib.metadata
 import json
 import re
 from pathlib import Path
@@ -296,3 +297,17 @@ def fingerprint(*parts: Any) -> str:
     """A short, stable hash of JSON-able parts (config sections dumped with `model_dump(mode="json")`)."""
     blob = json.dumps(parts, sort_keys=True, default=str, separators=(",", ":"))
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def code_release() -> str:
+    """The installed release of this package ("source" when run from an uninstalled checkout)."""
+    try:
+        return importlib.metadata.version("seqrec-pipeline")
+    except importlib.metadata.PackageNotFoundError:
+        return "source"
+
+
+def stage_run_id(stage: str, *parts: Any) -> str:
+    """A run's id: its stage, the code release (a new release recomputes rather than reusing what older
+    code made), and everything it reads (config sections, input hashes, upstream run ids)."""
+    return fingerprint(stage, code_release(), *parts)

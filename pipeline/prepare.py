@@ -9,7 +9,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline import dataset, events
-from pipeline.config import PipelineConfig, fingerprint
+from pipeline.config import PipelineConfig, stage_run_id
 from pipeline.ingest import amazon, lcrec, movielens, recbole, table, unisrec
 from pipeline.ingest.tabular import require_file
 from pipeline.store import RunResult, publish_run, sha256_file, workspace_output
@@ -41,7 +41,7 @@ def run(config: PipelineConfig, force: bool = False) -> RunResult:
     source_facts = [{"path": str(path.resolve()), "bytes": path.stat().st_size, "sha256": sha256_file(path)}
                     for path in sources]
     data_config = config.data.model_dump(mode="json")
-    run_id = fingerprint("prepare", data_config, [fact["sha256"] for fact in source_facts])
+    run_id = stage_run_id("prepare", data_config, [fact["sha256"] for fact in source_facts])
 
     def build(folder: Path) -> dict:
         events.emit("reading", f"reading {config.data.format} data from {config.data.path}")

@@ -54,3 +54,12 @@ def test_malformed_override_and_missing_file() -> None:
         load_config(None, ["data.kcore_users"])
     with pytest.raises(BadInput, match="nope.yaml: config file not found"):
         load_config(Path("nope.yaml"))
+
+
+def test_a_new_code_release_gives_new_run_ids(monkeypatch) -> None:
+    from pipeline import config as config_module
+
+    before = config_module.stage_run_id("align", {"lr": 0.01}, "dataset-run")
+    assert before == config_module.stage_run_id("align", {"lr": 0.01}, "dataset-run")
+    monkeypatch.setattr(config_module, "code_release", lambda: "99.0.0")
+    assert config_module.stage_run_id("align", {"lr": 0.01}, "dataset-run") != before

@@ -21,7 +21,7 @@ from accelerate import Accelerator
 from accelerate.utils import set_seed
 
 from pipeline import embeddings as contract
-from pipeline.config import AlignConfig, PipelineConfig, fingerprint
+from pipeline.config import AlignConfig, PipelineConfig, fingerprint, stage_run_id
 from pipeline.errors import BadInput
 from pipeline.prepare import ITEMS_FILE
 from pipeline.store import RunResult, publish_run, read_manifest, workspace_output, write_json_atomic
@@ -176,7 +176,7 @@ def run(config: PipelineConfig, force: bool = False, incremental: bool = False) 
     if align.method == "recformer":  # its own section and every pretraining dataset feed the run too
         config_hash = fingerprint(config_hash, config.recformer.model_dump(mode="json"))
         inputs += [recformer_method.model_identity(config.recformer), *recformer_method.dataset_run_ids(pretrain_dirs)]
-    run_id = fingerprint("align", config_hash, *inputs)
+    run_id = stage_run_id("align", config_hash, *inputs)
     if output.is_published(run_id) and not force and not accelerator.is_main_process:
         return None
 

@@ -15,7 +15,7 @@ import pyarrow as pa
 import torch
 
 from pipeline import events
-from pipeline.config import PipelineConfig, RecommendConfig, fingerprint
+from pipeline.config import PipelineConfig, RecommendConfig, stage_run_id
 from pipeline.errors import BadInput
 from pipeline.prepare import write_parquet
 from pipeline.store import RunResult, publish_run, workspace_output
@@ -105,7 +105,7 @@ def run(config: PipelineConfig, force: bool = False) -> RunResult:
     run_dir = runs.resolve(workspace_output(config, "downstream"), config.recommend.run, "downstream")
     trained = runs.load_trained(run_dir)
     settings = config.recommend.model_dump(mode="json", exclude={"run"})
-    run_id = fingerprint("recommend", settings, trained.manifest["run_id"])
+    run_id = stage_run_id("recommend", settings, trained.manifest["run_id"])
 
     def build(folder: Path) -> dict[str, Any]:
         users = select_users(trained.seqs.user_ids, config.recommend.users)

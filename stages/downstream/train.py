@@ -22,7 +22,7 @@ from safetensors.torch import load_file, save_file
 
 from pipeline import events
 from pipeline.batching import length_batches, shard
-from pipeline.config import DownstreamConfig, PipelineConfig, TrainConfig, fingerprint
+from pipeline.config import DownstreamConfig, PipelineConfig, TrainConfig, stage_run_id
 from pipeline.embeddings import Embeddings
 from pipeline.errors import BadInput
 from pipeline.store import RunResult, publish_run, read_manifest, workspace_output, write_json_atomic
@@ -202,7 +202,7 @@ def run(config: PipelineConfig, force: bool = False) -> RunResult:
     dataset_run_id = read_manifest(dataset_dir)["run_id"]
     embeddings = runs.embeddings_for(config)
     recformer = config.downstream.model.kind == "recformer"
-    run_id = fingerprint("train-downstream", config.downstream.model_dump(mode="json"), dataset_run_id,
+    run_id = stage_run_id("train-downstream", config.downstream.model_dump(mode="json"), dataset_run_id,
                          None if embeddings is None else embeddings.run_id, *(_recformer_inputs(config) if recformer else []))
 
     def build_run(folder: Path) -> dict[str, Any]:
