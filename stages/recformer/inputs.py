@@ -83,7 +83,9 @@ def tokenize_catalog(items: pa.Table, attributes: list[str], tokenizer: PreTrain
     id_chunks, type_chunks, lengths = [], [], np.zeros(items.num_rows, np.int64)
     for start in range(0, items.num_rows, _TOKENIZE_ROWS):
         rows = items.slice(start, _TOKENIZE_ROWS)
+        # Cut by the tokenizer itself: a long description is not tokenised whole only to be thrown away.
         values = [tokenizer([v or "" for v in rows.column(name).to_pylist()], add_special_tokens=False,
+                            truncation=True, max_length=max_attribute_tokens,
                             return_attention_mask=False, return_token_type_ids=False)["input_ids"]
                   for name in attributes]
         ids: list[int] = []  # this chunk's tokens as plain ints: one array per chunk, not per attribute
