@@ -1,8 +1,8 @@
-"""Our SASRec (ID-only, on frozen text embeddings, on SAID embeddings) against RecBole 1.2.1, on one split.
+"""Our SASRec (ID-only, on frozen text embeddings, on SAID embeddings) and GRU4Rec against RecBole 1.2.1.
 
 Everything runs on UniSRec's Scientific split, through the real CLI as subprocesses (`prepare`, `align`,
-`train-downstream --force`) in a workspace of its own, with the hyperparameters of RecBole's SASRec as
-UniSRec ran it (RecBole defaults, hidden size 300). RecBole runs in its own venv through
+`train-downstream --force`) in a workspace of its own, with the hyperparameters of RecBole's SASRec and
+GRU4Rec as UniSRec ran them (RecBole defaults, hidden size 300). RecBole runs in its own venv through
 `benchmarks/peers/recbole_run.py`. A whole run is timed from start to its early-stopping point:
 
 - ours: the wall time of the `train-downstream` subprocess (start-up, data loading, every epoch with its
@@ -13,7 +13,7 @@ RecBole's SASRec takes minutes per epoch on a small CPU, so `--recbole-max-epoch
 then say it was capped and the time ratio is taken against the capped run (a lower bound on RecBole's
 whole run, so the ratio is an upper bound on ours / RecBole), with the per-epoch ratio beside it.
 
-    python -m benchmarks.downstream_vs_recbole --seeds 3 --recbole-max-epochs 2
+    python -m benchmarks.downstream_vs_recbole --seeds 3 --recbole-max-epochs SASRec=3 GRU4Rec=300
 """
 
 from __future__ import annotations
@@ -103,6 +103,12 @@ def summary(runs: list[dict[str, Any]], test_key: str = "test") -> dict[str, Any
             "epochs": [r["epochs"] for r in runs], "capped": any(not r["stopped_early"] for r in runs)}
 
 
+def epoch_cap(caps: list[str], model: str) -> int:
+    """The epoch cap for `model` from `--recbole-max-epochs` entries "N" (every model) or "Model=N"."""
+    chosen = [c.split("=", 1)[1] for c in caps if c.split("=", 1)[0] == model] or [c for c in caps if "=" not in c]
+    return int(chosen[0]) if chosen else 300
+
+
 def log(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
@@ -116,7 +122,9 @@ def main() -> None:
     parser.add_argument("--said-run", type=Path, help="a published SAID embeddings run to use (default: the "
                         "workspace's newest)")
     parser.add_argument("--recbole-seeds", type=int, default=1, help="RecBole runs per model (0 = skip RecBole)")
-    parser.add_argument("--recbole-max-epochs", type=int, default=300, help="cap on RecBole's epochs (300 = its default)")
+    parser.add_argument("--recbole-max-epochs", nargs="+", default=["300"], metavar="[MODEL=]N",
+                        help="cap on RecBole's epochs, for every model or per model, e.g. SASRec=3 GRU4Rec=300 "
+                        "(300 = its default)")
     parser.add_argument("--recbole-models", nargs="+", default=["SASRec", "GRU4Rec"], choices=["SASRec", "GRU4Rec"])
     parser.add_argument("--reuse-runs", action="store_true",
                         help="keep the runs an earlier, interrupted invocation finished (same workspace) instead of redoing them")
@@ -150,8 +158,9 @@ def main() -> None:
         for seed in range(FIRST_SEED, FIRST_SEED + args.recbole_seeds):
             if any(r["seed"] == seed for r in peers.get(f"recbole_{model.lower()}", [])):
                 continue
-            log(f"RecBole {model} seed {seed}, at most {args.recbole_max_epochs} epochs")
-            peers.setdefault(f"recbole_{model.lower()}", []).append(train_recbole(model, seed, args.recbole_max_epochs))
+            cap = epoch_cap(args.recbole_max_epochs, model)
+            log(f"RecBole {model} seed {seed}, at most {cap} epochs")
+            peers.setdefault(f"recbole_{model.lower()}", []).append(train_recbole(model, seed, cap))
             log(json.dumps(peers[f"recbole_{model.lower()}"][-1]))
             done_file.write_text(json.dumps({"ours": ours, "peers": peers}, indent=2))
 
@@ -174,7 +183,8 @@ def figures(ours: dict, peers: dict, text: Path, said: Path | None,
                                   "ours_norm": "pre-norm blocks, LayerNorm on the input", "recbole_norm": "post-norm",
                                   "ours_text_adapter": "linear (frozen 384-d all-MiniLM-L6-v2 vectors -> 300)"},
                               "embeddings": {"text": str(text), "said": None if said is None else str(said)},
-                              "recbole_max_epochs": args.recbole_max_epochs}
+                              "recbole_max_epochs": {model: epoch_cap(args.recbole_max_epochs, model)
+                                                     for model in args.recbole_models}}
     record["targets"] = {}
     table = [(f"NDCG@10 / Recall@10 {name} (mean of {s['seeds']}; epochs {s['epochs']}"
               f"{', CAPPED' if s['capped'] else ''})", f"{s['ndcg10']:.4f} ± {s['ndcg10_std']:.4f} / {s['recall10']:.4f}")
