@@ -13,7 +13,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from pipeline import metrics
+from pipeline import events, metrics
 from pipeline.config import EvaluateConfig
 from pipeline.errors import BadInput
 from stages.downstream.recommender import Recommender
@@ -46,14 +46,16 @@ def _ranks(encode: UserFn, items: torch.Tensor, seqs: Sequences, split: str, mas
     ends_all = seqs.split_end(split)[users]
     rank = metrics.BlockedRanks(items, ITEM_BLOCK)
     ranks = []
-    for start in range(0, len(users), batch_size):
-        batch, ends = users[start:start + batch_size], ends_all[start:start + batch_size]
-        targets = torch.from_numpy(targets_all[start:start + batch_size]).to(items.device)
-        masked = None
-        if mask_history:
-            rows, columns = history_pairs(seqs, batch, ends)
-            masked = (torch.from_numpy(rows).to(items.device), torch.from_numpy(columns - 1).to(items.device))
-        ranks.append(rank(encode(batch, ends), targets, masked).cpu())
+    with events.Tracker(f"evaluate {split}", len(users), "users") as tracker:
+        for start in range(0, len(users), batch_size):
+            batch, ends = users[start:start + batch_size], ends_all[start:start + batch_size]
+            targets = torch.from_numpy(targets_all[start:start + batch_size]).to(items.device)
+            masked = None
+            if mask_history:
+                rows, columns = history_pairs(seqs, batch, ends)
+                masked = (torch.from_numpy(rows).to(items.device), torch.from_numpy(columns - 1).to(items.device))
+            ranks.append(rank(encode(batch, ends), targets, masked).cpu())
+            tracker.advance(len(batch))
     return torch.cat(ranks)
 
 
