@@ -12,6 +12,7 @@ each epoch, e.g. a full-ranking NDCG@10 over the validation targets; `cosine_sco
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -43,21 +44,23 @@ def user_vectors(encoder: RecformerEncoder, fmt: SequenceFormat, examples: Examp
     device = next(encoder.parameters()).device
     was_training = encoder.training
     encoder.eval()
-    out = []
+    # Shortest histories first, so each batch is padded only to histories of its own length.
+    order = np.argsort(np.minimum(examples.target - examples.start, fmt.max_items), kind="stable")
+    out = torch.zeros(len(examples), encoder.hidden_size, device=device)
     with torch.inference_mode():
         for start in range(0, len(examples), batch_size):
-            histories = [examples.history(e, fmt.max_items) for e in range(start, min(start + batch_size, len(examples)))]
-            batch = {k: v.to(device) for k, v in fmt.batch(histories).items()}
-            out.append(encoder(**batch).float())
+            chosen = order[start:start + batch_size]
+            batch = {k: v.to(device) for k, v in fmt.batch([examples.history(e, fmt.max_items) for e in chosen]).items()}
+            out[torch.as_tensor(chosen, device=device)] = encoder(**batch).float()
     encoder.train(was_training)
-    return torch.cat(out) if out else torch.zeros(0, encoder.hidden_size, device=device)
+    return out
 
 
 @dataclass
 class FinetuneResult:
     """The best validation score, the item table that went with it, and one record per epoch."""
 
-    best_score: float
+    best_score: float  # NaN when nothing was trained (zero-shot): there was nothing to choose between
     table: torch.Tensor  # (N, H) item vectors encoded by the best encoder
     history: list[dict[str, float]]  # stage, epoch, mean training loss, validation score
 
@@ -90,6 +93,8 @@ def finetune(encoder: RecformerEncoder, fmt: SequenceFormat, train: Examples, va
         return float(score_fn(user_vectors(model, fmt, valid, encode.batch_size), table))
 
     table = encode_table()
+    if config.stage1_epochs + config.stage2_epochs == 0:  # zero-shot: nothing to choose between
+        return FinetuneResult(math.nan, table, [])
     best = FinetuneResult(validate(table), table, [])
     best_state = _snapshot(model)
     emit("recformer_finetune", f"before fine-tuning: validation score {best.best_score:.4f}", score=best.best_score)
