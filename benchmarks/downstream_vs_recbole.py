@@ -128,8 +128,18 @@ def main() -> None:
     parser.add_argument("--recbole-models", nargs="+", default=["SASRec", "GRU4Rec"], choices=["SASRec", "GRU4Rec"])
     parser.add_argument("--reuse-runs", action="store_true",
                         help="keep the runs an earlier, interrupted invocation finished (same workspace) instead of redoing them")
+    parser.add_argument("--figures-only", action="store_true",
+                        help="train nothing: write the results from the runs kept in the workspace")
     args = parser.parse_args()
     workspace = args.workspace.resolve()
+    # Every finished run is kept in the workspace at once, so an hour of training survives a later failure.
+    done_file = workspace / "downstream_vs_recbole.runs.json"
+    if args.figures_only:
+        kept = json.loads(done_file.read_text())
+        embeddings = {name: None if path is None else Path(path) for name, path in kept["embeddings"].items()}
+        _results.write("downstream_vs_recbole", *figures(kept["ours"], kept["peers"], embeddings["text"],
+                                                         embeddings.get("said"), args))
+        return
 
     log("prepare, text embeddings")
     cli(workspace, "prepare")
@@ -141,11 +151,14 @@ def main() -> None:
                 **({"ours_said_sasrec": ("sasrec", said)} if said else {}),
                 **({"ours_id_gru4rec": ("gru4rec", None)} if "GRU4Rec" in args.recbole_models else {})}
 
-    # Every finished run is kept in the workspace at once, so an hour of training survives a later failure.
-    done_file = workspace / "downstream_vs_recbole.runs.json"
     kept = json.loads(done_file.read_text()) if args.reuse_runs and done_file.is_file() else {"ours": {}, "peers": {}}
     ours: dict[str, list[dict[str, Any]]] = kept["ours"]
     peers: dict[str, list[dict[str, Any]]] = kept["peers"]
+    used = {"text": str(text), "said": None if said is None else str(said)}
+
+    def keep() -> None:
+        done_file.write_text(json.dumps({"ours": ours, "peers": peers, "embeddings": used}, indent=2))
+
     for name, (kind, embeddings) in variants.items():
         for seed in range(FIRST_SEED, FIRST_SEED + args.seeds):
             if any(r["seed"] == seed for r in ours.get(name, [])):
@@ -153,7 +166,7 @@ def main() -> None:
             log(f"{name} seed {seed}")
             ours.setdefault(name, []).append(train_ours(workspace, kind, embeddings, seed, args.max_epochs))
             log(json.dumps(ours[name][-1]["test"]) + f" in {ours[name][-1]['whole_run_s']} s")
-            done_file.write_text(json.dumps({"ours": ours, "peers": peers}, indent=2))
+            keep()
     for model in args.recbole_models if args.recbole_seeds else []:
         for seed in range(FIRST_SEED, FIRST_SEED + args.recbole_seeds):
             if any(r["seed"] == seed for r in peers.get(f"recbole_{model.lower()}", [])):
@@ -162,7 +175,7 @@ def main() -> None:
             log(f"RecBole {model} seed {seed}, at most {cap} epochs")
             peers.setdefault(f"recbole_{model.lower()}", []).append(train_recbole(model, seed, cap))
             log(json.dumps(peers[f"recbole_{model.lower()}"][-1]))
-            done_file.write_text(json.dumps({"ours": ours, "peers": peers}, indent=2))
+            keep()
 
     _results.write("downstream_vs_recbole", *figures(ours, peers, text, said, args))
 
