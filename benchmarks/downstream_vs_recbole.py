@@ -38,6 +38,7 @@ FIRST_SEED = 2020  # RecBole's default seed; seeds are FIRST_SEED, FIRST_SEED + 
 
 # RecBole 1.2.1's defaults (properties/model/<Model>.yaml, overall.yaml) with UniSRec's hidden size 300.
 TRAIN = {"loss": "ce", "lr": 0.001, "weight_decay": 0.0, "patience": 10, "max_length": 50}
+SAID_ADAPTER = ("downstream.model.adapter=whiten",)
 MATCHED = {"sasrec": {"hidden_size": 300, "layers": 2, "heads": 2, "feedforward_size": 256, "dropout": 0.5},
            "gru4rec": {"hidden_size": 300, "layers": 1, "dropout": 0.3}}
 
@@ -54,14 +55,15 @@ def said_run(workspace: Path) -> Path | None:
     return max(runs, key=lambda p: p.stat().st_mtime).parent if runs else None
 
 
-def train_ours(workspace: Path, kind: str, embeddings: Path | None, seed: int, max_epochs: int) -> dict[str, Any]:
-    """One training run of model `kind` to early stopping, timed whole; its metrics.json figures."""
+def train_ours(workspace: Path, kind: str, embeddings: Path | None, seed: int, max_epochs: int,
+               extra: tuple[str, ...] = ()) -> dict[str, Any]:
+    """One training run of model `kind` (with `extra` overrides) to early stopping, timed whole; its figures."""
     overrides = [f"downstream.embeddings={'null' if embeddings is None else embeddings}", f"downstream.model.kind={kind}",
                  *(f"downstream.model.{key}={value}" for key, value in MATCHED[kind].items()),
                  f"downstream.model.max_length={TRAIN['max_length']}", f"downstream.train.loss={TRAIN['loss']}",
                  f"downstream.train.lr={TRAIN['lr']}", f"downstream.train.weight_decay={TRAIN['weight_decay']}",
                  f"downstream.train.patience={TRAIN['patience']}", f"downstream.train.max_epochs={max_epochs}",
-                 f"downstream.train.seed={seed}", "downstream.index.kind=flat"]
+                 f"downstream.train.seed={seed}", "downstream.index.kind=flat", *extra]
     run_dir, seconds = cli(workspace, "train-downstream", *overrides, force=True)
     metrics = json.loads((run_dir / "metrics.json").read_text())
     epochs = len(metrics["history"])
@@ -147,9 +149,11 @@ def main() -> None:
     said = args.said_run.resolve() if args.said_run else said_run(workspace)
     if said is None and args.said:
         said, _ = cli(workspace, "align", "align.method=said", "align.evidence.attribute=null")
-    variants = {"ours_id_sasrec": ("sasrec", None), "ours_text_sasrec": ("sasrec", text),
-                **({"ours_said_sasrec": ("sasrec", said)} if said else {}),
-                **({"ours_id_gru4rec": ("gru4rec", None)} if "GRU4Rec" in args.recbole_models else {})}
+    # SAID's mean-pooled soft tokens share a large common component (the texts' layout), so they go through
+    # the whitening adapter; the text encoder's vectors through the default linear one.
+    variants = {"ours_id_sasrec": ("sasrec", None, ()), "ours_text_sasrec": ("sasrec", text, ()),
+                **({"ours_said_sasrec": ("sasrec", said, SAID_ADAPTER)} if said else {}),
+                **({"ours_id_gru4rec": ("gru4rec", None, ())} if "GRU4Rec" in args.recbole_models else {})}
 
     kept = json.loads(done_file.read_text()) if args.reuse_runs and done_file.is_file() else {"ours": {}, "peers": {}}
     ours: dict[str, list[dict[str, Any]]] = kept["ours"]
@@ -159,12 +163,12 @@ def main() -> None:
     def keep() -> None:
         done_file.write_text(json.dumps({"ours": ours, "peers": peers, "embeddings": used}, indent=2))
 
-    for name, (kind, embeddings) in variants.items():
+    for name, (kind, embeddings, extra) in variants.items():
         for seed in range(FIRST_SEED, FIRST_SEED + args.seeds):
             if any(r["seed"] == seed for r in ours.get(name, [])):
                 continue
             log(f"{name} seed {seed}")
-            ours.setdefault(name, []).append(train_ours(workspace, kind, embeddings, seed, args.max_epochs))
+            ours.setdefault(name, []).append(train_ours(workspace, kind, embeddings, seed, args.max_epochs, extra))
             log(json.dumps(ours[name][-1]["test"]) + f" in {ours[name][-1]['whole_run_s']} s")
             keep()
     for model in args.recbole_models if args.recbole_seeds else []:
@@ -194,7 +198,9 @@ def figures(ours: dict, peers: dict, text: Path, said: Path | None,
                                   "ours_batch_size": "128 windows of 51 items, every position a target, batched by "
                                   "history length (pipeline default)", "recbole_batch_size": "2048 prefixes, one target each",
                                   "ours_norm": "pre-norm blocks, LayerNorm on the input", "recbole_norm": "post-norm",
-                                  "ours_text_adapter": "linear (frozen 384-d all-MiniLM-L6-v2 vectors -> 300)"},
+                                  "ours_text_adapter": "linear (frozen 384-d all-MiniLM-L6-v2 vectors -> 300)",
+                                  "ours_said_adapter": "whiten (PCA whitening of the frozen 576-d SAID vectors, "
+                                  "then linear -> 300)"},
                               "embeddings": {"text": str(text), "said": None if said is None else str(said)},
                               "recbole_max_epochs": {model: epoch_cap(args.recbole_max_epochs, model)
                                                      for model in args.recbole_models}}
