@@ -8,6 +8,7 @@ type or an out-of-range value fails with its dotted path.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.metadata
 import json
@@ -299,6 +300,7 @@ def fingerprint(*parts: Any) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
+@functools.cache
 def code_release() -> str:
     """The installed release of this package ("source" when run from an uninstalled checkout)."""
     try:

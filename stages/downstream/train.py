@@ -86,10 +86,9 @@ def _resume(accelerator: Accelerator, folder: Path) -> TrainState:
 
 
 def _train_epoch(objective: torch.nn.Module, optimizer: torch.optim.Optimizer, accelerator: Accelerator,
-                 rows: torch.Tensor, train: TrainConfig, epoch: int) -> float:
+                 rows: torch.Tensor, lengths: np.ndarray, train: TrainConfig, epoch: int) -> float:
     """One pass over this process's share of windows, batched by length and shuffled by (seed, epoch),
     so a resumed run repeats it."""
-    lengths = (rows[:, :-1] != 0).sum(dim=1).numpy()
     batches = length_batches(np.arange(len(rows)), lengths, train.batch_size, train.length_pool, train.seed + epoch)
     batches = shard(batches, accelerator.process_index, accelerator.num_processes)
     objective.train()
@@ -115,9 +114,10 @@ def _fit(model: Recommender, seqs: Sequences, rows: torch.Tensor, config: Downst
     optimizer = torch.optim.AdamW(objective.parameters(), lr=train.lr, weight_decay=train.weight_decay)
     objective, optimizer = accelerator.prepare(objective, optimizer)
     state = _resume(accelerator, folder)
+    lengths = (rows[:, :-1] != 0).sum(dim=1).numpy()  # history length of each window, for length batching
     while state.epoch < train.max_epochs and state.bad_epochs < train.patience:
         started = time.perf_counter()
-        loss = _train_epoch(objective, optimizer, accelerator, rows, train, state.epoch)
+        loss = _train_epoch(objective, optimizer, accelerator, rows, lengths, train, state.epoch)
         seconds = time.perf_counter() - started
         valid = evaluate_model(model, seqs, "valid", config.evaluate, config.model.max_length)
         state.epoch += 1

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from accelerate import Accelerator
-from accelerate.utils import set_seed
+from accelerate.utils import send_to_device, set_seed
 from torch import nn
 from transformers import get_constant_schedule_with_warmup
 
@@ -167,8 +167,8 @@ def pretrain(encoder: RecformerEncoder, fmt: SequenceFormat, examples: Examples,
         while position.step < total:
             batches = batches_of(position.epoch)
             for i in range(position.batch, len(batches)):
-                batch = {k: _to(v, accelerator.device) for k, v in
-                         collate(batches[i].tolist(), masking_generator(config.seed, rank, position.step)).items()}
+                batch = send_to_device(collate(batches[i].tolist(), masking_generator(config.seed, rank, position.step)),
+                                       accelerator.device)
                 seq, items, mlm = wrapped(batch["sequences"], batch["items"], batch["mlm_labels"])
                 all_items, first = gather_with_local_grad(accelerator, items)
                 all_targets, _ = gather_with_local_grad(accelerator, batch["targets"])
@@ -192,13 +192,6 @@ def pretrain(encoder: RecformerEncoder, fmt: SequenceFormat, examples: Examples,
             else:
                 position.epoch, position.batch = position.epoch + 1, 0
     return accelerator.unwrap_model(wrapped), position
-
-
-def _to(value: object, device: torch.device) -> object:
-    """A collated batch's tensors (also inside nested dicts) on `device`."""
-    if isinstance(value, dict):
-        return {k: _to(v, device) for k, v in value.items()}
-    return value.to(device) if isinstance(value, torch.Tensor) else value
 
 
 def run_pretraining(config: RecformerConfig, dataset_dirs: Sequence[Path],
