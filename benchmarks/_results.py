@@ -72,8 +72,8 @@ def write(name: str, figures: dict[str, Any], table: list[tuple[str, Any]]) -> P
     path.write_text(json.dumps(record, indent=2) + "\n")
     info = record["machine"]
     lines = [f"# {name}", "", "| figure | value |", "|---|---|", *(f"| {label} | {value} |" for label, value in table), "",
-             f"{info['cores']} cores ({info['cpu_model']}), {info['torch_threads']} torch threads, torch {info['torch']}, "
-             f"load average {info['load_average_1m']}; {record['date']}; `{record['command']}`", ""]
+             (f"{info['cores']} cores ({info['cpu_model']}), {info['torch_threads']} torch threads, torch {info['torch']}, "
+              f"load average {info['load_average_1m']}; {record['date']}; `{record['command']}`"), ""]
     (RESULTS / f"{name}.md").write_text("\n".join(lines))
     print(json.dumps(record, indent=2))
     return path

@@ -59,8 +59,8 @@ def main() -> None:
             rate = neighbour_rate(vectors, values, args.queries, args.seed)
             figures[label][attribute] = rate
             table.append((f"{label}: nearest neighbour shares {attribute} / random pairs (lift)",
-                          f"{rate['nearest_neighbour_share_rate']:.1%} / {rate['random_pair_share_rate']:.1%} "
-                          f"({rate['lift']})"))
+                          (f"{rate['nearest_neighbour_share_rate']:.1%} / {rate['random_pair_share_rate']:.1%} "
+                           f"({rate['lift']})")))
     _results.write(args.name, {"runs": figures, "patterns": PATTERNS, "queries": args.queries}, table)
     print(json.dumps({k: {a: v[a]["lift"] for a in PATTERNS} for k, v in figures.items()}))
 

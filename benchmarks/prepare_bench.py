@@ -24,7 +24,7 @@ import pyarrow.csv as pacsv
 from benchmarks import _results
 
 REPO = Path(__file__).resolve().parents[1]
-WORDS = np.array("red blue steel micro pro ultra mini max kit set pack lamp cable drill glass tape".split())
+WORDS = np.array(["red", "blue", "steel", "micro", "pro", "ultra", "mini", "max", "kit", "set", "pack", "lamp", "cable", "drill", "glass", "tape"])
 
 
 def generate(folder: Path, rows: int, users: int, items: int, seed: int = 0) -> None:

@@ -12,7 +12,7 @@ import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Optional, TypeVar
+from typing import Annotated, TypeVar
 
 import typer
 
@@ -24,8 +24,8 @@ from pipeline.store import workspace_output
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Text-aligned item embeddings and light sequential recommenders, as batch stages.")
 
-ConfigOption = Annotated[Optional[Path], typer.Option("--config", "-c", help="YAML laid over pipeline.yaml's defaults.")]
-SetOption = Annotated[Optional[list[str]], typer.Option("--set", help="Dotted override, e.g. data.kcore_users=0 (repeatable).")]
+ConfigOption = Annotated[Path | None, typer.Option("--config", "-c", help="YAML laid over pipeline.yaml's defaults.")]
+SetOption = Annotated[list[str] | None, typer.Option("--set", help="Dotted override, e.g. data.kcore_users=0 (repeatable).")]
 ForceOption = Annotated[bool, typer.Option("--force", help="Re-run even when the same inputs and config were published.")]
 LogOption = Annotated[events.LogFormat, typer.Option("--log-format", help="text for people, json for schedulers (one object per line).")]
 
@@ -93,7 +93,7 @@ def _report_alignment(manifest: dict) -> None:
 
 @app.command()
 @reports_errors
-def inspect(path: Annotated[Optional[Path], typer.Argument(
+def inspect(path: Annotated[Path | None, typer.Argument(
                 help="A run folder, or an output folder (its `latest` run); default: the configured dataset.")] = None,
             config: ConfigOption = None, set_: SetOption = None, log_format: LogOption = "text") -> None:
     """Print a dataset's or artifact's facts (counts, distributions, split sizes, manifest) as JSON."""
@@ -140,7 +140,7 @@ def evaluate(run: Annotated[str, typer.Argument(help="A downstream run: latest, 
 @app.command()
 @reports_errors
 def recommend(config: ConfigOption = None, set_: SetOption = None, force: ForceOption = False,
-              user: Annotated[Optional[list[str]], typer.Option("--user", help="A user id (repeatable); default: recommend.users.")] = None,
+              user: Annotated[list[str] | None, typer.Option("--user", help="A user id (repeatable); default: recommend.users.")] = None,
               log_format: LogOption = "text") -> None:
     """Write top-K recommendations (recommendations.parquet) for every user or the given ones."""
     from stages.downstream import recommend as recommend_stage

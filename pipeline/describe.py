@@ -38,7 +38,7 @@ def dataset_facts(run_dir: Path) -> dict[str, Any]:
     splits = pc.value_counts(interactions.column("split").combine_chunks())
     text_chars = pc.utf8_length(items.column("text")).to_numpy()
     return {
-        "users": int(len(lengths)),
+        "users": len(lengths),
         "items": items.num_rows,
         "interactions": interactions.num_rows,
         "split_rows": {s["values"]: s["counts"] for s in splits.to_pylist()},

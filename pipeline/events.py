@@ -10,7 +10,7 @@ import os
 import sys
 import time
 from collections.abc import Iterable, Iterator
-from typing import Literal, TypeVar
+from typing import Literal, Self, TypeVar
 
 from rich.console import Console
 from rich.progress import (
@@ -73,7 +73,7 @@ class Tracker:
         self._started = self._last_report = time.perf_counter()
         self._progress: Progress | None = None
 
-    def __enter__(self) -> Tracker:
+    def __enter__(self) -> Self:
         if _state["format"] == "text" and _console.is_terminal:
             self._progress = Progress(
                 TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),

@@ -6,6 +6,7 @@ model that scores everything equal gets the worst rank, not an average one.
 
 from __future__ import annotations
 
+import itertools
 from concurrent.futures import ThreadPoolExecutor
 
 import torch
@@ -121,7 +122,7 @@ class BlockedRanks:
         else:
             bounds = [len(users) * worker // self.workers for worker in range(self.workers + 1)]
             parts = []
-            for low, high in zip(bounds, bounds[1:]):
+            for low, high in itertools.pairwise(bounds):
                 mine = None if masked is None else (masked[0] >= low) & (masked[0] < high)
                 parts.append((users[low:high], targets[low:high], None if masked is None else (masked[0][mine] - low, masked[1][mine])))
             threads = torch.get_num_threads()

@@ -6,8 +6,8 @@ import os
 from pathlib import Path
 
 import pytest
-
 from align_support import tiny_bert, tiny_llama  # noqa: F401 - session fixtures for stage one
+
 from pipeline.config import PipelineConfig, load_config
 
 REPO = Path(__file__).resolve().parents[1]

@@ -17,8 +17,8 @@ from accelerate import Accelerator
 
 from pipeline.batching import length_batches, shard
 from pipeline.embeddings import check_index, read_embeddings
-from pipeline.store import latest_checkpoint
 from pipeline.errors import BadInput, PipelineError
+from pipeline.store import latest_checkpoint
 from stages.align import export
 from stages.align.evidence import attribute_sets, neighbour_rate
 from stages.align.lm import load_causal_lm, load_encoder, resolve

@@ -14,7 +14,7 @@ from tests.conftest import REPO, shared_dataset
 
 
 def cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "pipeline.cli", *args], cwd=REPO, capture_output=True, text=True)
+    return subprocess.run([sys.executable, "-m", "pipeline.cli", *args], cwd=REPO, capture_output=True, text=True, check=False)
 
 
 def test_json_log_format_writes_one_object_per_event(tmp_path: Path) -> None:

@@ -3,8 +3,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 from conftest import write_embeddings_run
+
 from pipeline.config import ModelConfig
 from pipeline.embeddings import align_to_items, read_embeddings
 from stages.downstream.objective import Objective

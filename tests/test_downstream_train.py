@@ -9,9 +9,9 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 import torch
+from conftest import write_embeddings_run
 from safetensors.torch import load_file
 
-from conftest import write_embeddings_run
 from pipeline.errors import BadInput
 from pipeline.store import Output, publish_run
 from stages import resume

@@ -4,8 +4,8 @@ import faiss
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-
 from conftest import write_embeddings_run
+
 from pipeline.embeddings import align_to_items, check_dataset, read_embeddings
 from pipeline.errors import BadInput
 from pipeline.store import read_manifest

@@ -89,7 +89,7 @@ def test_sequences_keep_the_most_recent_items_and_the_token_budget(tokenizer) ->
     items = pa.table({"item_id": list("abcd"), "title": ["a b c d e f"] * 4})
     cache = tokenize_catalog(items, ["title"], tokenizer, max_attribute_tokens=3)  # 1 key + 3 values each
     fmt = SequenceFormat(cache, tokenizer.cls_token_id, tokenizer.pad_token_id, max_items=2, max_tokens=7)
-    ids, types, positions = fmt.sequence([0, 1, 2, 3])
+    _, types, positions = fmt.sequence([0, 1, 2, 3])
     assert positions.tolist() == [0, 1, 1, 1, 1, 2, 2]  # items d and c only, c cut after 2 tokens
     assert types.tolist() == [CLS, KEY, VALUE, VALUE, VALUE, KEY, VALUE]
 

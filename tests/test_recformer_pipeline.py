@@ -12,11 +12,11 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+from align_support import write_ml100k_slice
+from conftest import shared_dataset, write_embeddings_run
 from safetensors.torch import load_file
 from typer.testing import CliRunner
 
-from align_support import write_ml100k_slice
-from conftest import shared_dataset, write_embeddings_run
 from pipeline.cli import app
 from pipeline.embeddings import check_index, read_embeddings
 
@@ -80,7 +80,7 @@ def test_align_pretrains_on_two_datasets_and_exports_agreeing_files(pretrained, 
 
 
 def test_incremental_embeds_only_new_and_changed_items_without_training(pretrained, raws, tiny_bert, tmp_path) -> None:
-    root, base = pretrained
+    _, base = pretrained
     work = tmp_path / "artifacts"
     (work / "datasets").mkdir(parents=True)
     (work / "embeddings" / "a").mkdir(parents=True)
@@ -172,6 +172,6 @@ def test_a_checkpoint_start_is_identified_by_its_weights(pretrained, tiny_bert) 
     from stages.align.recformer_method import model_identity
 
     _, run = pretrained
-    of = lambda model: model_identity(load_config(None, [f"recformer.model={model}"]).recformer)  # noqa: E731
+    of = lambda model: model_identity(load_config(None, [f"recformer.model={model}"]).recformer)
     assert of(tiny_bert) is None  # a plain Hugging Face folder: its path is in the hashed config already
     assert of(run / "encoder") == sha256_file(run / "encoder" / "recformer.safetensors")

@@ -65,11 +65,10 @@ def test_partial_folder_is_handed_back_for_resume(tmp_path: Path) -> None:
 
 def test_a_live_lock_refuses_and_a_dead_one_is_taken_over(tmp_path: Path) -> None:
     output = Output(tmp_path / "out")
-    with output.lock():
-        with pytest.raises(Locked, match="is locked by"):
-            with output.lock(wait_s=0.2):
-                pass
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    with output.lock(), pytest.raises(Locked, match="is locked by"), output.lock(wait_s=0.2):
+        pass
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True,
+                          check=True)
     holder = {"pid": int(dead.stdout), "host": socket.gethostname(), "since": "earlier"}
     (output.path / ".lock").write_text(json.dumps(holder))
     with output.lock():
@@ -81,9 +80,8 @@ def test_an_old_lock_is_stale(tmp_path: Path) -> None:
     output = Output(tmp_path / "out")
     output.path.mkdir(parents=True)
     (output.path / ".lock").write_text(json.dumps({"pid": 1, "host": "another-host", "since": "long ago"}))
-    with pytest.raises(Locked):
-        with output.lock(stale_s=3600):
-            pass
+    with pytest.raises(Locked), output.lock(stale_s=3600):
+        pass
     os.utime(output.path / ".lock", (0, 0))
     with output.lock(stale_s=3600):
         pass

@@ -7,6 +7,11 @@ Runs under RecBole's own virtual environment (`benchmarks/recbole_setup.sh`), ne
 
 Anomaly detection, which importing RecBole's sequential models switches on, is switched off again so
 RecBole is timed at its best; the JSON says so.
+
+A run to early stopping takes hours on a small CPU, so with `--state-dir` it survives a kill: after every
+epoch (and its valid evaluation) the trainer's state goes to `last.pth` and the time spent so far to
+`progress.json`; a rerun with the same arguments resumes from there (RecBole's own `resume_checkpoint`), and
+`train_s` sums the finished epochs of every attempt. The epoch a kill interrupted is redone, not counted.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 os.environ.setdefault("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")  # RecBole pickles its config into checkpoints
 
@@ -41,6 +47,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=300, help="cap; `stopped_early` says whether patience ended it first")
     parser.add_argument("--batch-size", type=int, default=2048)
     parser.add_argument("--lr", type=float, default=0.001)
+    parser.add_argument("--state-dir", type=Path, help="keep checkpoints here and resume from them (default: none)")
     args = parser.parse_args()
 
     import torch
@@ -67,21 +74,53 @@ def main() -> None:
         torch.autograd.set_detect_anomaly(False)
         model = get_model(config["model"])(config, train_data._dataset).to(config["device"])
         trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
+        progress = Resumable(trainer, args.state_dir) if args.state_dir else None
         start = time.perf_counter()
-        best_valid, _ = trainer.fit(train_data, valid_data, saved=True, show_progress=False)
-        train_s = time.perf_counter() - start
+        if not (progress and trainer.cur_step >= args.patience):  # an earlier attempt may have finished training
+            trainer.fit(train_data, valid_data, saved=True, show_progress=False,
+                        callback_fn=progress.epoch_done if progress else None)
+        train_s = progress.state["train_s"] if progress else time.perf_counter() - start
         test = trainer.evaluate(test_data, load_best_model=True, show_progress=False)
-        # RecBole keeps one loss per finished epoch; cur_step counts epochs without a better valid score.
-        epochs = len(trainer.train_loss_dict)
+        epochs = progress.state["epochs"] if progress else len(trainer.train_loss_dict)
+        # cur_step counts the epochs since the best valid score.
         stopped_early = trainer.cur_step >= args.patience
     print(json.dumps({
         "model": args.model, "seed": args.seed, "train_s": round(train_s, 2),
         "epochs": epochs, "max_epochs": args.epochs, "stopped_early": stopped_early,
         "s_per_epoch": round(train_s / max(epochs, 1), 2),
-        "best_valid_ndcg10": float(best_valid), "test": {k: float(v) for k, v in test.items()},
+        "best_valid_ndcg10": float(trainer.best_valid_score), "test": {k: float(v) for k, v in test.items()},
+        "attempts": progress.state["attempts"] if progress else 1,
         "train_samples": len(train_data.dataset), "anomaly_detection": "off (switched off after import)",
         "torch_threads": torch.get_num_threads(), "python": sys.version.split()[0],
     }))
+
+
+class Resumable:
+    """Saves the trainer after every validated epoch and restores it on the next attempt."""
+
+    def __init__(self, trainer: Any, folder: Path) -> None:
+        self.trainer, self.folder = trainer, folder
+        folder.mkdir(parents=True, exist_ok=True)
+        self.progress_file, self.last = folder / "progress.json", folder / "last.pth"
+        self.state: dict[str, Any] = {"epochs": 0, "train_s": 0.0, "attempts": 0}
+        if self.last.is_file() and self.progress_file.is_file():
+            self.state = json.loads(self.progress_file.read_text())
+            trainer.resume_checkpoint(self.last)
+            print(f"resumed after epoch {self.state['epochs'] - 1} ({self.state['train_s']:.0f} s so far)",
+                  file=sys.stderr, flush=True)
+        self.state["attempts"] += 1
+        trainer.saved_model_file = str(folder / "best.pth")  # resume_checkpoint points it at last.pth
+        self.attempt_start, self.done_before = time.perf_counter(), self.state["train_s"]
+
+    def epoch_done(self, epoch_idx: int, valid_score: float) -> None:
+        """RecBole's end-of-epoch callback, called after early stopping has booked the epoch."""
+        partial = self.last.with_suffix(".partial")
+        self.trainer._save_checkpoint(epoch_idx, verbose=False, saved_model_file=str(partial))
+        os.replace(partial, self.last)
+        self.state.update(epochs=epoch_idx + 1, train_s=self.done_before + time.perf_counter() - self.attempt_start)
+        self.progress_file.write_text(json.dumps(self.state))
+        print(f"epoch {epoch_idx}: valid NDCG@10 {valid_score:.4f}, {self.state['train_s']:.0f} s so far, "
+              f"{self.trainer.cur_step} epochs without a better score", file=sys.stderr, flush=True)
 
 
 if __name__ == "__main__":

@@ -20,10 +20,11 @@ from accelerate import Accelerator
 from torch import nn
 
 from pipeline.batching import length_batches, shard
+from stages import resume
 from stages.align.dist import progress, say
 from stages.align.loss import token_nll
-from stages import resume
 from stages.align.tokens import Tokens, collate
+
 
 @dataclass(frozen=True)
 class TrainPlan:

@@ -98,7 +98,7 @@ def protocol(config: EvaluateConfig, seqs: Sequences) -> dict[str, object]:
     return {"description": metrics.PROTOCOL, "ks": config.ks, "mask_history": config.mask_history,
             "candidates": seqs.num_items, "valid_history": "train items",
             "test_history": "train items + the valid item",
-            "valid_users": int(len(split_users(seqs, "valid"))), "test_users": int(len(split_users(seqs, "test"))),
+            "valid_users": len(split_users(seqs, "valid")), "test_users": len(split_users(seqs, "test")),
             "popularity": "items ranked by train interaction count"}
 
 

@@ -117,7 +117,7 @@ def run(config: PipelineConfig, force: bool = False) -> RunResult:
         write_parquet(_table(trained, users, items, scores), folder / RECOMMENDATIONS_FILE)
         events.emit("recommended", f"top-{config.recommend.k} for {len(users):,} users", users=len(users))
         return {"kind": "recommendations", "downstream_run_id": trained.manifest["run_id"],
-                "downstream_run_dir": str(run_dir.resolve()), "users": int(len(users)), "config": settings}
+                "downstream_run_dir": str(run_dir.resolve()), "users": len(users), "config": settings}
 
     return publish_run(workspace_output(config, "recommendations"), run_id, build, force=force,
                        lock_wait_s=config.workspace.lock_wait_s, stale_lock_s=config.workspace.stale_lock_s)
