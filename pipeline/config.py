@@ -150,6 +150,9 @@ class RecformerFinetuneConfig(Section):
     stage1_epochs: int = Field(ge=0)
     stage2_epochs: int = Field(ge=0)
     patience: int = Field(ge=1)
+    examples: Literal["all", "one_per_user"]
+    mixed_precision: Literal["no", "fp16", "bf16"]
+    checkpoint_every: int = Field(ge=0)
     seed: int
 
 

@@ -8,6 +8,7 @@ marker exists, and older ones are dropped after that, so a crash at any moment l
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,12 +19,18 @@ from pipeline.store import complete_checkpoint, latest_checkpoint, write_json_at
 STATE_FILE = "state.json"
 
 
-def save(accelerator: Accelerator, root: Path, prefix: str, counter: int, state: dict[str, Any]) -> Path:
-    """Write checkpoint `<prefix>-<counter>` (every process takes part), mark it complete, drop older ones."""
+def save(accelerator: Accelerator, root: Path, prefix: str, counter: int, state: dict[str, Any],
+         extra: Callable[[Path], None] | None = None) -> Path:
+    """Write checkpoint `<prefix>-<counter>` (every process takes part), mark it complete, drop older ones.
+
+    `extra(folder)`, run on the main process before the checkpoint counts, writes what else the loop needs.
+    """
     folder = root / f"{prefix}-{counter:08d}"
     accelerator.save_state(str(folder), safe_serialization=True)
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
+        if extra is not None:
+            extra(folder)
         write_json_atomic(folder / STATE_FILE, state)
         complete_checkpoint(folder, f"{prefix}-*")
     accelerator.wait_for_everyone()

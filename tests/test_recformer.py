@@ -23,7 +23,7 @@ from stages.recformer import build
 from stages.recformer.checkpoint import load_encoder, save_encoder
 from stages.recformer.data import load_corpus
 from stages.recformer.encode import encode_catalog
-from stages.recformer.finetune import cosine_scores, finetune, user_vectors
+from stages.recformer.finetune import cosine_scores, epoch_batches, finetune, user_vectors
 from stages.recformer.inputs import CLS, KEY, PAD, VALUE, SequenceFormat, attribute_columns, tokenize_catalog
 from stages.recformer.model import RecformerEncoder, RecformerForPretraining
 from stages.recformer.pretrain import Position, gather_with_local_grad, item_item_loss, pretrain, run_pretraining
@@ -272,6 +272,54 @@ def test_finetune_stops_early_and_keeps_the_best_weights(ml100k, tokenizer) -> N
     assert result.best_score == 1.0
     for name, value in encoder.state_dict().items():
         torch.testing.assert_close(value, before[name])
+
+
+def test_killed_finetuning_resumes_mid_epoch_and_ends_as_an_uninterrupted_run(
+        ml100k, tokenizer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    extra = {"recformer.finetune.stage1_epochs": 2, "recformer.finetune.stage2_epochs": 1,
+             "recformer.finetune.checkpoint_every": 3}
+
+    def run(checkpoints: Path):
+        config, encoder, fmt, train, valid = small_finetune_setup(ml100k, tokenizer, **extra)  # 4 batches an epoch
+        result = finetune(encoder, fmt, train, valid, recall_at_10(valid.targets()), config.temperature,
+                          config.finetune, config.encode, Accelerator(cpu=True), checkpoints)
+        return result, encoder
+
+    whole, uninterrupted = run(tmp_path / "whole")
+    save = resume.save
+
+    def save_then_die(*args) -> None:
+        save(*args)
+        if args[3] == 6:  # step 6: two batches into stage 1's second epoch
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(resume, "save", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        run(tmp_path / "killed")
+    monkeypatch.undo()
+    resumed, encoder = run(tmp_path / "killed")
+    assert [(h["stage"], h["epoch"]) for h in resumed.history] == [(1, 1), (1, 2), (2, 1)]
+    assert resumed.history == whole.history and resumed.best_score == whole.best_score
+    torch.testing.assert_close(resumed.table, whole.table)
+    expected = uninterrupted.state_dict()
+    assert all(torch.equal(tensor, expected[name]) for name, tensor in encoder.state_dict().items())
+
+
+def test_one_example_per_user_epochs_draw_each_user_once_and_differently_each_epoch(ml100k, tokenizer) -> None:
+    config = recformer_config(**{"recformer.finetune.examples": "one_per_user", "recformer.finetune.batch_size": 50})
+    _, splits = load_corpus([ml100k], None, tokenizer, config.max_attribute_tokens, ["train"])
+    train = splits["train"]
+
+    def drawn(epoch: int) -> np.ndarray:
+        return np.concatenate(epoch_batches(train, config.finetune, 1, epoch, 0, 1))
+
+    first, again, second = drawn(0), drawn(0), drawn(1)
+    users = train.user_ids[first]
+    assert len(users) == len(set(users)) == len(set(train.user_ids))  # every user once
+    np.testing.assert_array_equal(first, again)  # a pure function of (seed, stage, epoch): resumable
+    assert (np.sort(first) != np.sort(second)).mean() > 0.5  # another epoch draws other targets
+    everything = np.concatenate(epoch_batches(train, config.finetune.model_copy(update={"examples": "all"}), 1, 0, 0, 1))
+    np.testing.assert_array_equal(np.sort(everything), np.arange(len(train)))
 
 
 def test_real_minilm_loads_into_the_recformer_encoder(tokenizer) -> None:

@@ -75,8 +75,11 @@ def test_align_pretrains_on_two_datasets_and_exports_agreeing_files(pretrained, 
     assert training["last_loss"] < training["first_loss"] and training["last_mlm"] < training["first_mlm"]
     other_run = json.loads((root / "datasets" / "other" / "latest" / "manifest.json").read_text())["run_id"]
     assert manifest["pretrain_datasets"] == {"other": other_run}
-    # same config and inputs: the published run is reused, nothing is trained again
+    # same config and inputs: the published run is reused, nothing is trained again; fine-tuning settings
+    # belong to train-downstream and do not make pretraining run again either
     assert _cli("align", *_sets(root, raws["a"], tiny_bert, "a", "recformer.pretrain.datasets=[other]")) == run
+    assert _cli("align", *_sets(root, raws["a"], tiny_bert, "a", "recformer.pretrain.datasets=[other]",
+                                "recformer.finetune.stage1_epochs=9")) == run
 
 
 def test_incremental_embeds_only_new_and_changed_items_without_training(pretrained, raws, tiny_bert, tmp_path) -> None:

@@ -173,8 +173,8 @@ def run(config: PipelineConfig, force: bool = False, incremental: bool = False) 
     pretrain_dirs = recformer_method.pretraining_datasets(config) if align.method == "recformer" else []
     config_hash = fingerprint(align.model_dump(mode="json"))
     inputs = [dataset_run, base_run]
-    if align.method == "recformer":  # its own section and every pretraining dataset feed the run too
-        config_hash = fingerprint(config_hash, config.recformer.model_dump(mode="json"))
+    if align.method == "recformer":  # its own section (fine-tuning aside) and every pretraining dataset feed the run
+        config_hash = fingerprint(config_hash, config.recformer.model_dump(mode="json", exclude={"finetune"}))
         inputs += [recformer_method.model_identity(config.recformer), *recformer_method.dataset_run_ids(pretrain_dirs)]
     run_id = stage_run_id("align", config_hash, *inputs)
     if output.is_published(run_id) and not force and not accelerator.is_main_process:

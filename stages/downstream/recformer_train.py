@@ -10,6 +10,7 @@ encoder is evaluated as it is (zero-shot). Imported lazily by `train`: the other
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +32,7 @@ from stages.downstream.evaluate import evaluate_all, evaluate_scores, split_user
 from stages.downstream.item_index import build_index
 from stages.downstream.recformer_recommender import RecformerRecommender
 from stages.downstream.sequences import Sequences, load_sequences
-from stages.downstream.train import check_splits
+from stages.downstream.train import CHECKPOINTS, check_splits
 from stages.recformer import build, checkpoint
 from stages.recformer.data import Examples, load_corpus
 from stages.recformer.finetune import finetune
@@ -101,10 +102,10 @@ def train(folder: Path, config: PipelineConfig, dataset_dir: Path, dataset_run_i
         return evaluate_scores(lambda users, _: users_unit[rows[users]], table_unit,
                                seqs, "valid", downstream.evaluate)[metric]
 
-    accelerator = Accelerator()
+    accelerator = Accelerator(mixed_precision=recformer.finetune.mixed_precision)
     train_examples = examples(seqs, "train")
     result = finetune(encoder, fmt, train_examples, valid, valid_score, recformer.temperature,
-                      recformer.finetune, recformer.encode, accelerator)
+                      recformer.finetune, recformer.encode, accelerator, folder / CHECKPOINTS)
     model = RecformerRecommender(accelerator.unwrap_model(encoder), fmt, result.table).to(accelerator.device)
     metrics = evaluate_all(model, seqs, downstream.evaluate, downstream.model.max_length)
     best_epoch = next((f"stage {h['stage']} epoch {h['epoch']}" for h in result.history
@@ -137,6 +138,7 @@ def _export(folder: Path, model: RecformerRecommender, tokenizer: PreTrainedToke
     write_json_atomic(folder / runs.METRICS_FILE, metrics)
     faiss.write_index(build_index(model.items.all_items().numpy(), config.downstream.index),
                       str(folder / runs.INDEX_FILE))
+    shutil.rmtree(folder / CHECKPOINTS, ignore_errors=True)  # resume state is not part of the published run
 
 
 def load(run_dir: Path, dataset_dir: Path) -> RecformerRecommender:

@@ -8,23 +8,30 @@ The table never carries gradient: in both stages only the sequence pass trains t
 The evaluation is not ours: `score_fn(user_vectors, item_table) -> float` (higher is better) judges
 each epoch, e.g. a full-ranking NDCG@10 over the validation targets; `cosine_scores` gives the
 (users x items) scores such an evaluation ranks.
+
+An epoch is every train target, or (`examples: one_per_user`, as Recformer's own code trains) one target
+drawn per user. Resumable like pretraining: an epoch's batches are a pure function of (seed, stage, epoch),
+and a checkpoint holds the encoder and optimizer, the position, the table in use and the best so far.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
 from accelerate import Accelerator
-from accelerate.utils import set_seed
+from accelerate.utils import send_to_device, set_seed
+from safetensors.torch import load_file, save_file
 from torch import nn
-from torch.utils.data import DataLoader
 
+from pipeline.batching import shard
 from pipeline.config import RecformerEncodeConfig, RecformerFinetuneConfig
 from pipeline.events import Tracker, emit
+from stages import resume
 from stages.recformer.data import Examples
 from stages.recformer.encode import item_table
 from stages.recformer.inputs import SequenceFormat
@@ -32,6 +39,7 @@ from stages.recformer.model import RecformerEncoder
 from stages.recformer.pretrain import adamw
 
 ScoreFn = Callable[[torch.Tensor, torch.Tensor], float]
+TENSORS_FILE = "finetune_tensors.safetensors"  # in each checkpoint: the current table, the best table and weights
 
 
 def cosine_scores(user_vectors: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
@@ -65,6 +73,20 @@ class FinetuneResult:
     history: list[dict[str, float]]  # stage, epoch, mean training loss, validation score
 
 
+@dataclass
+class Position:
+    """Where fine-tuning stands, in a form a checkpoint can hold (the tensors go beside it)."""
+
+    stage: int = 1
+    epoch: int = 0  # epochs of `stage` done
+    batch: int = 0  # batches of the current epoch done by this process
+    step: int = 0  # optimizer steps done in all
+    loss_sum: float = 0.0  # the current epoch's losses so far
+    stale: int = 0  # epochs of `stage` since the best score
+    best_score: float = -math.inf
+    history: list[dict[str, float]] = field(default_factory=list)
+
+
 class _Collate:
     def __init__(self, fmt: SequenceFormat, examples: Examples) -> None:
         self.fmt, self.examples = fmt, examples
@@ -75,47 +97,91 @@ class _Collate:
                 "targets": torch.from_numpy(self.examples.items[self.examples.target[indices]])}
 
 
+def epoch_batches(examples: Examples, config: RecformerFinetuneConfig, stage: int, epoch: int, rank: int,
+                  world: int) -> list[np.ndarray]:
+    """This process's batches of example indices for one epoch, a pure function of (seed, stage, epoch), so a
+    resumed run repeats them. `examples: one_per_user` first draws one example per user at random."""
+    rng = np.random.default_rng([config.seed, stage, epoch])
+    chosen = np.arange(len(examples))
+    if config.examples == "one_per_user":
+        _, users = np.unique(examples.user_ids.astype(str), return_inverse=True)
+        by_user = np.lexsort((rng.random(len(examples)), users))  # each user's examples, in random order
+        chosen = by_user[np.r_[True, users[by_user][1:] != users[by_user][:-1]]]
+    order = rng.permutation(chosen)
+    return shard([order[i:i + config.batch_size] for i in range(0, len(order), config.batch_size)], rank, world)
+
+
 def finetune(encoder: RecformerEncoder, fmt: SequenceFormat, train: Examples, valid: Examples, score_fn: ScoreFn,
              temperature: float, config: RecformerFinetuneConfig, encode: RecformerEncodeConfig,
-             accelerator: Accelerator) -> FinetuneResult:
-    """Run both stages on `encoder` (left holding the best weights); validation picks epochs, never test data."""
+             accelerator: Accelerator, checkpoints: Path | None = None) -> FinetuneResult:
+    """Run both stages on `encoder` (left holding the best weights); validation picks epochs, never test data.
+
+    With `checkpoints`, the state goes there every `config.checkpoint_every` steps and after every epoch,
+    and a complete checkpoint found there is resumed from (to the same result).
+    """
     set_seed(config.seed)
-    loader = DataLoader(list(range(len(train))), batch_size=config.batch_size, shuffle=True,
-                        collate_fn=_Collate(fmt, train), generator=torch.Generator().manual_seed(config.seed))
+    collate = _Collate(fmt, train)
     optimizer = adamw(encoder, config.learning_rate, config.weight_decay)
-    wrapped, optimizer, loader = accelerator.prepare(encoder, optimizer, loader)
+    wrapped, optimizer = accelerator.prepare(encoder, optimizer)
     model = accelerator.unwrap_model(wrapped)
 
     def encode_table() -> torch.Tensor:
-        return item_table(model, fmt, encode.batch_size, encode.chunk_items, accelerator)
+        with accelerator.autocast():
+            return item_table(model, fmt, encode.batch_size, encode.chunk_items, accelerator)
 
     def validate(table: torch.Tensor) -> float:
-        return float(score_fn(user_vectors(model, fmt, valid, encode.batch_size), table))
+        with accelerator.autocast():
+            return float(score_fn(user_vectors(model, fmt, valid, encode.batch_size), table))
 
-    table = encode_table()
-    if config.stage1_epochs + config.stage2_epochs == 0:  # zero-shot: nothing to choose between
-        return FinetuneResult(math.nan, table, [])
-    best = FinetuneResult(validate(table), table, [])
-    best_state = _snapshot(model)
-    emit("recformer_finetune", f"before fine-tuning: validation score {best.best_score:.4f}", score=best.best_score)
-    for stage, epochs in ((1, config.stage1_epochs), (2, config.stage2_epochs)):
-        model.load_state_dict(best_state)
-        table, stale = best.table, 0
-        for epoch in range(epochs):
-            loss = _train_epoch(wrapped, optimizer, loader, table, temperature, config.max_grad_norm, accelerator,
-                                f"stage {stage} epoch {epoch + 1}")
-            if stage == 1:
+    def save(position: Position, table: torch.Tensor, best: FinetuneResult, best_state: dict) -> None:
+        if checkpoints is not None:
+            tensors = {"table": table, "best_table": best.table, **{f"best.{k}": v for k, v in best_state.items()}}
+            resume.save(accelerator, checkpoints, "step", position.step, asdict(position),
+                        lambda folder: save_file({k: v.detach().cpu().clone() for k, v in tensors.items()},
+                                                 str(folder / TENSORS_FILE)))
+
+    restored = resume.restore(accelerator, checkpoints, "step") if checkpoints is not None else None
+    if restored is not None:
+        folder, state = restored
+        position, tensors = Position(**state), load_file(str(folder / TENSORS_FILE))
+        table = tensors.pop("table").to(accelerator.device)
+        best = FinetuneResult(position.best_score, tensors.pop("best_table").to(accelerator.device), position.history)
+        best_state = {k.removeprefix("best."): v for k, v in tensors.items()}
+        emit("resumed", f"resumed Recformer fine-tuning from {folder.name} (stage {position.stage}, "
+             f"epoch {position.epoch + 1}, batch {position.batch})", step=position.step)
+    else:
+        table = encode_table()
+        if config.stage1_epochs + config.stage2_epochs == 0:  # zero-shot: nothing to choose between
+            return FinetuneResult(math.nan, table, [])
+        position = Position()
+        best = FinetuneResult(validate(table), table, position.history)
+        position.best_score, best_state = best.best_score, _snapshot(model)
+        emit("recformer_finetune", f"before fine-tuning: validation score {best.best_score:.4f}", score=best.best_score)
+    epochs = {1: config.stage1_epochs, 2: config.stage2_epochs}
+    while position.stage <= 2:
+        if position.epoch == 0 and position.batch == 0:  # a stage starts from the best encoder and its table
+            model.load_state_dict(best_state)
+            table = best.table
+        while position.epoch < epochs[position.stage] and position.stale < config.patience:
+            batches = epoch_batches(train, config, position.stage, position.epoch, accelerator.process_index,
+                                    accelerator.num_processes)
+            _train_epoch(wrapped, optimizer, collate, batches, table, temperature, config, accelerator, position,
+                         lambda used=table, weights=best_state: save(position, used, best, weights))
+            loss = position.loss_sum / max(len(batches), 1)
+            if position.stage == 1:
                 table = encode_table()
             score = validate(table)
-            best.history.append({"stage": stage, "epoch": epoch + 1, "loss": loss, "score": score})
-            emit("recformer_epoch", f"stage {stage} epoch {epoch + 1}: loss {loss:.4f}, validation {score:.4f}",
-                 **best.history[-1])
+            position.epoch, position.batch, position.loss_sum = position.epoch + 1, 0, 0.0
+            position.history.append({"stage": position.stage, "epoch": position.epoch, "loss": loss, "score": score})
+            emit("recformer_epoch", f"stage {position.stage} epoch {position.epoch}: loss {loss:.4f}, "
+                 f"validation {score:.4f}", **position.history[-1])
             if score > best.best_score:
-                best.best_score, best.table, best_state, stale = score, table, _snapshot(model), 0
+                best.best_score, best.table, best_state, position.stale = score, table, _snapshot(model), 0
+                position.best_score = score
             else:
-                stale += 1
-                if stale >= config.patience:
-                    break
+                position.stale += 1
+            save(position, table, best, best_state)
+        position.stage, position.epoch, position.stale = position.stage + 1, 0, 0
     model.load_state_dict(best_state)
     return best
 
@@ -124,20 +190,24 @@ def _snapshot(model: nn.Module) -> dict[str, torch.Tensor]:
     return {name: value.detach().to("cpu", copy=True) for name, value in model.state_dict().items()}
 
 
-def _train_epoch(wrapped: nn.Module, optimizer, loader: DataLoader, table: torch.Tensor, temperature: float,
-                 max_grad_norm: float, accelerator: Accelerator, description: str) -> float:
-    """One pass: softmax of each sequence over the whole (fixed) item table; returns the mean loss."""
+def _train_epoch(wrapped: nn.Module, optimizer: torch.optim.Optimizer, collate: _Collate, batches: list[np.ndarray],
+                 table: torch.Tensor, temperature: float, config: RecformerFinetuneConfig, accelerator: Accelerator,
+                 position: Position, checkpoint: Callable[[], None]) -> None:
+    """The rest of one epoch from `position.batch`: softmax of each sequence over the whole (fixed) item table."""
     items = nn.functional.normalize(table, dim=-1)  # (N, H), a constant for this epoch
-    losses = []
     wrapped.train()
-    with Tracker(description, len(loader), "steps") as tracker:
-        for batch in loader:
-            seq = nn.functional.normalize(wrapped(**batch["sequences"]), dim=-1)  # (B, H)
+    with Tracker(f"stage {position.stage} epoch {position.epoch + 1}", len(batches), "steps") as tracker:
+        tracker.advance(position.batch)
+        for indices in batches[position.batch:]:
+            batch = send_to_device(collate(indices.tolist()), accelerator.device)
+            seq = nn.functional.normalize(wrapped(**batch["sequences"]).float(), dim=-1)  # (B, H)
             loss = nn.functional.cross_entropy(seq @ items.T / temperature, batch["targets"])
             accelerator.backward(loss)
-            accelerator.clip_grad_norm_(wrapped.parameters(), max_grad_norm)
+            accelerator.clip_grad_norm_(wrapped.parameters(), config.max_grad_norm)
             optimizer.step()
             optimizer.zero_grad()
-            losses.append(loss.item())
-            tracker.advance(1, loss=f"{losses[-1]:.3f}")
-    return float(np.mean(losses)) if losses else float("nan")
+            position.batch, position.step, position.loss_sum = position.batch + 1, position.step + 1, \
+                position.loss_sum + loss.item()
+            tracker.advance(1, loss=f"{loss.item():.3f}")
+            if config.checkpoint_every and position.step % config.checkpoint_every == 0:
+                checkpoint()
