@@ -76,6 +76,7 @@ class WorkspaceConfig(Section):
 class SaidConfig(Section):
     soft_tokens: int = Field(ge=1)
     item_dim: int = Field(ge=1)
+    item_init: Literal["random", "text"]
     projector_width: int = Field(ge=1)
     lr: float = Field(gt=0)
     item_lr: float = Field(gt=0)

@@ -85,15 +85,16 @@ def test_a_killed_run_resumes_from_its_checkpoint_and_matches_an_uninterrupted_o
     np.testing.assert_allclose(resumed_vectors, read_embeddings(fresh.run_dir).vectors, atol=1e-5)
 
 
-def test_incremental_embeds_only_new_and_changed_items(tmp_path: Path, tiny_llama: Path) -> None:
+@pytest.mark.parametrize("item_init", ["random", "text"])
+def test_incremental_embeds_only_new_and_changed_items(tmp_path: Path, tiny_llama: Path, item_init: str) -> None:
     source = shared_dataset("ml-100k")
     root = tmp_path / "art"
     first = align_config(root, write_ml100k_slice(source, tmp_path / "raw1", items=40), tiny_llama,
-                         "align.said.epochs=1", "align.evidence.items=0")
+                         "align.said.epochs=1", "align.evidence.items=0", f"align.said.item_init={item_init}")
     prepared(first)
     base = stage.run(first)
     second = align_config(root, write_ml100k_slice(source, tmp_path / "raw2", items=46, retitle={"3": "Five Rooms"}),
-                          tiny_llama, "align.said.epochs=1", "align.evidence.items=0")
+                          tiny_llama, "align.said.epochs=1", "align.evidence.items=0", f"align.said.item_init={item_init}")
     prepared(second)
     grown = stage.run(second, incremental=True)
     assert grown.manifest["items_embedded"] == 7 and grown.manifest["rows"] == 46
@@ -107,6 +108,10 @@ def test_incremental_embeds_only_new_and_changed_items(tmp_path: Path, tiny_llam
     table = load_file(str(grown.run_dir / "projector.safetensors"))["items.weight"]
     base_table = load_file(str(base.run_dir / "projector.safetensors"))["items.weight"]
     assert table.shape == (46, 64) and torch.equal(table[unchanged], base_table[unchanged])
+    if item_init == "text":  # the base run's map from text to start vectors is carried over, not refitted
+        for name in ("text_mean", "text_basis"):
+            base_map = load_file(str(base.run_dir / "projector.safetensors"))[name]
+            assert base_map.any() and torch.equal(load_file(str(grown.run_dir / "projector.safetensors"))[name], base_map)
     again = stage.run(second, incremental=True)  # nothing new since: every row is carried over as it was
     assert again.manifest["items_embedded"] == 0 and np.array_equal(read_embeddings(again.run_dir).vectors, new.vectors)
     check_index(again.run_dir, 46, 32)

@@ -19,7 +19,7 @@ from pipeline.batching import length_batches, shard
 from pipeline.embeddings import check_index, read_embeddings
 from pipeline.errors import BadInput, PipelineError
 from pipeline.store import latest_checkpoint
-from stages.align import export
+from stages.align import export, said_method
 from stages.align.evidence import attribute_sets, neighbour_rate
 from stages.align.lm import load_causal_lm, load_encoder, resolve
 from stages.align.loss import token_nll
@@ -91,6 +91,26 @@ def test_tokens_are_cached_truncated_and_counted(lm, tmp_path: Path) -> None:
         again = tokenize(TEXTS, lm.tokenizer, 6, special_tokens=False, cache=cache)  # served from the cache
     assert np.array_equal(again.ids, tokens.ids)
     assert tokenize(TEXTS, lm.tokenizer, 7, special_tokens=False, cache=cache).lengths.max() == 7  # new settings
+
+
+def test_items_can_start_from_their_texts_and_later_items_are_placed_the_same_way(lm) -> None:
+    texts = [*TEXTS, TEXTS[1]]  # the last item repeats GoldenEye's text
+    tokens = tokenize(texts, lm.tokenizer, 64, special_tokens=False)
+    means = said_method.text_means(lm.model, tokens)
+    embedded = lm.model.get_input_embeddings()(torch.as_tensor(tokens.item(3))).float().mean(dim=0)
+    torch.testing.assert_close(means[3], embedded)
+    hidden = lm.model.config.hidden_size
+    projector = SAIDProjector(len(texts), item_dim=4, width=8, soft_tokens=2, hidden=hidden, token_rms=1.0)
+    projector.init_from_text(torch.arange(6), means[:6])
+    start = projector.items.weight[:6].detach()
+    # centred, unit-variance principal components: the scale of the default normal start
+    torch.testing.assert_close(start.mean(dim=0), torch.zeros(4), atol=1e-4, rtol=0)
+    torch.testing.assert_close(start.std(dim=0), torch.ones(4), atol=1e-3, rtol=0)
+    basis = projector.text_basis.clone()
+    projector.init_from_text(torch.tensor([6, 7, 8]), means[6:])  # items added later: the same map, no refit
+    assert torch.equal(projector.text_basis, basis)
+    torch.testing.assert_close(projector.items.weight[6:].detach(), (means[6:] - projector.text_mean) @ basis)
+    torch.testing.assert_close(projector.items.weight[8], projector.items.weight[1])  # same text, same start
 
 
 def test_fit_trains_only_the_projector_and_the_lm_stays_bit_identical(lm, tmp_path: Path) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
@@ -21,6 +23,27 @@ class SAIDProjector(nn.Module):
         self.items = nn.Embedding(num_items, item_dim)
         self.mlp = nn.Sequential(nn.Linear(item_dim, width), nn.GELU(), nn.Linear(width, soft_tokens * hidden))
         self.register_buffer("token_rms", torch.tensor(float(token_rms)))
+        # How item_init: text places an item (zero until used): the catalog's mean token embedding and the
+        # (hidden, item_dim) map onto its whitened principal components. Kept with the weights, so items
+        # added by a later incremental run are placed the same way.
+        self.register_buffer("text_mean", torch.zeros(hidden))
+        self.register_buffer("text_basis", torch.zeros(hidden, item_dim))
+
+    @torch.no_grad()
+    def init_from_text(self, rows: torch.Tensor, means: torch.Tensor) -> None:
+        """Start items `rows` from their texts: `means` (R, hidden) are their mean input-token embeddings.
+
+        The first call fits the principal components on these items; every call projects onto them, each
+        component scaled to unit variance (the scale of the default normal start).
+        """
+        means = means.float()
+        if not self.text_basis.any():
+            self.text_mean.copy_(means.mean(dim=0))
+            _, spread, directions = torch.linalg.svd(means - self.text_mean, full_matrices=False)
+            k = min(self.items.embedding_dim, len(directions))
+            std = spread[:k] / math.sqrt(max(len(means) - 1, 1))
+            self.text_basis[:, :k] = directions[:k].T / std.clamp_min(1e-6)
+        self.items.weight[rows] = (means - self.text_mean) @ self.text_basis
 
     def forward(self, rows: torch.Tensor) -> torch.Tensor:
         x = self.mlp(self.items(rows)).view(-1, self.soft_tokens, self.hidden)  # (B, k, H)

@@ -42,6 +42,33 @@ def build_projector(config: AlignConfig, lm: nn.Module, num_items: int) -> SAIDP
                          token_rms=token_rms(embedding, embedding.num_embeddings))
 
 
+def text_means(lm: nn.Module, tokens: Tokens, chunk: int = 16384) -> torch.Tensor:
+    """(items, hidden) each item's mean input-token embedding, as the LM's first layer receives them."""
+    embedding = lm.get_input_embeddings()
+    device = next(embedding.parameters()).device
+    owner = torch.from_numpy(np.repeat(np.arange(len(tokens.lengths)), tokens.lengths))
+    sums = torch.zeros(len(tokens.lengths), lm.config.hidden_size)
+    with torch.no_grad():
+        for start in range(0, len(tokens.ids), chunk):
+            ids = torch.as_tensor(tokens.ids[start:start + chunk], device=device)
+            sums.index_add_(0, owner[start:start + chunk], embedding(ids).float().cpu())
+    return sums / torch.from_numpy(tokens.lengths).clamp(min=1).unsqueeze(1).float()
+
+
+def projector_for(config: AlignConfig, lm: nn.Module, tokens: Tokens, base_dir: Path | None,
+                  base_rows: list[int | None]) -> SAIDProjector:
+    """A fresh projector, or one continuing a published run; the items it starts afresh follow `said.item_init`."""
+    projector = build_projector(config, lm, len(tokens.lengths))
+    fresh = list(range(len(tokens.lengths)))
+    if base_dir is not None:
+        continue_from(projector, base_dir, base_rows)
+        fresh = [i for i, row in enumerate(base_rows) if row is None]
+    if config.said.item_init == "text" and fresh:
+        rows = torch.as_tensor(fresh)
+        projector.init_from_text(rows, text_means(lm, tokens)[rows])
+    return projector
+
+
 def continue_from(projector: SAIDProjector, base_dir: Path, base_rows: list[int | None]) -> None:
     """Take a published run's MLP (frozen, so its rows stay valid) and warm-start items it already had.
 
@@ -52,7 +79,9 @@ def continue_from(projector: SAIDProjector, base_dir: Path, base_rows: list[int 
     """
     state = load_file(str(base_dir / PROJECTOR_FILE))
     mine = projector.state_dict()
-    mismatched = [k for k in mine if k != "items.weight" and (k not in state or state[k].shape != mine[k].shape)]
+    optional = {"text_mean", "text_basis"}  # absent from runs made before item_init existed: left at zero
+    mismatched = [k for k in mine if k != "items.weight" and (k not in state and k not in optional
+                                                               or k in state and state[k].shape != mine[k].shape)]
     if mismatched:
         raise BadInput(f"{base_dir / PROJECTOR_FILE}: projector shapes differ from align.said "
                        f"({', '.join(mismatched)}); run without --incremental")

@@ -25,6 +25,7 @@ from pipeline.config import AlignConfig, PipelineConfig, fingerprint, stage_run_
 from pipeline.errors import BadInput
 from pipeline.prepare import ITEMS_FILE
 from pipeline.store import RunResult, publish_run, read_manifest, workspace_output, write_json_atomic
+from stages.accelerator import stage_accelerator
 from stages.align import export, recformer_method, said_method
 from stages.align.dist import say
 from stages.align.evidence import attribute_sets, neighbour_rate
@@ -148,9 +149,7 @@ def _embed(accelerator: Accelerator, align: AlignConfig, loaded: Loaded, tokens:
     pad_id = loaded.tokenizer.pad_token_id
     if align.method == "text":
         return encode(accelerator, loaded.model, tokens, align.batch_size, pad_id), None, {"evidence": {}}
-    projector = said_method.build_projector(align, loaded.model, len(tokens.lengths))
-    if base_dir is not None:
-        said_method.continue_from(projector, base_dir, items.base_rows)
+    projector = said_method.projector_for(align, loaded.model, tokens, base_dir, items.base_rows)
     trained = said_method.train_and_embed(accelerator, align, loaded.model, tokens, projector, pad_id,
                                           folder / CHECKPOINTS)
     losses = trained.position.losses
@@ -162,7 +161,7 @@ def _embed(accelerator: Accelerator, align: AlignConfig, loaded: Loaded, tokens:
 def run(config: PipelineConfig, force: bool = False, incremental: bool = False) -> RunResult | None:
     """Align the latest dataset's items and publish the embeddings; None on non-main processes."""
     align = config.align
-    accelerator = Accelerator(mixed_precision=align.mixed_precision)
+    accelerator = stage_accelerator(align.mixed_precision)
     dataset_dir = workspace_output(config, "datasets").require_latest("no dataset yet: run `prepare` first")
     dataset_run = read_manifest(dataset_dir)["run_id"]
     output = workspace_output(config, "embeddings")

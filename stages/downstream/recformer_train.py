@@ -18,7 +18,6 @@ import faiss
 import numpy as np
 import torch
 import torch.nn.functional as F
-from accelerate import Accelerator
 from safetensors.torch import load_file, save_file
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
@@ -26,6 +25,7 @@ from pipeline.config import PipelineConfig, RecformerConfig
 from pipeline.embeddings import Embeddings
 from pipeline.errors import BadInput
 from pipeline.store import write_json_atomic
+from stages.accelerator import stage_accelerator
 from stages.align.recformer_method import ENCODER_DIR
 from stages.downstream import runs
 from stages.downstream.evaluate import evaluate_all, evaluate_scores, split_users
@@ -102,7 +102,7 @@ def train(folder: Path, config: PipelineConfig, dataset_dir: Path, dataset_run_i
         return evaluate_scores(lambda users, _: users_unit[rows[users]], table_unit,
                                seqs, "valid", downstream.evaluate)[metric]
 
-    accelerator = Accelerator(mixed_precision=recformer.finetune.mixed_precision)
+    accelerator = stage_accelerator(recformer.finetune.mixed_precision)
     train_examples = examples(seqs, "train")
     result = finetune(encoder, fmt, train_examples, valid, valid_score, recformer.temperature,
                       recformer.finetune, recformer.encode, accelerator, folder / CHECKPOINTS)

@@ -27,6 +27,7 @@ from pipeline.embeddings import Embeddings
 from pipeline.errors import BadInput
 from pipeline.store import RunResult, publish_run, read_manifest, workspace_output, write_json_atomic
 from stages import resume
+from stages.accelerator import stage_accelerator
 from stages.downstream import runs
 from stages.downstream.evaluate import evaluate_all, evaluate_model, split_users
 from stages.downstream.item_index import build_index
@@ -109,7 +110,7 @@ def _fit(model: Recommender, seqs: Sequences, rows: torch.Tensor, config: Downst
          folder: Path) -> tuple[TrainState, Accelerator]:
     """The training loop: epochs until max_epochs or patience runs out; the best weights in BEST_FILE."""
     train, metric = config.train, f"ndcg@{config.evaluate.ks[0]}"
-    accelerator = Accelerator()
+    accelerator = stage_accelerator()
     objective = Objective(model, train.loss, train.negatives)
     optimizer = torch.optim.AdamW(objective.parameters(), lr=train.lr, weight_decay=train.weight_decay)
     objective, optimizer = accelerator.prepare(objective, optimizer)
