@@ -15,7 +15,8 @@ LENGTH = 10
 
 
 def _config(**changes: object) -> ModelConfig:
-    base = {"kind": "sasrec", "hidden_size": 16, "layers": 1, "heads": 2, "feedforward_size": None, "dropout": 0.1,
+    base = {"kind": "sasrec", "hidden_size": 16, "layers": 1, "heads": 2, "feedforward_size": None, "norm": "pre",
+            "dropout": 0.1,
             "max_length": LENGTH,
             "pooling": "attention", "adapter": "linear", "id_embedding": False, "freeze_embeddings": True}
     return ModelConfig(**{**base, **changes})
@@ -34,12 +35,13 @@ def data(small_dataset: Path, tmp_path_factory):
 
 @pytest.mark.parametrize(("changes", "loss", "with_embeddings"), [
     ({"kind": "sasrec"}, "ce", True),
+    ({"kind": "sasrec", "norm": "post"}, "ce", False),  # RecBole's block layout, ID-only
     ({"kind": "gru4rec"}, "ce", True),
     ({"kind": "said_light", "pooling": "attention"}, "ce", True),
     ({"kind": "said_light", "pooling": "mean", "adapter": "mlp", "id_embedding": True}, "sampled", True),
     ({"kind": "sasrec", "adapter": "whiten", "id_embedding": True, "freeze_embeddings": False}, "ce", True),
     ({"kind": "gru4rec"}, "bce", False),  # the ID-only baseline
-], ids=["sasrec", "gru4rec", "said-attention", "said-mean-mlp-sampled", "sasrec-whiten-id-unfrozen", "gru4rec-id-only-bce"])
+], ids=["sasrec", "sasrec-post-norm-id-only", "gru4rec", "said-attention", "said-mean-mlp-sampled", "sasrec-whiten-id-unfrozen", "gru4rec-id-only-bce"])
 def test_each_model_learns_on_real_sequences(data, changes: dict, loss: str, with_embeddings: bool) -> None:
     seqs, vectors, has, rows = data
     torch.manual_seed(0)
@@ -67,10 +69,11 @@ def test_each_model_learns_on_real_sequences(data, changes: dict, loss: str, wit
         assert "items.table" not in model.state_dict()  # the frozen table is an input, not a weight
 
 
-@pytest.mark.parametrize("kind", ["sasrec", "gru4rec", "said_light"])
-def test_a_position_never_sees_later_items(data, kind: str) -> None:
+@pytest.mark.parametrize(("kind", "norm"), [("sasrec", "pre"), ("sasrec", "post"), ("gru4rec", "pre"),
+                                            ("said_light", "pre")])
+def test_a_position_never_sees_later_items(data, kind: str, norm: str) -> None:
     seqs, vectors, has, rows = data
-    model = build(_config(kind=kind), seqs.num_items, vectors, has).eval()
+    model = build(_config(kind=kind, norm=norm), seqs.num_items, vectors, has).eval()
     history = rows[:8, :-1].clone()
     changed = history.clone()
     changed[:, -1] = (changed[:, -1] % seqs.num_items) + 1
@@ -97,3 +100,10 @@ def test_items_without_an_embedding_get_an_id_vector(data) -> None:
 def test_sasrec_feedforward_width_defaults_to_four_times_hidden(feedforward_size: int | None, width: int) -> None:
     model = build(_config(feedforward_size=feedforward_size), 10, None, None)
     assert {layer.linear1.out_features for layer in model.sequence.blocks.layers} == {width}
+
+
+@pytest.mark.parametrize(("norm", "norm_first", "final"), [("pre", True, torch.nn.LayerNorm), ("post", False, torch.nn.Identity)])
+def test_sasrec_blocks_normalise_before_or_after_as_configured(norm: str, norm_first: bool, final: type) -> None:
+    model = build(_config(norm=norm, layers=2), 10, None, None)
+    assert {layer.norm_first for layer in model.sequence.blocks.layers} == {norm_first}
+    assert isinstance(model.sequence.norm, final)

@@ -6,6 +6,8 @@ training target at every position of the sequence.
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 from torch import nn
 
@@ -25,16 +27,18 @@ def causal_mask(padding: torch.Tensor, heads: int) -> torch.Tensor:
 class SASRec(nn.Module):
     """Args:
         hidden_size: H, width of item vectors and of the Transformer.
-        layers: Transformer blocks (pre-norm).
+        layers: Transformer blocks.
         heads: attention heads; must divide H.
         dropout: on the input and inside each block.
         max_length: the longest history (learned positions counted back from the most recent item).
         feedforward_size: width of each block's feed-forward layer (4 x H in the original Transformer;
             RecBole's SASRec uses 256 whatever H is, so a matched comparison must be able to set it).
+        norm: "pre" normalises each sub-layer's input and the final states; "post" normalises after each
+            residual sum (BERT, RecBole), whose last block already ends in a LayerNorm.
     """
 
     def __init__(self, hidden_size: int, layers: int, heads: int, dropout: float, max_length: int,
-                 feedforward_size: int | None = None) -> None:
+                 feedforward_size: int | None = None, norm: Literal["pre", "post"] = "pre") -> None:
         super().__init__()
         if hidden_size % heads:
             raise ValueError(f"hidden_size {hidden_size} is not divisible by heads {heads}")
@@ -44,9 +48,9 @@ class SASRec(nn.Module):
         self.norm_in = nn.LayerNorm(hidden_size)  # item vectors from an adapter come at any scale
         self.dropout = nn.Dropout(dropout)
         block = nn.TransformerEncoderLayer(hidden_size, heads, dim_feedforward=feedforward_size or 4 * hidden_size, dropout=dropout,
-                                           activation="gelu", batch_first=True, norm_first=True)
+                                           activation="gelu", batch_first=True, norm_first=norm == "pre")
         self.blocks = nn.TransformerEncoder(block, layers, enable_nested_tensor=False)
-        self.norm = nn.LayerNorm(hidden_size)
+        self.norm = nn.LayerNorm(hidden_size) if norm == "pre" else nn.Identity()
 
     def forward(self, items: torch.Tensor, padding: torch.Tensor) -> torch.Tensor:
         """items: (B, L, H) item vectors; padding: (B, L) bool, True at padding -> (B, L, H) states."""
