@@ -43,6 +43,8 @@ TRAIN = {"loss": "ce", "lr": 0.001, "weight_decay": 0.0, "patience": 10, "max_le
 RECBOLE_BATCH, OUR_BATCH, TARGETS_PER_WINDOW = 2048, 512, 34_101 / 8_442
 SAID_ADAPTER = ("downstream.model.adapter=whiten",)
 TEXT_ADAPTER = ("downstream.model.adapter=linear",)  # as the text runs were measured
+# The same frozen text vectors with a trainable ID vector added to each adapted one (downstream.model.id_embedding).
+TEXT_ID = (*TEXT_ADAPTER, "downstream.model.id_embedding=true")
 MATCHED = {"sasrec": {"hidden_size": 300, "layers": 2, "heads": 2, "feedforward_size": 256, "dropout": 0.5},
            "gru4rec": {"hidden_size": 300, "layers": 1, "dropout": 0.3}}
 
@@ -149,9 +151,9 @@ def main() -> None:
     done_file = workspace / "downstream_vs_recbole.runs.json"
     if args.figures_only:
         kept = json.loads(done_file.read_text())
-        embeddings = {name: None if path is None else Path(path) for name, path in kept["embeddings"].items()}
-        _results.write("downstream_vs_recbole", *figures(kept["ours"], kept["peers"], embeddings["text"],
-                                                         embeddings.get("said"), args))
+        text, said = (None if kept["embeddings"].get(k) is None else Path(kept["embeddings"][k]) for k in ("text", "said"))
+        ours = matching(kept["ours"], variants_of(text, said, args.recbole_models), args)
+        _results.write("downstream_vs_recbole", *figures(ours, kept["peers"], text, said, args))
         return
 
     log("prepare, text embeddings")
@@ -160,14 +162,9 @@ def main() -> None:
     said = args.said_run.resolve() if args.said_run else said_run(workspace)
     if said is None and args.said:
         said, _ = cli(workspace, "align", "align.method=said", "align.evidence.attribute=null")
-    # SAID's mean-pooled soft tokens share a large common component (the texts' layout), so they go through
-    # the whitening adapter; the text encoder's vectors through a linear one.
-    variants = {"ours_id_sasrec": ("sasrec", None, ()), "ours_text_sasrec": ("sasrec", text, TEXT_ADAPTER),
-                **({"ours_said_sasrec": ("sasrec", said, SAID_ADAPTER)} if said else {}),
-                **({"ours_id_gru4rec": ("gru4rec", None, ())} if "GRU4Rec" in args.recbole_models else {})}
-
+    variants = variants_of(text, said, args.recbole_models)
     kept = json.loads(done_file.read_text()) if args.reuse_runs and done_file.is_file() else {"ours": {}, "peers": {}}
-    ours: dict[str, list[dict[str, Any]]] = kept["ours"]
+    ours = matching(kept["ours"], variants, args)
     peers: dict[str, list[dict[str, Any]]] = kept["peers"]
     used = {"text": str(text), "said": None if said is None else str(said)}
 
@@ -176,11 +173,9 @@ def main() -> None:
 
     for name, (kind, embeddings, extra) in variants.items():
         for seed in range(FIRST_SEED, FIRST_SEED + args.seeds):
-            overrides = our_overrides(kind, embeddings, seed, args.max_epochs, extra)
-            # A kept run counts only if it was made with exactly these settings; others are dropped.
-            ours[name] = [r for r in ours.get(name, []) if r["seed"] != seed or r.get("overrides") == overrides]
             if any(r["seed"] == seed for r in ours[name]):
                 continue
+            overrides = our_overrides(kind, embeddings, seed, args.max_epochs, extra)
             log(f"{name} seed {seed}")
             ours[name].append(train_ours(workspace, seed, overrides, args.max_epochs))
             log(json.dumps(ours[name][-1]["test"]) + f" in {ours[name][-1]['whole_run_s']} s")
@@ -198,10 +193,30 @@ def main() -> None:
     _results.write("downstream_vs_recbole", *figures(ours, peers, text, said, args))
 
 
+Variant = tuple[str, Path | None, tuple[str, ...]]  # model kind, embeddings run (None: IDs), extra overrides
+
+
+def variants_of(text: Path, said: Path | None, recbole_models: list[str]) -> dict[str, Variant]:
+    """Our runs, by results key. SAID's mean-pooled soft tokens share a large common component (the texts'
+    layout), so they go through the whitening adapter; the text encoder's vectors through a linear one."""
+    return {"ours_id_sasrec": ("sasrec", None, ()), "ours_text_sasrec": ("sasrec", text, TEXT_ADAPTER),
+            "ours_text_id_sasrec": ("sasrec", text, TEXT_ID),
+            **({"ours_said_sasrec": ("sasrec", said, SAID_ADAPTER)} if said else {}),
+            **({"ours_id_gru4rec": ("gru4rec", None, ())} if "GRU4Rec" in recbole_models else {})}
+
+
+def matching(kept: dict[str, list[dict[str, Any]]], variants: dict[str, Variant],
+             args: argparse.Namespace) -> dict[str, list[dict[str, Any]]]:
+    """The kept runs made with exactly the settings this invocation would use (others would mix settings)."""
+    return {name: [r for r in kept.get(name, [])
+                   if r.get("overrides") == our_overrides(kind, embeddings, r["seed"], args.max_epochs, extra)]
+            for name, (kind, embeddings, extra) in variants.items()}
+
+
 def figures(ours: dict, peers: dict, text: Path, said: Path | None,
             args: argparse.Namespace) -> tuple[dict[str, Any], list[tuple[str, Any]]]:
     """The results record and its Markdown table."""
-    summaries = {**{name: summary(runs) for name, runs in ours.items()},
+    summaries = {**{name: summary(runs) for name, runs in ours.items() if runs},
                  **{name: summary(runs) for name, runs in peers.items()}}
     popularity = ours["ours_id_sasrec"][0]["popularity_test"]
     ndcg10 = {name: s["ndcg10"] for name, s in summaries.items()} | {"popularity": popularity["ndcg@10"]}
@@ -214,6 +229,7 @@ def figures(ours: dict, peers: dict, text: Path, said: Path | None,
                                   "recbole_batch_size": f"{RECBOLE_BATCH} prefixes, one target each",
                                   "ours_norm": "pre-norm blocks, LayerNorm on the input", "recbole_norm": "post-norm",
                                   "ours_text_adapter": "linear (frozen 384-d all-MiniLM-L6-v2 vectors -> 300)",
+                                  "ours_text_id": "the text variant plus a trainable 300-d ID vector per item",
                                   "ours_said_adapter": "whiten (PCA whitening of the frozen 576-d SAID vectors, "
                                   "then linear -> 300)"},
                               "embeddings": {"text": str(text), "said": None if said is None else str(said)},
@@ -224,7 +240,7 @@ def figures(ours: dict, peers: dict, text: Path, said: Path | None,
                f"{', CAPPED' if s['capped'] else ''})"), f"{s['ndcg10']:.4f} ± {s['ndcg10_std']:.4f} / {s['recall10']:.4f}")
              for name, s in summaries.items()]
     table.append(("NDCG@10 / Recall@10 popularity", f"{popularity['ndcg@10']:.4f} / {popularity['recall@10']:.4f}"))
-    for embeddings in ("text", "said"):
+    for embeddings in ("text", "text_id", "said"):
         if f"ours_{embeddings}_sasrec" in ndcg10:
             gain = ndcg10[f"ours_{embeddings}_sasrec"] / ndcg10["ours_id_sasrec"] - 1
             record["targets"][f"{embeddings}_vs_id_ndcg10_gain"] = round(gain, 4)
