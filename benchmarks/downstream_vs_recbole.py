@@ -19,6 +19,8 @@ whole run, so the ratio is an upper bound on ours / RecBole), with the per-epoch
 from __future__ import annotations
 
 import argparse
+import functools
+import hashlib
 import json
 import statistics
 import subprocess
@@ -29,10 +31,12 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import _cli, _results
+from pipeline.embeddings import read_embeddings
 
 ROOT = _cli.ROOT
 CONFIG = "configs/amazon2018-scientific-unisrec.yaml"
 RAW = "../shared/datasets/amazon2018-scientific-unisrec/raw"
+EMBEDDINGS_KEY = "downstream.embeddings="
 RECBOLE_PYTHON = ROOT / ".venv-recbole" / "bin" / "python"
 FIRST_SEED = 2020  # RecBole's default seed; seeds are FIRST_SEED, FIRST_SEED + 1, ...
 
@@ -64,7 +68,7 @@ def said_run(workspace: Path) -> Path | None:
 def our_overrides(kind: str, embeddings: Path | None, seed: int, max_epochs: int,
                   extra: tuple[str, ...] = ()) -> list[str]:
     """The `--set` overrides of one of our runs: RecBole's hyperparameters, the variant's extras."""
-    return [f"downstream.embeddings={'null' if embeddings is None else embeddings}", f"downstream.model.kind={kind}",
+    return [f"{EMBEDDINGS_KEY}{'null' if embeddings is None else embeddings}", f"downstream.model.kind={kind}",
             *(f"downstream.model.{key}={value}" for key, value in MATCHED[kind].items()),
             f"downstream.model.max_length={TRAIN['max_length']}", f"downstream.train.loss={TRAIN['loss']}",
             f"downstream.train.lr={TRAIN['lr']}", f"downstream.train.weight_decay={TRAIN['weight_decay']}",
@@ -205,11 +209,34 @@ def variants_of(text: Path, said: Path | None, recbole_models: list[str]) -> dic
             **({"ours_id_gru4rec": ("gru4rec", None, ())} if "GRU4Rec" in recbole_models else {})}
 
 
+@functools.cache
+def vectors_sha256(run: str) -> str | None:
+    """What an embeddings run holds (item ids and vectors), whatever its run id; None if it is gone."""
+    if run == "null" or not Path(run).is_dir():
+        return None
+    embeddings = read_embeddings(Path(run))
+    return hashlib.sha256(json.dumps(embeddings.item_ids).encode() + embeddings.vectors.tobytes()).hexdigest()
+
+
+def same_settings(made: list[str], wanted: list[str]) -> bool:
+    """Whether a kept run's overrides are the wanted ones, its embeddings compared by content (a new release
+    of the code re-publishes the same vectors under a new run id)."""
+    def split(overrides: list[str]) -> tuple[list[str], str]:
+        embeddings = next(o for o in overrides if o.startswith(EMBEDDINGS_KEY)).removeprefix(EMBEDDINGS_KEY)
+        return [o for o in overrides if not o.startswith(EMBEDDINGS_KEY)], embeddings
+
+    (made_rest, made_run), (wanted_rest, wanted_run) = split(made), split(wanted)
+    if made_rest != wanted_rest:
+        return False
+    made_vectors = vectors_sha256(made_run)
+    return made_run == wanted_run or (made_vectors is not None and made_vectors == vectors_sha256(wanted_run))
+
+
 def matching(kept: dict[str, list[dict[str, Any]]], variants: dict[str, Variant],
              args: argparse.Namespace) -> dict[str, list[dict[str, Any]]]:
-    """The kept runs made with exactly the settings this invocation would use (others would mix settings)."""
-    return {name: [r for r in kept.get(name, [])
-                   if r.get("overrides") == our_overrides(kind, embeddings, r["seed"], args.max_epochs, extra)]
+    """The kept runs made with the settings this invocation would use (others would mix settings)."""
+    return {name: [r for r in kept.get(name, []) if "overrides" in r and same_settings(
+                r["overrides"], our_overrides(kind, embeddings, r["seed"], args.max_epochs, extra))]
             for name, (kind, embeddings, extra) in variants.items()}
 
 

@@ -134,6 +134,11 @@ def test_text_baseline_mean_pools_a_frozen_encoder(tmp_path: Path, slice40: Path
     expected = mean_pooled(encoder.model, batch["input_ids"], batch["attention_mask"])[0].numpy()
     np.testing.assert_allclose(embeddings.vectors[5], expected / np.linalg.norm(expected), atol=1e-5)
     assert "nearest_neighbour_share_rate" in result.manifest["evidence"]["neighbours"]
+    # SAID's settings are not read by this method: changing them reuses the published run
+    resaid = align_config(tmp_path / "art", slice40, tiny_llama, "align.method=text", f"align.encoder={tiny_bert}",
+                          "align.batch_size=16", "align.export.normalise=l2", "align.export.index=hnsw",
+                          "align.said.epochs=9", "align.said.item_init=text")
+    assert stage.run(resaid).manifest["run_id"] == result.manifest["run_id"]
 
 
 def test_text_baseline_can_pool_the_causal_lm(tmp_path: Path, slice40: Path, tiny_llama: Path) -> None:

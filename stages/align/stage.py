@@ -170,7 +170,8 @@ def run(config: PipelineConfig, force: bool = False, incremental: bool = False) 
         raise BadInput(f"--incremental: no published embeddings under {output.path} to add to")
     base_run = read_manifest(base_dir)["run_id"] if base_dir else None
     pretrain_dirs = recformer_method.pretraining_datasets(config) if align.method == "recformer" else []
-    config_hash = fingerprint(align.model_dump(mode="json"))
+    # A method's run id hashes the settings it reads: SAID's section does not touch the other methods' vectors.
+    config_hash = fingerprint(align.model_dump(mode="json", exclude=None if align.method == "said" else {"said"}))
     inputs = [dataset_run, base_run]
     if align.method == "recformer":  # its own section (fine-tuning aside) and every pretraining dataset feed the run
         config_hash = fingerprint(config_hash, config.recformer.model_dump(mode="json", exclude={"finetune"}))
