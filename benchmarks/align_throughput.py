@@ -2,8 +2,9 @@
 side by side with a naive reference loop, against the machine's measured matmul peak.
 
 The optimised loop is the stage's own: token ids cached once, batches cut by length, logits only at text
-positions, autocast from `--mixed-precision`. The naive loop tokenizes every batch, pads every text to the
-longest in the catalog, runs fp32 and builds the full (B, T, vocab) logits. FLOPs count useful work only
+positions, autocast from `--mixed-precision`, the attention kernel the stage picks (`--attention`, as
+`align.attention`: eager on CPU). The naive loop tokenizes every batch, pads every text to the longest in
+the catalog, runs fp32 with the model's default attention and builds the full (B, T, vocab) logits. FLOPs count useful work only
 (no padding): 4 x linear weights x (prefix + text tokens) for the frozen LM's forward and input-gradient
 backward, 12 x layers x hidden x length^2 for attention, 4 x vocab x hidden x text tokens for the output
 layer. Speed does not depend on weight values, so `--architecture` times a randomly initialised model of a
@@ -29,7 +30,7 @@ from torch import nn
 
 from benchmarks import _results
 from pipeline.batching import length_batches
-from stages.align.lm import load_causal_lm
+from stages.align.lm import load_causal_lm, use_attention
 from stages.align.loss import token_nll
 from stages.align.projector import SAIDProjector, token_rms
 from stages.align.tokens import collate, tokenize
@@ -146,6 +147,8 @@ def main() -> None:
     parser.add_argument("--mixed-precision", default="no", choices=["no", "bf16", "fp16"])
     parser.add_argument("--lm-dtype", default="float32", choices=["float32", "bfloat16", "float16"],
                         help="the frozen LM's weight dtype (align.lm_dtype); the naive loop keeps a float32 copy")
+    parser.add_argument("--attention", default="auto", choices=["auto", "eager", "sdpa"],
+                        help="the optimised loop's attention kernel (align.attention)")
     parser.add_argument("--skip-naive", action="store_true")
     parser.add_argument("--name", default="align_throughput", help="results file name")
     args = parser.parse_args()
@@ -154,7 +157,8 @@ def main() -> None:
     dtype = {"no": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[args.mixed_precision]
     lm, tokenizer = load_model(args)
     lm.to(device)
-    naive_lm = lm if args.lm_dtype == "float32" or args.skip_naive else copy.deepcopy(lm).float()  # fp32 by definition
+    naive_lm = None if args.skip_naive else copy.deepcopy(lm).float()  # fp32, the model's default attention
+    use_attention(lm, args.attention, device)
     texts = pq.read_table(args.items, columns=["text"]).column("text").to_pylist()
     tokens = tokenize(texts, tokenizer, args.max_text_tokens, special_tokens=False)
     width = int(tokens.lengths.max())
@@ -182,7 +186,8 @@ def main() -> None:
                "catalog_items": len(texts), "catalog_longest_text_tokens": width,
                "lm_params_m": round(sum(p.numel() for p in lm.parameters()) / 1e6, 1),
                "lm": str(args.architecture or args.lm) + (" (random weights)" if args.architecture else ""),
-               "config_overrides": args.config_set, "soft_tokens": SOFT_TOKENS, "lm_dtype": args.lm_dtype}
+               "config_overrides": args.config_set, "soft_tokens": SOFT_TOKENS, "lm_dtype": args.lm_dtype,
+               "attention": lm.config._attn_implementation}
     table = [("text tokens/s (optimised)", f"{tokens_per_s:,.0f}"), ("achieved GFLOP/s", f"{gflops:,.1f}"),
              (f"matmul peak GFLOP/s ({peak_dtype})", f"{peak:,.1f}"), ("fraction of peak", f"{gflops / peak:.3f}")]
     if naive:

@@ -118,6 +118,7 @@ class AlignConfig(Section):
     seed: int
     mixed_precision: Literal["no", "fp16", "bf16"]
     lm_dtype: Literal["float32", "bfloat16", "float16"]
+    attention: Literal["auto", "eager", "sdpa"]
     checkpoint_every: int = Field(ge=0)
     said: SaidConfig
     export: ExportConfig

@@ -21,7 +21,7 @@ from pipeline.errors import BadInput, PipelineError
 from pipeline.store import latest_checkpoint
 from stages.align import export, said_method
 from stages.align.evidence import attribute_sets, neighbour_rate
-from stages.align.lm import load_causal_lm, load_encoder, resolve
+from stages.align.lm import load_causal_lm, load_encoder, resolve, use_attention
 from stages.align.loss import token_nll
 from stages.align.projector import SAIDProjector, pool, token_rms
 from stages.align.said import TrainPlan, enable_checkpointing, fit, lr_factor
@@ -111,6 +111,17 @@ def test_items_can_start_from_their_texts_and_later_items_are_placed_the_same_wa
     assert torch.equal(projector.text_basis, basis)
     torch.testing.assert_close(projector.items.weight[6:].detach(), (means[6:] - projector.text_mean) @ basis)
     torch.testing.assert_close(projector.items.weight[8], projector.items.weight[1])  # same text, same start
+
+
+def test_the_attention_kernel_is_eager_on_cpu_unless_configured(tiny_llama: Path) -> None:
+    model = load_causal_lm(str(tiny_llama), "align.lm", "unused", offline=True).model
+    default = model.config._attn_implementation
+    use_attention(model, "auto", torch.device("cuda"))  # on a GPU auto keeps the model's own kernel
+    assert model.config._attn_implementation == default
+    use_attention(model, "auto", torch.device("cpu"))
+    assert model.config._attn_implementation == "eager"
+    use_attention(model, "sdpa", torch.device("cpu"))
+    assert model.config._attn_implementation == "sdpa"
 
 
 def test_fit_trains_only_the_projector_and_the_lm_stays_bit_identical(lm, tmp_path: Path) -> None:

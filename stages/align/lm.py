@@ -104,6 +104,14 @@ def _frozen(model: nn.Module) -> nn.Module:
     return model
 
 
+def use_attention(model: nn.Module, choice: str, device: torch.device) -> None:
+    """Set the attention kernel of a frozen LM that SAID trains through; `auto` takes eager on CPU, where
+    the fused SDPA backward is the slower one for short item texts, and keeps the model's default elsewhere."""
+    if choice == "auto" and device.type != "cpu":
+        return
+    model.set_attn_implementation("eager" if choice == "auto" else choice)
+
+
 def load_causal_lm(name: str, key: str, cache_dir: str, offline: bool, dtype: str = "float32") -> Loaded:
     """A frozen causal LM (eval mode, no trainable parameter) and a tokenizer that has a pad token.
 

@@ -29,7 +29,7 @@ from stages.accelerator import stage_accelerator
 from stages.align import export, recformer_method, said_method
 from stages.align.dist import say
 from stages.align.evidence import attribute_sets, neighbour_rate
-from stages.align.lm import Loaded, load_causal_lm, load_encoder
+from stages.align.lm import Loaded, load_causal_lm, load_encoder, use_attention
 from stages.align.projector import SAIDProjector
 from stages.align.text_encoder import encode
 from stages.align.tokens import Tokens, render, text_sha256, tokenize
@@ -131,11 +131,15 @@ def _index(config: AlignConfig, folder: Path, base_dir: Path | None, matrix: np.
     return export.write_index(folder, index, matrix[new_from:])
 
 
+SAID_ONLY = {"said", "attention"}  # align settings no other method reads
+
+
 def _load(accelerator: Accelerator, align: AlignConfig) -> tuple[Loaded, int]:
     """The frozen model the method needs, and the dimension of the vectors it will give."""
     with accelerator.main_process_first():  # one process converts a GGUF model; the others read the result
         if align.method == "said":
             loaded = load_causal_lm(align.lm, "align.lm", align.model_cache, align.offline, align.lm_dtype)
+            use_attention(loaded.model, align.attention, accelerator.device)
             return loaded, said_method.output_dim(align, loaded.model.config.hidden_size)
         own = align.encoder == "lm"
         loaded = load_encoder(align.lm if own else align.encoder, "align.lm" if own else "align.encoder",
@@ -171,7 +175,7 @@ def run(config: PipelineConfig, force: bool = False, incremental: bool = False) 
     base_run = read_manifest(base_dir)["run_id"] if base_dir else None
     pretrain_dirs = recformer_method.pretraining_datasets(config) if align.method == "recformer" else []
     # A method's run id hashes the settings it reads: SAID's section does not touch the other methods' vectors.
-    config_hash = fingerprint(align.model_dump(mode="json", exclude=None if align.method == "said" else {"said"}))
+    config_hash = fingerprint(align.model_dump(mode="json", exclude=None if align.method == "said" else SAID_ONLY))
     inputs = [dataset_run, base_run]
     if align.method == "recformer":  # its own section (fine-tuning aside) and every pretraining dataset feed the run
         config_hash = fingerprint(config_hash, config.recformer.model_dump(mode="json", exclude={"finetune"}))
