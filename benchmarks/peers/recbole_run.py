@@ -118,7 +118,9 @@ class Resumable:
         self.trainer._save_checkpoint(epoch_idx, verbose=False, saved_model_file=str(partial))
         os.replace(partial, self.last)
         self.state.update(epochs=epoch_idx + 1, train_s=self.done_before + time.perf_counter() - self.attempt_start)
-        self.progress_file.write_text(json.dumps(self.state))
+        written = self.progress_file.with_suffix(".partial")
+        written.write_text(json.dumps(self.state))
+        os.replace(written, self.progress_file)  # the checkpoint and its bookkeeping are each replaced whole
         print(f"epoch {epoch_idx}: valid NDCG@10 {valid_score:.4f}, {self.state['train_s']:.0f} s so far, "
               f"{self.trainer.cur_step} epochs without a better score", file=sys.stderr, flush=True)
 
