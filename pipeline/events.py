@@ -52,9 +52,9 @@ def emit(event: str, message: str = "", **fields: object) -> None:
         _console.print(message or event, highlight=False)
 
 
-def _rate_fields(done: int, total: int | None, started: float, unit: str) -> dict[str, object]:
+def _rate_fields(done: int, total: int | None, started: float, unit: str, resumed: int = 0) -> dict[str, object]:
     elapsed = max(time.perf_counter() - started, 1e-9)
-    rate = done / elapsed
+    rate = (done - resumed) / elapsed  # work restored from a checkpoint was not done in this time
     eta = (total - done) / rate if total is not None and rate > 0 else None
     return {"done": done, "total": total, "unit": unit, f"{unit}_per_s": round(rate, 2),
             "elapsed_s": round(elapsed, 2), "eta_s": None if eta is None else round(eta, 1)}
@@ -69,7 +69,7 @@ class Tracker:
 
     def __init__(self, description: str, total: int | None, unit: str) -> None:
         self.description, self.total, self.unit = description, total, unit
-        self.done = 0
+        self.done = self._resumed = 0
         self._started = self._last_report = time.perf_counter()
         self._progress: Progress | None = None
 
@@ -83,19 +83,26 @@ class Tracker:
             self._task = self._progress.add_task(self.description, total=self.total, rate="")
         return self
 
+    def resume_at(self, done: int) -> None:
+        """Start from work a checkpoint restored: counted as done, left out of the rate and ETA."""
+        self.done = self._resumed = done
+        self._started = time.perf_counter()
+        if self._progress is not None:
+            self._progress.reset(self._task, completed=done)  # also clears the bar's speed samples
+
     def advance(self, n: int = 1, **fields: object) -> None:
         self.done += n
         extra = " ".join(f"{k}={v}" for k, v in fields.items())
         if self._progress is not None:
             elapsed = max(time.perf_counter() - self._started, 1e-9)
-            rate = f"{self.done / elapsed:,.1f} {self.unit}/s {extra}".rstrip()
+            rate = f"{(self.done - self._resumed) / elapsed:,.1f} {self.unit}/s {extra}".rstrip()
             self._progress.update(self._task, advance=n, rate=rate)
             return
         every = _JSON_PROGRESS_EVERY_S if _state["format"] == "json" else _TEXT_PROGRESS_EVERY_S
         if time.perf_counter() - self._last_report < every:
             return
         self._last_report = time.perf_counter()
-        stats = _rate_fields(self.done, self.total, self._started, self.unit)
+        stats = _rate_fields(self.done, self.total, self._started, self.unit, self._resumed)
         if _state["format"] == "json":
             emit("progress", self.description, **stats, **fields)
             return
@@ -108,7 +115,7 @@ class Tracker:
         if self._progress is not None:
             self._progress.stop()
         emit("progress_done", f"{self.description}: {self.done:,} {self.unit}",
-             **_rate_fields(self.done, self.total, self._started, self.unit))
+             **_rate_fields(self.done, self.total, self._started, self.unit, self._resumed))
 
 
 def _clock(seconds: float) -> str:

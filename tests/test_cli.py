@@ -42,6 +42,18 @@ def test_progress_in_a_log_file_is_plain_lines_with_rate_and_eta(monkeypatch: py
     assert lines[-1] == "SAID alignment: 4 steps"
 
 
+def test_work_restored_from_a_checkpoint_is_done_but_not_in_the_rate(monkeypatch: pytest.MonkeyPatch) -> None:
+    now = [0.0]
+    monkeypatch.setattr(events.time, "perf_counter", lambda: now[0])
+    tracker = events.Tracker("SAID alignment", 100, "steps")
+    now[0] = 100.0  # the checkpoint is loaded
+    tracker.resume_at(90)
+    now[0] = 110.0  # five steps 10 s later
+    tracker.advance(5)
+    stats = events._rate_fields(tracker.done, tracker.total, tracker._started, tracker.unit, tracker._resumed)
+    assert stats["done"] == 95 and stats["steps_per_s"] == 0.5 and stats["eta_s"] == 10.0  # 5 steps in 10 s
+
+
 def test_locked_output_exits_3_with_one_line(tmp_path: Path) -> None:
     raw = shared_dataset("ml-100k")
     with Output(tmp_path / "datasets" / "ml-100k").lock():

@@ -44,6 +44,9 @@ def say(accelerator: Accelerator) -> Callable[..., None]:
 
 
 class _Silent:
+    def resume_at(self, done: int) -> None:
+        pass
+
     def advance(self, n: int = 1, **fields: object) -> None:
         pass
 

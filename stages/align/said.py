@@ -110,7 +110,7 @@ def fit(accelerator: Accelerator, lm: nn.Module, projector: nn.Module, tokens: T
                          step=position.step)
     device = accelerator.device
     with progress(accelerator, "SAID alignment", total, "steps") as bar:
-        bar.advance(position.step)
+        bar.resume_at(position.step)
         while position.step < total:
             batches = batches_of(position.epoch)
             step_loss = 0.0

@@ -197,7 +197,7 @@ def _train_epoch(wrapped: nn.Module, optimizer: torch.optim.Optimizer, collate: 
     items = nn.functional.normalize(table, dim=-1)  # (N, H), a constant for this epoch
     wrapped.train()
     with Tracker(f"stage {position.stage} epoch {position.epoch + 1}", len(batches), "steps") as tracker:
-        tracker.advance(position.batch)
+        tracker.resume_at(position.batch)
         for indices in batches[position.batch:]:
             batch = send_to_device(collate(indices.tolist()), accelerator.device)
             seq = nn.functional.normalize(wrapped(**batch["sequences"]).float(), dim=-1)  # (B, H)

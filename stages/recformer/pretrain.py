@@ -163,7 +163,7 @@ def pretrain(encoder: RecformerEncoder, fmt: SequenceFormat, examples: Examples,
              step=position.step)
     wrapped.train()
     with Tracker("recformer pretraining", total, "steps") as tracker:
-        tracker.advance(position.step)
+        tracker.resume_at(position.step)
         while position.step < total:
             batches = batches_of(position.epoch)
             for i in range(position.batch, len(batches)):
