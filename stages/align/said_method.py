@@ -80,8 +80,8 @@ def continue_from(projector: SAIDProjector, base_dir: Path, base_rows: list[int 
     state = load_file(str(base_dir / PROJECTOR_FILE))
     mine = projector.state_dict()
     optional = {"text_mean", "text_basis"}  # absent from runs made before item_init existed: left at zero
-    mismatched = [k for k in mine if k != "items.weight" and (k not in state and k not in optional
-                                                               or k in state and state[k].shape != mine[k].shape)]
+    mismatched = [k for k, mine_k in mine.items() if k != "items.weight"
+                  and (state[k].shape != mine_k.shape if k in state else k not in optional)]
     if mismatched:
         raise BadInput(f"{base_dir / PROJECTOR_FILE}: projector shapes differ from align.said "
                        f"({', '.join(mismatched)}); run without --incremental")

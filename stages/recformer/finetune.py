@@ -133,9 +133,9 @@ def finetune(encoder: RecformerEncoder, fmt: SequenceFormat, train: Examples, va
         with accelerator.autocast():
             return float(score_fn(user_vectors(model, fmt, valid, encode.batch_size), table))
 
-    def save(position: Position, table: torch.Tensor, best: FinetuneResult, best_state: dict) -> None:
+    def save(position: Position, table: torch.Tensor, best_table: torch.Tensor, best_state: dict) -> None:
         if checkpoints is not None:
-            tensors = {"table": table, "best_table": best.table, **{f"best.{k}": v for k, v in best_state.items()}}
+            tensors = {"table": table, "best_table": best_table, **{f"best.{k}": v for k, v in best_state.items()}}
             resume.save(accelerator, checkpoints, "step", position.step, asdict(position),
                         lambda folder: save_file({k: v.detach().cpu().clone() for k, v in tensors.items()},
                                                  str(folder / TENSORS_FILE)))
@@ -145,7 +145,7 @@ def finetune(encoder: RecformerEncoder, fmt: SequenceFormat, train: Examples, va
         folder, state = restored
         position, tensors = Position(**state), load_file(str(folder / TENSORS_FILE))
         table = tensors.pop("table").to(accelerator.device)
-        best = FinetuneResult(position.best_score, tensors.pop("best_table").to(accelerator.device), position.history)
+        best_table = tensors.pop("best_table").to(accelerator.device)
         best_state = {k.removeprefix("best."): v for k, v in tensors.items()}
         emit("resumed", f"resumed Recformer fine-tuning from {folder.name} (stage {position.stage}, "
              f"epoch {position.epoch + 1}, batch {position.batch})", step=position.step)
@@ -153,20 +153,20 @@ def finetune(encoder: RecformerEncoder, fmt: SequenceFormat, train: Examples, va
         table = encode_table()
         if config.stage1_epochs + config.stage2_epochs == 0:  # zero-shot: nothing to choose between
             return FinetuneResult(math.nan, table, [])
-        position = Position()
-        best = FinetuneResult(validate(table), table, position.history)
-        position.best_score, best_state = best.best_score, _snapshot(model)
-        emit("recformer_finetune", f"before fine-tuning: validation score {best.best_score:.4f}", score=best.best_score)
+        position = Position(best_score=validate(table))
+        best_table, best_state = table, _snapshot(model)
+        emit("recformer_finetune", f"before fine-tuning: validation score {position.best_score:.4f}",
+             score=position.best_score)
     epochs = {1: config.stage1_epochs, 2: config.stage2_epochs}
     while position.stage <= 2:
         if position.epoch == 0 and position.batch == 0:  # a stage starts from the best encoder and its table
             model.load_state_dict(best_state)
-            table = best.table
+            table = best_table
         while position.epoch < epochs[position.stage] and position.stale < config.patience:
             batches = epoch_batches(train, config, position.stage, position.epoch, accelerator.process_index,
                                     accelerator.num_processes)
             _train_epoch(wrapped, optimizer, collate, batches, table, temperature, config, accelerator, position,
-                         lambda used=table, weights=best_state: save(position, used, best, weights))
+                         lambda used=table, kept=best_table, weights=best_state: save(position, used, kept, weights))
             loss = position.loss_sum / max(len(batches), 1)
             if position.stage == 1:
                 table = encode_table()
@@ -175,15 +175,14 @@ def finetune(encoder: RecformerEncoder, fmt: SequenceFormat, train: Examples, va
             position.history.append({"stage": position.stage, "epoch": position.epoch, "loss": loss, "score": score})
             emit("recformer_epoch", f"stage {position.stage} epoch {position.epoch}: loss {loss:.4f}, "
                  f"validation {score:.4f}", **position.history[-1])
-            if score > best.best_score:
-                best.best_score, best.table, best_state, position.stale = score, table, _snapshot(model), 0
-                position.best_score = score
+            if score > position.best_score:
+                position.best_score, position.stale, best_table, best_state = score, 0, table, _snapshot(model)
             else:
                 position.stale += 1
-            save(position, table, best, best_state)
+            save(position, table, best_table, best_state)
         position.stage, position.epoch, position.stale = position.stage + 1, 0, 0
     model.load_state_dict(best_state)
-    return best
+    return FinetuneResult(position.best_score, best_table, position.history)
 
 
 def _snapshot(model: nn.Module) -> dict[str, torch.Tensor]:
