@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from accelerate import Accelerator
 
 from pipeline.batching import length_batches, shard
+from pipeline.config import load_config
 from pipeline.embeddings import check_index, read_embeddings
 from pipeline.errors import BadInput, PipelineError
 from pipeline.store import latest_checkpoint
@@ -91,6 +92,15 @@ def test_tokens_are_cached_truncated_and_counted(lm, tmp_path: Path) -> None:
         again = tokenize(TEXTS, lm.tokenizer, 6, special_tokens=False, cache=cache)  # served from the cache
     assert np.array_equal(again.ids, tokens.ids)
     assert tokenize(TEXTS, lm.tokenizer, 7, special_tokens=False, cache=cache).lengths.max() == 7  # new settings
+
+
+def test_a_projector_starts_from_the_seed_whatever_ran_before(lm) -> None:
+    config = load_config(None, ["align.seed=3"]).align
+    tokens = tokenize(TEXTS, lm.tokenizer, 64, special_tokens=False)
+    first = said_method.projector_for(config, lm.model, tokens, None, [None] * len(TEXTS)).state_dict()
+    torch.rand(1000)  # e.g. a first-time model conversion draws random numbers before the projector is built
+    second = said_method.projector_for(config, lm.model, tokens, None, [None] * len(TEXTS)).state_dict()
+    assert all(torch.equal(first[name], second[name]) for name in first)
 
 
 def test_items_can_start_from_their_texts_and_later_items_are_placed_the_same_way(lm) -> None:

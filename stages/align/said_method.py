@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from accelerate import Accelerator
+from accelerate.utils import set_seed
 from safetensors.torch import load_file, save_file
 from torch import nn
 
@@ -57,7 +58,12 @@ def text_means(lm: nn.Module, tokens: Tokens, chunk: int = 16384) -> torch.Tenso
 
 def projector_for(config: AlignConfig, lm: nn.Module, tokens: Tokens, base_dir: Path | None,
                   base_rows: list[int | None]) -> SAIDProjector:
-    """A fresh projector, or one continuing a published run; the items it starts afresh follow `said.item_init`."""
+    """A fresh projector, or one continuing a published run; the items it starts afresh follow `said.item_init`.
+
+    Its random start comes from `align.seed` alone, not from whatever drew random numbers before (loading
+    the LM does when it first converts a GGUF file), so one run id always means one set of vectors.
+    """
+    set_seed(config.seed)
     projector = build_projector(config, lm, len(tokens.lengths))
     fresh = list(range(len(tokens.lengths)))
     if base_dir is not None:
