@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import _cli, _results
+from pipeline.config import load_config
 from pipeline.embeddings import read_embeddings
 
 ROOT = _cli.ROOT
@@ -218,21 +219,40 @@ def variants_of(text: Path, said: Path | None, recbole_models: list[str]) -> dic
 @functools.cache
 def vectors_sha256(run: str) -> str | None:
     """What an embeddings run holds (item ids and vectors), whatever its run id; None if it is gone."""
-    if run == "null" or not Path(run).is_dir():
+    if not Path(run).is_dir():
         return None
     embeddings = read_embeddings(Path(run))
     return hashlib.sha256(json.dumps(embeddings.item_ids).encode() + embeddings.vectors.tobytes()).hexdigest()
 
 
-def same_settings(made: list[str], wanted: list[str]) -> bool:
-    """Whether a kept run's overrides are the wanted ones, its embeddings compared by content (a new release
-    of the code re-publishes the same vectors under a new run id)."""
-    def split(overrides: list[str]) -> tuple[list[str], str]:
-        embeddings = next(o for o in overrides if o.startswith(EMBEDDINGS_KEY)).removeprefix(EMBEDDINGS_KEY)
-        return [o for o in overrides if not o.startswith(EMBEDDINGS_KEY)], embeddings
+def agrees(made: dict[str, Any], wanted: dict[str, Any], default: dict[str, Any]) -> bool:
+    """Whether resolved settings `made` are `wanted`; a key added after the run was made counts as its
+    `default` (a new key's default keeps the old behaviour)."""
+    if set(made) - set(wanted):
+        return False
+    for key, value in wanted.items():
+        if key not in made:
+            if value != default.get(key):
+                return False
+        elif isinstance(value, dict):
+            if not isinstance(made[key], dict) or not agrees(made[key], value, default.get(key, {})):
+                return False
+        elif made[key] != value:
+            return False
+    return True
 
-    (made_rest, made_run), (wanted_rest, wanted_run) = split(made), split(wanted)
-    if made_rest != wanted_rest:
+
+def same_settings(run_dir: Path, wanted: list[str]) -> bool:
+    """Whether a kept run was made with the settings `wanted` resolves to, defaults included (a changed default
+    changes them), its embeddings compared by content (a new release re-publishes the same vectors under a new
+    run id)."""
+    if not (run_dir / "config.json").is_file():
+        return False
+    made = json.loads((run_dir / "config.json").read_text())
+    resolved = load_config(ROOT / CONFIG, wanted).downstream.model_dump(mode="json")
+    made_run, wanted_run = str(made.pop("embeddings")), str(resolved.pop("embeddings"))
+    default = load_config(ROOT / CONFIG).downstream.model_dump(mode="json")
+    if not agrees(made, resolved, default):
         return False
     made_vectors = vectors_sha256(made_run)
     return made_run == wanted_run or (made_vectors is not None and made_vectors == vectors_sha256(wanted_run))
@@ -241,8 +261,8 @@ def same_settings(made: list[str], wanted: list[str]) -> bool:
 def matching(kept: dict[str, list[dict[str, Any]]], variants: dict[str, Variant],
              args: argparse.Namespace) -> dict[str, list[dict[str, Any]]]:
     """The kept runs made with the settings this invocation would use (others would mix settings)."""
-    return {name: [r for r in kept.get(name, []) if "overrides" in r and same_settings(
-                r["overrides"], our_overrides(kind, embeddings, r["seed"], args.max_epochs, extra))]
+    return {name: [r for r in kept.get(name, []) if same_settings(
+                Path(r["run_dir"]), our_overrides(kind, embeddings, r["seed"], args.max_epochs, extra))]
             for name, (kind, embeddings, extra) in variants.items()}
 
 

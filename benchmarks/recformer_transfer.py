@@ -11,6 +11,9 @@ Everything goes through the real CLI in a workspace of its own:
 5. with `--finetune-seeds N`: the same with the two fine-tuning stages, once per seed (a killed run resumes
    from its checkpoints when the command is run again; its `seconds` then count the last invocation only).
 
+`--encoder` skips step 2 and uses an encoder pretrained before, e.g. the one a fine-tuning run was resumed
+with after a new release changed the pretraining run's id.
+
 Both catalogs are read through their rendered `text` attribute (Office's "title ... brand ...", Scientific's
 "title. categories. brand."), so the encoder sees the same key in both domains. ID-only SASRec on the same
 split comes from `benchmarks/results/downstream_vs_recbole.json` (mean of its seeds), which this does not rerun.
@@ -74,6 +77,9 @@ def main() -> None:
     parser.add_argument("--pretrain-steps", type=int, default=150, help="optimizer steps of Office pretraining")
     parser.add_argument("--pretrain-lr", type=float, default=1e-4)
     parser.add_argument("--finetune-seeds", type=int, default=0, help="fine-tuned runs on Scientific (0 = none)")
+    parser.add_argument("--encoder", type=Path, default=None,
+                        help="an Office-pretrained encoder folder to use instead of pretraining (e.g. the one a "
+                        "fine-tuning run resumed from after a release changed the pretraining run's id)")
     parser.add_argument("--mixed-precision", default="bf16", choices=["no", "bf16"],
                         help="autocast for pretraining and fine-tuning (bf16 uses the CPU's bf16 matmuls where it "
                         "has them)")
@@ -84,12 +90,18 @@ def main() -> None:
     log("prepare Office and Scientific")
     _cli.pipeline(OFFICE, workspace, "prepare")
     _cli.pipeline(SCIENTIFIC, workspace, "prepare")
-    log(f"pretrain on Office, {args.pretrain_steps} steps")
-    office, pretrain_s = _cli.pipeline(
-        OFFICE, workspace, "align", "align.method=recformer", *RECFORMER,
-        f"recformer.pretrain.max_steps={args.pretrain_steps}", f"recformer.pretrain.learning_rate={args.pretrain_lr}",
-        f"align.mixed_precision={args.mixed_precision}", "align.evidence.attribute=brand", "align.evidence.separator=null")
-    encoder = office / "encoder"
+    if args.encoder:
+        encoder = args.encoder.resolve()
+        office, pretrain_s = encoder.parent, 0.0
+        log(f"Office pretraining reused from {office}")
+    else:
+        log(f"pretrain on Office, {args.pretrain_steps} steps")
+        office, pretrain_s = _cli.pipeline(
+            OFFICE, workspace, "align", "align.method=recformer", *RECFORMER,
+            f"recformer.pretrain.max_steps={args.pretrain_steps}", f"recformer.pretrain.learning_rate={args.pretrain_lr}",
+            f"align.mixed_precision={args.mixed_precision}", "align.evidence.attribute=brand",
+            "align.evidence.separator=null")
+        encoder = office / "encoder"
     log(f"embed Scientific with the Office encoder ({pretrain_s:.0f} s pretraining + Office export)")
     scientific, _ = _cli.pipeline(SCIENTIFIC, workspace, "align", "align.method=recformer", *RECFORMER,
                                   f"recformer.model={encoder}", "recformer.pretrain.max_steps=0",
@@ -123,10 +135,10 @@ def main() -> None:
         "finetuned_beats_id_sasrec": (statistics.fmean(r["ndcg10"] for r in finetuned) > reference["ndcg10"])
         if finetuned and reference else None,
         "finetuned_runs": finetuned, "id_sasrec_reference": reference,
-        "pretraining": {"dataset": "amazon2014-office-lcrec", "steps": args.pretrain_steps,
+        "pretraining": {"dataset": "amazon2014-office-lcrec",
                         "seconds": round(pretrain_s, 1) if made_now(office, started) else "reused run",
-                        "learning_rate": args.pretrain_lr,
-                        "mixed_precision": args.mixed_precision,
+                        "learning_rate": None if args.encoder else args.pretrain_lr,
+                        "mixed_precision": office_manifest["mixed_precision"],
                         **office_manifest.get("training", {}), "evidence": office_manifest.get("evidence")},
         "recformer_settings": RECFORMER, "finetune_settings": FINETUNE, "runs": {"office": str(office), "scientific_embeddings": str(scientific),
                                                   "zero_shot": str(zero_shot_run)},
@@ -138,7 +150,7 @@ def main() -> None:
               f"{record['finetuned_ndcg10']:.4f} (mean of {len(finetuned)} seeds)"),
              ("ID-only SASRec test NDCG@10", "not measured" if not reference else
               f"{reference['ndcg10']:.4f} (mean of {reference['seeds']} seeds, {reference['source']})"),
-             ("pretraining", f"{args.pretrain_steps} steps on Office" + (f" in {pretrain_s:.0f} s" if made_now(
+             ("pretraining", f"{record['pretraining']['steps']} steps on Office" + (f" in {pretrain_s:.0f} s" if made_now(
                  office, started) else " (run reused; its time is in the first invocation's results)"))]
     _results.write("recformer", record, table)
 

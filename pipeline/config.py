@@ -178,6 +178,7 @@ class ModelConfig(Section):
     heads: int = Field(ge=1)
     feedforward_size: int | None = Field(ge=1)
     norm: Literal["pre", "post"]
+    positions: Literal["newest", "oldest"]
     dropout: float = Field(ge=0, lt=1)
     max_length: int = Field(ge=1)
     pooling: Literal["mean", "attention"]

@@ -16,6 +16,7 @@ LENGTH = 10
 
 def _config(**changes: object) -> ModelConfig:
     base = {"kind": "sasrec", "hidden_size": 16, "layers": 1, "heads": 2, "feedforward_size": None, "norm": "pre",
+            "positions": "newest",
             "dropout": 0.1,
             "max_length": LENGTH,
             "pooling": "attention", "adapter": "linear", "id_embedding": False, "freeze_embeddings": True}
@@ -107,3 +108,20 @@ def test_sasrec_blocks_normalise_before_or_after_as_configured(norm: str, norm_f
     model = build(_config(norm=norm, layers=2), 10, None, None)
     assert {layer.norm_first for layer in model.sequence.blocks.layers} == {norm_first}
     assert isinstance(model.sequence.norm, final)
+
+
+@pytest.mark.parametrize(("positions", "same_as_a_short_history"), [("oldest", True), ("newest", False)])
+def test_sasrec_positions_from_the_oldest_read_a_prefix_as_inference_reads_that_history(
+        positions: str, same_as_a_short_history: bool) -> None:
+    """Training reads target t + 1 off position t of a longer window; inference reads a history of t + 1 items.
+
+    Counting positions from the oldest item gives both the same state; counting back from the newest does not.
+    """
+    torch.manual_seed(0)
+    model = build(_config(positions=positions), 20, None, None).eval()
+    batch = torch.tensor([[3, 7, 1, 9, 4],
+                          [0, 0, 0, 3, 7]])  # the window's first two items, alone and left-padded
+    with torch.no_grad():
+        states = model(batch)
+    inside_window, alone = states[0, 1], states[1, -1]
+    assert torch.allclose(inside_window, alone, atol=1e-5) == same_as_a_short_history

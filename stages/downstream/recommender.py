@@ -50,7 +50,7 @@ class Recommender(nn.Module):
 def sequence_model(config: ModelConfig) -> nn.Module:
     if config.kind == "sasrec":
         return SASRec(config.hidden_size, config.layers, config.heads, config.dropout, config.max_length,
-                      config.feedforward_size or 4 * config.hidden_size, config.norm)
+                      config.feedforward_size or 4 * config.hidden_size, config.norm, config.positions)
     if config.kind == "gru4rec":
         return GRU4Rec(config.hidden_size, config.layers, config.dropout)
     return SAIDLight(config.hidden_size, config.layers, config.dropout, config.max_length, config.pooling)
