@@ -30,8 +30,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks import _cli, _results
-from pipeline.config import load_config
+from benchmarks import _cli, _kept, _results
 from pipeline.embeddings import read_embeddings
 
 ROOT = _cli.ROOT
@@ -225,35 +224,13 @@ def vectors_sha256(run: str) -> str | None:
     return hashlib.sha256(json.dumps(embeddings.item_ids).encode() + embeddings.vectors.tobytes()).hexdigest()
 
 
-def agrees(made: dict[str, Any], wanted: dict[str, Any], default: dict[str, Any]) -> bool:
-    """Whether resolved settings `made` are `wanted`; a key added after the run was made counts as its
-    `default` (a new key's default keeps the old behaviour)."""
-    if set(made) - set(wanted):
-        return False
-    for key, value in wanted.items():
-        if key not in made:
-            if value != default.get(key):
-                return False
-        elif isinstance(value, dict):
-            if not isinstance(made[key], dict) or not agrees(made[key], value, default.get(key, {})):
-                return False
-        elif made[key] != value:
-            return False
-    return True
-
-
 def same_settings(run_dir: Path, wanted: list[str]) -> bool:
-    """Whether a kept run was made with the settings `wanted` resolves to, defaults included (a changed default
-    changes them), its embeddings compared by content (a new release re-publishes the same vectors under a new
-    run id)."""
-    if not (run_dir / "config.json").is_file():
+    """Whether a kept run was made with the settings `wanted` resolves to, its embeddings compared by content
+    (a new release re-publishes the same vectors under a new run id)."""
+    made = _kept.recorded(run_dir, "config.json")
+    if made is None or not _kept.section_agrees(made, CONFIG, "downstream", wanted, skip=("embeddings",)):
         return False
-    made = json.loads((run_dir / "config.json").read_text())
-    resolved = load_config(ROOT / CONFIG, wanted).downstream.model_dump(mode="json")
-    made_run, wanted_run = str(made.pop("embeddings")), str(resolved.pop("embeddings"))
-    default = load_config(ROOT / CONFIG).downstream.model_dump(mode="json")
-    if not agrees(made, resolved, default):
-        return False
+    made_run, wanted_run = str(made["embeddings"]), str(_kept.resolved(CONFIG, "downstream", wanted)["embeddings"])
     made_vectors = vectors_sha256(made_run)
     return made_run == wanted_run or (made_vectors is not None and made_vectors == vectors_sha256(wanted_run))
 

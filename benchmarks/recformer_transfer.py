@@ -12,7 +12,8 @@ Everything goes through the real CLI in a workspace of its own:
    from its checkpoints when the command is run again; its `seconds` then count the last invocation only).
 
 `--encoder` skips step 2 and uses an encoder pretrained before, e.g. the one a fine-tuning run was resumed
-with after a new release changed the pretraining run's id.
+with after a new release changed the pretraining run's id; `--reuse-runs` reports fine-tuning runs already
+published in the workspace with the same settings (compared resolved, whatever release made them).
 
 Both catalogs are read through their rendered `text` attribute (Office's "title ... brand ...", Scientific's
 "title. categories. brand."), so the encoder sees the same key in both domains. ID-only SASRec on the same
@@ -30,10 +31,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks import _cli, _results
+from benchmarks import _cli, _kept, _results
 
 OFFICE = "configs/amazon2014-office-lcrec.yaml"
 SCIENTIFIC = "configs/amazon2018-scientific-unisrec.yaml"
+SCIENTIFIC_NAME = "amazon2018-scientific-unisrec"
 FIRST_SEED = 42
 
 # One text attribute in both domains; sequences sized for a 2-core CPU (about the 4 most recent items of
@@ -61,6 +63,20 @@ def test_ndcg(run_dir: Path) -> tuple[float, float, dict[str, Any]]:
     return metrics["model"]["test"]["ndcg@10"], metrics["popularity"]["test"]["ndcg@10"], metrics
 
 
+def kept_finetuning(workspace: Path, overrides: list[str]) -> Path | None:
+    """A fine-tuning run already published in the workspace with the settings `overrides` resolve to, whatever
+    release made it (a new release changes every run id, and one fine-tuning run takes hours here)."""
+    for manifest in sorted((workspace / "downstream" / SCIENTIFIC_NAME).glob("*/manifest.json")):
+        run = manifest.parent
+        recformer, downstream = _kept.recorded(run, "recformer.json"), _kept.recorded(run, "config.json")
+        if json.loads(manifest.read_text()).get("zero_shot", True) or recformer is None or downstream is None:
+            continue
+        if (_kept.section_agrees(recformer, SCIENTIFIC, "recformer", overrides)
+                and _kept.section_agrees(downstream, SCIENTIFIC, "downstream", overrides)):
+            return run
+    return None
+
+
 def id_sasrec_reference() -> dict[str, Any] | None:
     """ID-only SASRec on the same split, from the stage-two benchmark's results (None if not measured yet)."""
     path = _results.RESULTS / "downstream_vs_recbole.json"
@@ -80,6 +96,9 @@ def main() -> None:
     parser.add_argument("--encoder", type=Path, default=None,
                         help="an Office-pretrained encoder folder to use instead of pretraining (e.g. the one a "
                         "fine-tuning run resumed from after a release changed the pretraining run's id)")
+    parser.add_argument("--reuse-runs", action="store_true",
+                        help="report fine-tuning runs already published in the workspace with the same settings "
+                        "instead of training them again")
     parser.add_argument("--mixed-precision", default="bf16", choices=["no", "bf16"],
                         help="autocast for pretraining and fine-tuning (bf16 uses the CPU's bf16 matmuls where it "
                         "has them)")
@@ -102,7 +121,8 @@ def main() -> None:
             f"align.mixed_precision={args.mixed_precision}", "align.evidence.attribute=brand",
             "align.evidence.separator=null")
         encoder = office / "encoder"
-    log(f"embed Scientific with the Office encoder ({pretrain_s:.0f} s pretraining + Office export)")
+        log(f"Office pretrained and exported in {pretrain_s:.0f} s")
+    log("embed Scientific with the Office encoder")
     scientific, _ = _cli.pipeline(SCIENTIFIC, workspace, "align", "align.method=recformer", *RECFORMER,
                                   f"recformer.model={encoder}", "recformer.pretrain.max_steps=0",
                                   "align.evidence.attribute=null")
@@ -115,15 +135,18 @@ def main() -> None:
 
     finetuned = []
     for seed in range(FIRST_SEED, FIRST_SEED + args.finetune_seeds):
-        log(f"fine-tune on Scientific, seed {seed}")
-        run_dir, seconds = _cli.pipeline(SCIENTIFIC, workspace, "train-downstream", *RECFORMER,
-                                         "downstream.model.kind=recformer", f"recformer.model={encoder}",
-                                         *FINETUNE, f"recformer.finetune.mixed_precision={args.mixed_precision}",
-                                         f"recformer.finetune.seed={seed}")
+        overrides = [*RECFORMER, "downstream.model.kind=recformer", f"recformer.model={encoder}", *FINETUNE,
+                     f"recformer.finetune.mixed_precision={args.mixed_precision}", f"recformer.finetune.seed={seed}"]
+        run_dir, seconds = kept_finetuning(workspace, overrides) if args.reuse_runs else None, None
+        if run_dir is None:
+            log(f"fine-tune on Scientific, seed {seed}")
+            run_dir, seconds = _cli.pipeline(SCIENTIFIC, workspace, "train-downstream", *overrides)
+        else:
+            log(f"fine-tuned seed {seed} kept from an earlier invocation: {run_dir}")
         ndcg, _, metrics = test_ndcg(run_dir)
-        finetuned.append({"seed": seed, "ndcg10": ndcg, "seconds": round(seconds, 1), "run": str(run_dir),
-                          "best_epoch": metrics["best_epoch"]})
-        log(f"fine-tuned test NDCG@10 {ndcg:.4f} in {seconds:.0f} s")
+        finetuned.append({"seed": seed, "ndcg10": ndcg, "run": str(run_dir), "best_epoch": metrics["best_epoch"],
+                          "seconds": round(seconds, 1) if seconds and made_now(run_dir, started) else "kept run"})
+        log(f"fine-tuned test NDCG@10 {ndcg:.4f}")
 
     office_manifest = json.loads((office / "manifest.json").read_text())
     reference = id_sasrec_reference()

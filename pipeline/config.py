@@ -25,9 +25,15 @@ DEFAULTS_PATH = Path(__file__).resolve().parents[1] / "pipeline.yaml"
 
 
 class _Loader(yaml.SafeLoader):
-    """YAML as PyYAML reads it, except that `5e-5` is a float (YAML 1.1 alone wants `5.0e-5`)."""
+    """YAML as PyYAML reads it, except as YAML 1.2: `5e-5` is a float (YAML 1.1 alone wants `5.0e-5`), and only
+    true/false are booleans (YAML 1.1 reads `--set align.mixed_precision=no` as false)."""
 
 
+_BOOL = "tag:yaml.org,2002:bool"
+_Loader.yaml_implicit_resolvers = {
+    first: [(tag, pattern) for tag, pattern in resolvers if tag != _BOOL]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+_Loader.add_implicit_resolver(_BOOL, re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF"))
 _Loader.add_implicit_resolver(
     "tag:yaml.org,2002:float",
     re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),

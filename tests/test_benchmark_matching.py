@@ -2,7 +2,7 @@
 
 import pytest
 
-from benchmarks.downstream_vs_recbole import agrees
+from benchmarks._kept import agrees
 
 DEFAULT = {"model": {"kind": "sasrec", "norm": "pre", "positions": "newest"}, "train": {"batch_size": 128}}
 

@@ -25,6 +25,16 @@ def test_exponent_without_a_dot_is_a_float() -> None:
     assert (config.recformer.pretrain.learning_rate, config.recformer.temperature) == (5e-5, 0.1)
 
 
+def test_only_true_and_false_are_booleans() -> None:
+    """`no` is a mixed-precision mode, not YAML 1.1's false."""
+    config = load_config(None, ["align.mixed_precision=no", "recformer.finetune.mixed_precision=no",
+                                "downstream.model.id_embedding=true", "align.offline=False"])
+    assert (config.align.mixed_precision, config.recformer.finetune.mixed_precision) == ("no", "no")
+    assert (config.downstream.model.id_embedding, config.align.offline) == (True, False)
+    with pytest.raises(BadInput, match="downstream.model.id_embedding"):
+        load_config(None, ["downstream.model.id_embedding=yes"])
+
+
 def test_user_file_is_laid_over_the_defaults(tmp_path: Path) -> None:
     path = tmp_path / "mine.yaml"
     path.write_text("data:\n  name: mine\n  kcore_items: 0\n")
