@@ -178,8 +178,8 @@ def main() -> None:
     peers: dict[str, list[dict[str, Any]]] = kept["peers"]
     used = {"text": str(text), "said": None if said is None else str(said)}
 
-    def keep() -> None:
-        done_file.write_text(json.dumps({"ours": ours, "peers": peers, "embeddings": used}, indent=2))
+    def keep() -> None:  # runs of variants this invocation leaves out (e.g. GRU4Rec's) stay kept
+        done_file.write_text(json.dumps({"ours": {**kept["ours"], **ours}, "peers": peers, "embeddings": used}, indent=2))
 
     for name, (kind, embeddings, extra) in variants.items():
         for seed in range(FIRST_SEED, FIRST_SEED + args.seeds):
@@ -258,6 +258,9 @@ def figures(ours: dict, peers: dict, text: Path, said: Path | None,
                                   f"{OUR_BATCH * targets_per_user():.0f} targets), batched by history length",
                                   "recbole_batch_size": f"{RECBOLE_BATCH} prefixes, one target each",
                                   "ours_norm": "pre-norm blocks, LayerNorm on the input", "recbole_norm": "post-norm",
+                                  "patience_rule": f"ours stops after {TRAIN['patience']} epochs without a better valid "
+                                  f"NDCG@10, RecBole after {TRAIN['patience'] + 1} (it stops once its count exceeds "
+                                  "stopping_step)",
                                   "ours_text_adapter": "linear (frozen 384-d all-MiniLM-L6-v2 vectors -> 300)",
                                   "ours_text_id": "the text variant plus a trainable 300-d ID vector per item",
                                   "ours_said_adapter": "whiten (PCA whitening of the frozen 576-d SAID vectors, "
