@@ -6,6 +6,7 @@ release changes every run id, so a run is matched by what it was made with, not 
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 from typing import Any
@@ -31,15 +32,17 @@ def agrees(made: dict[str, Any], wanted: dict[str, Any], default: dict[str, Any]
     return True
 
 
-def resolved(config: str, section: str, overrides: list[str] | None = None) -> dict[str, Any]:
-    """One config section as `config` and `overrides` resolve it, in the JSON form runs record."""
-    return getattr(load_config(ROOT / config, overrides), section).model_dump(mode="json")
+@functools.cache
+def resolved(config: str, section: str, overrides: tuple[str, ...] = ()) -> dict[str, Any]:
+    """One config section as `config` and `overrides` resolve it, in the JSON form runs record (cached: every
+    kept run is checked against the same few settings; callers must not change the result)."""
+    return getattr(load_config(ROOT / config, list(overrides)), section).model_dump(mode="json")
 
 
 def section_agrees(made: dict[str, Any], config: str, section: str, overrides: list[str],
                    skip: tuple[str, ...] = ()) -> bool:
     """Whether a run's recorded `section` is what `config` + `overrides` resolve to (keys in `skip` aside)."""
-    wanted, default = resolved(config, section, overrides), resolved(config, section)
+    wanted, default = resolved(config, section, tuple(overrides)), resolved(config, section)
     return agrees({k: v for k, v in made.items() if k not in skip}, {k: v for k, v in wanted.items() if k not in skip},
                   default)
 

@@ -230,7 +230,7 @@ def same_settings(run_dir: Path, wanted: list[str]) -> bool:
     made = _kept.recorded(run_dir, "config.json")
     if made is None or not _kept.section_agrees(made, CONFIG, "downstream", wanted, skip=("embeddings",)):
         return False
-    made_run, wanted_run = str(made["embeddings"]), str(_kept.resolved(CONFIG, "downstream", wanted)["embeddings"])
+    made_run, wanted_run = str(made["embeddings"]), str(_kept.resolved(CONFIG, "downstream", tuple(wanted))["embeddings"])
     made_vectors = vectors_sha256(made_run)
     return made_run == wanted_run or (made_vectors is not None and made_vectors == vectors_sha256(wanted_run))
 

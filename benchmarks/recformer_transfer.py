@@ -69,7 +69,7 @@ def kept_finetuning(workspace: Path, overrides: list[str]) -> Path | None:
     for manifest in sorted((workspace / "downstream" / SCIENTIFIC_NAME).glob("*/manifest.json")):
         run = manifest.parent
         recformer, downstream = _kept.recorded(run, "recformer.json"), _kept.recorded(run, "config.json")
-        if json.loads(manifest.read_text()).get("zero_shot", True) or recformer is None or downstream is None:
+        if _kept.recorded(run, manifest.name).get("zero_shot", True) or recformer is None or downstream is None:
             continue
         if (_kept.section_agrees(recformer, SCIENTIFIC, "recformer", overrides)
                 and _kept.section_agrees(downstream, SCIENTIFIC, "downstream", overrides)):
