@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import _cli, _kept, _results
+from pipeline.config import result_revision
 from pipeline.embeddings import read_embeddings
 
 ROOT = _cli.ROOT
@@ -153,6 +154,11 @@ def main() -> None:
     parser.add_argument("--recbole-models", nargs="+", default=["SASRec", "GRU4Rec"], choices=["SASRec", "GRU4Rec"])
     parser.add_argument("--reuse-runs", action="store_true",
                         help="keep the runs an earlier, interrupted invocation finished (same workspace) instead of redoing them")
+    parser.add_argument("--variants", nargs="+", metavar="NAME",
+                        help="train only these of our variants (e.g. ours_id_sasrec); the others' kept runs still count")
+    parser.add_argument("--kept-from", nargs="+", type=Path, default=[], metavar="WORKSPACE",
+                        help="also count the runs kept in these workspaces (one workspace trains one run at a time, "
+                        "so variants can train in parallel in several); they must match the settings like any kept run")
     parser.add_argument("--figures-only", action="store_true",
                         help="train nothing: write the results from the runs kept in the workspace")
     args = parser.parse_args()
@@ -162,7 +168,7 @@ def main() -> None:
     if args.figures_only:
         kept = json.loads(done_file.read_text())
         text, said = (None if kept["embeddings"].get(k) is None else Path(kept["embeddings"][k]) for k in ("text", "said"))
-        ours = matching(kept["ours"], variants_of(text, said, args.recbole_models), args)
+        ours = matching(kept_runs(kept["ours"], args.kept_from), variants_of(text, said, args.recbole_models), args)
         _results.write("downstream_vs_recbole", *figures(ours, kept["peers"], text, said, args))
         return
 
@@ -173,8 +179,10 @@ def main() -> None:
     if said is None and args.said:
         said, _ = cli(workspace, "align", "align.method=said", "align.evidence.attribute=null")
     variants = variants_of(text, said, args.recbole_models)
+    if unknown := set(args.variants or ()) - set(variants):
+        parser.error(f"--variants: no variant {', '.join(sorted(unknown))} here (these are: {', '.join(variants)})")
     kept = json.loads(done_file.read_text()) if args.reuse_runs and done_file.is_file() else {"ours": {}, "peers": {}}
-    ours = matching(kept["ours"], variants, args)
+    ours = matching(kept_runs(kept["ours"], args.kept_from), variants, args)
     peers: dict[str, list[dict[str, Any]]] = kept["peers"]
     used = {"text": str(text), "said": None if said is None else str(said)}
 
@@ -182,6 +190,8 @@ def main() -> None:
         done_file.write_text(json.dumps({"ours": {**kept["ours"], **ours}, "peers": peers, "embeddings": used}, indent=2))
 
     for name, (kind, embeddings, extra) in variants.items():
+        if args.variants and name not in args.variants:
+            continue
         for seed in range(FIRST_SEED, FIRST_SEED + args.seeds):
             if any(r["seed"] == seed for r in ours[name]):
                 continue
@@ -225,22 +235,41 @@ def vectors_sha256(run: str) -> str | None:
 
 
 def same_settings(run_dir: Path, wanted: list[str]) -> bool:
-    """Whether a kept run was made with the settings `wanted` resolves to, its embeddings compared by content
-    (a new release re-publishes the same vectors under a new run id)."""
-    made = _kept.recorded(run_dir, "config.json")
-    if made is None or not _kept.section_agrees(made, CONFIG, "downstream", wanted, skip=("embeddings",)):
+    """Whether a kept run was made with the settings `wanted` resolves to, by the current training code (its
+    result revision), its embeddings compared by content (a new release re-publishes the same vectors
+    under a new run id)."""
+    made, manifest = _kept.recorded(run_dir, "config.json"), _kept.recorded(run_dir, "manifest.json") or {}
+    if made is None or manifest.get("result_revision", 1) != result_revision("train-downstream"):
+        return False
+    if not _kept.section_agrees(made, CONFIG, "downstream", wanted, skip=("embeddings",)):
         return False
     made_run, wanted_run = str(made["embeddings"]), str(_kept.resolved(CONFIG, "downstream", tuple(wanted))["embeddings"])
     made_vectors = vectors_sha256(made_run)
     return made_run == wanted_run or (made_vectors is not None and made_vectors == vectors_sha256(wanted_run))
 
 
+def kept_runs(own: dict[str, list[dict[str, Any]]], others: list[Path]) -> dict[str, list[dict[str, Any]]]:
+    """The workspace's kept runs, then those kept in `others`."""
+    runs: dict[str, list[dict[str, Any]]] = {name: list(rs) for name, rs in own.items()}
+    for workspace in others:
+        for name, rs in json.loads((workspace / "downstream_vs_recbole.runs.json").read_text())["ours"].items():
+            runs.setdefault(name, []).extend(rs)
+    return runs
+
+
 def matching(kept: dict[str, list[dict[str, Any]]], variants: dict[str, Variant],
              args: argparse.Namespace) -> dict[str, list[dict[str, Any]]]:
-    """The kept runs made with the settings this invocation would use (others would mix settings)."""
-    return {name: [r for r in kept.get(name, []) if same_settings(
-                Path(r["run_dir"]), our_overrides(kind, embeddings, r["seed"], args.max_epochs, extra))]
-            for name, (kind, embeddings, extra) in variants.items()}
+    """The kept runs made with the settings this invocation would use (others would mix settings), the first
+    of each seed."""
+    chosen: dict[str, list[dict[str, Any]]] = {}
+    for name, (kind, embeddings, extra) in variants.items():
+        by_seed: dict[int, dict[str, Any]] = {}
+        for run in kept.get(name, []):
+            if run["seed"] not in by_seed and same_settings(
+                    Path(run["run_dir"]), our_overrides(kind, embeddings, run["seed"], args.max_epochs, extra)):
+                by_seed[run["seed"]] = run
+        chosen[name] = list(by_seed.values())
+    return chosen
 
 
 def figures(ours: dict, peers: dict, text: Path, said: Path | None,

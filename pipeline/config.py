@@ -322,7 +322,19 @@ def code_release() -> str:
         return "source"
 
 
+# Bumped when a stage's code changes what it makes while its settings stay the same, so that only that
+# stage's runs are redone: a new release redoes every stage, SAID's hours of alignment included.
+# A stage at revision 1 hashes no revision, so its run ids stay those of the release.
+RESULT_REVISIONS = {"train-downstream": 2}  # 2: every target's loss weighs the same, whatever batch it is in
+
+
+def result_revision(stage: str) -> int:
+    return RESULT_REVISIONS.get(stage, 1)
+
+
 def stage_run_id(stage: str, *parts: Any) -> str:
     """A run's id: its stage, the code release (a new release recomputes rather than reusing what older
-    code made), and everything it reads (config sections, input hashes, upstream run ids)."""
-    return fingerprint(stage, code_release(), *parts)
+    code made), the stage's result revision, and everything it reads (config sections, input hashes,
+    upstream run ids)."""
+    revision = result_revision(stage)
+    return fingerprint(stage, code_release(), *parts, *([f"revision {revision}"] if revision > 1 else []))

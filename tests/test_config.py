@@ -73,3 +73,13 @@ def test_a_new_code_release_gives_new_run_ids(monkeypatch) -> None:
     assert before == config_module.stage_run_id("align", {"lr": 0.01}, "dataset-run")
     monkeypatch.setattr(config_module, "code_release", lambda: "99.0.0")
     assert config_module.stage_run_id("align", {"lr": 0.01}, "dataset-run") != before
+
+
+def test_a_result_revision_redoes_only_its_own_stage(monkeypatch) -> None:
+    from pipeline import config as config_module
+
+    before = {stage: config_module.stage_run_id(stage, {"lr": 0.01}) for stage in ("prepare", "align", "train-downstream")}
+    monkeypatch.setitem(config_module.RESULT_REVISIONS, "train-downstream", 99)
+    after = {stage: config_module.stage_run_id(stage, {"lr": 0.01}) for stage in before}
+    assert after["train-downstream"] != before["train-downstream"]
+    assert {stage: after[stage] for stage in ("prepare", "align")} == {stage: before[stage] for stage in ("prepare", "align")}

@@ -47,7 +47,7 @@ def test_each_model_learns_on_real_sequences(data, changes: dict, loss: str, wit
     seqs, vectors, has, rows = data
     torch.manual_seed(0)
     model = build(_config(**changes), seqs.num_items, vectors if with_embeddings else None, has if with_embeddings else None)
-    objective = Objective(model, loss, negatives=50)
+    objective = Objective(model, loss, negatives=50, targets_per_batch=float((rows[:, :-1] != 0).sum()))
     optimizer = torch.optim.AdamW(objective.parameters(), lr=3e-2)
 
     def measured() -> float:  # the same negatives and no dropout, so before and after are comparable
@@ -68,6 +68,26 @@ def test_each_model_learns_on_real_sequences(data, changes: dict, loss: str, wit
     assert np.isfinite(after) and after < 0.98 * before
     if with_embeddings and changes.get("freeze_embeddings", True):
         assert "items.table" not in model.state_dict()  # the frozen table is an input, not a weight
+
+
+@pytest.mark.parametrize("loss", ["ce", "bce"])
+def test_a_target_weighs_the_same_in_a_batch_of_short_or_long_histories(data, loss: str) -> None:
+    """Length batching puts short and long histories in different batches: the two batches' losses must add
+    up to the loss of one batch holding both, which a per-batch mean (the short batch's targets weighted
+    up) does not."""
+    seqs, vectors, has, rows = data
+    torch.manual_seed(0)
+    objective = Objective(build(_config(), seqs.num_items, vectors, has), loss, negatives=50, targets_per_batch=100.0).eval()
+    short, long = rows[:32].clone(), rows[32:]
+    short[:, :-4] = 0  # right-aligned windows of 3 history items
+
+    def loss_of(batch: torch.Tensor) -> torch.Tensor:
+        torch.manual_seed(1)  # the same negatives for every call
+        with torch.no_grad():
+            return objective(batch[:, :-1], batch[:, 1:])
+
+    assert (short[:, :-1] != 0).sum() < (long[:, :-1] != 0).sum()
+    torch.testing.assert_close(loss_of(short) + loss_of(long), loss_of(torch.cat([short, long])), rtol=1e-4, atol=1e-4)
 
 
 @pytest.mark.parametrize(("kind", "norm"), [("sasrec", "pre"), ("sasrec", "post"), ("gru4rec", "pre"),

@@ -18,15 +18,21 @@ class Objective(nn.Module):
         loss: "ce" (softmax over all items), "sampled" (softmax over the target and shared sampled
             negatives) or "bce" (target vs. each negative, SASRec's original loss).
         negatives: how many negatives are drawn uniformly per batch (shared by all its positions).
+        targets_per_batch: the mean number of targets in a batch over an epoch. A batch's summed loss is
+            divided by it, not by its own target count, so every target weighs the same whatever batch
+            it lands in. Length-batched batches hold from one to max_length targets per sequence; a
+            per-batch mean would give a target in a batch of short histories many times the weight of
+            one in a batch of long ones.
     """
 
-    def __init__(self, recommender: Recommender, loss: str, negatives: int) -> None:
+    def __init__(self, recommender: Recommender, loss: str, negatives: int, targets_per_batch: float) -> None:
         super().__init__()
         if loss not in ("ce", "sampled", "bce"):
             raise ValueError(f"unknown loss {loss!r}")
         self.recommender = recommender
         self.loss = loss
         self.negatives = negatives
+        self.targets_per_batch = targets_per_batch
 
     def forward(self, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """inputs, targets: (B, L) right-aligned item ids, targets[t] follows inputs[t]; 0 = padding."""
@@ -36,7 +42,7 @@ class Objective(nn.Module):
         states, positives = states[real], targets[:, cut:][real]  # (P, H), (P,)
         if self.loss == "ce":
             logits = states @ self.recommender.items.all_items().T  # (P, N)
-            return F.cross_entropy(logits, positives - 1)
+            return F.cross_entropy(logits, positives - 1, reduction="sum") / self.targets_per_batch
         num_items = self.recommender.items.num_items
         negatives = torch.randint(1, num_items + 1, (self.negatives,), device=states.device)  # (K,)
         positive_logits = (states * self.recommender.items(positives)).sum(-1, keepdim=True)  # (P, 1)
@@ -44,6 +50,6 @@ class Objective(nn.Module):
         negative_logits = negative_logits.masked_fill(negatives[None] == positives[:, None], float("-inf"))
         if self.loss == "sampled":
             logits = torch.cat([positive_logits, negative_logits], dim=1)  # (P, 1 + K)
-            return F.cross_entropy(logits, torch.zeros_like(positives))
+            return F.cross_entropy(logits, torch.zeros_like(positives), reduction="sum") / self.targets_per_batch
         negative_loss = -F.logsigmoid(-negative_logits)  # (P, K); collisions give -log(1) = 0
-        return (-F.logsigmoid(positive_logits).squeeze(1) + negative_loss.mean(dim=1)).mean()
+        return (-F.logsigmoid(positive_logits).squeeze(1) + negative_loss.mean(dim=1)).sum() / self.targets_per_batch

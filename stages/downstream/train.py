@@ -22,7 +22,7 @@ from safetensors.torch import load_file, save_file
 
 from pipeline import events
 from pipeline.batching import length_batches, shard
-from pipeline.config import DownstreamConfig, PipelineConfig, TrainConfig, stage_run_id
+from pipeline.config import DownstreamConfig, PipelineConfig, TrainConfig, result_revision, stage_run_id
 from pipeline.embeddings import Embeddings
 from pipeline.errors import BadInput
 from pipeline.store import RunResult, publish_run, read_manifest, workspace_output, write_json_atomic
@@ -111,11 +111,11 @@ def _fit(model: Recommender, seqs: Sequences, rows: torch.Tensor, config: Downst
     """The training loop: epochs until max_epochs or patience runs out; the best weights in BEST_FILE."""
     train, metric = config.train, f"ndcg@{config.evaluate.ks[0]}"
     accelerator = stage_accelerator()
-    objective = Objective(model, train.loss, train.negatives)
+    lengths = (rows[:, :-1] != 0).sum(dim=1).numpy()  # targets (= history length) of each window
+    objective = Objective(model, train.loss, train.negatives, targets_per_batch=train.batch_size * float(lengths.mean()))
     optimizer = torch.optim.AdamW(objective.parameters(), lr=train.lr, weight_decay=train.weight_decay)
     objective, optimizer = accelerator.prepare(objective, optimizer)
     state = _resume(accelerator, folder)
-    lengths = (rows[:, :-1] != 0).sum(dim=1).numpy()  # history length of each window, for length batching
     while state.epoch < train.max_epochs and state.bad_epochs < train.patience:
         started = time.perf_counter()
         loss = _train_epoch(objective, optimizer, accelerator, rows, lengths, train, state.epoch)
@@ -210,8 +210,10 @@ def run(config: PipelineConfig, force: bool = False) -> RunResult:
         if recformer:  # the one kind that loads a text encoder: imported only here, never for the others
             from stages.downstream import recformer_train
 
-            return recformer_train.train(folder, config, dataset_dir, dataset_run_id, embeddings)
-        return _train(folder, config.downstream, dataset_dir, dataset_run_id, embeddings)
+            facts = recformer_train.train(folder, config, dataset_dir, dataset_run_id, embeddings)
+        else:
+            facts = _train(folder, config.downstream, dataset_dir, dataset_run_id, embeddings)
+        return {**facts, "result_revision": result_revision("train-downstream")}
 
     return publish_run(workspace_output(config, "downstream"), run_id, build_run, force=force, keep_partial=True,
                        lock_wait_s=config.workspace.lock_wait_s, stale_lock_s=config.workspace.stale_lock_s)
