@@ -143,6 +143,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workspace", type=Path, default=ROOT / "artifacts" / "bench-downstream-vs-recbole")
     parser.add_argument("--seeds", type=int, default=3, help="our runs per variant (seeds 2020, 2021, ...)")
+    parser.add_argument("--first-seed", type=int, default=FIRST_SEED,
+                        help="our first seed (to train some seeds in another workspace at the same time)")
     parser.add_argument("--max-epochs", type=int, default=200, help="cap on our runs (early stopping ends them first)")
     parser.add_argument("--said", action="store_true", help="make SAID embeddings (slow on CPU) if none exist")
     parser.add_argument("--said-run", type=Path, help="a published SAID embeddings run to use (default: the "
@@ -192,7 +194,7 @@ def main() -> None:
     for name, (kind, embeddings, extra) in variants.items():
         if args.variants and name not in args.variants:
             continue
-        for seed in range(FIRST_SEED, FIRST_SEED + args.seeds):
+        for seed in range(args.first_seed, args.first_seed + args.seeds):
             if any(r["seed"] == seed for r in ours[name]):
                 continue
             overrides = our_overrides(kind, embeddings, seed, args.max_epochs, extra)
