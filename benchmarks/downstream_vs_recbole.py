@@ -288,6 +288,8 @@ def figures(ours: dict, peers: dict, text: Path, said: Path | None,
                                   "ours_batch_size": f"{OUR_BATCH} windows of up to 51 items, every position a target (about "
                                   f"{OUR_BATCH * targets_per_user():.0f} targets), batched by history length",
                                   "recbole_batch_size": f"{RECBOLE_BATCH} prefixes, one target each",
+                                  "ours_loss_weighting": "every target the same (a batch's summed loss over the epoch's "
+                                  f"mean targets per batch; train-downstream result revision {result_revision('train-downstream')})",
                                   "ours_norm": "pre-norm blocks, LayerNorm on the input", "recbole_norm": "post-norm",
                                   "patience_rule": f"ours stops after {TRAIN['patience']} epochs without a better valid "
                                   f"NDCG@10, RecBole after {TRAIN['patience'] + 1} (it stops once its count exceeds "
