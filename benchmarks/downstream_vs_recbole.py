@@ -50,6 +50,7 @@ SAID_ADAPTER = ("downstream.model.adapter=whiten",)
 TEXT_ADAPTER = ("downstream.model.adapter=linear",)  # as the text runs were measured
 # The same frozen text vectors with a trainable ID vector added to each adapted one (downstream.model.id_embedding).
 TEXT_ID = (*TEXT_ADAPTER, "downstream.model.id_embedding=true")
+SAID_ID = (*SAID_ADAPTER, "downstream.model.id_embedding=true")
 MATCHED = {"sasrec": {"hidden_size": 300, "layers": 2, "heads": 2, "feedforward_size": 256, "dropout": 0.5},
            "gru4rec": {"hidden_size": 300, "layers": 1, "dropout": 0.3}}
 
@@ -223,7 +224,8 @@ def variants_of(text: Path, said: Path | None, recbole_models: list[str]) -> dic
     layout), so they go through the whitening adapter; the text encoder's vectors through a linear one."""
     return {"ours_id_sasrec": ("sasrec", None, ()), "ours_text_sasrec": ("sasrec", text, TEXT_ADAPTER),
             "ours_text_id_sasrec": ("sasrec", text, TEXT_ID),
-            **({"ours_said_sasrec": ("sasrec", said, SAID_ADAPTER)} if said else {}),
+            **({"ours_said_sasrec": ("sasrec", said, SAID_ADAPTER), "ours_said_id_sasrec": ("sasrec", said, SAID_ID)}
+               if said else {}),
             **({"ours_id_gru4rec": ("gru4rec", None, ())} if "GRU4Rec" in recbole_models else {})}
 
 
@@ -297,7 +299,8 @@ def figures(ours: dict, peers: dict, text: Path, said: Path | None,
                                   "ours_text_adapter": "linear (frozen 384-d all-MiniLM-L6-v2 vectors -> 300)",
                                   "ours_text_id": "the text variant plus a trainable 300-d ID vector per item",
                                   "ours_said_adapter": "whiten (PCA whitening of the frozen 576-d SAID vectors, "
-                                  "then linear -> 300)"},
+                                  "then linear -> 300)",
+                                  "ours_said_id": "the SAID variant plus a trainable 300-d ID vector per item"},
                               "embeddings": {"text": str(text), "said": None if said is None else str(said)},
                               "recbole_max_epochs": {model: epoch_cap(args.recbole_max_epochs, model)
                                                      for model in args.recbole_models}}
@@ -306,7 +309,7 @@ def figures(ours: dict, peers: dict, text: Path, said: Path | None,
                f"{', CAPPED' if s['capped'] else ''})"), f"{s['ndcg10']:.4f} ± {s['ndcg10_std']:.4f} / {s['recall10']:.4f}")
              for name, s in summaries.items()]
     table.append(("NDCG@10 / Recall@10 popularity", f"{popularity['ndcg@10']:.4f} / {popularity['recall@10']:.4f}"))
-    for embeddings in ("text", "text_id", "said"):
+    for embeddings in ("text", "text_id", "said", "said_id"):
         if f"ours_{embeddings}_sasrec" in ndcg10:
             gain = ndcg10[f"ours_{embeddings}_sasrec"] / ndcg10["ours_id_sasrec"] - 1
             record["targets"][f"{embeddings}_vs_id_ndcg10_gain"] = round(gain, 4)
