@@ -39,6 +39,7 @@ CONFIG = "configs/amazon2018-scientific-unisrec.yaml"
 RAW = "../shared/datasets/amazon2018-scientific-unisrec/raw"
 EMBEDDINGS_KEY = "downstream.embeddings="
 RECBOLE_PYTHON = ROOT / ".venv-recbole" / "bin" / "python"
+KEPT_FILE = "downstream_vs_recbole.runs.json"  # a workspace's finished runs, kept across invocations
 FIRST_SEED = 2020  # RecBole's default seed; seeds are FIRST_SEED, FIRST_SEED + 1, ...
 
 # RecBole 1.2.1's defaults (properties/model/<Model>.yaml, overall.yaml) with UniSRec's hidden size 300.
@@ -167,7 +168,7 @@ def main() -> None:
     args = parser.parse_args()
     workspace = args.workspace.resolve()
     # Every finished run is kept in the workspace at once, so an hour of training survives a later failure.
-    done_file = workspace / "downstream_vs_recbole.runs.json"
+    done_file = workspace / KEPT_FILE
     if args.figures_only:
         kept = json.loads(done_file.read_text())
         text, said = (None if kept["embeddings"].get(k) is None else Path(kept["embeddings"][k]) for k in ("text", "said"))
@@ -256,7 +257,10 @@ def kept_runs(own: dict[str, list[dict[str, Any]]], others: list[Path]) -> dict[
     """The workspace's kept runs, then those kept in `others`."""
     runs: dict[str, list[dict[str, Any]]] = {name: list(rs) for name, rs in own.items()}
     for workspace in others:
-        for name, rs in json.loads((workspace / "downstream_vs_recbole.runs.json").read_text())["ours"].items():
+        kept = _kept.recorded(workspace, KEPT_FILE)
+        if kept is None:
+            raise SystemExit(f"--kept-from: {workspace / KEPT_FILE} not found (no benchmark invocation kept runs there)")
+        for name, rs in kept["ours"].items():
             runs.setdefault(name, []).extend(rs)
     return runs
 

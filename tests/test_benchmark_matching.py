@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from benchmarks._kept import agrees, resolved
-from benchmarks.downstream_vs_recbole import CONFIG, kept_runs, matching, our_overrides, same_settings
+from benchmarks.downstream_vs_recbole import CONFIG, KEPT_FILE, kept_runs, matching, our_overrides, same_settings
 from pipeline.config import result_revision
 
 DEFAULT = {"model": {"kind": "sasrec", "norm": "pre", "positions": "newest"}, "train": {"batch_size": 128}}
@@ -48,7 +48,7 @@ def test_runs_kept_in_another_workspace_count_one_per_seed(tmp_path: Path) -> No
     other = {"ours_id_sasrec": [_kept_run(tmp_path / "other-2020", 2020, current),
                                 _kept_run(tmp_path / "other-2021", 2021, current)]}
     (tmp_path / "other").mkdir()
-    (tmp_path / "other" / "downstream_vs_recbole.runs.json").write_text(json.dumps({"ours": other, "peers": {}}))
+    (tmp_path / "other" / KEPT_FILE).write_text(json.dumps({"ours": other, "peers": {}}))
     runs = kept_runs(own, [tmp_path / "other"])
     chosen = matching(runs, {"ours_id_sasrec": ("sasrec", None, ())}, Namespace(max_epochs=200))
     assert sorted(Path(r["run_dir"]).name for r in chosen["ours_id_sasrec"]) == ["other-2020", "own-2021"]
