@@ -170,7 +170,9 @@ def main() -> None:
     # Every finished run is kept in the workspace at once, so an hour of training survives a later failure.
     done_file = workspace / KEPT_FILE
     if args.figures_only:
-        kept = json.loads(done_file.read_text())
+        kept = _kept.recorded(workspace, KEPT_FILE)
+        if kept is None:
+            raise SystemExit(f"--figures-only: {done_file} not found (no invocation has kept runs in this workspace)")
         text, said = (None if kept["embeddings"].get(k) is None else Path(kept["embeddings"][k]) for k in ("text", "said"))
         ours = matching(kept_runs(kept["ours"], args.kept_from), variants_of(text, said, args.recbole_models), args)
         _results.write("downstream_vs_recbole", *figures(ours, kept["peers"], text, said, args))
