@@ -246,7 +246,7 @@ def same_settings(run_dir: Path, wanted: list[str]) -> bool:
     result revision), its embeddings compared by content (a new release re-publishes the same vectors
     under a new run id)."""
     made, manifest = _kept.recorded(run_dir, "config.json"), _kept.recorded(run_dir, "manifest.json") or {}
-    if made is None or manifest.get("result_revision", 1) != result_revision("train-downstream"):
+    if made is None or manifest.get("result_revision", 1) != result_revision("train-downstream", made["model"]["kind"]):
         return False
     if not _kept.section_agrees(made, CONFIG, "downstream", wanted, skip=("embeddings",)):
         return False
@@ -297,7 +297,8 @@ def figures(ours: dict, peers: dict, text: Path, said: Path | None,
                                   f"{OUR_BATCH * targets_per_user():.0f} targets), batched by history length",
                                   "recbole_batch_size": f"{RECBOLE_BATCH} prefixes, one target each",
                                   "ours_loss_weighting": "every target the same (a batch's summed loss over the epoch's "
-                                  f"mean targets per batch; train-downstream result revision {result_revision('train-downstream')})",
+                                  "mean targets per batch)",
+                                  "ours_result_revisions": {kind: result_revision("train-downstream", kind) for kind in MATCHED},
                                   "ours_norm": "pre-norm blocks, LayerNorm on the input", "recbole_norm": "post-norm",
                                   "patience_rule": f"ours stops after {TRAIN['patience']} epochs without a better valid "
                                   f"NDCG@10, RecBole after {TRAIN['patience'] + 1} (it stops once its count exceeds "

@@ -324,17 +324,22 @@ def code_release() -> str:
 
 # Bumped when a stage's code changes what it makes while its settings stay the same, so that only that
 # stage's runs are redone: a new release redoes every stage, SAID's hours of alignment included.
-# A stage at revision 1 hashes no revision, so its run ids stay those of the release.
-RESULT_REVISIONS = {"train-downstream": 2}  # 2: every target's loss weighs the same, whatever batch it is in
+# "stage/kind" entries redo one model kind's runs only. At revision 1 no revision is hashed, so run ids
+# stay those of the release.
+RESULT_REVISIONS = {
+    "train-downstream": 2,  # every target's loss weighs the same, whatever batch it is in
+    "train-downstream/gru4rec": 3,  # a history's GRU states no longer depend on the padding before it
+}
 
 
-def result_revision(stage: str) -> int:
-    return RESULT_REVISIONS.get(stage, 1)
+def result_revision(stage: str, kind: str | None = None) -> int:
+    """The revision of `stage`'s results, or of its `kind` runs where that has an entry of its own."""
+    return RESULT_REVISIONS.get(f"{stage}/{kind}", RESULT_REVISIONS.get(stage, 1))
 
 
-def stage_run_id(stage: str, *parts: Any) -> str:
+def stage_run_id(stage: str, *parts: Any, kind: str | None = None) -> str:
     """A run's id: its stage, the code release (a new release recomputes rather than reusing what older
-    code made), the stage's result revision, and everything it reads (config sections, input hashes,
-    upstream run ids)."""
-    revision = result_revision(stage)
+    code made), the result revision of the stage (or of its model `kind`), and everything it reads (config
+    sections, input hashes, upstream run ids)."""
+    revision = result_revision(stage, kind)
     return fingerprint(stage, code_release(), *parts, *([f"revision {revision}"] if revision > 1 else []))

@@ -83,3 +83,14 @@ def test_a_result_revision_redoes_only_its_own_stage(monkeypatch) -> None:
     after = {stage: config_module.stage_run_id(stage, {"lr": 0.01}) for stage in before}
     assert after["train-downstream"] != before["train-downstream"]
     assert {stage: after[stage] for stage in ("prepare", "align")} == {stage: before[stage] for stage in ("prepare", "align")}
+
+
+def test_a_model_kind_revision_redoes_only_that_kind(monkeypatch) -> None:
+    from pipeline import config as config_module
+
+    before = {kind: config_module.stage_run_id("train-downstream", {"lr": 0.01}, kind=kind) for kind in ("sasrec", "gru4rec")}
+    monkeypatch.setitem(config_module.RESULT_REVISIONS, "train-downstream/gru4rec", 99)
+    after = {kind: config_module.stage_run_id("train-downstream", {"lr": 0.01}, kind=kind) for kind in before}
+    assert after["gru4rec"] != before["gru4rec"]
+    assert after["sasrec"] == before["sasrec"]
+    assert config_module.result_revision("train-downstream", "gru4rec") == 99

@@ -104,6 +104,27 @@ def test_a_position_never_sees_later_items(data, kind: str, norm: str) -> None:
     assert not torch.allclose(before[:, -1], after[:, -1])
 
 
+@pytest.mark.parametrize(("kind", "positions"), [("sasrec", "newest"), ("sasrec", "oldest"), ("gru4rec", "newest"),
+                                                 ("said_light", "newest")])
+def test_a_history_reads_the_same_alone_or_padded_in_a_batch_of_longer_ones(data, kind: str, positions: str) -> None:
+    """A batch pads each history on the left to its longest: a history's states may not depend on that padding."""
+    seqs, vectors, has, rows = data
+    torch.manual_seed(0)
+    model = build(_config(kind=kind, positions=positions), seqs.num_items, vectors, has).eval()
+    batch = rows[:8, 1:].clone()
+    for row in range(8):
+        batch[row, :row] = 0  # histories of 10, 9, ..., 3 items
+    lengths = (batch != 0).sum(dim=1).tolist()
+    with torch.no_grad():
+        for module in model.sequence.modules():  # biases as training leaves them, which a padding step would feel
+            for name, parameter in module.named_parameters(recurse=False):
+                if "bias" in name:
+                    parameter.uniform_(-1, 1)
+        together = model(batch)
+        for row, length in enumerate(lengths):
+            torch.testing.assert_close(together[row, -length:], model(batch[row:row + 1])[0, -length:])
+
+
 def test_items_without_an_embedding_get_an_id_vector(data) -> None:
     seqs, vectors, has, _ = data
     has = has.copy()

@@ -202,9 +202,11 @@ def run(config: PipelineConfig, force: bool = False) -> RunResult:
     dataset_dir = runs.dataset_dir(config)
     dataset_run_id = read_manifest(dataset_dir)["run_id"]
     embeddings = runs.embeddings_for(config)
-    recformer = config.downstream.model.kind == "recformer"
+    kind = config.downstream.model.kind
+    recformer = kind == "recformer"
     run_id = stage_run_id("train-downstream", config.downstream.model_dump(mode="json"), dataset_run_id,
-                         None if embeddings is None else embeddings.run_id, *(_recformer_inputs(config) if recformer else []))
+                          None if embeddings is None else embeddings.run_id, *(_recformer_inputs(config) if recformer else []),
+                          kind=kind)
 
     def build_run(folder: Path) -> dict[str, Any]:
         if recformer:  # the one kind that loads a text encoder: imported only here, never for the others
@@ -213,7 +215,7 @@ def run(config: PipelineConfig, force: bool = False) -> RunResult:
             facts = recformer_train.train(folder, config, dataset_dir, dataset_run_id, embeddings)
         else:
             facts = _train(folder, config.downstream, dataset_dir, dataset_run_id, embeddings)
-        return {**facts, "result_revision": result_revision("train-downstream")}
+        return {**facts, "result_revision": result_revision("train-downstream", kind)}
 
     return publish_run(workspace_output(config, "downstream"), run_id, build_run, force=force, keep_partial=True,
                        lock_wait_s=config.workspace.lock_wait_s, stale_lock_s=config.workspace.stale_lock_s)
