@@ -198,6 +198,7 @@ class TrainConfig(Section):
     negatives: int = Field(ge=1)
     batch_size: int = Field(ge=1)
     length_pool: int = Field(ge=1)
+    batch_by: Literal["windows", "targets"]
     lr: float = Field(gt=0)
     weight_decay: float = Field(ge=0)
     max_epochs: int = Field(ge=1)

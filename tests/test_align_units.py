@@ -290,3 +290,14 @@ def test_a_checkpoint_counts_only_once_its_marker_exists(tmp_path: Path) -> None
     (tmp_path / "step-00000008").mkdir()  # killed while saving: no marker
     assert latest_checkpoint(tmp_path, "step-*") == tmp_path / "step-00000004"
     assert latest_checkpoint(tmp_path / "none", "step-*") is None
+
+
+def test_length_batches_cut_by_a_budget_hold_about_the_same_total_length() -> None:
+    lengths = np.minimum(np.random.default_rng(1).geometric(0.25, size=2000), 50)  # mostly short, as histories are
+    budget = 32 * float(lengths.mean())
+    batches = length_batches(np.arange(2000), lengths, batch_size=32, pool=16, seed=3, budget=budget)
+    assert sorted(np.concatenate(batches).tolist()) == list(range(2000))
+    totals = np.array([lengths[b].sum() for b in batches])
+    assert totals.max() <= budget + lengths.max()
+    assert np.median(totals) >= budget - lengths.max()  # only each pool's last batch may fall short
+    assert max(len(b) for b in batches) > 3 * min(len(b) for b in batches)  # short rows share a batch in numbers

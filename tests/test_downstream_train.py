@@ -40,8 +40,10 @@ def test_publishes_a_complete_run_that_names_its_embeddings(workspace) -> None:
     assert train.run(config).reused
 
 
-def test_a_killed_run_resumes_and_ends_as_an_uninterrupted_one(workspace, monkeypatch) -> None:
-    config = workspace(ID_ONLY, "downstream.train.max_epochs=3", "downstream.train.patience=5")
+@pytest.mark.parametrize("batch_by", ["windows", "targets"])
+def test_a_killed_run_resumes_and_ends_as_an_uninterrupted_one(workspace, monkeypatch, batch_by: str) -> None:
+    config = workspace(ID_ONLY, "downstream.train.max_epochs=3", "downstream.train.patience=5",
+                       f"downstream.train.batch_by={batch_by}")
     uninterrupted = train.run(config)
     expected = load_file(uninterrupted.run_dir / "model.safetensors")
     shutil.rmtree(uninterrupted.run_dir.parent)

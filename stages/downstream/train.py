@@ -87,10 +87,12 @@ def _resume(accelerator: Accelerator, folder: Path) -> TrainState:
 
 
 def _train_epoch(objective: torch.nn.Module, optimizer: torch.optim.Optimizer, accelerator: Accelerator,
-                 rows: torch.Tensor, lengths: np.ndarray, train: TrainConfig, epoch: int) -> float:
+                 rows: torch.Tensor, lengths: np.ndarray, targets_per_batch: float, train: TrainConfig,
+                 epoch: int) -> float:
     """One pass over this process's share of windows, batched by length and shuffled by (seed, epoch),
-    so a resumed run repeats it."""
-    batches = length_batches(np.arange(len(rows)), lengths, train.batch_size, train.length_pool, train.seed + epoch)
+    so a resumed run repeats it; the mean loss of its targets."""
+    budget = targets_per_batch if train.batch_by == "targets" else None
+    batches = length_batches(np.arange(len(rows)), lengths, train.batch_size, train.length_pool, train.seed + epoch, budget)
     batches = shard(batches, accelerator.process_index, accelerator.num_processes)
     objective.train()
     total = 0.0
@@ -101,9 +103,9 @@ def _train_epoch(objective: torch.nn.Module, optimizer: torch.optim.Optimizer, a
             optimizer.zero_grad(set_to_none=True)
             accelerator.backward(loss)
             optimizer.step()
-            total += loss.item()
+            total += loss.item() * targets_per_batch  # the batch's summed loss
             tracker.advance(len(batch), loss=f"{loss.item():.4f}")
-    return total / max(len(batches), 1)
+    return total / max(int(sum(lengths[b].sum() for b in batches)), 1)
 
 
 def _fit(model: Recommender, seqs: Sequences, rows: torch.Tensor, config: DownstreamConfig,
@@ -112,13 +114,14 @@ def _fit(model: Recommender, seqs: Sequences, rows: torch.Tensor, config: Downst
     train, metric = config.train, f"ndcg@{config.evaluate.ks[0]}"
     accelerator = stage_accelerator()
     lengths = (rows[:, :-1] != 0).sum(dim=1).numpy()  # targets (= history length) of each window
-    objective = Objective(model, train.loss, train.negatives, targets_per_batch=train.batch_size * float(lengths.mean()))
+    targets_per_batch = train.batch_size * float(lengths.mean())
+    objective = Objective(model, train.loss, train.negatives, targets_per_batch)
     optimizer = torch.optim.AdamW(objective.parameters(), lr=train.lr, weight_decay=train.weight_decay)
     objective, optimizer = accelerator.prepare(objective, optimizer)
     state = _resume(accelerator, folder)
     while state.epoch < train.max_epochs and state.bad_epochs < train.patience:
         started = time.perf_counter()
-        loss = _train_epoch(objective, optimizer, accelerator, rows, lengths, train, state.epoch)
+        loss = _train_epoch(objective, optimizer, accelerator, rows, lengths, targets_per_batch, train, state.epoch)
         seconds = time.perf_counter() - started
         valid = evaluate_model(model, seqs, "valid", config.evaluate, config.model.max_length)
         state.epoch += 1
