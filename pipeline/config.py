@@ -314,6 +314,21 @@ def fingerprint(*parts: Any) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
+# Settings added after runs were made, at the value that does what those runs did. At that value they are left
+# out of run ids, so adding an option neither redoes every run made before it nor orphans a killed run's
+# checkpoints (its partial folder is found by run id).
+ADDED_SETTINGS: dict[str, dict[str, Any]] = {"downstream": {"train": {"batch_by": "windows"}}}
+
+
+def hashed_settings(section: str, settings: dict[str, Any]) -> dict[str, Any]:
+    """A dumped config `section` as run ids hash it: without the added settings still at their old value."""
+    def without(values: dict[str, Any], added: dict[str, Any]) -> dict[str, Any]:
+        return {key: without(value, added[key]) if isinstance(added.get(key), dict) and isinstance(value, dict) else value
+                for key, value in values.items() if key not in added or isinstance(added[key], dict) or value != added[key]}
+
+    return without(settings, ADDED_SETTINGS.get(section, {}))
+
+
 @functools.cache
 def code_release() -> str:
     """The installed release of this package ("source" when run from an uninstalled checkout)."""

@@ -85,6 +85,17 @@ def test_a_result_revision_redoes_only_its_own_stage(monkeypatch) -> None:
     assert {stage: after[stage] for stage in ("prepare", "align")} == {stage: before[stage] for stage in ("prepare", "align")}
 
 
+def test_a_setting_added_later_changes_run_ids_only_away_from_its_old_behaviour() -> None:
+    from pipeline.config import hashed_settings
+
+    made_before = {"model": {"kind": "gru4rec"}, "train": {"lr": 0.001}}
+    at_old_value = {"model": {"kind": "gru4rec"}, "train": {"lr": 0.001, "batch_by": "windows"}}
+    changed = {"model": {"kind": "gru4rec"}, "train": {"lr": 0.001, "batch_by": "targets"}}
+    assert hashed_settings("downstream", at_old_value) == made_before
+    assert hashed_settings("downstream", changed) == changed
+    assert hashed_settings("align", at_old_value) == at_old_value  # another section's key of the same name counts
+
+
 def test_a_model_kind_revision_redoes_only_that_kind(monkeypatch) -> None:
     from pipeline import config as config_module
 

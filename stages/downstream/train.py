@@ -22,7 +22,14 @@ from safetensors.torch import load_file, save_file
 
 from pipeline import events
 from pipeline.batching import length_batches, shard
-from pipeline.config import DownstreamConfig, PipelineConfig, TrainConfig, result_revision, stage_run_id
+from pipeline.config import (
+    DownstreamConfig,
+    PipelineConfig,
+    TrainConfig,
+    hashed_settings,
+    result_revision,
+    stage_run_id,
+)
 from pipeline.embeddings import Embeddings
 from pipeline.errors import BadInput
 from pipeline.store import RunResult, publish_run, read_manifest, workspace_output, write_json_atomic
@@ -207,9 +214,9 @@ def run(config: PipelineConfig, force: bool = False) -> RunResult:
     embeddings = runs.embeddings_for(config)
     kind = config.downstream.model.kind
     recformer = kind == "recformer"
-    run_id = stage_run_id("train-downstream", config.downstream.model_dump(mode="json"), dataset_run_id,
-                          None if embeddings is None else embeddings.run_id, *(_recformer_inputs(config) if recformer else []),
-                          kind=kind)
+    settings = hashed_settings("downstream", config.downstream.model_dump(mode="json"))
+    run_id = stage_run_id("train-downstream", settings, dataset_run_id, None if embeddings is None else embeddings.run_id,
+                          *(_recformer_inputs(config) if recformer else []), kind=kind)
 
     def build_run(folder: Path) -> dict[str, Any]:
         if recformer:  # the one kind that loads a text encoder: imported only here, never for the others
