@@ -296,13 +296,14 @@ def figures(ours: dict, peers: dict, text: Path, said: Path | None,
     summaries = {**{name: summary(runs) for name, runs in ours.items() if runs},
                  **{name: summary(runs) for name, runs in peers.items()}}
     popularity = ours["ours_id_sasrec"][0]["popularity_test"]
+    targets_per_batch = OUR_BATCH * targets_per_user()  # reads RecBole's train file once
     ndcg10 = {name: s["ndcg10"] for name, s in summaries.items()} | {"popularity": popularity["ndcg@10"]}
     recall10 = {name: s["recall10"] for name, s in summaries.items()} | {"popularity": popularity["recall@10"]}
     record: dict[str, Any] = {"ndcg10": ndcg10, "recall10": recall10, "summary": summaries,
                               "runs": {**ours, **peers}, "hyperparameters": {
                                   **TRAIN, **{f"{kind}_model": m for kind, m in MATCHED.items()},
                                   "ours_batch_size": f"{OUR_BATCH} windows of up to 51 items, every position a target (about "
-                                  f"{OUR_BATCH * targets_per_user():.0f} targets), batched by history length",
+                                  f"{targets_per_batch:.0f} targets), batched by history length",
                                   "recbole_batch_size": f"{RECBOLE_BATCH} prefixes, one target each",
                                   "ours_loss_weighting": "every target the same (a batch's summed loss over the epoch's "
                                   "mean targets per batch)",
@@ -312,7 +313,7 @@ def figures(ours: dict, peers: dict, text: Path, said: Path | None,
                                   f"NDCG@10, RecBole after {TRAIN['patience'] + 1} (it stops once its count exceeds "
                                   "stopping_step)",
                                   "ours_gru4rec_batches": "cut by target count (downstream.train.batch_by=targets): "
-                                  f"about {OUR_BATCH * targets_per_user():.0f} targets each",
+                                  f"about {targets_per_batch:.0f} targets each",
                                   "ours_text_adapter": "linear (frozen 384-d all-MiniLM-L6-v2 vectors -> 300)",
                                   "ours_text_id": "the text variant plus a trainable 300-d ID vector per item",
                                   "ours_said_adapter": "whiten (PCA whitening of the frozen 576-d SAID vectors, "

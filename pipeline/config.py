@@ -323,8 +323,13 @@ ADDED_SETTINGS: dict[str, dict[str, Any]] = {"downstream": {"train": {"batch_by"
 def hashed_settings(section: str, settings: dict[str, Any]) -> dict[str, Any]:
     """A dumped config `section` as run ids hash it: without the added settings still at their old value."""
     def without(values: dict[str, Any], added: dict[str, Any]) -> dict[str, Any]:
-        return {key: without(value, added[key]) if isinstance(added.get(key), dict) and isinstance(value, dict) else value
-                for key, value in values.items() if key not in added or isinstance(added[key], dict) or value != added[key]}
+        kept = {}
+        for key, value in values.items():
+            if isinstance(added.get(key), dict) and isinstance(value, dict):
+                kept[key] = without(value, added[key])
+            elif key not in added or value != added[key]:
+                kept[key] = value
+        return kept
 
     return without(settings, ADDED_SETTINGS.get(section, {}))
 
