@@ -8,6 +8,7 @@ marker exists, and older ones are dropped after that, so a crash at any moment l
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,17 @@ from accelerate import Accelerator
 from pipeline.store import complete_checkpoint, latest_checkpoint, write_json_atomic
 
 STATE_FILE = "state.json"
+
+
+class _TiedWeightsNotice(logging.Filter):
+    """Drops Accelerate's notice that a tied weight (Recformer's MLM decoder = the word embeddings) was saved
+    once: loading re-ties it, as the pretraining resume test checks, and the notice repeated at every checkpoint."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "Removed shared tensor" not in record.getMessage()
+
+
+logging.getLogger("accelerate.utils.other").addFilter(_TiedWeightsNotice())
 
 
 def save(accelerator: Accelerator, root: Path, prefix: str, counter: int, state: dict[str, Any],

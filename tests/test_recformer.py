@@ -367,7 +367,7 @@ def test_batch_larger_than_the_training_examples_is_bad_input(ml100k, tokenizer)
 
 
 def test_killed_pretraining_resumes_from_its_checkpoint_and_ends_as_an_uninterrupted_run(
-        ml100k, tokenizer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        ml100k, tokenizer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
     config = recformer_config(**{"recformer.pretrain.max_steps": 6, "recformer.pretrain.batch_size": 8})
     items, splits = load_corpus([ml100k], None, tokenizer, config.max_attribute_tokens, ["train"])
     fmt = build.sequence_format(items, tokenizer, config)
@@ -393,6 +393,8 @@ def test_killed_pretraining_resumes_from_its_checkpoint_and_ends_as_an_uninterru
     resumed, position = run(tmp_path / "killed")
     assert position.resumed_from == 4 and position.step == 6
     assert position.history == whole.history
+    assert resumed.mlm_head.decoder.weight is resumed.encoder.word_embeddings.weight  # saved once, re-tied on load
+    assert "Removed shared tensor" not in caplog.text  # so Accelerate's notice of it is not repeated at every checkpoint
     expected = uninterrupted.state_dict()
     assert all(torch.equal(tensor, expected[name]) for name, tensor in resumed.state_dict().items())
 
