@@ -13,7 +13,9 @@ Everything goes through the real CLI in a workspace of its own:
 
 `--encoder` skips step 2 and uses an encoder pretrained before, e.g. the one a fine-tuning run was resumed
 with after a new release changed the pretraining run's id; `--reuse-runs` reports fine-tuning runs already
-published in the workspace with the same settings (compared resolved, whatever release made them).
+published in the workspace with the same settings (compared resolved, whatever release made them), and
+with `--kept-from` in other workspaces too: seeds fine-tuned in parallel (`--first-seed 43` in a second
+workspace, the same `--encoder`) are collected into one result.
 
 Both catalogs are read through their rendered `text` attribute (Office's "title ... brand ...", Scientific's
 "title. categories. brand."), so the encoder sees the same key in both domains. ID-only SASRec on the same
@@ -65,10 +67,11 @@ def test_ndcg(run_dir: Path) -> tuple[float, float, dict[str, Any]]:
     return metrics["model"]["test"]["ndcg@10"], metrics["popularity"]["test"]["ndcg@10"], metrics
 
 
-def kept_finetuning(workspace: Path, overrides: list[str]) -> Path | None:
-    """A fine-tuning run already published in the workspace with the settings `overrides` resolve to, whatever
-    release made it (a new release changes every run id, and one fine-tuning run takes hours here)."""
-    for manifest in sorted((workspace / "downstream" / SCIENTIFIC_NAME).glob("*/manifest.json")):
+def kept_finetuning(workspaces: list[Path], overrides: list[str]) -> Path | None:
+    """A fine-tuning run already published in one of the workspaces with the settings `overrides` resolve to,
+    whatever release made it (a new release changes every run id, and one fine-tuning run takes hours here)."""
+    manifests = (m for w in workspaces for m in sorted((w / "downstream" / SCIENTIFIC_NAME).glob("*/manifest.json")))
+    for manifest in manifests:
         run = manifest.parent
         recformer, downstream = _kept.recorded(run, "recformer.json"), _kept.recorded(run, "config.json")
         if _kept.recorded(run, manifest.name).get("zero_shot", True) or recformer is None or downstream is None:
@@ -98,9 +101,14 @@ def main() -> None:
     parser.add_argument("--encoder", type=Path, default=None,
                         help="an Office-pretrained encoder folder to use instead of pretraining (e.g. the one a "
                         "fine-tuning run resumed from after a release changed the pretraining run's id)")
+    parser.add_argument("--first-seed", type=int, default=FIRST_SEED,
+                        help="the first fine-tuning seed (to fine-tune other seeds in another workspace at the same time)")
     parser.add_argument("--reuse-runs", action="store_true",
                         help="report fine-tuning runs already published in the workspace with the same settings "
                         "instead of training them again")
+    parser.add_argument("--kept-from", nargs="+", type=Path, default=[], metavar="WORKSPACE",
+                        help="with --reuse-runs, also report the fine-tuning runs published in these workspaces (one "
+                        "workspace fine-tunes one seed at a time, so seeds can train in parallel in several)")
     parser.add_argument("--mixed-precision", default="bf16", choices=["no", "bf16"],
                         help="autocast for pretraining and fine-tuning (bf16 uses the CPU's bf16 matmuls where it "
                         "has them)")
@@ -136,10 +144,11 @@ def main() -> None:
     log(f"zero-shot test NDCG@10 {zero_shot:.4f} (popularity {popularity:.4f}) in {zero_shot_s:.0f} s")
 
     finetuned = []
-    for seed in range(FIRST_SEED, FIRST_SEED + args.finetune_seeds):
+    kept_in = [workspace, *(w.resolve() for w in args.kept_from)]
+    for seed in range(args.first_seed, args.first_seed + args.finetune_seeds):
         overrides = [*RECFORMER, "downstream.model.kind=recformer", f"recformer.model={encoder}", *FINETUNE,
                      f"recformer.finetune.mixed_precision={args.mixed_precision}", f"recformer.finetune.seed={seed}"]
-        run_dir, seconds = kept_finetuning(workspace, overrides) if args.reuse_runs else None, None
+        run_dir, seconds = kept_finetuning(kept_in, overrides) if args.reuse_runs else None, None
         if run_dir is None:
             log(f"fine-tune on Scientific, seed {seed}")
             run_dir, seconds = _cli.pipeline(SCIENTIFIC, workspace, "train-downstream", *overrides)
