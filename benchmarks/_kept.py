@@ -6,6 +6,7 @@ release changes every run id, so a run is matched by what it was made with, not 
 
 from __future__ import annotations
 
+import argparse
 import functools
 import json
 from pathlib import Path
@@ -51,3 +52,13 @@ def recorded(run_dir: Path, name: str) -> dict[str, Any] | None:
     """A JSON file a run folder holds (its settings), or None when there is none."""
     path = run_dir / name
     return json.loads(path.read_text()) if path.is_file() else None
+
+
+def add_parallel_options(parser: argparse.ArgumentParser, first_seed: int) -> None:
+    """`--first-seed` and `--kept-from`: one workspace trains one run at a time (one lock per output), so a
+    benchmark's seeds train at once in several workspaces, and one invocation collects them."""
+    parser.add_argument("--first-seed", type=int, default=first_seed,
+                        help="the first seed trained here (to train other seeds in another workspace at the same time)")
+    parser.add_argument("--kept-from", nargs="+", type=Path, default=[], metavar="WORKSPACE",
+                        help="also count the runs kept in these workspaces; they must match the settings like any "
+                        "kept run")

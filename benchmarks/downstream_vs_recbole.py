@@ -149,8 +149,6 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workspace", type=Path, default=ROOT / "artifacts" / "bench-downstream-vs-recbole")
     parser.add_argument("--seeds", type=int, default=3, help="our runs per variant (seeds 2020, 2021, ...)")
-    parser.add_argument("--first-seed", type=int, default=FIRST_SEED,
-                        help="our first seed (to train some seeds in another workspace at the same time)")
     parser.add_argument("--max-epochs", type=int, default=200, help="cap on our runs (early stopping ends them first)")
     parser.add_argument("--said", action="store_true", help="make SAID embeddings (slow on CPU) if none exist")
     parser.add_argument("--said-run", type=Path, help="a published SAID embeddings run to use (default: the "
@@ -164,9 +162,7 @@ def main() -> None:
                         help="keep the runs an earlier, interrupted invocation finished (same workspace) instead of redoing them")
     parser.add_argument("--variants", nargs="+", metavar="NAME",
                         help="train only these of our variants (e.g. ours_id_sasrec); the others' kept runs still count")
-    parser.add_argument("--kept-from", nargs="+", type=Path, default=[], metavar="WORKSPACE",
-                        help="also count the runs kept in these workspaces (one workspace trains one run at a time, "
-                        "so variants can train in parallel in several); they must match the settings like any kept run")
+    _kept.add_parallel_options(parser, FIRST_SEED)
     parser.add_argument("--figures-only", action="store_true",
                         help="train nothing: write the results from the runs kept in the workspace")
     args = parser.parse_args()

@@ -101,14 +101,10 @@ def main() -> None:
     parser.add_argument("--encoder", type=Path, default=None,
                         help="an Office-pretrained encoder folder to use instead of pretraining (e.g. the one a "
                         "fine-tuning run resumed from after a release changed the pretraining run's id)")
-    parser.add_argument("--first-seed", type=int, default=FIRST_SEED,
-                        help="the first fine-tuning seed (to fine-tune other seeds in another workspace at the same time)")
     parser.add_argument("--reuse-runs", action="store_true",
                         help="report fine-tuning runs already published in the workspace with the same settings "
                         "instead of training them again")
-    parser.add_argument("--kept-from", nargs="+", type=Path, default=[], metavar="WORKSPACE",
-                        help="with --reuse-runs, also report the fine-tuning runs published in these workspaces (one "
-                        "workspace fine-tunes one seed at a time, so seeds can train in parallel in several)")
+    _kept.add_parallel_options(parser, FIRST_SEED)
     parser.add_argument("--mixed-precision", default="bf16", choices=["no", "bf16"],
                         help="autocast for pretraining and fine-tuning (bf16 uses the CPU's bf16 matmuls where it "
                         "has them)")
