@@ -102,8 +102,8 @@ def main() -> None:
                         help="an Office-pretrained encoder folder to use instead of pretraining (e.g. the one a "
                         "fine-tuning run resumed from after a release changed the pretraining run's id)")
     parser.add_argument("--reuse-runs", action="store_true",
-                        help="report fine-tuning runs already published in the workspace with the same settings "
-                        "instead of training them again")
+                        help="report fine-tuning runs already published in the workspace (and in the --kept-from "
+                        "workspaces) with the same settings instead of training them again")
     _kept.add_parallel_options(parser, FIRST_SEED)
     parser.add_argument("--mixed-precision", default="bf16", choices=["no", "bf16"],
                         help="autocast for pretraining and fine-tuning (bf16 uses the CPU's bf16 matmuls where it "
