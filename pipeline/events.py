@@ -111,11 +111,16 @@ class Tracker:
         emit("progress", f"{self.description}: {self.done:,}{of} {self.unit}, "
              f"{stats[f'{self.unit}_per_s']:,} {self.unit}/s{eta} {extra}".rstrip())
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, exc_type: type[BaseException] | None, *_: object) -> None:
+        """Close with the count reached; work cut short by an error or a kill says it stopped there."""
         if self._progress is not None:
             self._progress.stop()
-        emit("progress_done", f"{self.description}: {self.done:,} {self.unit}",
-             **_rate_fields(self.done, self.total, self._started, self.unit, self._resumed))
+        stats = _rate_fields(self.done, self.total, self._started, self.unit, self._resumed)
+        if exc_type is None:
+            emit("progress_done", f"{self.description}: {self.done:,} {self.unit}", **stats)
+            return
+        of = "" if self.total is None else f" of {self.total:,}"
+        emit("progress_stopped", f"{self.description}: stopped after {self.done:,}{of} {self.unit}", **stats)
 
 
 def _clock(seconds: float) -> str:

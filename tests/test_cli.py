@@ -42,6 +42,14 @@ def test_progress_in_a_log_file_is_plain_lines_with_rate_and_eta(monkeypatch: py
     assert lines[-1] == "SAID alignment: 4 steps"
 
 
+def test_progress_cut_short_says_where_it_stopped(capsys: pytest.CaptureFixture[str]) -> None:
+    events.set_format("text")
+    with pytest.raises(KeyboardInterrupt), events.Tracker("SAID alignment", 507, "steps") as tracker:
+        tracker.advance(130)
+        raise KeyboardInterrupt
+    assert capsys.readouterr().err.splitlines()[-1] == "SAID alignment: stopped after 130 of 507 steps"
+
+
 def test_work_restored_from_a_checkpoint_is_done_but_not_in_the_rate(monkeypatch: pytest.MonkeyPatch) -> None:
     now = [0.0]
     monkeypatch.setattr(events.time, "perf_counter", lambda: now[0])
