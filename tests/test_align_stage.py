@@ -22,6 +22,7 @@ from pipeline.cli import app
 from pipeline.embeddings import check_index, read_embeddings
 from pipeline.errors import BadInput
 from stages import resume
+from stages.accelerator import cpu_has_fast_bf16
 from stages.align import stage
 from stages.align.lm import load_encoder
 from stages.align.text_encoder import mean_pooled
@@ -189,14 +190,15 @@ def test_two_processes_under_accelerate_launch_with_bf16_export_every_item_once(
                                "--num_machines", "1", "--mixed_precision", "bf16", "--dynamo_backend", "no",
                                "-m", "pipeline.cli", "align", *args], cwd=REPO, env=env, capture_output=True,
                               text=True, timeout=300, check=False)
-    assert launched.returncode == 0, launched.stderr[-3000:]
+    assert launched.returncode == 0, launched.stderr[-8000:]
     run_dirs = launched.stdout.strip().splitlines()
     assert len(run_dirs) == 1  # only the main process reports
     two = read_embeddings(Path(run_dirs[0]))
     assert two.item_ids == expected.item_ids and len(set(two.item_ids)) == 40
     check_index(Path(run_dirs[0]), 40, 32)
     manifest = json.loads((Path(run_dirs[0]) / "manifest.json").read_text())
-    assert manifest["processes"] == 2 and manifest["mixed_precision"] == "bf16"
+    assert manifest["processes"] == 2
+    assert manifest["mixed_precision"] == ("bf16" if cpu_has_fast_bf16() else "no")  # the precision it ran in
     if method == "said":
         assert manifest["evidence"]["prefix_loss"]["items"] == 8
     else:  # no training: each process encoded half the catalog, gathered = the one-process encoding

@@ -113,6 +113,9 @@ def test_finetuning_both_stages_then_recommend(pretrained, raws, tiny_bert) -> N
     manifest = json.loads((run / "manifest.json").read_text())
     assert manifest["embeddings_run_id"] == embeddings_run.name and manifest["model"] == "recformer"
     assert manifest["zero_shot"] is False and manifest["encoder_start"] == str(embeddings_run / "encoder")
+    assert manifest["mixed_precision"] == "no"
+    # SASRec's architecture and training settings are not a recformer run's: changing them reuses it
+    assert _cli("train-downstream", *sets, "--set", "downstream.train.lr=0.5", "--set", "downstream.model.layers=4") == run
     metrics = _metrics(run)
     assert [(h["stage"], h["epoch"]) for h in metrics["history"]] == [(1, 1), (1, 2), (2, 1)]
     assert set(metrics) >= {"model", "popularity", "protocol"} and metrics["protocol"]["candidates"] == 40

@@ -231,7 +231,7 @@ def run(config: PipelineConfig, force: bool = False, incremental: bool = False) 
         return {"kind": "embeddings", **meta, "dim": int(matrix.shape[1]), "rows": len(ids), "index": index,
                 "model_source": source, "items_embedded": len(items.train),
                 "incremental_base_run_id": base_run, "text_truncated": truncated,
-                "processes": accelerator.num_processes, "mixed_precision": align.mixed_precision, **facts}
+                "processes": accelerator.num_processes, "mixed_precision": accelerator.mixed_precision, **facts}
 
     if not accelerator.is_main_process:
         build(output.partial_dir(run_id))

@@ -122,6 +122,7 @@ def train(folder: Path, config: PipelineConfig, dataset_dir: Path, dataset_run_i
         "embedding_dim": encoder.hidden_size, "items_without_embedding": 0, "encoder_start": start,
         "zero_shot": recformer.finetune.stage1_epochs + recformer.finetune.stage2_epochs == 0,
         "num_items": seqs.num_items, "epochs": len(result.history), "best_epoch": best_epoch,
+        "mixed_precision": accelerator.mixed_precision,
         "users": {"total": len(seqs.user_ids), "trained_on": len(np.unique(train_examples.user_ids))},
         "metrics": {"valid": metrics["model"]["valid"], "test": metrics["model"]["test"]},
     }

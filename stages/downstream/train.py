@@ -200,11 +200,31 @@ def _export(folder: Path, model: Recommender, config: DownstreamConfig, metrics:
     (folder / BEST_FILE).unlink(missing_ok=True)
 
 
-def _recformer_inputs(config: PipelineConfig) -> list[object]:
-    """What else a recformer run depends on: its config section and the starting checkpoint's weights."""
-    from stages.align.recformer_method import model_identity  # loads transformers: recformer runs only
+# Of `downstream.model`, a recformer run reads only these: the encoder and its training are `recformer`'s.
+RECFORMER_READS_OF_MODEL = ("kind", "max_length")
 
-    return [config.recformer.model_dump(mode="json"), model_identity(config.recformer)]
+
+def _downstream_settings(config: DownstreamConfig) -> dict[str, Any]:
+    """The `downstream` settings a run reads. A recformer run reads neither `train` nor the other models'
+    architecture, so changing SASRec's settings does not re-train Recformer (hours on a CPU)."""
+    settings = config.model_dump(mode="json")
+    if config.model.kind == "recformer":
+        del settings["train"]
+        settings["model"] = {key: settings["model"][key] for key in RECFORMER_READS_OF_MODEL}
+    return hashed_settings("downstream", settings)
+
+
+def run_id(config: PipelineConfig, dataset_run_id: str, embeddings: Embeddings | None) -> str:
+    """A downstream run's id: the settings it reads, its dataset and embeddings runs, and for recformer its
+    config section and the starting checkpoint's weights."""
+    kind = config.downstream.model.kind
+    recformer: list[object] = []
+    if kind == "recformer":
+        from stages.align.recformer_method import model_identity  # loads transformers: recformer runs only
+
+        recformer = [config.recformer.model_dump(mode="json"), model_identity(config.recformer)]
+    return stage_run_id("train-downstream", _downstream_settings(config.downstream), dataset_run_id,
+                        None if embeddings is None else embeddings.run_id, *recformer, kind=kind)
 
 
 def run(config: PipelineConfig, force: bool = False) -> RunResult:
@@ -213,13 +233,9 @@ def run(config: PipelineConfig, force: bool = False) -> RunResult:
     dataset_run_id = read_manifest(dataset_dir)["run_id"]
     embeddings = runs.embeddings_for(config)
     kind = config.downstream.model.kind
-    recformer = kind == "recformer"
-    settings = hashed_settings("downstream", config.downstream.model_dump(mode="json"))
-    run_id = stage_run_id("train-downstream", settings, dataset_run_id, None if embeddings is None else embeddings.run_id,
-                          *(_recformer_inputs(config) if recformer else []), kind=kind)
 
     def build_run(folder: Path) -> dict[str, Any]:
-        if recformer:  # the one kind that loads a text encoder: imported only here, never for the others
+        if kind == "recformer":  # the one kind that loads a text encoder: imported only here, never for the others
             from stages.downstream import recformer_train
 
             facts = recformer_train.train(folder, config, dataset_dir, dataset_run_id, embeddings)
@@ -227,5 +243,5 @@ def run(config: PipelineConfig, force: bool = False) -> RunResult:
             facts = _train(folder, config.downstream, dataset_dir, dataset_run_id, embeddings)
         return {**facts, "result_revision": result_revision("train-downstream", kind)}
 
-    return publish_run(workspace_output(config, "downstream"), run_id, build_run, force=force, keep_partial=True,
-                       lock_wait_s=config.workspace.lock_wait_s, stale_lock_s=config.workspace.stale_lock_s)
+    return publish_run(workspace_output(config, "downstream"), run_id(config, dataset_run_id, embeddings), build_run,
+                       force=force, keep_partial=True, lock_wait_s=config.workspace.lock_wait_s, stale_lock_s=config.workspace.stale_lock_s)
