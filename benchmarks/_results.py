@@ -31,10 +31,15 @@ def cpu_model() -> str:
 
 
 def machine() -> dict[str, Any]:
-    """What the numbers depend on: cores, CPU, GPU, threads, library versions, load at the time."""
+    """What the numbers depend on: cores, CPU (and whether it has bf16 matmuls: the same command's bf16 runs
+    differ 50x between machines of one kind here), GPU, threads, library versions, load at the time."""
     import torch
 
-    facts: dict[str, Any] = {"cores": os.cpu_count(), "cpu_model": cpu_model(), "torch_threads": torch.get_num_threads(),
+    from stages.accelerator import cpu_has_fast_bf16
+
+    facts: dict[str, Any] = {"cores": os.cpu_count(), "cpu_model": cpu_model(),
+                             "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+                             "cpu_bf16_matmuls": cpu_has_fast_bf16(), "torch_threads": torch.get_num_threads(),
                              "torch": torch.__version__, "python": platform.python_version(),
                              "load_average_1m": round(os.getloadavg()[0], 2)}
     if torch.cuda.is_available():
@@ -72,7 +77,8 @@ def write(name: str, figures: dict[str, Any], table: list[tuple[str, Any]]) -> P
     path.write_text(json.dumps(record, indent=2) + "\n")
     info = record["machine"]
     lines = [f"# {name}", "", "| figure | value |", "|---|---|", *(f"| {label} | {value} |" for label, value in table), "",
-             (f"{info['cores']} cores ({info['cpu_model']}), {info['torch_threads']} torch threads, torch {info['torch']}, "
+             (f"{info['cores']} cores ({info['cpu_model']}, {info['cpu_capability']}, bf16 matmuls: "
+              f"{'yes' if info['cpu_bf16_matmuls'] else 'no'}), {info['torch_threads']} torch threads, torch {info['torch']}, "
               f"load average {info['load_average_1m']}; {record['date']}; `{record['command']}`"), ""]
     (RESULTS / f"{name}.md").write_text("\n".join(lines))
     print(json.dumps(record, indent=2))

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from accelerate import Accelerator
 
+from pipeline.events import Tracker
 from stages.recformer.inputs import SequenceFormat
 from stages.recformer.model import RecformerEncoder
 
@@ -29,16 +30,18 @@ def encode_catalog(encoder: RecformerEncoder, fmt: SequenceFormat, batch_size: i
     was_training = encoder.training
     encoder.eval()
     try:
-        for start in range(0, len(indices), chunk_items):
-            chunk = indices[start:start + chunk_items]
-            order = np.argsort(lengths[chunk], kind="stable")
-            vectors = np.empty((len(chunk), encoder.hidden_size), np.float32)
-            for b in range(0, len(chunk), batch_size):
-                rows = order[b:b + batch_size]
-                batch = {k: v.to(device) for k, v in fmt.item_batch(chunk[rows]).items()}
-                with torch.inference_mode():
-                    vectors[rows] = encoder(**batch).float().cpu().numpy()
-            yield fmt.items.item_ids[chunk], vectors
+        with Tracker("recformer item encoding", len(indices), "items") as tracker:
+            for start in range(0, len(indices), chunk_items):
+                chunk = indices[start:start + chunk_items]
+                order = np.argsort(lengths[chunk], kind="stable")
+                vectors = np.empty((len(chunk), encoder.hidden_size), np.float32)
+                for b in range(0, len(chunk), batch_size):
+                    rows = order[b:b + batch_size]
+                    batch = {k: v.to(device) for k, v in fmt.item_batch(chunk[rows]).items()}
+                    with torch.inference_mode():
+                        vectors[rows] = encoder(**batch).float().cpu().numpy()
+                    tracker.advance(len(rows))
+                yield fmt.items.item_ids[chunk], vectors
     finally:
         encoder.train(was_training)
 

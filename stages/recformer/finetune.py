@@ -55,11 +55,12 @@ def user_vectors(encoder: RecformerEncoder, fmt: SequenceFormat, examples: Examp
     # Shortest histories first, so each batch is padded only to histories of its own length.
     order = np.argsort(np.minimum(examples.target - examples.start, fmt.max_items), kind="stable")
     out = torch.zeros(len(examples), encoder.hidden_size, device=device)
-    with torch.inference_mode():
+    with torch.inference_mode(), Tracker("recformer sequence encoding", len(examples), "sequences") as tracker:
         for start in range(0, len(examples), batch_size):
             chosen = order[start:start + batch_size]
             batch = {k: v.to(device) for k, v in fmt.batch([examples.history(e, fmt.max_items) for e in chosen]).items()}
             out[torch.as_tensor(chosen, device=device)] = encoder(**batch).float()
+            tracker.advance(len(chosen))
     encoder.train(was_training)
     return out
 
