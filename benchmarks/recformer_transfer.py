@@ -45,12 +45,13 @@ FIRST_SEED = 42
 RECFORMER = ["recformer.attributes=[text]", "recformer.max_attribute_tokens=32", "recformer.max_items=10",
              "recformer.max_tokens=128", "recformer.pooling=mean"]
 # Fine-tuning as Recformer's code trains: one target drawn per user each epoch (8,442 examples, not all 34,101
-# train targets), so a stage-2 epoch is 13-20 minutes on one core. One stage-1 epoch: with three, valid NDCG@10 stood
-# at 0.0520 / 0.0512 / 0.0524 while stage 2 still rose at its cap of two (0.0550, 0.0567). Stage 2's valid NDCG@10
-# moves by up to 0.006 between epochs while it climbs: with patience 2 and a cap of 8, two of three seeds stopped
-# at their fourth epoch (valid 0.0609, 0.0607) and the third still rose at the cap (0.0644), so patience 4, cap 16.
+# train targets); an epoch with its validation is 15-40 min on one core here (`results/recformer_tries.md`).
+# One stage-1 epoch: with three, valid NDCG@10 stood at 0.0520 / 0.0512 / 0.0524 while stage 2 still rose at its
+# cap of two. Stage 2's valid NDCG@10 moves by up to 0.006 between epochs while it climbs: with patience 2, two of
+# three seeds stopped two epochs after their peak (valid 0.0609, 0.0607), so patience 4. The cap stays 8: the
+# third seed peaked at its seventh epoch (0.0644), and 16 would make a seed about 6 h with bf16 matmuls.
 FINETUNE = ["recformer.finetune.examples=one_per_user", "recformer.finetune.stage1_epochs=1",
-            "recformer.finetune.stage2_epochs=16", "recformer.finetune.patience=4"]
+            "recformer.finetune.stage2_epochs=8", "recformer.finetune.patience=4"]
 
 
 def log(message: str) -> None:
