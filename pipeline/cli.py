@@ -91,6 +91,15 @@ def _report_alignment(manifest: dict) -> None:
     events.emit("evidence", summary(manifest), evidence=manifest.get("evidence"))
 
 
+def _report_training(run_dir: Path, k: int) -> None:
+    """The test figures beside popularity's, printed at the end of every train-downstream."""
+    from stages.downstream.evaluate import summary
+
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    events.emit("evaluated", summary(metrics, k), test=metrics["model"]["test"],
+                popularity=metrics["popularity"]["test"], best_epoch=metrics["best_epoch"])
+
+
 @app.command()
 @reports_errors
 def inspect(path: Annotated[Path | None, typer.Argument(
@@ -118,7 +127,9 @@ def train_downstream(config: ConfigOption = None, set_: SetOption = None, force:
     """Train a sequential recommender on the latest dataset and item embeddings; evaluate; publish."""
     from stages.downstream import train
 
-    result = train.run(_config(config, set_), force=force)
+    cfg = _config(config, set_)
+    result = train.run(cfg, force=force)
+    _report_training(result.run_dir, cfg.downstream.evaluate.ks[0])
     typer.echo(result.run_dir)
 
 
@@ -169,7 +180,9 @@ def run_all(config: ConfigOption = None, set_: SetOption = None, force: ForceOpt
         return
     _report_alignment(aligned.manifest)
     typer.echo(aligned.run_dir)
-    typer.echo(train.run(cfg, force=force).run_dir)
+    trained = train.run(cfg, force=force)
+    _report_training(trained.run_dir, cfg.downstream.evaluate.ks[0])
+    typer.echo(trained.run_dir)
     typer.echo(recommend_stage.run(cfg, force=force).run_dir)
 
 

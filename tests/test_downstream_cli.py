@@ -30,12 +30,15 @@ def test_prepare_train_evaluate_recommend_through_the_cli(tmp_path: Path) -> Non
     assert trained.exit_code == 0, trained.output
     run_dir = Path(trained.stdout.strip().splitlines()[-1])
     assert json.loads((run_dir / "manifest.json").read_text())["embeddings_run_id"] == "hash0001"
+    reported = [json.loads(line) for line in trained.stderr.splitlines() if line.startswith('{"event": "evaluated"')]
+    stored = json.loads((run_dir / "metrics.json").read_text())
+    assert len(reported) == 1 and reported[0]["test"] == stored["model"]["test"]  # the figures land on the console
+    assert reported[0]["message"].startswith(f"test NDCG@10 {stored['model']['test']['ndcg@10']:.4f}, Recall@10 ")
 
     evaluated = runner.invoke(app, ["evaluate", *_sets(root, "downstream.evaluate.mask_history=true")])
     assert evaluated.exit_code == 0, evaluated.output
     report = json.loads(evaluated.stdout)
     assert report["protocol"]["mask_history"] is True and report["run_dir"] == str(run_dir)
-    stored = json.loads((run_dir / "metrics.json").read_text())
     assert report["model"]["test"]["ndcg@10"] >= stored["model"]["test"]["ndcg@10"]  # masking only removes competitors
 
     recommended = runner.invoke(app, ["recommend", *_sets(root, "recommend.k=5"), "--user", "1", "--user", "7"])

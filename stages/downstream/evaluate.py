@@ -9,6 +9,7 @@ never materialised.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -107,3 +108,12 @@ def evaluate_all(model: Recommender, seqs: Sequences, config: EvaluateConfig, ma
     return {"model": {split: evaluate_model(model, seqs, split, config, max_length) for split in ("valid", "test")},
             "popularity": {split: evaluate_popularity(seqs, split, config) for split in ("valid", "test")},
             "protocol": protocol(config, seqs)}
+
+
+def summary(metrics: dict[str, Any], k: int) -> str:
+    """One line for people at the end of training: the model's test NDCG@k and Recall@k beside
+    popularity's, and the epoch validation chose."""
+    model, popularity = metrics["model"]["test"], metrics["popularity"]["test"]
+    return (f"test NDCG@{k} {model[f'ndcg@{k}']:.4f}, Recall@{k} {model[f'recall@{k}']:.4f} "
+            f"(popularity {popularity[f'ndcg@{k}']:.4f}, {popularity[f'recall@{k}']:.4f}); "
+            f"best epoch {metrics['best_epoch']}")
