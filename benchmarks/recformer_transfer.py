@@ -13,9 +13,9 @@ Everything goes through the real CLI in a workspace of its own:
 
 `--encoder` skips step 2 and uses an encoder pretrained before, e.g. the one a fine-tuning run was resumed
 with after a new release changed the pretraining run's id; `--reuse-runs` reports fine-tuning runs already
-published in the workspace with the same settings (compared resolved, whatever release made them), and
-with `--kept-from` in other workspaces too: seeds fine-tuned in parallel (`--first-seed 43` in a second
-workspace, the same `--encoder`) are collected into one result.
+published in the workspace with the same settings (compared resolved, whatever release made them);
+`--kept-from` does the same in other workspaces too: seeds fine-tuned in parallel (`--first-seed 43` in a
+second workspace, the same `--encoder`) are collected into one result.
 
 Both catalogs are read through their rendered `text` attribute (Office's "title ... brand ...", Scientific's
 "title. categories. brand."), so the encoder sees the same key in both domains. ID-only SASRec on the same
@@ -104,12 +104,13 @@ def main() -> None:
                         help="an Office-pretrained encoder folder to use instead of pretraining (e.g. the one a "
                         "fine-tuning run resumed from after a release changed the pretraining run's id)")
     parser.add_argument("--reuse-runs", action="store_true",
-                        help="report fine-tuning runs already published in the workspace (and in the --kept-from "
-                        "workspaces) with the same settings instead of training them again")
+                        help="report fine-tuning runs already published in the workspace with the same settings "
+                        "instead of training them again (--kept-from does so in its workspaces too, as in the "
+                        "stage-two benchmark)")
     _kept.add_parallel_options(parser, FIRST_SEED)
     parser.add_argument("--mixed-precision", default="bf16", choices=["no", "bf16"],
                         help="autocast for pretraining and fine-tuning (bf16 uses the CPU's bf16 matmuls where it "
-                        "has them)")
+                        "has them; the stages run in float32 where it has none)")
     args = parser.parse_args()
     workspace = args.workspace.resolve()
     started = time.time()
@@ -146,7 +147,7 @@ def main() -> None:
     for seed in range(args.first_seed, args.first_seed + args.finetune_seeds):
         overrides = [*RECFORMER, "downstream.model.kind=recformer", f"recformer.model={encoder}", *FINETUNE,
                      f"recformer.finetune.mixed_precision={args.mixed_precision}", f"recformer.finetune.seed={seed}"]
-        run_dir, seconds = kept_finetuning(kept_in, overrides) if args.reuse_runs else None, None
+        run_dir, seconds = kept_finetuning(kept_in, overrides) if args.reuse_runs or args.kept_from else None, None
         if run_dir is None:
             log(f"fine-tune on Scientific, seed {seed}")
             run_dir, seconds = _cli.pipeline(SCIENTIFIC, workspace, "train-downstream", *overrides)
