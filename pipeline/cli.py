@@ -94,8 +94,9 @@ def _report_alignment(manifest: dict) -> None:
 def _report_training(run_dir: Path, k: int) -> None:
     """The test figures beside popularity's, printed at the end of every train-downstream."""
     from stages.downstream.evaluate import summary
+    from stages.downstream.runs import METRICS_FILE
 
-    metrics = json.loads((run_dir / "metrics.json").read_text())
+    metrics = json.loads((run_dir / METRICS_FILE).read_text())
     events.emit("evaluated", summary(metrics, k), test=metrics["model"]["test"],
                 popularity=metrics["popularity"]["test"], best_epoch=metrics["best_epoch"])
 

@@ -24,6 +24,9 @@ from pipeline.errors import BadInput
 DEFAULTS_PATH = Path(__file__).resolve().parents[1] / "pipeline.yaml"
 
 
+MixedPrecision = Literal["no", "fp16", "bf16"]  # Accelerate's autocast modes
+
+
 class _Loader(yaml.SafeLoader):
     """YAML as PyYAML reads it, except as YAML 1.2: `5e-5` is a float (YAML 1.1 alone wants `5.0e-5`), and only
     true/false are booleans (YAML 1.1 reads `--set align.mixed_precision=no` as false)."""
@@ -122,7 +125,7 @@ class AlignConfig(Section):
     batch_size: int = Field(ge=1)
     length_pool: int = Field(ge=1)
     seed: int
-    mixed_precision: Literal["no", "fp16", "bf16"]
+    mixed_precision: MixedPrecision
     lm_dtype: Literal["float32", "bfloat16", "float16"]
     attention: Literal["auto", "eager", "sdpa"]
     checkpoint_every: int = Field(ge=0)
@@ -159,7 +162,7 @@ class RecformerFinetuneConfig(Section):
     stage2_epochs: int = Field(ge=0)
     patience: int = Field(ge=1)
     examples: Literal["all", "one_per_user"]
-    mixed_precision: Literal["no", "fp16", "bf16"]
+    mixed_precision: MixedPrecision
     checkpoint_every: int = Field(ge=0)
     seed: int
 

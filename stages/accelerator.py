@@ -14,15 +14,12 @@ it ran in.
 
 from __future__ import annotations
 
-from typing import Literal
-
 import torch
 from accelerate import Accelerator
 from accelerate.state import AcceleratorState
 
+from pipeline.config import MixedPrecision
 from pipeline.events import emit
-
-MixedPrecision = Literal["no", "fp16", "bf16"]
 
 
 def cpu_has_fast_bf16() -> bool:
