@@ -24,6 +24,7 @@ from pipeline import events
 from pipeline.batching import length_batches, shard
 from pipeline.config import (
     DownstreamConfig,
+    ModelConfig,
     PipelineConfig,
     TrainConfig,
     hashed_settings,
@@ -200,18 +201,10 @@ def _export(folder: Path, model: Recommender, config: DownstreamConfig, metrics:
     (folder / BEST_FILE).unlink(missing_ok=True)
 
 
-# Of `downstream.model`, a recformer run reads only these: the encoder and its training are `recformer`'s.
-RECFORMER_READS_OF_MODEL = ("kind", "max_length")
-
-
-def _downstream_settings(config: DownstreamConfig) -> dict[str, Any]:
-    """The `downstream` settings a run reads. A recformer run reads neither `train` nor the other models'
-    architecture, so changing SASRec's settings does not re-train Recformer (hours on a CPU)."""
-    settings = config.model_dump(mode="json")
-    if config.model.kind == "recformer":
-        del settings["train"]
-        settings["model"] = {key: settings["model"][key] for key in RECFORMER_READS_OF_MODEL}
-    return hashed_settings("downstream", settings)
+# `downstream` settings a recformer run does not read (its encoder and training are `recformer`'s): left out
+# of its run id, as align leaves SAID's section out of other methods', so changing SASRec's settings does not
+# re-train Recformer (hours on a CPU).
+RECFORMER_UNREAD = {"train": True, "model": set(ModelConfig.model_fields) - {"kind", "max_length"}}
 
 
 def run_id(config: PipelineConfig, dataset_run_id: str, embeddings: Embeddings | None) -> str:
@@ -223,7 +216,8 @@ def run_id(config: PipelineConfig, dataset_run_id: str, embeddings: Embeddings |
         from stages.align.recformer_method import model_identity  # loads transformers: recformer runs only
 
         recformer = [config.recformer.model_dump(mode="json"), model_identity(config.recformer)]
-    return stage_run_id("train-downstream", _downstream_settings(config.downstream), dataset_run_id,
+    settings = config.downstream.model_dump(mode="json", exclude=RECFORMER_UNREAD if kind == "recformer" else None)
+    return stage_run_id("train-downstream", hashed_settings("downstream", settings), dataset_run_id,
                         None if embeddings is None else embeddings.run_id, *recformer, kind=kind)
 
 
