@@ -27,6 +27,7 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
 ConfigOption = Annotated[Path | None, typer.Option("--config", "-c", help="YAML laid over pipeline.yaml's defaults.")]
 SetOption = Annotated[list[str] | None, typer.Option("--set", help="Dotted override, e.g. data.kcore_users=0 (repeatable).")]
 ForceOption = Annotated[bool, typer.Option("--force", help="Re-run even when the same inputs and config were published.")]
+FullOption = Annotated[bool, typer.Option("--full", help="Embed every item, ignoring published runs to build on.")]
 LogOption = Annotated[events.LogFormat, typer.Option("--log-format", help="text for people, json for schedulers (one object per line).")]
 
 F = TypeVar("F", bound=Callable[..., object])
@@ -69,16 +70,16 @@ def prepare(config: ConfigOption = None, set_: SetOption = None, force: ForceOpt
 @app.command()
 @reports_errors
 def align(config: ConfigOption = None, set_: SetOption = None, force: ForceOption = False,
-          incremental: Annotated[bool, typer.Option("--incremental", help="Embed only items new or changed since "
-                                                    "the latest published embeddings run; keep its rows.")] = False,
-          log_format: LogOption = "text") -> None:
+          full: FullOption = False, log_format: LogOption = "text") -> None:
     """Stage one: learn item embeddings with a frozen LM (align.method) and publish Parquet + FAISS.
 
-    Works under `accelerate launch`. A killed run resumes from its last checkpoint when run again.
+    Over a published run made with the same settings, only new items and items whose text changed are
+    embedded (an unchanged catalog: that run is reused). Works under `accelerate launch`. A killed run
+    resumes from its last checkpoint when run again.
     """
     from stages.align import stage
 
-    result = stage.run(_config(config, set_), force=force, incremental=incremental)
+    result = stage.run(_config(config, set_), force=force, full=full)
     if result is not None:
         _report_alignment(result.manifest)
         typer.echo(result.run_dir)
@@ -153,38 +154,53 @@ def evaluate(run: Annotated[str, typer.Argument(help="A downstream run: latest, 
 @reports_errors
 def recommend(config: ConfigOption = None, set_: SetOption = None, force: ForceOption = False,
               user: Annotated[list[str] | None, typer.Option("--user", help="A user id (repeatable); default: recommend.users.")] = None,
+              histories: Annotated[Path | None, typer.Option("--histories", help="Parquet or CSV (user_id, item_id, in "
+                                   "time order): recommend after these histories instead of the dataset's.")] = None,
               log_format: LogOption = "text") -> None:
-    """Write top-K recommendations (recommendations.parquet) for every user or the given ones."""
+    """Write top-K recommendations (recommendations.parquet) for every user or the given ones.
+
+    Histories come from the latest dataset run (or --histories) and candidates are every item of the
+    latest catalog, items that arrived after the model was trained included.
+    """
     from stages.downstream import recommend as recommend_stage
 
     cfg = _config(config, set_)
     if user:
         cfg = cfg.model_copy(update={"recommend": cfg.recommend.model_copy(update={"users": list(user)})})
-    result = recommend_stage.run(cfg, force=force)
+    result = recommend_stage.run(cfg, force=force, histories=histories)
     typer.echo(result.run_dir)
 
 
 @app.command("run")
 @reports_errors
 def run_all(config: ConfigOption = None, set_: SetOption = None, force: ForceOption = False,
-            log_format: LogOption = "text") -> None:
-    """The main job, every stage in order with one config: prepare, align, train-downstream, recommend."""
+            full: FullOption = False, log_format: LogOption = "text") -> None:
+    """The main job and the scheduled refresh: prepare, align, train-downstream, recommend.
+
+    Each stage reads the run the previous one just published (never whatever `latest` is by then). Stage
+    one embeds only new and changed items over a published run made with the same settings.
+    """
     from pipeline import prepare as prepare_stage
     from stages.align import stage as align_stage
     from stages.downstream import recommend as recommend_stage
     from stages.downstream import train
 
     cfg = _config(config, set_)
-    typer.echo(prepare_stage.run(cfg, force=force).run_dir)
-    aligned = align_stage.run(cfg, force=force)
-    if aligned is None:  # a helper process under `accelerate launch`: the main process carries on alone
-        return
-    _report_alignment(aligned.manifest)
-    typer.echo(aligned.run_dir)
-    trained = train.run(cfg, force=force)
+    dataset = prepare_stage.run(cfg, force=force).run_dir
+    typer.echo(dataset)
+    embeddings = None
+    if cfg.downstream.embeddings is not None:
+        aligned = align_stage.run(cfg, force=force, full=full, dataset_dir=dataset)
+        if aligned is None:  # a helper process under `accelerate launch`: the main process carries on alone
+            return
+        _report_alignment(aligned.manifest)
+        typer.echo(aligned.run_dir)
+        embeddings = aligned.run_dir if cfg.downstream.embeddings == "latest" else None
+    trained = train.run(cfg, force=force, dataset_dir=dataset, embeddings_dir=embeddings)
     _report_training(trained.run_dir, cfg.downstream.evaluate.ks[0])
     typer.echo(trained.run_dir)
-    typer.echo(recommend_stage.run(cfg, force=force).run_dir)
+    typer.echo(recommend_stage.run(cfg, force=force, run_dir=trained.run_dir, dataset_dir=dataset,
+                                   embeddings_dir=embeddings).run_dir)
 
 
 def stop_on_sigterm() -> None:

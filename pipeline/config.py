@@ -207,6 +207,7 @@ class TrainConfig(Section):
     max_epochs: int = Field(ge=1)
     patience: int = Field(ge=1)
     seed: int = Field(ge=0)
+    init: Literal["scratch", "previous"]
 
 
 class EvaluateConfig(Section):
@@ -320,7 +321,7 @@ def fingerprint(*parts: Any) -> str:
 # Settings added after runs were made, at the value that does what those runs did. At that value they are left
 # out of run ids, so adding an option neither redoes every run made before it nor orphans a killed run's
 # checkpoints (its partial folder is found by run id).
-ADDED_SETTINGS: dict[str, dict[str, Any]] = {"downstream": {"train": {"batch_by": "windows"}}}
+ADDED_SETTINGS: dict[str, dict[str, Any]] = {"downstream": {"train": {"batch_by": "windows", "init": "scratch"}}}
 
 
 def hashed_settings(section: str, settings: dict[str, Any]) -> dict[str, Any]:

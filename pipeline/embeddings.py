@@ -117,14 +117,6 @@ def check_index(run_dir: Path, rows: int, dim: int) -> None:
                        f"embeddings.parquet {rows} of width {dim}")
 
 
-def check_dataset(embeddings: Embeddings, dataset_run_id: str) -> None:
-    """Refuse embeddings made from another dataset run than the one being trained on."""
-    made_from = embeddings.manifest.get("dataset_run_id", embeddings.metadata.get("dataset_run_id"))
-    if made_from != dataset_run_id:
-        raise BadInput(f"{embeddings.run_dir}: embeddings were made from dataset run {made_from}, "
-                       f"not {dataset_run_id}; re-run align or point downstream.embeddings at a matching run")
-
-
 def align_to_items(embeddings: Embeddings, item_ids: list[str], allow_missing: bool) -> tuple[np.ndarray, np.ndarray]:
     """The embedding of each dataset item, in dataset order, and which items had one.
 

@@ -207,6 +207,20 @@ class RunResult:
     reused: bool
 
 
+def _reuse(output: Output, run_id: str) -> RunResult:
+    final = output.run_dir(run_id)
+    output.point_latest(run_id)
+    events.emit("reused", f"{final} is up to date: same inputs and config, nothing to do "
+                "(use --force to re-run)", run_dir=str(final), run_id=run_id)
+    return RunResult(final, read_manifest(final), reused=True)
+
+
+def reuse_run(output: Output, run_id: str, lock_wait_s: float = 0.0, stale_lock_s: float = 24 * 3600.0) -> RunResult:
+    """Point `latest` at the published run `run_id` (under the output's lock) and return it."""
+    with output.lock(lock_wait_s, stale_lock_s):
+        return _reuse(output, run_id)
+
+
 def publish_run(output: Output, run_id: str, build: Callable[[Path], dict[str, Any]], *,
                 force: bool = False, keep_partial: bool = False, lock_wait_s: float = 0.0,
                 stale_lock_s: float = 24 * 3600.0) -> RunResult:
@@ -220,10 +234,7 @@ def publish_run(output: Output, run_id: str, build: Callable[[Path], dict[str, A
     with output.lock(lock_wait_s, stale_lock_s):
         final = output.run_dir(run_id)
         if output.is_published(run_id) and not force:
-            output.point_latest(run_id)
-            events.emit("reused", f"{final} is up to date: same inputs and config, nothing to do "
-                        "(use --force to re-run)", run_dir=str(final), run_id=run_id)
-            return RunResult(final, read_manifest(final), reused=True)
+            return _reuse(output, run_id)
         partial = output.partial_dir(run_id)
         if partial.exists() and (force or not keep_partial):
             shutil.rmtree(partial)

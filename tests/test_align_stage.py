@@ -20,7 +20,6 @@ from typer.testing import CliRunner
 
 from pipeline.cli import app
 from pipeline.embeddings import check_index, read_embeddings
-from pipeline.errors import BadInput
 from stages import resume
 from stages.accelerator import cpu_has_fast_bf16
 from stages.align import stage
@@ -97,8 +96,9 @@ def test_incremental_embeds_only_new_and_changed_items(tmp_path: Path, tiny_llam
     second = align_config(root, write_ml100k_slice(source, tmp_path / "raw2", items=46, retitle={"3": "Five Rooms"}),
                           tiny_llama, "align.said.epochs=1", "align.evidence.items=0", f"align.said.item_init={item_init}")
     prepared(second)
-    grown = stage.run(second, incremental=True)
+    grown = stage.run(second)  # a published run with the same settings: only new and changed items
     assert grown.manifest["items_embedded"] == 7 and grown.manifest["rows"] == 46
+    assert (grown.manifest["mode"], grown.manifest["items_new"], grown.manifest["items_changed"]) == ("incremental", 6, 1)
     assert grown.manifest["incremental_base_run_id"] == base.manifest["run_id"]
     old, new = read_embeddings(base.run_dir), read_embeddings(grown.run_dir)
     assert new.item_ids[:40] == old.item_ids and new.item_ids[40:] == [str(i) for i in range(41, 47)]
@@ -113,12 +113,10 @@ def test_incremental_embeds_only_new_and_changed_items(tmp_path: Path, tiny_llam
         for name in ("text_mean", "text_basis"):
             base_map = load_file(str(base.run_dir / "projector.safetensors"))[name]
             assert base_map.any() and torch.equal(load_file(str(grown.run_dir / "projector.safetensors"))[name], base_map)
-    again = stage.run(second, incremental=True)  # nothing new since: every row is carried over as it was
-    assert again.manifest["items_embedded"] == 0 and np.array_equal(read_embeddings(again.run_dir).vectors, new.vectors)
-    check_index(again.run_dir, 46, 32)
-    with pytest.raises(BadInput, match="--incremental: the latest embeddings run has method 'said'"):
-        stage.run(align_config(root, tmp_path / "raw2", tiny_llama, "align.method=text",
-                               f"align.encoder={tiny_llama}"), incremental=True)
+    again = stage.run(second)  # the same catalog: the run is reused as it is
+    assert again.reused and again.run_dir == grown.run_dir
+    full = stage.run(second, full=True)
+    assert full.manifest["mode"] == "full" and full.manifest["items_embedded"] == 46
 
 
 def test_text_baseline_mean_pools_a_frozen_encoder(tmp_path: Path, slice40: Path, tiny_bert: Path,

@@ -6,9 +6,8 @@ import pyarrow.parquet as pq
 import pytest
 from conftest import write_embeddings_run
 
-from pipeline.embeddings import align_to_items, check_dataset, read_embeddings
+from pipeline.embeddings import align_to_items, read_embeddings
 from pipeline.errors import BadInput
-from pipeline.store import read_manifest
 
 
 @pytest.fixture
@@ -25,7 +24,6 @@ def test_reads_rows_in_file_order_and_aligns_to_dataset_items(tmp_path: Path, da
     run = write_embeddings_run(tmp_path, dataset_dir, 8, item_ids=list(reversed(items)))
     embeddings = read_embeddings(run)
     assert (embeddings.dim, len(embeddings.item_ids)) == (8, len(items))
-    check_dataset(embeddings, read_manifest(dataset_dir)["run_id"])
     vectors, has = align_to_items(embeddings, items, allow_missing=False)
     assert has.all()
     row = embeddings.item_ids.index(items[0])
@@ -40,12 +38,6 @@ def test_missing_items_fail_unless_a_fallback_is_allowed(tmp_path: Path, dataset
     vectors, has = align_to_items(embeddings, items, allow_missing=True)
     assert has.tolist() == [False] * 3 + [True] * (len(items) - 3)
     assert not vectors[:3].any()
-
-
-def test_embeddings_of_another_dataset_are_refused(tmp_path: Path, dataset_dir: Path) -> None:
-    embeddings = read_embeddings(write_embeddings_run(tmp_path, dataset_dir, 8, dataset_run_id="elsewhere"))
-    with pytest.raises(BadInput, match="made from dataset run elsewhere"):
-        check_dataset(embeddings, read_manifest(dataset_dir)["run_id"])
 
 
 def test_an_index_that_disagrees_with_the_rows_is_refused(tmp_path: Path, dataset_dir: Path) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -83,16 +84,15 @@ def test_align_pretrains_on_two_datasets_and_exports_agreeing_files(pretrained, 
 
 
 def test_incremental_embeds_only_new_and_changed_items_without_training(pretrained, raws, tiny_bert, tmp_path) -> None:
-    _, base = pretrained
+    root, base = pretrained
     work = tmp_path / "artifacts"
-    (work / "datasets").mkdir(parents=True)
-    (work / "embeddings" / "a").mkdir(parents=True)
-    (work / "embeddings" / "a" / "latest").symlink_to(base)
-    sets = _sets(work, raws["grown"], tiny_bert, "a", "recformer.pretrain.datasets=[]")
+    shutil.copytree(root, work, symlinks=True)  # a workspace with a run made with the same settings
+    sets = _sets(work, raws["grown"], tiny_bert, "a", "recformer.pretrain.datasets=[other]")
     _cli("prepare", *sets)
-    grown = _cli("align", *sets, "--incremental")
+    grown = _cli("align", *sets)
     manifest = json.loads((grown / "manifest.json").read_text())
     assert manifest["items_embedded"] == 7 and manifest["rows"] == 46 and "training" not in manifest
+    assert manifest["incremental_base_run_id"] == base.name
     old, new = read_embeddings(base), read_embeddings(grown)
     assert new.item_ids[:40] == old.item_ids and new.item_ids[40:] == [str(i) for i in range(41, 47)]
     unchanged = [row for row, item in enumerate(old.item_ids) if item != "3"]

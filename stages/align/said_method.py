@@ -14,6 +14,7 @@ from torch import nn
 
 from pipeline.config import AlignConfig
 from pipeline.errors import BadInput
+from stages.align.catalog import RowPlan
 from stages.align.dist import gather_rows, my_rows, say
 from stages.align.evidence import prefix_losses
 from stages.align.projector import SAIDProjector, pool, token_rms
@@ -90,7 +91,7 @@ def continue_from(projector: SAIDProjector, base_dir: Path, base_rows: list[int 
                   and (state[k].shape != mine_k.shape if k in state else k not in optional)]
     if mismatched:
         raise BadInput(f"{base_dir / PROJECTOR_FILE}: projector shapes differ from align.said "
-                       f"({', '.join(mismatched)}); run without --incremental")
+                       f"({', '.join(mismatched)}); run align with --full")
     with torch.no_grad():
         for name, tensor in state.items():
             if name != "items.weight":
@@ -101,15 +102,16 @@ def continue_from(projector: SAIDProjector, base_dir: Path, base_rows: list[int 
     projector.mlp.requires_grad_(False)
 
 
-def save_projector(path: Path, projector: SAIDProjector, base_dir: Path | None, placed: list[int]) -> None:
-    """Write the projector with its item table in export row order (trained row i goes to row `placed[i]`)."""
-    state = {k: v.detach().cpu().contiguous() for k, v in projector.state_dict().items()}
-    if base_dir is not None:
-        table = load_file(str(base_dir / PROJECTOR_FILE))["items.weight"]
-        rows = max(len(table), max(placed, default=-1) + 1)
-        merged = torch.cat([table, table.new_zeros(rows - len(table), table.shape[1])])
-        merged[placed] = state["items.weight"]
-        state["items.weight"] = merged
+def save_projector(path: Path, projector: SAIDProjector | None, base_dir: Path | None, rows: RowPlan) -> None:
+    """Write the projector with its item table in the run's row order: kept rows from the base run's table,
+    the k-th row embedded now from row k of `projector`'s table (None: nothing was trained, the base's MLP)."""
+    base = load_file(str(base_dir / PROJECTOR_FILE)) if base_dir is not None else None
+    source = base if projector is None else projector.state_dict()
+    assert source is not None  # a run with nothing trained always has a base
+    state = {k: v.detach().cpu().contiguous() for k, v in source.items()}
+    trained = state["items.weight"] if projector is not None else state["items.weight"][:0]
+    kept = None if base is None else base["items.weight"].numpy()
+    state["items.weight"] = torch.from_numpy(rows.assemble(kept, trained.numpy()))
     save_file(state, str(path))
 
 

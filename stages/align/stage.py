@@ -1,54 +1,63 @@
-"""`seqrec-pipeline align`: the latest dataset run -> item embeddings run (Parquet + FAISS + checkpoint).
+"""`seqrec-pipeline align`: a dataset run's items -> item embeddings run (Parquet + FAISS + checkpoint).
+
+Stage one is keyed by the catalog: a run hashes its settings and its catalog (item ids and texts), not the
+interactions. By default a run builds on the newest published run made with the same settings: over the
+same catalog that run is reused as it is (no model loaded); over a changed catalog only new items and
+items whose text changed are embedded, every other row is kept bit for bit and removed items are dropped.
+With no such run, or with `full`, every item is embedded.
 
 Runs unchanged on CPU, one GPU or under `accelerate launch`: every process trains or embeds its share,
 the vectors are gathered once, and only the main process writes, through `publish_run`. A killed run
-leaves its partial folder; the next run with the same config picks up its checkpoints. `--incremental`
-embeds only items that are new or whose text changed since the latest published run.
+leaves its partial folder; the next run with the same config picks up its checkpoints.
 `align.method: recformer` (`recformer_method`) pretrains its encoder instead (checkpointed and resumed the
-same way), then embeds the items like the others.
+same way), then embeds the items like the others; over a base run it embeds new items with the base's
+encoder and no pretraining.
 """
 
 from __future__ import annotations
 
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Literal
 
 import faiss
 import numpy as np
-import pyarrow.parquet as pq
 from accelerate import Accelerator
 from accelerate.utils import set_seed
 
 from pipeline import embeddings as contract
 from pipeline.config import AlignConfig, PipelineConfig, fingerprint, stage_run_id
 from pipeline.errors import BadInput
-from pipeline.prepare import ITEMS_FILE
-from pipeline.store import RunResult, publish_run, read_manifest, workspace_output, write_json_atomic
+from pipeline.store import RunResult, publish_run, read_manifest, reuse_run, workspace_output, write_json_atomic
+from pipeline.workspace import newest
 from stages.accelerator import stage_accelerator
 from stages.align import export, recformer_method, said_method
+from stages.align.catalog import Catalog, RowPlan, plan_rows, read_catalog
 from stages.align.dist import say
 from stages.align.evidence import attribute_sets, neighbour_rate
 from stages.align.lm import Loaded, load_causal_lm, load_encoder, use_attention
-from stages.align.projector import SAIDProjector
 from stages.align.text_encoder import encode
-from stages.align.tokens import Tokens, render, text_sha256, tokenize
+from stages.align.tokens import tokenize
 
 TOKENS_CACHE = "tokens.npz"
 CHECKPOINTS = "checkpoints"
+SAID_ONLY = {"said", "attention"}  # align settings no other method reads
 
 
-@dataclass
-class Items:
-    """The dataset's items as alignment sees them, and what an incremental run must (re)train."""
+@dataclass(frozen=True)
+class AlignPlan:
+    """What `align` will do with a dataset run, and why (`seqrec-pipeline status` prints the reason)."""
 
-    ids: list[str]
-    texts: list[str]
-    sha: list[str]
-    attribute: list[str | None] | None
-    train: list[int]  # dataset rows to embed now
-    base_rows: list[int | None]  # for each row in `train`: its row in the base run, or None (new)
+    mode: Literal["reuse", "incremental", "full"]
+    reason: str
+    run_id: str
+    catalog: Catalog
+    rows: RowPlan
     base: contract.Embeddings | None
+    config_hash: str
+    dataset_run_id: str
+    pretrain_dirs: list[Path] = field(default_factory=list)
 
 
 def _model_name(config: PipelineConfig) -> str:
@@ -63,75 +72,72 @@ def _pooling(config: PipelineConfig) -> str:
     return {"said": config.align.said.pooling, "text": "mean_tokens", "recformer": config.recformer.pooling}[method]
 
 
-def _items(config: PipelineConfig, dataset_dir: Path, base_dir: Path | None) -> Items:
-    table = pq.read_table(dataset_dir / ITEMS_FILE)
-    attribute = config.align.evidence.attribute
-    if attribute is not None and attribute not in table.column_names:
-        raise BadInput(f"align.evidence.attribute: {dataset_dir / ITEMS_FILE} has no column {attribute!r} "
-                       f"(it has: {', '.join(table.column_names)})")
-    ids = table.column("item_id").to_pylist()
-    texts = render(table, config.align.template)
-    sha = text_sha256(texts)
-    values = table.column(attribute).to_pylist() if attribute else None
-    if base_dir is None:
-        return Items(ids, texts, sha, values, list(range(len(ids))), [None] * len(ids), None)
-    base = contract.read_embeddings(base_dir)
-    where = {item: row for row, item in enumerate(base.item_ids)}
-    train = [i for i, item in enumerate(ids) if item not in where or base.text_sha256[where[item]] != sha[i]]
-    return Items(ids, texts, sha, values, train, [where.get(ids[i]) for i in train], base)
+def _config_hash(config: PipelineConfig) -> str:
+    """The settings a method reads: SAID's section does not touch the other methods' vectors."""
+    align = config.align
+    settings = fingerprint(align.model_dump(mode="json", exclude=None if align.method == "said" else SAID_ONLY))
+    if align.method == "recformer":  # its own section (fine-tuning aside) feeds the run
+        settings = fingerprint(settings, config.recformer.model_dump(mode="json", exclude={"finetune"}))
+    return settings
 
 
-def _check_base(config: PipelineConfig, base: contract.Embeddings, dim: int | None) -> None:
-    """The base run was made by the same method and model (and dimension, when known yet)."""
-    meta = base.metadata
-    wanted = {"method": config.align.method, "model": _model_name(config), "dim": None if dim is None else str(dim)}
-    for key, value in wanted.items():
-        if value is None:
-            continue
-        if meta.get(key) != value:
-            raise BadInput(f"--incremental: the latest embeddings run has {key} {meta.get(key)!r}, this config "
-                           f"gives {value!r}; run without --incremental")
+def _full_run_inputs(config: PipelineConfig, dataset_run: str, pretrain_dirs: list[Path]) -> list[object]:
+    """What a full run reads besides the catalog: Recformer pretrains on the train split and starts from a model."""
+    if config.align.method != "recformer":
+        return []
+    return [dataset_run, recformer_method.model_identity(config.recformer),
+            *recformer_method.dataset_run_ids(pretrain_dirs)]
 
 
-def _merge(items: Items, vectors: np.ndarray) -> tuple[list[str], np.ndarray, list[str], list[int], bool]:
-    """Rows of the new run: base rows untouched (changed ones replaced in place), new items appended.
+def plan(config: PipelineConfig, dataset_dir: Path, full: bool = False) -> AlignPlan:
+    """Reuse, extend or redo: decided from the catalog and the published runs made with the same settings."""
+    dataset_run = read_manifest(dataset_dir)["run_id"]
+    catalog = read_catalog(dataset_dir, config.align.template, config.align.evidence.attribute)
+    config_hash = _config_hash(config)
+    pretrain_dirs = recformer_method.pretraining_datasets(config) if config.align.method == "recformer" else []
+    output = workspace_output(config, "embeddings")
+    found = None if full else newest(output, lambda run: run.manifest.get("kind") == "embeddings"
+                                      and run.manifest.get("config_hash") == config_hash)
+    if found is not None and found.manifest.get("catalog_sha256") == catalog.fingerprint:
+        return AlignPlan("reuse", f"catalog unchanged since run {found.run_id}: reused, nothing to embed",
+                         found.run_id, catalog, plan_rows(catalog, None), None, config_hash, dataset_run, pretrain_dirs)
+    base = None if found is None else contract.read_embeddings(found.run_dir)
+    rows = plan_rows(catalog, base)
+    inputs = _full_run_inputs(config, dataset_run, pretrain_dirs) if base is None else [base.run_id]
+    run_id = stage_run_id("align", config_hash, catalog.fingerprint, *inputs)
+    if base is not None:
+        reason = (f"{rows.new:,} new items, {rows.changed:,} changed, {rows.removed:,} removed since run "
+                  f"{base.run_id}: incremental")
+        return AlignPlan("incremental", reason, run_id, catalog, rows, base, config_hash, dataset_run, pretrain_dirs)
+    latest = output.latest()
+    if full:
+        reason = f"--full: all {len(catalog.ids):,} items"
+    elif latest is not None:
+        made = read_manifest(latest)
+        reason = (f"latest run {made.get('run_id')} was made with other settings (method {made.get('method')}, "
+                  f"model {made.get('model')}): full alignment of {len(catalog.ids):,} items")
+    else:
+        reason = f"no embeddings run yet: full alignment of {len(catalog.ids):,} items"
+    return AlignPlan("full", reason, run_id, catalog, rows, None, config_hash, dataset_run, pretrain_dirs)
 
-    Returns ids, vectors, text hashes, each trained row's place, and whether any base row changed.
-    """
-    if items.base is None:
-        return items.ids, vectors, items.sha, list(range(len(items.ids))), False
-    ids, matrix, sha = list(items.base.item_ids), items.base.vectors.copy(), list(items.base.text_sha256)
-    appended, placed = [], []
-    for k, (row, base_row) in enumerate(zip(items.train, items.base_rows)):
-        if base_row is None:
-            placed.append(len(ids))
-            appended.append(k)
-            ids.append(items.ids[row])
-            sha.append(items.sha[row])
-        else:
-            placed.append(base_row)
-            sha[base_row] = items.sha[row]
-    changed = [k for k, base_row in enumerate(items.base_rows) if base_row is not None]
-    for k in changed:
-        matrix[items.base_rows[k]] = vectors[k]
-    matrix = np.concatenate([matrix, vectors[appended]]).astype(np.float32)
-    return ids, matrix, sha, placed, bool(changed)
+
+def _check_dim(base: contract.Embeddings | None, dim: int) -> None:
+    if base is not None and base.dim != dim:
+        raise BadInput(f"{base.run_dir}: the base run's vectors have dim {base.dim}, the configured model gives "
+                       f"{dim} (its weights changed?); run align with --full")
 
 
-def _index(config: AlignConfig, folder: Path, base_dir: Path | None, matrix: np.ndarray, new_from: int,
-           changed: bool) -> dict[str, object]:
-    """Write the index: the base index plus the appended rows, or (first run / changed rows) all rows."""
+def _index(config: AlignConfig, folder: Path, base_dir: Path | None, matrix: np.ndarray,
+           rows: RowPlan) -> dict[str, object]:
+    """The base index extended by the appended rows, or (first run, changed or removed rows) all rows."""
     spec = export.IndexSpec(config.export.index, config.export.hnsw_m, config.export.ivf_lists, config.export.pq_m)
     if base_dir is None:
         return export.write_index(folder, export.new_index(spec, export.l2_normalise(matrix)), matrix)
     index = faiss.read_index(str(base_dir / contract.INDEX_FILE))
-    if changed:  # rows replaced in place: refill the (already trained) index in row order
-        index.reset()
-        return export.write_index(folder, index, matrix)
-    return export.write_index(folder, index, matrix[new_from:])
-
-
-SAID_ONLY = {"said", "attention"}  # align settings no other method reads
+    if rows.extends_base(int(index.ntotal)):
+        return export.write_index(folder, index, matrix[index.ntotal:])
+    index.reset()  # rows replaced or removed: refill the (already trained) index in row order
+    return export.write_index(folder, index, matrix)
 
 
 def _load(accelerator: Accelerator, align: AlignConfig) -> tuple[Loaded, int]:
@@ -147,108 +153,147 @@ def _load(accelerator: Accelerator, align: AlignConfig) -> tuple[Loaded, int]:
         return loaded, loaded.model.config.hidden_size
 
 
-def _embed(accelerator: Accelerator, align: AlignConfig, loaded: Loaded, tokens: Tokens, items: Items,
-           base_dir: Path | None, folder: Path) -> tuple[np.ndarray, SAIDProjector | None, dict[str, object]]:
-    """Vectors of the items to embed (row i = items.train[i]), the trained projector (SAID), and facts."""
+@dataclass
+class Embedded:
+    """The vectors of the rows embedded now (row k = plan.rows.train[k]) and how to save the method's files."""
+
+    vectors: np.ndarray
+    facts: dict[str, Any]
+    source: str | None
+    truncated: int | None
+    save: Any  # (folder) -> None: the method's files (projector, encoder) in the run's row order
+
+
+def _embed_with_lm(accelerator: Accelerator, config: PipelineConfig, planned: AlignPlan, folder: Path) -> Embedded:
+    """SAID or the text encoder over the rows to embed now."""
+    align, rows, base = config.align, planned.rows, planned.base
+    base_dir = None if base is None else base.run_dir
+    loaded, dim = _load(accelerator, align)
+    _check_dim(base, dim)
+    with accelerator.main_process_first():  # the main process tokenizes and caches; the others read it
+        tokens = tokenize([planned.catalog.texts[i] for i in rows.train], loaded.tokenizer, align.max_text_tokens,
+                          special_tokens=align.method == "text", cache=folder / TOKENS_CACHE)
     pad_id = loaded.tokenizer.pad_token_id
     if align.method == "text":
-        return encode(accelerator, loaded.model, tokens, align.batch_size, pad_id), None, {"evidence": {}}
-    projector = said_method.projector_for(align, loaded.model, tokens, base_dir, items.base_rows)
+        vectors = encode(accelerator, loaded.model, tokens, align.batch_size, pad_id)
+        return Embedded(vectors, {"evidence": {}}, loaded.source, tokens.truncated, lambda _folder: None)
+    projector = said_method.projector_for(align, loaded.model, tokens, base_dir, rows.base_rows)
     trained = said_method.train_and_embed(accelerator, align, loaded.model, tokens, projector, pad_id,
                                           folder / CHECKPOINTS)
     losses = trained.position.losses
     training = {"steps": trained.position.step, "resumed_from_step": trained.position.resumed_from,
                 "first_loss": _mean(losses[:5]), "last_loss": _mean(losses[-5:])}
-    return trained.vectors, trained.projector, {"training": training, "evidence": {"prefix_loss": trained.evidence}}
+    facts = {"training": training, "evidence": {"prefix_loss": trained.evidence}}
+    return Embedded(trained.vectors, facts, loaded.source, tokens.truncated, lambda out: said_method.save_projector(
+        out / said_method.PROJECTOR_FILE, trained.projector, base_dir, rows))
 
 
-def run(config: PipelineConfig, force: bool = False, incremental: bool = False) -> RunResult | None:
-    """Align the latest dataset's items and publish the embeddings; None on non-main processes."""
+def _embed_recformer(accelerator: Accelerator, config: PipelineConfig, planned: AlignPlan, dataset_dir: Path,
+                     folder: Path) -> Embedded:
+    base_dir = None if planned.base is None else planned.base.run_dir
+    embedded = recformer_method.embed(accelerator, config.recformer, [dataset_dir, *planned.pretrain_dirs],
+                                      planned.rows.train, base_dir, folder / CHECKPOINTS, config.align.checkpoint_every)
+    _check_dim(planned.base, embedded.vectors.shape[1])
+    facts = {**embedded.facts, "pretrain_datasets": dict(zip(config.recformer.pretrain.datasets,
+                                                              recformer_method.dataset_run_ids(planned.pretrain_dirs)))}
+    return Embedded(embedded.vectors, facts, _model_name(config), None,
+                    lambda out: recformer_method.save(embedded, out))
+
+
+def _carry_over(config: PipelineConfig, planned: AlignPlan) -> Embedded:
+    """Nothing to embed (only removals, or a base without a catalog fingerprint): no model is loaded."""
+    base = planned.base
+    assert base is not None  # a full run always has rows to embed
+
+    def save(folder: Path) -> None:
+        if config.align.method == "said":
+            said_method.save_projector(folder / said_method.PROJECTOR_FILE, None, base.run_dir, planned.rows)
+        elif config.align.method == "recformer":
+            shutil.copytree(base.run_dir / recformer_method.ENCODER_DIR, folder / recformer_method.ENCODER_DIR)
+
+    return Embedded(np.zeros((0, base.dim), np.float32), {"evidence": {}}, base.manifest.get("model_source"),
+                    None, save)
+
+
+def run(config: PipelineConfig, force: bool = False, full: bool = False,
+        dataset_dir: Path | None = None) -> RunResult | None:
+    """Align the items of `dataset_dir` (default: the latest dataset run) and publish the embeddings.
+
+    `force` re-runs the planned run (over an unchanged catalog: a full run); None on non-main processes.
+    """
     align = config.align
     accelerator = stage_accelerator(align.mixed_precision)
-    dataset_dir = workspace_output(config, "datasets").require_latest("no dataset yet: run `prepare` first")
-    dataset_run = read_manifest(dataset_dir)["run_id"]
+    if dataset_dir is None:
+        dataset_dir = workspace_output(config, "datasets").require_latest("no dataset yet: run `prepare` first")
     output = workspace_output(config, "embeddings")
-    base_dir = output.latest() if incremental else None
-    if incremental and base_dir is None:
-        raise BadInput(f"--incremental: no published embeddings under {output.path} to add to")
-    base_run = read_manifest(base_dir)["run_id"] if base_dir else None
-    pretrain_dirs = recformer_method.pretraining_datasets(config) if align.method == "recformer" else []
-    # A method's run id hashes the settings it reads: SAID's section does not touch the other methods' vectors.
-    config_hash = fingerprint(align.model_dump(mode="json", exclude=None if align.method == "said" else SAID_ONLY))
-    inputs = [dataset_run, base_run]
-    if align.method == "recformer":  # its own section (fine-tuning aside) and every pretraining dataset feed the run
-        config_hash = fingerprint(config_hash, config.recformer.model_dump(mode="json", exclude={"finetune"}))
-        inputs += [recformer_method.model_identity(config.recformer), *recformer_method.dataset_run_ids(pretrain_dirs)]
-    run_id = stage_run_id("align", config_hash, *inputs)
-    if output.is_published(run_id) and not force and not accelerator.is_main_process:
+    planned = plan(config, dataset_dir, full)
+    if planned.mode == "reuse" and force:
+        planned = plan(config, dataset_dir, full=True)
+    say(accelerator)("align_plan", f"align: {planned.reason}", mode=planned.mode, run_id=planned.run_id)
+    if planned.mode == "reuse":
+        return reuse_run(output, planned.run_id, config.workspace.lock_wait_s, config.workspace.stale_lock_s) \
+            if accelerator.is_main_process else None
+    if output.is_published(planned.run_id) and not force and not accelerator.is_main_process:
         return None
 
     def build(folder: Path) -> dict[str, object]:
         accelerator.wait_for_everyone()  # the main process has prepared `folder` (cleared if --force)
         set_seed(align.seed)
-        items = _items(config, dataset_dir, base_dir)
-        say(accelerator)("aligning", f"{align.method}: {len(items.train):,} of {len(items.ids):,} items to embed"
-                         + (f" (incremental over {base_run})" if base_dir else ""))
-        if align.method == "recformer":
-            if items.base is not None:
-                _check_base(config, items.base, None)
-            embedded = recformer_method.embed(accelerator, config.recformer, [dataset_dir, *pretrain_dirs],
-                                              items.train, base_dir, folder / CHECKPOINTS, align.checkpoint_every)
-            vectors, projector, facts = embedded.vectors, None, embedded.facts
-            source, truncated = _model_name(config), None
-            facts["pretrain_datasets"] = dict(zip(config.recformer.pretrain.datasets,
-                                                  recformer_method.dataset_run_ids(pretrain_dirs)))
+        rows, base = planned.rows, planned.base
+        say(accelerator)("aligning", f"{align.method}: {len(rows.train):,} of {len(planned.catalog.ids):,} items "
+                         "to embed" + (f" (incremental over {base.run_id})" if base else ""))
+        if not rows.train:
+            embedded = _carry_over(config, planned)
+        elif align.method == "recformer":
+            embedded = _embed_recformer(accelerator, config, planned, dataset_dir, folder)
         else:
-            loaded, dim = _load(accelerator, align)
-            if items.base is not None:
-                _check_base(config, items.base, dim)
-            with accelerator.main_process_first():  # the main process tokenizes and caches; the others read it
-                tokens = tokenize([items.texts[i] for i in items.train], loaded.tokenizer, align.max_text_tokens,
-                                  special_tokens=align.method == "text", cache=folder / TOKENS_CACHE)
-            vectors, projector, facts = _embed(accelerator, align, loaded, tokens, items, base_dir, folder)
-            source, truncated = loaded.source, tokens.truncated
+            embedded = _embed_with_lm(accelerator, config, planned, folder)
         accelerator.wait_for_everyone()
         if not accelerator.is_main_process:
-            return facts
-        ids, matrix, sha, placed, changed = _merge(items, vectors)
-        if projector is not None:
-            said_method.save_projector(folder / said_method.PROJECTOR_FILE, projector, base_dir, placed)
-        if align.method == "recformer":
-            recformer_method.save(embedded, folder)
-        meta = {"method": align.method, "model": _model_name(config), "normalisation": align.export.normalise,
-                "config_hash": config_hash, "dataset_run_id": dataset_run, "pooling": _pooling(config)}
-        export.write_embeddings(folder, ids, export.stored(matrix, align.export.normalise), sha, meta)
-        index = _index(align, folder, base_dir, matrix, len(items.base.item_ids) if items.base else 0, changed)
-        if items.attribute is not None:
-            values = attribute_sets(_values_by_row(items, ids), align.evidence.separator)
-            facts["evidence"]["neighbours"] = {"attribute": align.evidence.attribute, **neighbour_rate(
-                matrix, values, align.evidence.neighbour_queries, align.seed)}
-        write_json_atomic(folder / "config.json", config.model_dump(mode="json"))
-        # Removed last: until here a crash resumes from these; the published run keeps only the projector.
-        (folder / TOKENS_CACHE).unlink(missing_ok=True)
-        shutil.rmtree(folder / CHECKPOINTS, ignore_errors=True)
-        return {"kind": "embeddings", **meta, "dim": int(matrix.shape[1]), "rows": len(ids), "index": index,
-                "model_source": source, "items_embedded": len(items.train),
-                "incremental_base_run_id": base_run, "text_truncated": truncated,
-                "processes": accelerator.num_processes, "mixed_precision": accelerator.mixed_precision, **facts}
+            return embedded.facts
+        return _export(config, planned, embedded, folder, accelerator)
 
     if not accelerator.is_main_process:
-        build(output.partial_dir(run_id))
+        build(output.partial_dir(planned.run_id))
         accelerator.wait_for_everyone()
         return None
-    result = publish_run(output, run_id, build, force=force, keep_partial=True,
+    result = publish_run(output, planned.run_id, build, force=force, keep_partial=True,
                          lock_wait_s=config.workspace.lock_wait_s, stale_lock_s=config.workspace.stale_lock_s)
     if accelerator.num_processes > 1 and not result.reused:
         accelerator.wait_for_everyone()
     return result
 
 
+def _export(config: PipelineConfig, planned: AlignPlan, embedded: Embedded, folder: Path,
+            accelerator: Accelerator) -> dict[str, object]:
+    """Write the run's files (main process) and return its manifest facts."""
+    align, rows, base = config.align, planned.rows, planned.base
+    base_dir = None if base is None else base.run_dir
+    # Base rows are copied as stored (bit for bit); only the rows embedded now are normalised.
+    matrix = rows.assemble(None if base is None else base.vectors,
+                           export.stored(embedded.vectors, align.export.normalise))
+    embedded.save(folder)
+    meta = {"method": align.method, "model": _model_name(config), "normalisation": align.export.normalise,
+            "config_hash": planned.config_hash, "dataset_run_id": planned.dataset_run_id,
+            "catalog_sha256": planned.catalog.fingerprint, "pooling": _pooling(config)}
+    export.write_embeddings(folder, rows.ids, matrix, rows.sha, meta)
+    index = _index(align, folder, base_dir, matrix, rows)
+    facts = embedded.facts
+    if planned.catalog.attribute is not None:
+        by_id = dict(zip(planned.catalog.ids, planned.catalog.attribute))
+        values = attribute_sets([by_id.get(item) for item in rows.ids], align.evidence.separator)
+        facts["evidence"]["neighbours"] = {"attribute": align.evidence.attribute, **neighbour_rate(
+            matrix, values, align.evidence.neighbour_queries, align.seed)}
+    write_json_atomic(folder / "config.json", config.model_dump(mode="json"))
+    # Removed last: until here a crash resumes from these; the published run keeps only the projector.
+    (folder / TOKENS_CACHE).unlink(missing_ok=True)
+    shutil.rmtree(folder / CHECKPOINTS, ignore_errors=True)
+    return {"kind": "embeddings", **meta, "dim": int(matrix.shape[1]), "rows": len(rows.ids), "index": index,
+            "model_source": embedded.source, "mode": planned.mode, "items_embedded": len(rows.train),
+            "items_new": rows.new, "items_changed": rows.changed, "items_removed": rows.removed,
+            "incremental_base_run_id": None if base is None else base.run_id, "text_truncated": embedded.truncated,
+            "processes": accelerator.num_processes, "mixed_precision": accelerator.mixed_precision, **facts}
+
+
 def _mean(values: list[float]) -> float | None:
     return round(float(np.mean(values)), 4) if values else None
-
-
-def _values_by_row(items: Items, ids: list[str]) -> list[str | None]:
-    """The attribute value of each exported row (rows of items no longer in the dataset have none)."""
-    by_id = dict(zip(items.ids, items.attribute or []))
-    return [by_id.get(item) for item in ids]

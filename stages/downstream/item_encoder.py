@@ -88,6 +88,12 @@ class ItemEncoder(nn.Module):
         known = self.has_embedding[ids].unsqueeze(-1)
         return torch.where(known, vectors + id_vectors if self.add_id else vectors, id_vectors)
 
+    def encode_embeddings(self, embeddings: torch.Tensor, known_ids: torch.Tensor) -> torch.Tensor:
+        """(M, D) frozen embeddings -> (M, H) item vectors through the trained adapter, plus the ID vector of
+        items the model knows (`known_ids` 1-based, 0 = an item it never saw: no ID vector)."""
+        vectors = self.adapter(embeddings.float())
+        return vectors + self.ids(known_ids) if self.ids is not None and self.add_id else vectors
+
     def all_items(self) -> torch.Tensor:
         """(N, H): every item's vector, row i for item id i + 1."""
         return self(torch.arange(1, self.num_items + 1, device=next(self.parameters()).device))

@@ -1,7 +1,9 @@
 """`seqrec-pipeline recommend`: top-K items per user from a trained downstream run.
 
-Batch mode scores users in batches (an exact matrix product, or the run's FAISS index); `Online` answers
-one history at a time, as a serving process would. Histories are the user's whole sequence.
+Batch mode scores users in batches (an exact matrix product, or the run's FAISS index) on today's data:
+the latest dataset run's histories (each user's whole sequence) or a histories file, against every item
+the model can score now, new items included (`current`). `Online` answers one history at a time, as a
+serving process would.
 """
 
 from __future__ import annotations
@@ -16,12 +18,15 @@ import torch
 
 from pipeline import events
 from pipeline.config import PipelineConfig, RecommendConfig, stage_run_id
+from pipeline.embeddings import Embeddings, read_embeddings
 from pipeline.errors import BadInput
 from pipeline.prepare import write_parquet
-from pipeline.store import RunResult, publish_run, workspace_output
+from pipeline.store import RunResult, publish_run, read_manifest, sha256_file, workspace_output
+from pipeline.workspace import newest
 from stages.downstream import runs
+from stages.downstream.current import Current, on_current_data, read_histories
 from stages.downstream.item_index import read_index
-from stages.downstream.sequences import history_pairs, padded
+from stages.downstream.sequences import Sequences, history_pairs, load_sequences, padded
 
 RECOMMENDATIONS_FILE = "recommendations.parquet"
 SCHEMA = pa.schema([("user_id", pa.string()), ("item_ids", pa.list_(pa.string())), ("scores", pa.list_(pa.float32()))])
@@ -48,23 +53,27 @@ def _seen_mask(pairs: tuple[np.ndarray, np.ndarray], candidates: np.ndarray, num
 
 
 @torch.no_grad()
-def top_k(trained: runs.Trained, users: np.ndarray, config: RecommendConfig,
+def top_k(current: Current, users: np.ndarray, config: RecommendConfig, max_length: int,
           index: faiss.Index | None) -> tuple[np.ndarray, np.ndarray]:
-    """(n, k) 0-based item indices (-1 = none left) and their float32 scores for `users`, in batches."""
-    model, seqs = trained.model, trained.seqs
-    k = min(config.k, seqs.num_items)
+    """(n, k) 0-based item indices (-1 = none left) and their float32 scores for `users`, in batches.
+
+    Items that cannot be scored (`current.scoreable` false) are never recommended.
+    """
+    model, seqs = current.model, current.seqs
+    k = min(config.k, int(current.scoreable.sum()))
     table = model.items.all_items()  # (N, H)
+    blocked = torch.from_numpy(~current.scoreable)
     ends = seqs.split_end("all")
     out_items, out_scores = [], []
     for start in range(0, len(users), config.batch_size):
         batch = users[start:start + config.batch_size]
-        history = torch.from_numpy(padded(seqs, batch, ends[batch], trained.config.model.max_length))
+        history = torch.from_numpy(padded(seqs, batch, ends[batch], max_length))
         pairs = history_pairs(seqs, batch, ends[batch])
         extra = int(np.bincount(pairs[0], minlength=len(batch)).max()) if config.filter_history and len(pairs[0]) else 0
-        width = min(k + extra, seqs.num_items)
+        width = min(k + extra, int(current.scoreable.sum()))
         vectors = model.user_vectors(history)  # (B, H)
         if index is None:
-            scores, candidates = torch.topk(vectors @ table.T, width, dim=1)
+            scores, candidates = torch.topk((vectors @ table.T).masked_fill(blocked, -torch.inf), width, dim=1)
             scores, candidates = scores.numpy(), candidates.numpy()
         else:
             scores, candidates = index.search(np.ascontiguousarray(vectors.numpy(), dtype=np.float32), width)
@@ -90,34 +99,73 @@ def select_users(user_ids: list[str], wanted: list[str] | None) -> np.ndarray:
     return np.array([row_of[user] for user in wanted], dtype=np.int64)
 
 
-def _table(trained: runs.Trained, users: np.ndarray, items: np.ndarray, scores: np.ndarray) -> pa.Table:
-    item_ids = np.array(trained.seqs.item_ids, dtype=object)
+def _table(seqs: Sequences, users: np.ndarray, items: np.ndarray, scores: np.ndarray) -> pa.Table:
+    item_ids = np.array(seqs.item_ids, dtype=object)
     keep = items >= 0
     return pa.table({
-        "user_id": [trained.seqs.user_ids[u] for u in users],
+        "user_id": [seqs.user_ids[u] for u in users],
         "item_ids": [item_ids[row[ok]].tolist() for row, ok in zip(items, keep)],
         "scores": [row[ok].tolist() for row, ok in zip(scores, keep)],
     }, schema=SCHEMA)
 
 
-def run(config: PipelineConfig, force: bool = False) -> RunResult:
-    """Write recommendations.parquet for `recommend.users` (or everyone) under `<root>/recommendations/<data.name>`."""
-    run_dir = runs.resolve(workspace_output(config, "downstream"), config.recommend.run, "downstream")
+def _embeddings_now(config: PipelineConfig, trained: runs.Trained) -> Embeddings | None:
+    """Today's embeddings for a model that reads them: the newest run of the same method and width."""
+    method, dim = trained.manifest.get("embeddings_method"), trained.manifest.get("embedding_dim")
+    if trained.manifest.get("embeddings_run_id") is None or trained.config.model.kind == "recformer":
+        return None
+    found = newest(workspace_output(config, "embeddings"), lambda run: run.manifest.get("kind") == "embeddings"
+                   and run.manifest.get("method") == method and run.manifest.get("dim") == dim)
+    return None if found is None else read_embeddings(found.run_dir)
+
+
+def _search_index(config: PipelineConfig, run_dir: Path, trained: runs.Trained, current: Current) -> faiss.Index | None:
+    """The run's FAISS index when `recommend.search` asks for it and today's items are the ones it holds."""
+    if config.recommend.search != "faiss":
+        return None
+    if current.seqs.item_ids != trained.seqs.item_ids:
+        events.emit("exact_search", "recommend.search=faiss: today's items differ from the ones the run's index "
+                    "holds; scoring every item exactly instead")
+        return None
+    return read_index(run_dir / runs.INDEX_FILE, trained.seqs.num_items, int(trained.model.items.all_items().shape[1]))
+
+
+def run(config: PipelineConfig, force: bool = False, run_dir: Path | None = None, dataset_dir: Path | None = None,
+        embeddings_dir: Path | None = None, histories: Path | None = None) -> RunResult:
+    """Write recommendations.parquet for `recommend.users` (or everyone) under `<root>/recommendations/<data.name>`.
+
+    The model is `recommend.run` (or `run_dir`); histories are the latest dataset run's (or `dataset_dir`'s,
+    or a `histories` file's) and candidates every item of today's catalog that the model can score.
+    """
+    if histories is not None and not histories.is_file():
+        raise BadInput(f"{histories}: histories file not found (expected Parquet or CSV: user_id, item_id)")
+    run_dir = run_dir or runs.resolve(workspace_output(config, "downstream"), config.recommend.run, "downstream")
     trained = runs.load_trained(run_dir)
+    dataset_dir = dataset_dir or runs.dataset_dir(config)
+    embeddings = read_embeddings(embeddings_dir) if embeddings_dir else _embeddings_now(config, trained)
+    current = on_current_data(trained, load_sequences(dataset_dir), embeddings)
+    source = {"dataset_run_id": read_manifest(dataset_dir)["run_id"],
+              "embeddings_run_id": None if embeddings is None else embeddings.run_id,
+              "histories_sha256": None if histories is None else sha256_file(histories)}
     settings = config.recommend.model_dump(mode="json", exclude={"run"})
-    run_id = stage_run_id("recommend", settings, trained.manifest["run_id"])
+    run_id = stage_run_id("recommend", settings, trained.manifest["run_id"], source)
 
     def build(folder: Path) -> dict[str, Any]:
-        users = select_users(trained.seqs.user_ids, config.recommend.users)
-        index = None
-        if config.recommend.search == "faiss":
-            index = read_index(run_dir / runs.INDEX_FILE, trained.seqs.num_items,
-                               int(trained.model.items.all_items().shape[1]))
-        items, scores = top_k(trained, users, config.recommend, index)
-        write_parquet(_table(trained, users, items, scores), folder / RECOMMENDATIONS_FILE)
-        events.emit("recommended", f"top-{config.recommend.k} for {len(users):,} users", users=len(users))
+        seqs, facts = current.seqs, dict(current.facts)
+        if histories is not None:
+            seqs, from_file = read_histories(histories, current)
+            facts.update(from_file)
+        users = select_users(seqs.user_ids, config.recommend.users)
+        scored = Current(current.model, seqs, current.scoreable, facts)
+        items, scores = top_k(scored, users, config.recommend, trained.config.model.max_length,
+                              _search_index(config, run_dir, trained, current))
+        write_parquet(_table(seqs, users, items, scores), folder / RECOMMENDATIONS_FILE)
+        events.emit("recommended", f"top-{config.recommend.k} for {len(users):,} users over "
+                    f"{facts['items_scoreable']:,} items ({facts['items_new_since_training']:,} new since training, "
+                    f"{facts['items_left_out']:,} left out: no embedding or ID vector)", users=len(users), **facts)
         return {"kind": "recommendations", "downstream_run_id": trained.manifest["run_id"],
-                "downstream_run_dir": str(run_dir.resolve()), "users": len(users), "config": settings}
+                "downstream_run_dir": str(run_dir.resolve()), "users": len(users), "config": settings,
+                **source, **facts}
 
     return publish_run(workspace_output(config, "recommendations"), run_id, build, force=force,
                        lock_wait_s=config.workspace.lock_wait_s, stale_lock_s=config.workspace.stale_lock_s)

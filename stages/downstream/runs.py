@@ -11,7 +11,7 @@ import numpy as np
 from safetensors.torch import load_file
 
 from pipeline.config import DownstreamConfig, PipelineConfig
-from pipeline.embeddings import Embeddings, align_to_items, check_dataset, read_embeddings
+from pipeline.embeddings import Embeddings, align_to_items, read_embeddings
 from pipeline.errors import BadInput
 from pipeline.store import Output, read_manifest, workspace_output
 from stages.downstream.recommender import Recommender, build
@@ -40,19 +40,25 @@ def dataset_dir(config: PipelineConfig) -> Path:
     return workspace_output(config, "datasets").require_latest("no dataset yet (run `seqrec-pipeline prepare` first)")
 
 
-def item_vectors(embeddings: Embeddings | None, seqs: Sequences, dataset_run_id: str,
+def item_vectors(embeddings: Embeddings | None, seqs: Sequences,
                  config: DownstreamConfig) -> tuple[np.ndarray | None, np.ndarray | None]:
-    """The embeddings in dataset item order and which items have one (both None in ID-only mode)."""
+    """The embeddings in dataset item order and which items have one (both None in ID-only mode).
+
+    Any embeddings run that covers the dataset's items will do (matched by item id): stage one is keyed by
+    the catalog, so one run serves every dataset run made over the same items.
+    """
     if embeddings is None:
         return None, None
-    check_dataset(embeddings, dataset_run_id)
     return align_to_items(embeddings, seqs.item_ids, allow_missing=config.missing_items == "id_vector")
 
 
-def embeddings_for(config: PipelineConfig) -> Embeddings | None:
+def embeddings_for(config: PipelineConfig, run_dir: Path | None = None) -> Embeddings | None:
+    """The embeddings run `downstream.embeddings` names, or `run_dir` when a caller has just published one."""
     if config.downstream.embeddings is None:
         return None
-    return read_embeddings(resolve(workspace_output(config, "embeddings"), config.downstream.embeddings, "embeddings"))
+    if run_dir is None:
+        run_dir = resolve(workspace_output(config, "embeddings"), config.downstream.embeddings, "embeddings")
+    return read_embeddings(run_dir)
 
 
 @dataclass
@@ -86,7 +92,7 @@ def load_trained(run_dir: Path) -> Trained:
     if embeddings is not None and embeddings.dim != manifest["embedding_dim"]:
         raise BadInput(f"{embeddings.run_dir}: embeddings have dim {embeddings.dim}, but {run_dir / WEIGHTS_FILE} "
                        f"was trained on dim {manifest['embedding_dim']}")
-    vectors, has = item_vectors(embeddings, seqs, manifest["dataset_run_id"], config)
+    vectors, has = item_vectors(embeddings, seqs, config)
     model = build(config.model, seqs.num_items, vectors, has)
     try:
         model.load_state_dict(load_file(run_dir / WEIGHTS_FILE))

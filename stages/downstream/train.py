@@ -36,12 +36,13 @@ from pipeline.errors import BadInput
 from pipeline.store import RunResult, publish_run, read_manifest, workspace_output, write_json_atomic
 from stages import resume
 from stages.accelerator import stage_accelerator
-from stages.downstream import runs
+from stages.downstream import runs, warm_start
 from stages.downstream.evaluate import evaluate_all, evaluate_model, split_users
 from stages.downstream.item_index import build_index
 from stages.downstream.objective import Objective
 from stages.downstream.recommender import Recommender, build
 from stages.downstream.sequences import Sequences, load_sequences, padded
+from stages.downstream.warm_start import WarmStart
 
 CHECKPOINTS = "checkpoints"
 BEST_FILE = "best.safetensors"
@@ -117,8 +118,11 @@ def _train_epoch(objective: torch.nn.Module, optimizer: torch.optim.Optimizer, a
 
 
 def _fit(model: Recommender, seqs: Sequences, rows: torch.Tensor, config: DownstreamConfig,
-         folder: Path) -> tuple[TrainState, Accelerator]:
-    """The training loop: epochs until max_epochs or patience runs out; the best weights in BEST_FILE."""
+         folder: Path, warm: bool) -> tuple[TrainState, Accelerator]:
+    """The training loop: epochs until max_epochs or patience runs out; the best weights in BEST_FILE.
+
+    A warm-started model is scored before training as epoch 0, so training must beat where it started.
+    """
     train, metric = config.train, f"ndcg@{config.evaluate.ks[0]}"
     accelerator = stage_accelerator()
     lengths = (rows[:, :-1] != 0).sum(dim=1).numpy()  # targets (= history length) of each window
@@ -127,6 +131,13 @@ def _fit(model: Recommender, seqs: Sequences, rows: torch.Tensor, config: Downst
     optimizer = torch.optim.AdamW(objective.parameters(), lr=train.lr, weight_decay=train.weight_decay)
     objective, optimizer = accelerator.prepare(objective, optimizer)
     state = _resume(accelerator, folder)
+    if warm and not state.history:
+        valid = evaluate_model(model, seqs, "valid", config.evaluate, config.model.max_length)
+        state.best_metric = valid[metric]
+        state.history.append({"epoch": 0, f"valid_{metric}": valid[metric]})
+        if accelerator.is_main_process:
+            _save_weights(model, folder / BEST_FILE)
+        events.emit("epoch", f"warm start: valid {metric} {valid[metric]:.4f} before training", epoch=0, valid=valid)
     while state.epoch < train.max_epochs and state.bad_epochs < train.patience:
         started = time.perf_counter()
         loss = _train_epoch(objective, optimizer, accelerator, rows, lengths, targets_per_batch, train, state.epoch)
@@ -154,10 +165,10 @@ def _save_weights(model: Recommender, path: Path) -> None:
 
 
 def _train(folder: Path, config: DownstreamConfig, dataset_dir: Path, dataset_run_id: str,
-           embeddings: Embeddings | None) -> dict[str, Any]:
+           embeddings: Embeddings | None, warm: WarmStart | None) -> dict[str, Any]:
     seqs = load_sequences(dataset_dir)
     check_splits(seqs, dataset_dir)
-    vectors, has = runs.item_vectors(embeddings, seqs, dataset_run_id, config)
+    vectors, has = runs.item_vectors(embeddings, seqs, config)
     rows, not_trained = training_rows(seqs, config.model.max_length)
     one_interaction = int((np.diff(seqs.offsets) == 1).sum())
     if one_interaction:
@@ -165,7 +176,12 @@ def _train(folder: Path, config: DownstreamConfig, dataset_dir: Path, dataset_ru
                     users=one_interaction)
     set_seed(config.train.seed)
     model = build(config.model, seqs.num_items, vectors, has)
-    state, accelerator = _fit(model, seqs, rows, config, folder)
+    init: dict[str, Any] = {"init": "scratch"}
+    if warm is not None:
+        init = {"init": "previous", **warm_start.apply(model, warm, seqs.item_ids)}
+        events.emit("warm_start", f"warm start from run {warm.run_id}: {init['items_matched']:,} items matched, "
+                    f"{init['items_new']:,} new", **init)
+    state, accelerator = _fit(model, seqs, rows, config, folder, warm is not None)
     accelerator.wait_for_everyone()
     model.load_state_dict(load_file(folder / BEST_FILE))
     results = evaluate_all(model, seqs, config.evaluate, config.model.max_length)
@@ -180,7 +196,7 @@ def _train(folder: Path, config: DownstreamConfig, dataset_dir: Path, dataset_ru
         "embeddings_method": None if embeddings is None else embeddings.manifest.get("method"),
         "embedding_dim": None if embeddings is None else embeddings.dim,
         "items_without_embedding": 0 if has is None else int((~has).sum()),
-        "num_items": seqs.num_items, "epochs": state.epoch, "best_epoch": state.best_epoch,
+        "num_items": seqs.num_items, "epochs": state.epoch, "best_epoch": state.best_epoch, **init,
         "users": {"total": len(seqs.user_ids), "one_interaction_skipped": one_interaction,
                   "trained_on": len(seqs.user_ids) - not_trained},
         "metrics": {"valid": results["model"]["valid"], "test": results["model"]["test"]},
@@ -207,9 +223,10 @@ def _export(folder: Path, model: Recommender, config: DownstreamConfig, metrics:
 RECFORMER_UNREAD = {"train": True, "model": set(ModelConfig.model_fields) - {"kind", "max_length"}}
 
 
-def run_id(config: PipelineConfig, dataset_run_id: str, embeddings: Embeddings | None) -> str:
-    """A downstream run's id: the settings it reads, its dataset and embeddings runs, and for recformer its
-    config section and the starting checkpoint's weights."""
+def run_id(config: PipelineConfig, dataset_run_id: str, embeddings: Embeddings | None,
+           warm: WarmStart | None = None) -> str:
+    """A downstream run's id: the settings it reads, its dataset and embeddings runs, the run it warm-starts
+    from, and for recformer its config section and the starting checkpoint's weights."""
     kind = config.downstream.model.kind
     recformer: list[object] = []
     if kind == "recformer":
@@ -217,16 +234,27 @@ def run_id(config: PipelineConfig, dataset_run_id: str, embeddings: Embeddings |
 
         recformer = [config.recformer.model_dump(mode="json"), model_identity(config.recformer)]
     settings = config.downstream.model_dump(mode="json", exclude=RECFORMER_UNREAD if kind == "recformer" else None)
+    start = [] if warm is None else [f"init {warm.run_id}"]
     return stage_run_id("train-downstream", hashed_settings("downstream", settings), dataset_run_id,
-                        None if embeddings is None else embeddings.run_id, *recformer, kind=kind)
+                        None if embeddings is None else embeddings.run_id, *recformer, *start, kind=kind)
 
 
-def run(config: PipelineConfig, force: bool = False) -> RunResult:
-    """Train, evaluate and publish under `<root>/downstream/<data.name>/<run_id>`; a no-op when published."""
-    dataset_dir = runs.dataset_dir(config)
+def run(config: PipelineConfig, force: bool = False, dataset_dir: Path | None = None,
+        embeddings_dir: Path | None = None) -> RunResult:
+    """Train, evaluate and publish under `<root>/downstream/<data.name>/<run_id>`; a no-op when published.
+
+    `dataset_dir` and `embeddings_dir` name the input runs (a scheduled job passes the ones it just
+    published, so a concurrent job cannot swap them); by default the latest and `downstream.embeddings`.
+    """
+    dataset_dir = dataset_dir or runs.dataset_dir(config)
     dataset_run_id = read_manifest(dataset_dir)["run_id"]
-    embeddings = runs.embeddings_for(config)
+    embeddings = runs.embeddings_for(config, embeddings_dir)
     kind = config.downstream.model.kind
+    warm = None
+    if kind != "recformer" and config.downstream.train.init == "previous":
+        warm = warm_start.find_source(config, dataset_run_id, embeddings)
+        if warm is None:
+            events.emit("warm_start", "downstream.train.init=previous: no earlier compatible run; a fresh start")
 
     def build_run(folder: Path) -> dict[str, Any]:
         if kind == "recformer":  # the one kind that loads a text encoder: imported only here, never for the others
@@ -234,8 +262,8 @@ def run(config: PipelineConfig, force: bool = False) -> RunResult:
 
             facts = recformer_train.train(folder, config, dataset_dir, dataset_run_id, embeddings)
         else:
-            facts = _train(folder, config.downstream, dataset_dir, dataset_run_id, embeddings)
+            facts = _train(folder, config.downstream, dataset_dir, dataset_run_id, embeddings, warm)
         return {**facts, "result_revision": result_revision("train-downstream", kind)}
 
-    return publish_run(workspace_output(config, "downstream"), run_id(config, dataset_run_id, embeddings), build_run,
+    return publish_run(workspace_output(config, "downstream"), run_id(config, dataset_run_id, embeddings, warm), build_run,
                        force=force, keep_partial=True, lock_wait_s=config.workspace.lock_wait_s, stale_lock_s=config.workspace.stale_lock_s)

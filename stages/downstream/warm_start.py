@@ -1,0 +1,89 @@
+"""Warm start (`downstream.train.init: previous`): begin from yesterday's model instead of a fresh one.
+
+The source is the newest published run with the same model settings and the same kind of item side
+(ID-only, or embeddings of the same method and width), trained on another dataset run: a run made from
+the same dataset run is a re-run of this one, never its source, so re-running stays a no-op.
+Per-item rows (ID vectors, unfrozen embeddings) are matched by item id; new items keep their fresh start.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+import pyarrow.parquet as pq
+import torch
+from safetensors.torch import load_file
+
+from pipeline.config import PipelineConfig
+from pipeline.embeddings import Embeddings
+from pipeline.errors import BadInput
+from pipeline.prepare import ITEMS_FILE
+from pipeline.store import workspace_output
+from pipeline.workspace import Published, newest
+from stages.downstream import runs
+
+# State-dict entries with one row per item id (row 0 = padding): matched by item id, not copied whole.
+ITEM_ROWS = ("items.ids.weight", "items.table")
+
+
+@dataclass(frozen=True)
+class WarmStart:
+    """The weights to start from and the item ids their rows belong to (row k + 1 = item_ids[k])."""
+
+    run_id: str
+    state: dict[str, torch.Tensor]
+    item_ids: list[str]
+
+
+def find_source(config: PipelineConfig, dataset_run_id: str, embeddings: Embeddings | None) -> WarmStart | None:
+    """The run to warm-start from, or None (no compatible run yet: a fresh start)."""
+    wanted_model = config.downstream.model.model_dump(mode="json")
+    method = None if embeddings is None else embeddings.manifest.get("method")
+    dim = None if embeddings is None else embeddings.dim
+
+    def compatible(run: Published) -> bool:
+        made = run.manifest
+        if made.get("kind") != "downstream" or made.get("dataset_run_id") == dataset_run_id:
+            return False
+        if (made.get("embeddings_method"), made.get("embedding_dim")) != (method, dim):
+            return False
+        try:
+            saved = json.loads((run.run_dir / runs.CONFIG_FILE).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return False
+        return saved.get("model") == wanted_model
+
+    found = newest(workspace_output(config, "downstream"), compatible)
+    if found is None:
+        return None
+    dataset_dir = workspace_output(config, "datasets").run_dir(str(found.manifest["dataset_run_id"]))
+    try:
+        item_ids = pq.read_table(dataset_dir / ITEMS_FILE, columns=["item_id"]).column("item_id").to_pylist()
+    except (OSError, ValueError) as exc:
+        raise BadInput(f"{dataset_dir / ITEMS_FILE}: the dataset run of warm-start source {found.run_id} cannot be "
+                       f"read ({exc}); set downstream.train.init=scratch") from None
+    return WarmStart(found.run_id, load_file(str(found.run_dir / runs.WEIGHTS_FILE)), item_ids)
+
+
+def apply(model: torch.nn.Module, source: WarmStart, item_ids: list[str]) -> dict[str, int | str]:
+    """Load `source` into a freshly built `model` over `item_ids`; the facts the manifest records."""
+    row_of = {item: row + 1 for row, item in enumerate(source.item_ids)}
+    rows = torch.tensor([row_of.get(item, 0) for item in item_ids], dtype=torch.long)
+    known = rows > 0
+    state = model.state_dict()
+    with torch.no_grad():
+        for name, tensor in state.items():
+            saved = source.state.get(name)
+            if saved is None:
+                continue
+            if name in ITEM_ROWS:
+                tensor[1:][known] = saved[rows[known]].to(tensor.dtype)
+            elif saved.shape == tensor.shape:
+                tensor.copy_(saved)
+            else:
+                raise BadInput(f"warm start from run {source.run_id}: {name} has shape {tuple(saved.shape)}, "
+                               f"the model wants {tuple(tensor.shape)}; set downstream.train.init=scratch")
+    model.load_state_dict(state)
+    return {"init_run_id": source.run_id, "items_matched": int(known.sum()), "items_new": int((~known).sum())}
+
