@@ -69,7 +69,7 @@ def cli(workspace: Path, raw: Path, *args: str) -> tuple[list[dict], float]:
     for override in OVERRIDES:
         command += ["--set", override]
     started = time.time()
-    done = subprocess.run(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=False)
     if done.returncode != 0:
         sys.stderr.write(done.stderr[-4000:])
         raise SystemExit(f"{' '.join(args)} failed with exit code {done.returncode}")

@@ -203,6 +203,36 @@ def run_all(config: ConfigOption = None, set_: SetOption = None, force: ForceOpt
                                    embeddings_dir=embeddings).run_dir)
 
 
+@app.command()
+@reports_errors
+def status(config: ConfigOption = None, set_: SetOption = None, log_format: LogOption = "text") -> None:
+    """What is published per stage, and what `run` would do next and why (nothing is trained or written)."""
+    from pipeline import status as status_report
+
+    report = status_report.status(_config(config, set_))
+    typer.echo(json.dumps(report, indent=2) if log_format == "json" else "\n".join(status_report.lines(report)))
+
+
+@app.command()
+@reports_errors
+def gc(keep: Annotated[int, typer.Option("--keep", min=1, help="Published runs to keep per output, newest first.")] = 3,
+       delete: Annotated[bool, typer.Option("--delete", help="Delete; without it, only list what would go.")] = False,
+       config: ConfigOption = None, set_: SetOption = None, log_format: LogOption = "text") -> None:
+    """Delete old runs: never one `latest` points to, one of the newest --keep, or one a kept run reads.
+
+    A dry run unless --delete. Outputs locked by a running job are left alone.
+    """
+    from pipeline import gc as collector
+
+    cfg = _config(config, set_)
+    done = collector.collect(Path(cfg.workspace.root), keep, delete, cfg.workspace.lock_wait_s, cfg.workspace.stale_lock_s)
+    verb = "deleted" if delete else "would delete"
+    for run in done.deleted:
+        events.emit("gc", f"{verb} {run.run_dir}", run_dir=str(run.run_dir), deleted=delete)
+    events.emit("gc_done", f"{verb} {len(done.deleted)} runs, kept {len(done.kept)}"
+                + ("" if delete else " (dry run: add --delete)"), deleted=len(done.deleted), kept=len(done.kept))
+
+
 def stop_on_sigterm() -> None:
     """Schedulers stop jobs with SIGTERM: unwind like Ctrl-C, so locks are released and partial runs
     handled as after any interruption (exit code 130)."""

@@ -34,14 +34,23 @@ def write_parquet(table: pa.Table, path: Path, metadata: dict[str, str] | None =
     pq.write_table(table, path, compression="zstd", row_group_size=ROW_GROUP_ROWS)
 
 
+def source_facts(config: PipelineConfig) -> list[dict[str, object]]:
+    """The raw files `data` names, with their sizes and sha256 (a dataset run's inputs)."""
+    sources = [require_file(path) for path in READERS[config.data.format].files(config.data)]
+    return [{"path": str(path.resolve()), "bytes": path.stat().st_size, "sha256": sha256_file(path)}
+            for path in sources]
+
+
+def run_id(config: PipelineConfig, sources: list[dict[str, object]]) -> str:
+    """The dataset run's id: the `data` settings and the raw files' content."""
+    return stage_run_id("prepare", config.data.model_dump(mode="json"), [fact["sha256"] for fact in sources])
+
+
 def run(config: PipelineConfig, force: bool = False) -> RunResult:
     """Read, process and publish the dataset; a no-op when the same files and config were published."""
     reader = READERS[config.data.format]
-    sources = [require_file(path) for path in reader.files(config.data)]
-    source_facts = [{"path": str(path.resolve()), "bytes": path.stat().st_size, "sha256": sha256_file(path)}
-                    for path in sources]
+    sources = source_facts(config)
     data_config = config.data.model_dump(mode="json")
-    run_id = stage_run_id("prepare", data_config, [fact["sha256"] for fact in source_facts])
 
     def build(folder: Path) -> dict:
         events.emit("reading", f"reading {config.data.format} data from {config.data.path}")
@@ -57,8 +66,8 @@ def run(config: PipelineConfig, force: bool = False) -> RunResult:
         events.emit("prepared", f"{config.data.name}: {counts['users']:,} users, {counts['items']:,} items, "
                     f"{counts['interactions']:,} interactions", **counts)
         return {"kind": "dataset", "name": config.data.name, "format": config.data.format,
-                "sources": source_facts, "config": data_config, **canonical.facts}
+                "sources": sources, "config": data_config, **canonical.facts}
 
     output = workspace_output(config, "datasets")
-    return publish_run(output, run_id, build, force=force, lock_wait_s=config.workspace.lock_wait_s,
+    return publish_run(output, run_id(config, sources), build, force=force, lock_wait_s=config.workspace.lock_wait_s,
                        stale_lock_s=config.workspace.stale_lock_s)
