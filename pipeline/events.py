@@ -90,7 +90,9 @@ class Tracker:
         if self._progress is not None:
             self._progress.reset(self._task, completed=done)  # also clears the bar's speed samples
 
-    def advance(self, n: int = 1, **fields: object) -> None:
+    def advance(self, n: int = 1, json_only: dict[str, object] | None = None, **fields: object) -> None:
+        """Count `n` more; `fields` are shown with the progress, `json_only` only in JSON events (raw values
+        too jumpy to read, e.g. a length-sorted batch's own loss)."""
         self.done += n
         extra = " ".join(f"{k}={v}" for k, v in fields.items())
         if self._progress is not None:
@@ -104,7 +106,7 @@ class Tracker:
         self._last_report = time.perf_counter()
         stats = _rate_fields(self.done, self.total, self._started, self.unit, self._resumed)
         if _state["format"] == "json":
-            emit("progress", self.description, **stats, **fields)
+            emit("progress", self.description, **stats, **fields, **(json_only or {}))
             return
         eta = "" if stats["eta_s"] is None else f", ETA {_clock(float(stats['eta_s']))}"
         of = "" if self.total is None else f"/{self.total:,}"

@@ -25,6 +25,8 @@ READERS: dict[str, ModuleType] = {
 ITEMS_FILE = "items.parquet"
 INTERACTIONS_FILE = "interactions.parquet"
 ROW_GROUP_ROWS = 1 << 20
+FILTER_NAMES = {"unknown_items": "unknown items (data.drop_unknown_items)", "duplicates": "repeats (data.dedup)",
+                "kcore": "k-core (data.kcore_users, data.kcore_items)", "max_history": "data.max_history"}
 
 
 def write_parquet(table: pa.Table, path: Path, metadata: dict[str, str] | None = None) -> None:
@@ -62,9 +64,11 @@ def run(config: PipelineConfig, force: bool = False) -> RunResult:
             write_parquet(canonical.items, folder / ITEMS_FILE)
             write_parquet(canonical.interactions, folder / INTERACTIONS_FILE)
             steps.advance()
-        counts = canonical.facts["counts"]
+        counts, removed = canonical.facts["counts"], canonical.facts["removed"]
+        dropped = ", ".join(f"{FILTER_NAMES[name]} {n:,}" for name, n in removed.items() if n) or "nothing"
         events.emit("prepared", f"{config.data.name}: {counts['users']:,} users, {counts['items']:,} items, "
-                    f"{counts['interactions']:,} interactions", **counts)
+                    f"{counts['interactions']:,} interactions; interactions removed: {dropped}", **counts,
+                    removed=removed)
         return {"kind": "dataset", "name": config.data.name, "format": config.data.format,
                 "sources": sources, "config": data_config, **canonical.facts}
 

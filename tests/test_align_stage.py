@@ -213,3 +213,15 @@ def test_real_smollm2_said_learns_a_prefix_better_than_none(tmp_path: Path) -> N
     manifest = stage.run(config).manifest
     losses = manifest["evidence"]["prefix_loss"]
     assert manifest["dim"] == 576 and losses["learned_prefix"]["loss"] < losses["no_prefix"]["loss"]
+
+
+def test_an_evidence_attribute_the_items_lack_is_skipped_in_one_line(tmp_path: Path, slice40: Path, tiny_llama: Path,
+                                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    from stages.align.catalog import read_catalog
+
+    dataset_dir = prepared(align_config(tmp_path / "art", slice40, tiny_llama))
+    catalog = read_catalog(dataset_dir, "{text}", "brand")
+    assert catalog.attribute is None and len(catalog.ids) == 40
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert line == ("align.evidence.attribute: the items have no column 'brand'; the neighbour check is skipped "
+                    "(attributes here: movie_title, release_year, class; null silences this)")

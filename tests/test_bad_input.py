@@ -66,14 +66,16 @@ def test_missing_file(workspace: Workspace) -> None:
     assert workspace.fails() == f"error: {workspace.raw / 'items.csv'}: file not found"
 
 
-def test_misnamed_column(workspace: Workspace) -> None:
+def test_misnamed_column_names_the_setting_to_change(workspace: Workspace) -> None:
     error = workspace.fails("data.columns.timestamp=time")
     assert error.startswith(f"error: {workspace.raw / 'interactions.csv'}: missing column 'time'")
+    assert error.endswith("; set data.columns.timestamp (or null when row order is time order)")
 
 
 def test_items_table_without_the_item_column(workspace: Workspace) -> None:
     workspace.write(INTERACTIONS, "id,title\ni1,Red pen\n")
-    assert f"{workspace.raw / 'items.csv'}: missing column 'item_id'" in workspace.fails()
+    error = workspace.fails()
+    assert f"{workspace.raw / 'items.csv'}: missing column 'item_id'" in error and error.endswith("set data.columns.item")
 
 
 def test_row_with_wrong_number_of_fields(workspace: Workspace) -> None:

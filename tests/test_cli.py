@@ -25,6 +25,8 @@ def test_json_log_format_writes_one_object_per_event(tmp_path: Path) -> None:
     by_event = {r["event"]: r for r in records}
     assert [r["event"] for r in records if r["event"] != "progress"] == ["reading", "progress_done", "prepared", "published"]
     assert by_event["prepared"]["interactions"] == 99_287 and by_event["prepared"]["users"] == 943
+    assert by_event["prepared"]["removed"]["kcore"] == 100_000 - 99_287  # what each filter removed, said at once
+    assert by_event["prepared"]["message"].endswith("interactions removed: k-core (data.kcore_users, data.kcore_items) 713")
     assert by_event["progress_done"]["done"] == 3 and "eta_s" in by_event["progress_done"]
     assert Path(result.stdout.strip()) == tmp_path / "datasets" / "ml-100k" / by_event["published"]["run_id"]
 

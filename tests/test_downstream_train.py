@@ -74,7 +74,8 @@ def test_a_killed_run_resumes_and_ends_as_an_uninterrupted_one(workspace, monkey
 def test_embeddings_must_exist_and_cover_the_datasets_items_whatever_run_made_them(workspace) -> None:
     config = workspace("downstream.train.max_epochs=1")
     root, dataset_dir = Path(config.workspace.root), _dataset_dir(config)
-    with pytest.raises(BadInput, match="no published embeddings run yet"):
+    with pytest.raises(BadInput, match=r"no published embeddings run yet; run `seqrec-pipeline align` first, or "
+                                       r"set downstream.embeddings=null"):
         train.run(config)
     # stage one is keyed by the catalog: embeddings made from another dataset run over the same items serve
     write_embeddings_run(root, dataset_dir, 8, dataset_run_id="another", run_id="other")

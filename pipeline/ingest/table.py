@@ -12,7 +12,7 @@ import pyarrow as pa
 
 from pipeline.config import DataConfig
 from pipeline.ingest import RawData, interactions_table
-from pipeline.ingest.tabular import read_table, to_int64, to_string
+from pipeline.ingest.tabular import read_table, require_columns, to_int64, to_string
 
 
 def files(config: DataConfig) -> list[Path]:
@@ -23,9 +23,13 @@ def files(config: DataConfig) -> list[Path]:
 def read(config: DataConfig) -> RawData:
     inter_path, item_path = files(config)
     columns = config.columns
-    required = [columns.user, columns.item] + ([columns.timestamp] if columns.timestamp else [])
-    inter = read_table(inter_path, required=required)
-    items = read_table(item_path, required=[columns.item])
+    keys = {columns.user: "data.columns.user", columns.item: "data.columns.item"}
+    if columns.timestamp:
+        keys[columns.timestamp] = "data.columns.timestamp (or null when row order is time order)"
+    inter = read_table(inter_path)
+    require_columns(inter, list(keys), inter_path, keys)
+    items = read_table(item_path)
+    require_columns(items, [columns.item], item_path, keys)
     attributes = [name for name in items.column_names if name != columns.item]
     timestamp = to_int64(inter.column(columns.timestamp), inter_path, columns.timestamp) if columns.timestamp else None
     return RawData(

@@ -98,10 +98,12 @@ def read_table(path: Path, required: list[str] | None = None) -> pa.Table:
     return read_delimited(path, "\t" if suffix in {".tsv", ".tab"} else ",", quoted=True, required=required)
 
 
-def require_columns(table: pa.Table, required: list[str], path: Path) -> None:
+def require_columns(table: pa.Table, required: list[str], path: Path, keys: dict[str, str] | None = None) -> None:
+    """Raise BadInput naming the first missing column and, from `keys`, the setting that names it."""
     missing = [name for name in required if name not in table.column_names]
     if missing:
-        raise BadInput(f"{path}: missing column {missing[0]!r} (columns: {', '.join(table.column_names)})")
+        fix = f"; set {keys[missing[0]]}" if keys and missing[0] in keys else ""
+        raise BadInput(f"{path}: missing column {missing[0]!r} (columns: {', '.join(table.column_names)}){fix}")
 
 
 def to_int64(column: pa.ChunkedArray | pa.Array, path: Path, name: str) -> pa.ChunkedArray | pa.Array:

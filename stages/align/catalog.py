@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 
+from pipeline import events
 from pipeline.config import fingerprint
 from pipeline.embeddings import Embeddings
-from pipeline.errors import BadInput
 from pipeline.prepare import ITEMS_FILE
 from stages.align.tokens import render, text_sha256
 
@@ -37,15 +37,14 @@ class Catalog:
 
 
 def read_catalog(dataset_dir: Path, template: str, attribute: str | None) -> Catalog:
-    """The items of a dataset run, their texts under `align.template` and the evidence attribute.
-
-    Raises:
-        BadInput: the evidence attribute is not a column of items.parquet.
-    """
+    """The items of a dataset run, their texts under `align.template` and the evidence attribute (skipped,
+    said in one line, where the items have no such column: the default `class` is ml-100k's)."""
     table = pq.read_table(dataset_dir / ITEMS_FILE)
     if attribute is not None and attribute not in table.column_names:
-        raise BadInput(f"align.evidence.attribute: {dataset_dir / ITEMS_FILE} has no column {attribute!r} "
-                       f"(it has: {', '.join(table.column_names)})")
+        choices = ", ".join(name for name in table.column_names if name not in ("item_id", "text")) or "none"
+        events.emit("evidence_skipped", f"align.evidence.attribute: the items have no column {attribute!r}; the "
+                    f"neighbour check is skipped (attributes here: {choices}; null silences this)", attribute=attribute)
+        attribute = None
     texts = render(table, template)
     values = table.column(attribute).to_pylist() if attribute else None
     return Catalog(table.column("item_id").to_pylist(), texts, text_sha256(texts), values)

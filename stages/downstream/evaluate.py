@@ -103,9 +103,14 @@ def protocol(config: EvaluateConfig, seqs: Sequences) -> dict[str, object]:
             "popularity": "items ranked by train interaction count"}
 
 
-def evaluate_all(model: Recommender, seqs: Sequences, config: EvaluateConfig, max_length: int) -> dict[str, object]:
-    """metrics.json's content: model and popularity on valid and test, with the protocol."""
-    return {"model": {split: evaluate_model(model, seqs, split, config, max_length) for split in ("valid", "test")},
+def evaluate_all(model: Recommender, seqs: Sequences, config: EvaluateConfig, max_length: int,
+                 valid: dict[str, float] | None = None) -> dict[str, object]:
+    """metrics.json's content: model and popularity on valid and test, with the protocol.
+
+    `valid`: the model's valid metrics when training already scored these very weights (the chosen epoch).
+    """
+    model_valid = valid if valid is not None else evaluate_model(model, seqs, "valid", config, max_length)
+    return {"model": {"valid": model_valid, "test": evaluate_model(model, seqs, "test", config, max_length)},
             "popularity": {split: evaluate_popularity(seqs, split, config) for split in ("valid", "test")},
             "protocol": protocol(config, seqs)}
 

@@ -57,7 +57,11 @@ def embeddings_for(config: PipelineConfig, run_dir: Path | None = None) -> Embed
     if config.downstream.embeddings is None:
         return None
     if run_dir is None:
-        run_dir = resolve(workspace_output(config, "embeddings"), config.downstream.embeddings, "embeddings")
+        output = workspace_output(config, "embeddings")
+        if config.downstream.embeddings == "latest" and output.latest() is None:
+            raise BadInput(f"{output.path}: no published embeddings run yet; run `seqrec-pipeline align` first, "
+                           "or set downstream.embeddings=null to train on item IDs alone")
+        run_dir = resolve(output, config.downstream.embeddings, "embeddings")
     return read_embeddings(run_dir)
 
 

@@ -57,6 +57,7 @@ class TrainState:
     best_epoch: int = 0
     bad_epochs: int = 0  # epochs since the best one (the patience counter)
     history: list[dict[str, Any]] = field(default_factory=list)
+    best_valid: dict[str, float] | None = None  # the best epoch's valid metrics: not evaluated again at the end
 
 
 def check_splits(seqs: Sequences, dataset_dir: Path) -> None:
@@ -104,7 +105,7 @@ def _train_epoch(objective: torch.nn.Module, optimizer: torch.optim.Optimizer, a
     batches = length_batches(np.arange(len(rows)), lengths, train.batch_size, train.length_pool, train.seed + epoch, budget)
     batches = shard(batches, accelerator.process_index, accelerator.num_processes)
     objective.train()
-    total = 0.0
+    total, targets = 0.0, 0
     with events.Tracker(f"epoch {epoch + 1}", sum(len(b) for b in batches), "sequences") as tracker:
         for indices in batches:
             batch = rows[torch.from_numpy(indices)].to(accelerator.device)  # (B, L + 1)
@@ -113,7 +114,9 @@ def _train_epoch(objective: torch.nn.Module, optimizer: torch.optim.Optimizer, a
             accelerator.backward(loss)
             optimizer.step()
             total += loss.item() * targets_per_batch  # the batch's summed loss
-            tracker.advance(len(batch), loss=f"{loss.item():.4f}")
+            targets += int(lengths[indices].sum())
+            # Batches are sorted by length, so one batch's loss jumps; people see the epoch's running mean.
+            tracker.advance(len(batch), json_only={"batch_loss": round(loss.item(), 4)}, loss=f"{total / targets:.4f}")
     return total / max(int(sum(lengths[b].sum() for b in batches)), 1)
 
 
@@ -133,7 +136,7 @@ def _fit(model: Recommender, seqs: Sequences, rows: torch.Tensor, config: Downst
     state = _resume(accelerator, folder)
     if warm and not state.history:
         valid = evaluate_model(model, seqs, "valid", config.evaluate, config.model.max_length)
-        state.best_metric = valid[metric]
+        state.best_metric, state.best_valid = valid[metric], valid
         state.history.append({"epoch": 0, f"valid_{metric}": valid[metric]})
         if accelerator.is_main_process:
             _save_weights(model, folder / BEST_FILE)
@@ -146,7 +149,7 @@ def _fit(model: Recommender, seqs: Sequences, rows: torch.Tensor, config: Downst
         state.epoch += 1
         state.history.append({"epoch": state.epoch, "loss": loss, "train_s": round(seconds, 3), f"valid_{metric}": valid[metric]})
         if valid[metric] > state.best_metric:
-            state.best_metric, state.best_epoch, state.bad_epochs = valid[metric], state.epoch, 0
+            state.best_metric, state.best_epoch, state.bad_epochs, state.best_valid = valid[metric], state.epoch, 0, valid
             if accelerator.is_main_process:
                 _save_weights(model, folder / BEST_FILE)
         else:
@@ -184,7 +187,7 @@ def _train(folder: Path, config: DownstreamConfig, dataset_dir: Path, dataset_ru
     state, accelerator = _fit(model, seqs, rows, config, folder, warm is not None)
     accelerator.wait_for_everyone()
     model.load_state_dict(load_file(folder / BEST_FILE))
-    results = evaluate_all(model, seqs, config.evaluate, config.model.max_length)
+    results = evaluate_all(model, seqs, config.evaluate, config.model.max_length, valid=state.best_valid)
     if accelerator.is_main_process:
         _export(folder, model, config, {**results, "best_epoch": state.best_epoch, "history": state.history})
     accelerator.wait_for_everyone()
