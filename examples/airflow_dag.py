@@ -3,7 +3,8 @@
 BashOperator runs in a temporary folder of its own, so the config and the workspace are absolute paths
 (`cwd` pins the working folder anyway). The pipeline's exit code 3 (another job holds the workspace)
 marks the task skipped, not failed; a failed or killed run resumes from its checkpoints on retry.
-Set SEQREC_CONFIG (and SEQREC_BIN, SEQREC_HOME) in the worker's environment or edit the defaults below.
+Set SEQREC_CONFIG (and SEQREC_BIN, SEQREC_HOME) where the DAG file is parsed (the DAG processor) and run
+(the workers), or edit the defaults below. Airflow 3 lists a new DAG after `airflow dags reserialize`.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ with DAG(
     )
     collect = BashOperator(
         task_id="gc",
-        bash_command=f"{BIN} gc --config {CONFIG} --keep 7 --delete",
+        bash_command=f"{BIN} gc --config {CONFIG} --keep 7 --delete --log-format json",
         cwd=HOME,
     )
     refresh >> collect

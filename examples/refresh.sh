@@ -16,6 +16,12 @@ config=$1
 shift
 read -r -a bin <<< "${SEQREC_BIN:-seqrec-pipeline}"
 
+log=()  # gc logs the way run does
+args=("$@")
+for i in "${!args[@]}"; do
+  if [ "${args[$i]}" = "--log-format" ] && [ $((i + 1)) -lt ${#args[@]} ]; then log=(--log-format "${args[$((i + 1))]}"); fi
+done
+
 "${bin[@]}" run --config "$config" "$@"
 code=$?
 if [ "$code" -eq 3 ]; then
@@ -23,4 +29,4 @@ if [ "$code" -eq 3 ]; then
   exit 0
 fi
 [ "$code" -eq 0 ] || exit "$code"
-exec "${bin[@]}" gc --config "$config" --keep "${SEQREC_KEEP:-7}" --delete
+exec "${bin[@]}" gc --config "$config" --keep "${SEQREC_KEEP:-7}" --delete "${log[@]}"

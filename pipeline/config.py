@@ -197,8 +197,10 @@ class ModelConfig(Section):
 
 
 class TrainConfig(Section):
-    loss: Literal["ce", "sampled", "bce"]
+    loss: Literal["auto", "ce", "sampled", "bce"]
+    full_softmax_max_items: int = Field(ge=1)
     negatives: int = Field(ge=1)
+    sampler: Literal["uniform", "popularity"]
     batch_size: int = Field(ge=1)
     length_pool: int = Field(ge=1)
     batch_by: Literal["windows", "targets"]
@@ -321,7 +323,8 @@ def fingerprint(*parts: Any) -> str:
 # Settings added after runs were made, at the value that does what those runs did. At that value they are left
 # out of run ids, so adding an option neither redoes every run made before it nor orphans a killed run's
 # checkpoints (its partial folder is found by run id).
-ADDED_SETTINGS: dict[str, dict[str, Any]] = {"downstream": {"train": {"batch_by": "windows", "init": "scratch"}}}
+ADDED_SETTINGS: dict[str, dict[str, Any]] = {"downstream": {"train": {
+    "batch_by": "windows", "init": "scratch", "sampler": "uniform"}}}
 
 
 def hashed_settings(section: str, settings: dict[str, Any]) -> dict[str, Any]:
@@ -336,6 +339,22 @@ def hashed_settings(section: str, settings: dict[str, Any]) -> dict[str, Any]:
         return kept
 
     return without(settings, ADDED_SETTINGS.get(section, {}))
+
+
+def saved_section(section: str, saved: dict[str, Any]) -> dict[str, Any]:
+    """A config section saved beside an older run, completed with the keys added since: an added setting at
+    the value that does what older runs did (`ADDED_SETTINGS`), any other at today's default."""
+    def complete(values: dict[str, Any], defaults: dict[str, Any], added: dict[str, Any]) -> dict[str, Any]:
+        out = dict(values)
+        for key, default in defaults.items():
+            if isinstance(default, dict) and isinstance(out.get(key), dict):
+                out[key] = complete(out[key], default, added.get(key, {}) if isinstance(added.get(key), dict) else {})
+            elif key not in out:
+                out[key] = added.get(key, default)
+        return out
+
+    defaults = _read_yaml(DEFAULTS_PATH)[section]
+    return complete(saved, defaults, ADDED_SETTINGS.get(section, {}))
 
 
 @functools.cache

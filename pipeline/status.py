@@ -64,6 +64,7 @@ def _next_train(config: PipelineConfig, dataset_dir: Path | None, embeddings_dir
     from stages.downstream import runs, train, warm_start
 
     dataset_run = read_manifest(dataset_dir)["run_id"]
+    config = train.concrete_loss(config, train.catalog_size(dataset_dir))
     embeddings = runs.embeddings_for(config, embeddings_dir)
     warm = None
     if config.downstream.model.kind != "recformer" and config.downstream.train.init == "previous":

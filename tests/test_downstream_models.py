@@ -5,11 +5,12 @@ import pytest
 import torch
 from conftest import write_embeddings_run
 
-from pipeline.config import ModelConfig
+from pipeline.config import ModelConfig, TrainConfig
 from pipeline.embeddings import align_to_items, read_embeddings
 from stages.downstream.objective import Objective
 from stages.downstream.recommender import build
 from stages.downstream.sequences import load_sequences, padded
+from stages.downstream.train import negative_sampling
 
 LENGTH = 10
 
@@ -42,12 +43,19 @@ def data(small_dataset: Path, tmp_path_factory):
     ({"kind": "said_light", "pooling": "mean", "adapter": "mlp", "id_embedding": True}, "sampled", True),
     ({"kind": "sasrec", "adapter": "whiten", "id_embedding": True, "freeze_embeddings": False}, "ce", True),
     ({"kind": "gru4rec"}, "bce", False),  # the ID-only baseline
-], ids=["sasrec", "sasrec-post-norm-id-only", "gru4rec", "said-attention", "said-mean-mlp-sampled", "sasrec-whiten-id-unfrozen", "gru4rec-id-only-bce"])
+    ({"kind": "sasrec"}, "sampled-popularity", False),  # what `loss: auto` trains large catalogs with
+], ids=["sasrec", "sasrec-post-norm-id-only", "gru4rec", "said-attention", "said-mean-mlp-sampled",
+        "sasrec-whiten-id-unfrozen", "gru4rec-id-only-bce", "sasrec-sampled-popularity-logq"])
 def test_each_model_learns_on_real_sequences(data, changes: dict, loss: str, with_embeddings: bool) -> None:
     seqs, vectors, has, rows = data
     torch.manual_seed(0)
     model = build(_config(**changes), seqs.num_items, vectors if with_embeddings else None, has if with_embeddings else None)
-    objective = Objective(model, loss, negatives=50, targets_per_batch=float((rows[:, :-1] != 0).sum()))
+    sampling = None
+    if loss == "sampled-popularity":
+        loss, sampling = "sampled", negative_sampling(seqs, TrainConfig.model_construct(loss="sampled", sampler="popularity"))
+        assert sampling.shape == (seqs.num_items,) and abs(float(sampling.sum()) - 1) < 1e-5
+        assert sampling[int(np.argmax(seqs.train_counts()))] == sampling.max()  # popular items drawn most
+    objective = Objective(model, loss, negatives=50, targets_per_batch=float((rows[:, :-1] != 0).sum()), sampling=sampling)
     optimizer = torch.optim.AdamW(objective.parameters(), lr=3e-2)
 
     def measured() -> float:  # the same negatives and no dropout, so before and after are comparable

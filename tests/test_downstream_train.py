@@ -150,3 +150,26 @@ def test_training_windows_cover_every_train_target_exactly_once(workspace) -> No
     train_items = [seqs.items[start + 1:start + n] for start, n in zip(seqs.starts, seqs.n_train)]
     np.testing.assert_array_equal(got, np.sort(np.concatenate(train_items)))
     assert without == int((seqs.n_train < 2).sum())
+
+
+def test_auto_loss_is_the_full_softmax_on_small_catalogs_and_sampled_past_the_limit(workspace) -> None:
+    config = workspace("downstream.embeddings=null", "downstream.train.max_epochs=1")
+    items = train.catalog_size(_dataset_dir(config))
+    auto = train.run(config)
+    assert auto.run_dir == train.run(workspace("downstream.embeddings=null", "downstream.train.max_epochs=1",
+                                               "downstream.train.loss=ce")).run_dir  # the same run as ce
+    sampled = train.run(workspace("downstream.embeddings=null", "downstream.train.max_epochs=1",
+                                  f"downstream.train.full_softmax_max_items={items - 1}"))
+    saved = json.loads((sampled.run_dir / "config.json").read_text())["train"]
+    assert (saved["loss"], saved["sampler"]) == ("sampled", "popularity") and sampled.run_dir != auto.run_dir
+
+
+def test_a_run_saved_before_settings_were_added_still_loads(workspace) -> None:
+    run_dir = train.run(workspace("downstream.embeddings=null", "downstream.train.max_epochs=1")).run_dir
+    saved = json.loads((run_dir / "config.json").read_text())
+    for key in ("init", "sampler", "full_softmax_max_items", "batch_by"):
+        del saved["train"][key]
+    (run_dir / "config.json").write_text(json.dumps(saved))
+    loaded = runs.load_trained(run_dir)
+    assert (loaded.config.train.init, loaded.config.train.sampler, loaded.config.train.batch_by) == \
+        ("scratch", "uniform", "windows")  # what the older run did

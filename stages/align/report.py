@@ -8,7 +8,7 @@ from typing import Any
 def summary(manifest: dict[str, Any]) -> str:
     """The prefix-loss comparison and the neighbour check, as far as the run measured them."""
     lines = [(f"{manifest.get('method')} embeddings: {manifest.get('rows'):,} rows x {manifest.get('dim')} "
-              f"({manifest.get('items_embedded'):,} embedded in this run)")]
+              f"({manifest.get('items_embedded'):,} of them embedded when the run was made)")]
     evidence = manifest.get("evidence") or {}
     losses = evidence.get("prefix_loss") or {}
     if "learned_prefix" in losses:

@@ -17,7 +17,10 @@ class Objective(nn.Module):
         recommender: the model being trained.
         loss: "ce" (softmax over all items), "sampled" (softmax over the target and shared sampled
             negatives) or "bce" (target vs. each negative, SASRec's original loss).
-        negatives: how many negatives are drawn uniformly per batch (shared by all its positions).
+        negatives: how many negatives are drawn per batch (shared by all its positions).
+        sampling: (N,) probability of drawing each item as a negative, or None for uniform. With a
+            non-uniform draw the sampled softmax subtracts log(K q(item)) from every logit (the logQ
+            correction), so it estimates the full softmax instead of a popularity-tilted one.
         targets_per_batch: the mean number of targets in a batch over an epoch. A batch's summed loss is
             divided by it, not by its own target count, so every target weighs the same whatever batch
             it lands in. Length-batched batches hold from one to max_length targets per sequence; a
@@ -25,7 +28,8 @@ class Objective(nn.Module):
             one in a batch of long ones.
     """
 
-    def __init__(self, recommender: Recommender, loss: str, negatives: int, targets_per_batch: float) -> None:
+    def __init__(self, recommender: Recommender, loss: str, negatives: int, targets_per_batch: float,
+                 sampling: torch.Tensor | None = None) -> None:
         super().__init__()
         if loss not in ("ce", "sampled", "bce"):
             raise ValueError(f"unknown loss {loss!r}")
@@ -33,6 +37,14 @@ class Objective(nn.Module):
         self.loss = loss
         self.negatives = negatives
         self.targets_per_batch = targets_per_batch
+        self.register_buffer("sampling", sampling, persistent=False)
+        self.register_buffer("log_q", None if sampling is None else torch.log(sampling * negatives), persistent=False)
+
+    def _draw(self, device: torch.device) -> torch.Tensor:
+        """(K,) 1-based negative item ids, uniform or from `sampling`."""
+        if self.sampling is None:
+            return torch.randint(1, self.recommender.items.num_items + 1, (self.negatives,), device=device)
+        return torch.multinomial(self.sampling, self.negatives, replacement=True) + 1
 
     def forward(self, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """inputs, targets: (B, L) right-aligned item ids, targets[t] follows inputs[t]; 0 = padding."""
@@ -43,11 +55,13 @@ class Objective(nn.Module):
         if self.loss == "ce":
             logits = states @ self.recommender.items.all_items().T  # (P, N)
             return F.cross_entropy(logits, positives - 1, reduction="sum") / self.targets_per_batch
-        num_items = self.recommender.items.num_items
-        negatives = torch.randint(1, num_items + 1, (self.negatives,), device=states.device)  # (K,)
+        negatives = self._draw(states.device)  # (K,)
         positive_logits = (states * self.recommender.items(positives)).sum(-1, keepdim=True)  # (P, 1)
         negative_logits = states @ self.recommender.items(negatives).T  # (P, K)
         negative_logits = negative_logits.masked_fill(negatives[None] == positives[:, None], float("-inf"))
+        if self.loss == "sampled" and self.log_q is not None:
+            positive_logits = positive_logits - self.log_q[positives - 1, None]
+            negative_logits = negative_logits - self.log_q[negatives - 1][None]
         if self.loss == "sampled":
             logits = torch.cat([positive_logits, negative_logits], dim=1)  # (P, 1 + K)
             return F.cross_entropy(logits, torch.zeros_like(positives), reduction="sum") / self.targets_per_batch

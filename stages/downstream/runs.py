@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 from safetensors.torch import load_file
 
-from pipeline.config import DownstreamConfig, PipelineConfig
+from pipeline.config import DownstreamConfig, PipelineConfig, saved_section
 from pipeline.embeddings import Embeddings, align_to_items, read_embeddings
 from pipeline.errors import BadInput
 from pipeline.store import Output, read_manifest, workspace_output
@@ -86,7 +86,7 @@ def load_trained(run_dir: Path) -> Trained:
     manifest = read_manifest(run_dir)
     if manifest.get("kind") != "downstream":
         raise BadInput(f"{run_dir}: manifest kind is {manifest.get('kind')!r}, not 'downstream'")
-    config = DownstreamConfig.model_validate(json.loads((run_dir / CONFIG_FILE).read_text()))
+    config = DownstreamConfig.model_validate(saved_section("downstream", json.loads((run_dir / CONFIG_FILE).read_text())))
     seqs = load_sequences(Path(manifest["dataset_run_dir"]))
     if config.model.kind == "recformer":  # loads its text encoder: imported only for this kind
         from stages.downstream import recformer_train

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow.parquet as pq
 import torch
 from accelerate import Accelerator
 from accelerate.utils import set_seed
@@ -33,6 +34,7 @@ from pipeline.config import (
 )
 from pipeline.embeddings import Embeddings
 from pipeline.errors import BadInput
+from pipeline.prepare import ITEMS_FILE
 from pipeline.store import RunResult, publish_run, read_manifest, workspace_output, write_json_atomic
 from stages import resume
 from stages.accelerator import stage_accelerator
@@ -120,6 +122,15 @@ def _train_epoch(objective: torch.nn.Module, optimizer: torch.optim.Optimizer, a
     return total / max(int(sum(lengths[b].sum() for b in batches)), 1)
 
 
+def negative_sampling(seqs: Sequences, train: TrainConfig) -> torch.Tensor | None:
+    """The probability of drawing each item as a negative: None (uniform), or train counts ^ 0.75 (word2vec's
+    smoothing: popular items are drawn often, rare ones still drawn), each count plus one."""
+    if train.sampler == "uniform" or train.loss == "ce":
+        return None
+    weights = torch.from_numpy(seqs.train_counts() + 1).double() ** 0.75
+    return (weights / weights.sum()).float()
+
+
 def _fit(model: Recommender, seqs: Sequences, rows: torch.Tensor, config: DownstreamConfig,
          folder: Path, warm: bool) -> tuple[TrainState, Accelerator]:
     """The training loop: epochs until max_epochs or patience runs out; the best weights in BEST_FILE.
@@ -130,7 +141,7 @@ def _fit(model: Recommender, seqs: Sequences, rows: torch.Tensor, config: Downst
     accelerator = stage_accelerator()
     lengths = (rows[:, :-1] != 0).sum(dim=1).numpy()  # targets (= history length) of each window
     targets_per_batch = train.batch_size * float(lengths.mean())
-    objective = Objective(model, train.loss, train.negatives, targets_per_batch)
+    objective = Objective(model, train.loss, train.negatives, targets_per_batch, negative_sampling(seqs, train))
     optimizer = torch.optim.AdamW(objective.parameters(), lr=train.lr, weight_decay=train.weight_decay)
     objective, optimizer = accelerator.prepare(objective, optimizer)
     state = _resume(accelerator, folder)
@@ -226,6 +237,31 @@ def _export(folder: Path, model: Recommender, config: DownstreamConfig, metrics:
 RECFORMER_UNREAD = {"train": True, "model": set(ModelConfig.model_fields) - {"kind", "max_length"}}
 
 
+def catalog_size(dataset_dir: Path) -> int:
+    """The dataset's item count, from the Parquet footer (nothing else is read)."""
+    return pq.ParquetFile(dataset_dir / ITEMS_FILE).metadata.num_rows
+
+
+def concrete_loss(config: PipelineConfig, num_items: int) -> PipelineConfig:
+    """`loss: auto` made concrete: the full softmax while the catalog is small enough for it to be cheap,
+    else a sampled softmax over popularity-drawn negatives with the logQ correction (said in one line).
+
+    Run ids hash the concrete loss, so `auto` on a small catalog is the same run as `ce`.
+    """
+    train = config.downstream.train
+    if train.loss != "auto":
+        return config
+    if num_items <= train.full_softmax_max_items:
+        concrete = train.model_copy(update={"loss": "ce"})
+    else:
+        concrete = train.model_copy(update={"loss": "sampled", "sampler": "popularity"})
+        events.emit("sampled_softmax", f"{num_items:,} items > downstream.train.full_softmax_max_items "
+                    f"({train.full_softmax_max_items:,}): sampled softmax over {train.negatives} popularity-drawn "
+                    "negatives per batch (set downstream.train.loss=ce to keep the full softmax)")
+    downstream = config.downstream.model_copy(update={"train": concrete})
+    return config.model_copy(update={"downstream": downstream})
+
+
 def run_id(config: PipelineConfig, dataset_run_id: str, embeddings: Embeddings | None,
            warm: WarmStart | None = None) -> str:
     """A downstream run's id: the settings it reads, its dataset and embeddings runs, the run it warm-starts
@@ -237,6 +273,7 @@ def run_id(config: PipelineConfig, dataset_run_id: str, embeddings: Embeddings |
 
         recformer = [config.recformer.model_dump(mode="json"), model_identity(config.recformer)]
     settings = config.downstream.model_dump(mode="json", exclude=RECFORMER_UNREAD if kind == "recformer" else None)
+    settings.get("train", {}).pop("full_softmax_max_items", None)  # read only to resolve `loss: auto`
     start = [] if warm is None else [f"init {warm.run_id}"]
     return stage_run_id("train-downstream", hashed_settings("downstream", settings), dataset_run_id,
                         None if embeddings is None else embeddings.run_id, *recformer, *start, kind=kind)
@@ -251,13 +288,12 @@ def run(config: PipelineConfig, force: bool = False, dataset_dir: Path | None = 
     """
     dataset_dir = dataset_dir or runs.dataset_dir(config)
     dataset_run_id = read_manifest(dataset_dir)["run_id"]
+    config = concrete_loss(config, catalog_size(dataset_dir))
     embeddings = runs.embeddings_for(config, embeddings_dir)
     kind = config.downstream.model.kind
     warm = None
     if kind != "recformer" and config.downstream.train.init == "previous":
         warm = warm_start.find_source(config, dataset_run_id, embeddings)
-        if warm is None:
-            events.emit("warm_start", "downstream.train.init=previous: no earlier compatible run; a fresh start")
 
     def build_run(folder: Path) -> dict[str, Any]:
         if kind == "recformer":  # the one kind that loads a text encoder: imported only here, never for the others
@@ -265,6 +301,8 @@ def run(config: PipelineConfig, force: bool = False, dataset_dir: Path | None = 
 
             facts = recformer_train.train(folder, config, dataset_dir, dataset_run_id, embeddings)
         else:
+            if warm is None and config.downstream.train.init == "previous":
+                events.emit("warm_start", "downstream.train.init=previous: no earlier compatible run; a fresh start")
             facts = _train(folder, config.downstream, dataset_dir, dataset_run_id, embeddings, warm)
         return {**facts, "result_revision": result_revision("train-downstream", kind)}
 
