@@ -86,7 +86,7 @@ def kept_finetuning(workspaces: list[Path], overrides: list[str]) -> Path | None
 
 def id_sasrec_reference() -> dict[str, Any] | None:
     """ID-only SASRec on the same split, from the stage-two benchmark's results (None if not measured yet)."""
-    path = _results.RESULTS / "downstream_vs_recbole.json"
+    path = _results.results_dir() / "downstream_vs_recbole.json"
     if not path.is_file():
         return None
     record = json.loads(path.read_text())
