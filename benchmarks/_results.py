@@ -24,7 +24,7 @@ RESULTS = ROOT / "benchmarks" / "results"  # the committed figures
 RESULTS_ENV = "SEQREC_BENCH_RESULTS"
 # Flags that decide matmul speed here: the same model name comes with and without AVX-512 / AMX / bf16.
 MATMUL_FLAGS = ("avx", "amx", "fma", "f16c")
-_STARTED = time.time()  # imported at a benchmark's start: its wall time runs from here to `write`
+_STARTED = time.time()  # imported as a benchmark starts: `run_wall_s` counts from here to `write`
 
 
 def results_dir() -> Path:
@@ -56,7 +56,10 @@ def git_commit() -> str | None:
     """HEAD of the checkout the benchmark ran from, `+dirty` when tracked code differed from it (results
     aside); None outside a git checkout (e.g. a tree copied to a GPU machine)."""
     def git(*args: str) -> str | None:
-        done = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, check=False)
+        try:
+            done = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, check=False)
+        except OSError:  # no git on this machine
+            return None
         return done.stdout.strip() if done.returncode == 0 else None
 
     head = git("rev-parse", "HEAD")
@@ -121,7 +124,7 @@ def write(name: str, figures: dict[str, Any], table: list[tuple[str, Any]]) -> P
     folder = results_dir()
     folder.mkdir(parents=True, exist_ok=True)
     record = {**figures, "machine": machine(), "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-              "git_commit": git_commit(), "command": command(), "wall_s": round(time.time() - _STARTED, 1)}
+              "git_commit": git_commit(), "command": command(), "run_wall_s": round(time.time() - _STARTED, 1)}
     path = folder / f"{name}.json"
     path.write_text(json.dumps(record, indent=2) + "\n")
     info = record["machine"]
