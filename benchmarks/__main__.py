@@ -36,7 +36,7 @@ def listing() -> str:
     """Every benchmark with its commands, expected run time, needs and last result."""
     blocks = []
     for benchmark in BENCHMARKS:
-        lines = [f"{benchmark.name}: {benchmark.expected} on this machine; last: {last_run(benchmark)}"]
+        lines = [f"{benchmark.name} (expected: {benchmark.expected}; last result: {last_run(benchmark)})"]
         lines += [f"    {command}" for command in benchmark.commands]
         lines += [f"    needs: {benchmark.needs}"] if benchmark.needs else []
         blocks.append("\n".join(lines))

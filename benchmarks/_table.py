@@ -26,6 +26,13 @@ Machines of this 2-core kind differ: some have bf16 matmuls, some only AVX2. Eac
 machine (`machine.cpu_model`, `cpu_flags`, `cpu_bf16_matmuls`, threads, load average), the date, the git
 commit (`+dirty`: the code differed from it) and the exact command; results written before those were
 recorded say `not recorded`.
+
+Smoke tier: `tests/test_benchmarks_smoke.py` runs every benchmark at tiny sizes through its own `main`, its
+results in a temporary folder; `daily_refresh` and `recformer_transfer` are in the slow tier
+(`pytest -m slow`: a minute of CLI start-ups each). `downstream_vs_recbole`'s smoke covers our side only:
+RecBole runs `peers/recbole_run.py` in its own virtual environment (`recbole_setup.sh`), which the test
+machine lacks. `device_align.sh` needs a GPU; its benchmark path (random weights, bf16 weights) is smoked
+on the CPU.
 """
 
 
