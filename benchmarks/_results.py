@@ -1,8 +1,9 @@
 """Shared by every benchmark: machine facts, the measured matmul peak, and writing results.
 
-Each benchmark writes `benchmarks/results/<name>.json` (its figures, the machine, the date, the exact
-command) and a short Markdown table beside it; a later run replaces both. Benchmarks run as modules from
-the repository root: `python -m benchmarks.<name>`.
+Each benchmark writes `benchmarks/results/<name>.json` (its figures, the machine, the date, the git commit,
+the exact command, its wall time) and a short Markdown table beside it; a later run replaces both.
+`SEQREC_BENCH_RESULTS=<folder>` sends them elsewhere (smoke runs write to a temporary folder, never over
+the committed figures). Benchmarks run as modules from the repository root: `python -m benchmarks.<name>`.
 """
 
 from __future__ import annotations
@@ -11,23 +12,71 @@ import json
 import os
 import platform
 import shlex
+import subprocess
 import sys
 import time
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-RESULTS = Path(__file__).resolve().parent / "results"
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"  # the committed figures
+RESULTS_ENV = "SEQREC_BENCH_RESULTS"
+# Flags that decide matmul speed here: the same model name comes with and without AVX-512 / AMX / bf16.
+MATMUL_FLAGS = ("avx", "amx", "fma", "f16c")
+_STARTED = time.time()  # imported as a benchmark starts: `run_wall_s` counts from here to `write`
 
 
-def cpu_model() -> str:
+def results_dir() -> Path:
+    """Where results are written: `$SEQREC_BENCH_RESULTS` if set, else the committed `benchmarks/results/`."""
+    return Path(os.environ.get(RESULTS_ENV) or RESULTS)
+
+
+def cpuinfo(field: str) -> str | None:
+    """The first `field` of /proc/cpuinfo (None where there is none, e.g. not Linux)."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
+            if line.split(":", 1)[0].strip() == field:
                 return line.split(":", 1)[1].strip()
     except OSError:
         pass
-    return platform.processor() or platform.machine()
+    return None
+
+
+def cpu_model() -> str:
+    return cpuinfo("model name") or platform.processor() or platform.machine()
+
+
+def cpu_flags() -> list[str]:
+    """The CPU's vector and matrix flags (MATMUL_FLAGS prefixes), sorted."""
+    return sorted(flag for flag in (cpuinfo("flags") or "").split() if flag.startswith(MATMUL_FLAGS))
+
+
+def git_commit() -> str | None:
+    """HEAD of the checkout the benchmark ran from, `+dirty` when tracked code differed from it (results
+    aside); None outside a git checkout (e.g. a tree copied to a GPU machine)."""
+    def git(*args: str) -> str | None:
+        try:
+            done = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, check=False)
+        except OSError:  # no git on this machine
+            return None
+        return done.stdout.strip() if done.returncode == 0 else None
+
+    head = git("rev-parse", "HEAD")
+    if head is None:
+        return None
+    changed = git("status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)benchmarks/results")
+    return f"{head}+dirty" if changed else head
+
+
+def command() -> str:
+    """The command line that ran this benchmark, as `python -m benchmarks.<name> ...` from the repository root."""
+    script = Path(sys.argv[0]).resolve()
+    try:
+        program = ["python", "-m", ".".join(script.relative_to(ROOT).with_suffix("").parts)]
+    except ValueError:
+        program = ["python", sys.argv[0]]
+    return " ".join(shlex.quote(arg) for arg in [*program, *sys.argv[1:]])
 
 
 def machine() -> dict[str, Any]:
@@ -37,11 +86,13 @@ def machine() -> dict[str, Any]:
 
     from stages.accelerator import cpu_has_fast_bf16
 
-    facts: dict[str, Any] = {"cores": os.cpu_count(), "cpu_model": cpu_model(),
+    facts: dict[str, Any] = {"cores": os.cpu_count(), "cpu_model": cpu_model(), "cpu_flags": cpu_flags(),
                              "cpu_capability": torch.backends.cpu.get_cpu_capability(),
                              "cpu_bf16_matmuls": cpu_has_fast_bf16(), "torch_threads": torch.get_num_threads(),
+                             "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
                              "torch": torch.__version__, "python": platform.python_version(),
-                             "load_average_1m": round(os.getloadavg()[0], 2)}
+                             "load_average_1m": round(os.getloadavg()[0], 2),
+                             "load_average_1m_5m_15m": [round(load, 2) for load in os.getloadavg()]}
     if torch.cuda.is_available():
         facts["gpu"] = torch.cuda.get_device_name(0)
     return facts
@@ -68,18 +119,20 @@ def matmul_peak_gflops(size: int = 4096, repeats: int = 3, dtype: str = "float32
 
 
 def write(name: str, figures: dict[str, Any], table: list[tuple[str, Any]]) -> Path:
-    """Write `<name>.json` (figures + machine + date + command) and `<name>.md` (the table); print the JSON."""
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    module = ".".join(Path(sys.argv[0]).resolve().relative_to(RESULTS.parents[1]).with_suffix("").parts)
+    """Write `<name>.json` (figures + machine + date + commit + command + wall time) and `<name>.md` (the
+    table) into `results_dir()`; print the JSON."""
+    folder = results_dir()
+    folder.mkdir(parents=True, exist_ok=True)
     record = {**figures, "machine": machine(), "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-              "command": " ".join(shlex.quote(arg) for arg in ["python", "-m", module, *sys.argv[1:]])}
-    path = RESULTS / f"{name}.json"
+              "git_commit": git_commit(), "command": command(), "run_wall_s": round(time.time() - _STARTED, 1)}
+    path = folder / f"{name}.json"
     path.write_text(json.dumps(record, indent=2) + "\n")
     info = record["machine"]
     lines = [f"# {name}", "", "| figure | value |", "|---|---|", *(f"| {label} | {value} |" for label, value in table), "",
              (f"{info['cores']} cores ({info['cpu_model']}, {info['cpu_capability']}, bf16 matmuls: "
               f"{'yes' if info['cpu_bf16_matmuls'] else 'no'}), {info['torch_threads']} torch threads, torch {info['torch']}, "
-              f"load average {info['load_average_1m']}; {record['date']}; `{record['command']}`"), ""]
-    (RESULTS / f"{name}.md").write_text("\n".join(lines))
+              f"load average {info['load_average_1m']}; {record['date']}; commit {record['git_commit']}; "
+              f"`{record['command']}`"), ""]
+    (folder / f"{name}.md").write_text("\n".join(lines))
     print(json.dumps(record, indent=2))
     return path

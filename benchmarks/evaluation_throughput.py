@@ -9,19 +9,20 @@ Two figures, because they are limited by different things:
   user encoding included.
 
 The matmul peak is measured in the same run, before and after, and the higher one is used.
+The SASRec is the product's default (`pipeline.yaml`), ID-only, `--dim` wide.
+
 Run from the repository root: python -m benchmarks.evaluation_throughput [--users 100000 --items 100000]
 """
 
 from __future__ import annotations
 
-import argparse
 import time
 
 import numpy as np
 import torch
 
-from benchmarks import _results
-from pipeline.config import EvaluateConfig, ModelConfig
+from benchmarks import _args, _results
+from pipeline.config import load_config
 from pipeline.metrics import BlockedRanks
 from stages.downstream.evaluate import ITEM_BLOCK, evaluate_model, split_users
 from stages.downstream.recommender import Recommender, build
@@ -39,10 +40,12 @@ def synthetic(users: int, items: int, history: int, seed: int) -> Sequences:
 
 
 @torch.no_grad()
-def encode_users(model: Recommender, seqs: Sequences, users: np.ndarray, batch_size: int) -> torch.Tensor:
+def encode_users(model: Recommender, seqs: Sequences, users: np.ndarray, batch_size: int,
+                 max_length: int) -> torch.Tensor:
     """(U, H) test-time user vectors, batch by batch as `evaluate_model` makes them."""
     ends = seqs.split_end("test")[users]
-    return torch.cat([model.user_vectors(torch.from_numpy(padded(seqs, users[s:s + batch_size], ends[s:s + batch_size], 50)))
+    return torch.cat([model.user_vectors(torch.from_numpy(padded(seqs, users[s:s + batch_size], ends[s:s + batch_size],
+                                                                 max_length)))
                       for s in range(0, len(users), batch_size)])
 
 
@@ -57,36 +60,40 @@ def time_ranking(vectors: torch.Tensor, items: torch.Tensor, targets: torch.Tens
     return sum(per_batch), float(np.median(per_batch[:-1] or per_batch))  # the last batch may be short
 
 
+@_args.reports_errors
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = _args.parser(__doc__)
     parser.add_argument("--users", type=int, default=100_000)
     parser.add_argument("--items", type=int, default=100_000)
     parser.add_argument("--dim", type=int, default=64)
     parser.add_argument("--history", type=int, default=20)
     parser.add_argument("--batch-size", type=int, default=1024)
+    _args.add_peak_size(parser)
     args = parser.parse_args()
     torch.manual_seed(0)
-    peak_before = _results.matmul_peak_gflops()
+    peak_before = _results.matmul_peak_gflops(args.peak_size)
     seqs = synthetic(args.users, args.items, args.history, seed=0)
-    model = build(ModelConfig(kind="sasrec", hidden_size=args.dim, layers=2, heads=2, dropout=0.2, max_length=50,
-                              pooling="attention", adapter="linear", id_embedding=False, freeze_embeddings=True),
-                  args.items, None, None).eval()
+    # The product's own defaults (pipeline.yaml), ID-only: a setting added there reaches this benchmark too.
+    config = load_config(None, ["downstream.embeddings=null", f"downstream.model.hidden_size={args.dim}",
+                                f"downstream.evaluate.batch_size={args.batch_size}"]).downstream
+    model = build(config.model, args.items, None, None).eval()
+    max_length = config.model.max_length
     users = split_users(seqs, "test")
     started = time.perf_counter()
-    vectors = encode_users(model, seqs, users, args.batch_size)
+    vectors = encode_users(model, seqs, users, args.batch_size, max_length)
     encode_seconds = time.perf_counter() - started
     with torch.no_grad():
         items = model.items.all_items()
     targets = torch.from_numpy(seqs.test[users] - 1)
     rank_seconds, batch_seconds = time_ranking(vectors, items, targets, args.batch_size)
     started = time.perf_counter()
-    evaluate_model(model, seqs, "test", EvaluateConfig(ks=[10, 50], mask_history=False, batch_size=args.batch_size),
-                   max_length=50)
+    evaluate_model(model, seqs, "test", config.evaluate, max_length=max_length)
     end_to_end_seconds = time.perf_counter() - started
-    peak_after = _results.matmul_peak_gflops()
+    peak_after = _results.matmul_peak_gflops(args.peak_size)
     peak = max(peak_before, peak_after)
     flops = 2 * len(users) * args.items * args.dim
     results = {"users": len(users), "items": args.items, "dim": args.dim, "history": args.history,
+               "model": config.model.model_dump(mode="json"),
                "batch_size": args.batch_size, "item_block": ITEM_BLOCK,
                "ranking_seconds": round(rank_seconds, 2),
                "users_per_s": round(len(users) / rank_seconds, 1),
@@ -103,7 +110,7 @@ def main() -> None:
         ("users x items, dim", f"{len(users):,} x {args.items:,}, {args.dim}"),
         ("users/s, scoring+ranking (blocked product + rank counting)", f"{results['users_per_s']:,.0f}"),
         ("scoring GFLOP/s (2·U·N·d / ranking wall time)", f"{results['scoring_gflops']:.1f}"),
-        ("float32 matmul peak GFLOP/s (4096², same run, best of before/after)", f"{peak:.1f}"),
+        (f"float32 matmul peak GFLOP/s ({args.peak_size}², same run, best of before/after)", f"{peak:.1f}"),
         ("fraction of matmul peak (scoring+ranking)", f"{results['fraction_of_matmul_peak']:.2f}"),
         ("fraction of matmul peak, median batch", f"{results['median_batch_fraction_of_matmul_peak']:.2f}"),
         ("users/s end to end (SASRec encoding included)", f"{results['end_to_end_users_per_s']:,.0f}"),

@@ -13,16 +13,16 @@ Run from the repository root: python -m benchmarks.item_encoding [--items 20000 
 
 from __future__ import annotations
 
-import argparse
 import resource
 import time
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import torch
 from transformers import AutoModel, AutoTokenizer, BertConfig, BertModel
 
-from benchmarks import _results
+from benchmarks import _args, _results
 from stages.recformer.build import model_path
 from stages.recformer.encode import encode_catalog
 from stages.recformer.inputs import ItemTokens, SequenceFormat, tokenize_catalog
@@ -75,21 +75,32 @@ def encode(encoder: RecformerEncoder, fmt: SequenceFormat, batch_size: int, chun
     return time.perf_counter() - started
 
 
+def describe(encoder: Path | None, model: RecformerEncoder) -> str:
+    """The timed encoder's name and shape, as the results name it."""
+    config = model.backbone_config
+    name = "all-MiniLM-L6-v2" if encoder is None else str(encoder)
+    return f"{name} ({config.num_hidden_layers} layers, hidden {config.hidden_size})"
+
+
 def rss_gib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # Linux reports KiB
 
 
+@_args.reports_errors
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = _args.parser(__doc__)
     parser.add_argument("--items", type=int, default=20_000)
     parser.add_argument("--memory-items", type=int, default=1_000_000)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--chunk-items", type=int, default=8192)
     parser.add_argument("--max-attribute-tokens", type=int, default=32)
+    parser.add_argument("--encoder", type=_args.existing_dir,
+                        help="a Hugging Face folder (encoder + tokenizer) timed instead of all-MiniLM-L6-v2")
+    _args.add_peak_size(parser)
     args = parser.parse_args()
     torch.manual_seed(0)
-    peak = _results.matmul_peak_gflops()
-    folder = model_path(None)
+    peak = _results.matmul_peak_gflops(args.peak_size)
+    folder = args.encoder or model_path(None)
     tokenizer = AutoTokenizer.from_pretrained(folder)
     words = vocabulary(tokenizer)
 
@@ -100,6 +111,7 @@ def main() -> None:
     lengths = np.minimum(cache.lengths() + 1, 512)
     gflops = encoder_flops(minilm, lengths) / seconds / 1e9
     rss_after_minilm = rss_gib()
+    model_name = describe(args.encoder, minilm)
     del minilm, cache, fmt
 
     started = time.perf_counter()
@@ -111,7 +123,7 @@ def main() -> None:
     memory_s = encode(tiny, SequenceFormat(big, tokenizer.cls_token_id, tokenizer.pad_token_id, 50, 512),
                       args.batch_size * 4, args.chunk_items)
     results = {
-        "items": args.items, "model": "all-MiniLM-L6-v2 (6 layers, hidden 384)",
+        "items": args.items, "model": model_name,
         "mean_tokens_per_item": round(float(lengths.mean()), 1), "batch_size": args.batch_size,
         "chunk_items": args.chunk_items, "seconds": round(seconds, 2), "items_per_s": round(args.items / seconds, 1),
         "encoder_gflops": round(gflops, 2), "matmul_peak_gflops": round(peak, 2),
@@ -121,7 +133,7 @@ def main() -> None:
         "token_cache_mib": round((big.ids.nbytes + big.types.nbytes + big.offsets.nbytes) / 2**20, 1),
         "peak_rss_gib": round(rss_gib(), 3)}
     _results.write("item_encoding", results, [
-        ("items encoded with all-MiniLM-L6-v2", f"{args.items:,} (mean {results['mean_tokens_per_item']} tokens)"),
+        (f"items encoded with {model_name}", f"{args.items:,} (mean {results['mean_tokens_per_item']} tokens)"),
         ("items/s", f"{results['items_per_s']:,.1f}"),
         ("encoder GFLOP/s (real tokens) / float32 matmul peak", f"{gflops:.1f} / {peak:.1f}"),
         ("fraction of matmul peak", f"{results['fraction_of_matmul_peak']:.3f}"),

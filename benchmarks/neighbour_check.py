@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from benchmarks import _results
+from benchmarks import _args, _results
 from pipeline.embeddings import align_to_items, read_embeddings
 from stages.align.evidence import neighbour_rate
 
@@ -34,15 +34,24 @@ def attribute_values(texts: list[str], pattern: str) -> list[frozenset[str]]:
     return [frozenset([m.group(1).strip().lower()]) if m and m.group(1).strip() else frozenset() for m in found]
 
 
+def labelled_run(text: str) -> tuple[str, Path]:
+    """argparse type: `label=folder`, the folder an existing embeddings run."""
+    label, sep, folder = text.partition("=")
+    if not sep or not label:
+        raise argparse.ArgumentTypeError(f"{text}: expected LABEL=RUN_FOLDER")
+    return label, _args.existing_dir(folder)
+
+
+@_args.reports_errors
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = _args.parser(__doc__)
     parser.add_argument("--name", default="neighbours_scientific", help="results file name")
-    parser.add_argument("--runs", nargs="+", required=True, help="label=embeddings run folder")
+    parser.add_argument("--runs", nargs="+", required=True, type=labelled_run, help="label=embeddings run folder")
     parser.add_argument("--queries", type=int, default=2000)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
 
-    runs = dict(item.split("=", 1) for item in args.runs)
+    runs = dict(args.runs)
     figures: dict[str, dict[str, object]] = {}
     table = []
     for label, folder in runs.items():
@@ -59,10 +68,10 @@ def main() -> None:
             rate = neighbour_rate(vectors, values, args.queries, args.seed)
             figures[label][attribute] = rate
             table.append((f"{label}: nearest neighbour shares {attribute} / random pairs (lift)",
-                          (f"{rate['nearest_neighbour_share_rate']:.1%} / {rate['random_pair_share_rate']:.1%} "
-                           f"({rate['lift']})")))
+                          rate.get("skipped") or (f"{rate['nearest_neighbour_share_rate']:.1%} / "
+                                                  f"{rate['random_pair_share_rate']:.1%} ({rate['lift']})")))
     _results.write(args.name, {"runs": figures, "patterns": PATTERNS, "queries": args.queries}, table)
-    print(json.dumps({k: {a: v[a]["lift"] for a in PATTERNS} for k, v in figures.items()}))
+    print(json.dumps({k: {a: v[a].get("lift") for a in PATTERNS} for k, v in figures.items()}))
 
 
 if __name__ == "__main__":

@@ -8,7 +8,6 @@ median wall time and the child's peak RSS. Targets: under 60 s and under 4 GiB o
 
 from __future__ import annotations
 
-import argparse
 import resource
 import statistics
 import subprocess
@@ -21,7 +20,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
-from benchmarks import _results
+from benchmarks import _args, _results
 
 REPO = Path(__file__).resolve().parents[1]
 WORDS = np.array(["red", "blue", "steel", "micro", "pro", "ultra", "mini", "max", "kit", "set", "pack", "lamp", "cable", "drill", "glass", "tape"])
@@ -58,8 +57,9 @@ def run_prepare(raw: Path, root: Path) -> float:
     return time.perf_counter() - start
 
 
+@_args.reports_errors
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = _args.parser(__doc__)
     parser.add_argument("--rows", type=int, default=10_000_000)
     parser.add_argument("--users", type=int, default=500_000)
     parser.add_argument("--items", type=int, default=200_000)

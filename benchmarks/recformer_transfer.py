@@ -26,14 +26,13 @@ split comes from `benchmarks/results/downstream_vs_recbole.json` (mean of its se
 
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
 import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks import _cli, _kept, _results
+from benchmarks import _args, _cli, _kept, _results
 
 OFFICE = "configs/amazon2014-office-lcrec.yaml"
 SCIENTIFIC = "configs/amazon2018-scientific-unisrec.yaml"
@@ -86,7 +85,7 @@ def kept_finetuning(workspaces: list[Path], overrides: list[str]) -> Path | None
 
 def id_sasrec_reference() -> dict[str, Any] | None:
     """ID-only SASRec on the same split, from the stage-two benchmark's results (None if not measured yet)."""
-    path = _results.RESULTS / "downstream_vs_recbole.json"
+    path = _results.results_dir() / "downstream_vs_recbole.json"
     if not path.is_file():
         return None
     record = json.loads(path.read_text())
@@ -94,13 +93,16 @@ def id_sasrec_reference() -> dict[str, Any] | None:
     return {"ndcg10": summary["ndcg10"], "seeds": summary["seeds"], "source": f"{path.name} ({record['date']})"}
 
 
+@_args.reports_errors
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = _args.parser(__doc__)
     parser.add_argument("--workspace", type=Path, default=_cli.ROOT / "artifacts" / "bench-recformer")
     parser.add_argument("--pretrain-steps", type=int, default=150, help="optimizer steps of Office pretraining")
     parser.add_argument("--pretrain-lr", type=float, default=1e-4)
     parser.add_argument("--finetune-seeds", type=int, default=0, help="fine-tuned runs on Scientific (0 = none)")
-    parser.add_argument("--encoder", type=Path, default=None,
+    parser.add_argument("--start-from", type=_args.existing_dir,
+                        help="the encoder Office pretraining starts from (default: recformer.model, all-MiniLM-L6-v2)")
+    parser.add_argument("--encoder", type=_args.existing_dir, default=None,
                         help="an Office-pretrained encoder folder to use instead of pretraining (e.g. the one a "
                         "fine-tuning run resumed from after a release changed the pretraining run's id)")
     parser.add_argument("--reuse-runs", action="store_true",
@@ -111,13 +113,15 @@ def main() -> None:
     parser.add_argument("--mixed-precision", default="bf16", choices=["no", "bf16"],
                         help="autocast for pretraining and fine-tuning (bf16 uses the CPU's bf16 matmuls where it "
                         "has them; the stages run in float32 where it has none)")
+    _args.add_overrides(parser)
     args = parser.parse_args()
+    extra = args.overrides
     workspace = args.workspace.resolve()
     started = time.time()
 
     log("prepare Office and Scientific")
-    _cli.pipeline(OFFICE, workspace, "prepare")
-    _cli.pipeline(SCIENTIFIC, workspace, "prepare")
+    _cli.pipeline(OFFICE, workspace, "prepare", *extra)
+    _cli.pipeline(SCIENTIFIC, workspace, "prepare", *extra)
     if args.encoder:
         encoder = args.encoder.resolve()
         office, pretrain_s = encoder.parent, 0.0
@@ -128,17 +132,18 @@ def main() -> None:
             OFFICE, workspace, "align", "align.method=recformer", *RECFORMER,
             f"recformer.pretrain.max_steps={args.pretrain_steps}", f"recformer.pretrain.learning_rate={args.pretrain_lr}",
             f"align.mixed_precision={args.mixed_precision}", "align.evidence.attribute=brand",
-            "align.evidence.separator=null")
+            "align.evidence.separator=null", *([f"recformer.model={args.start_from}"] if args.start_from else []), *extra)
         encoder = office / "encoder"
         log(f"Office pretrained and exported in {pretrain_s:.0f} s")
     log("embed Scientific with the Office encoder")
     scientific, _ = _cli.pipeline(SCIENTIFIC, workspace, "align", "align.method=recformer", *RECFORMER,
                                   f"recformer.model={encoder}", "recformer.pretrain.max_steps=0",
-                                  "align.evidence.attribute=null")
+                                  "align.evidence.attribute=null", *extra)
     log("zero-shot evaluation on Scientific")
     zero_shot_run, zero_shot_s = _cli.pipeline(
         SCIENTIFIC, workspace, "train-downstream", *RECFORMER, "downstream.model.kind=recformer",
-        f"recformer.model={encoder}", "recformer.finetune.stage1_epochs=0", "recformer.finetune.stage2_epochs=0")
+        f"recformer.model={encoder}", "recformer.finetune.stage1_epochs=0", "recformer.finetune.stage2_epochs=0",
+        *extra)
     zero_shot, popularity, _ = test_ndcg(zero_shot_run)
     log(f"zero-shot test NDCG@10 {zero_shot:.4f} (popularity {popularity:.4f}) in {zero_shot_s:.0f} s")
 
@@ -146,7 +151,8 @@ def main() -> None:
     kept_in = [workspace, *(w.resolve() for w in args.kept_from)]
     for seed in range(args.first_seed, args.first_seed + args.finetune_seeds):
         overrides = [*RECFORMER, "downstream.model.kind=recformer", f"recformer.model={encoder}", *FINETUNE,
-                     f"recformer.finetune.mixed_precision={args.mixed_precision}", f"recformer.finetune.seed={seed}"]
+                     f"recformer.finetune.mixed_precision={args.mixed_precision}", f"recformer.finetune.seed={seed}",
+                     *extra]
         run_dir, seconds = kept_finetuning(kept_in, overrides) if args.reuse_runs or args.kept_from else None, None
         if run_dir is None:
             log(f"fine-tune on Scientific, seed {seed}")

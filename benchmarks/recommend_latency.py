@@ -6,7 +6,6 @@ Run from the repository root: python -m benchmarks.recommend_latency [--items 10
 
 from __future__ import annotations
 
-import argparse
 import time
 from pathlib import Path
 
@@ -14,7 +13,7 @@ import faiss
 import numpy as np
 import torch
 
-from benchmarks import _results
+from benchmarks import _args, _results
 from benchmarks.evaluation_throughput import synthetic
 from pipeline.config import load_config
 from stages.downstream.item_index import build_index
@@ -25,8 +24,9 @@ from stages.downstream.runs import Trained
 TARGET_P99_MS = 5.0
 
 
+@_args.reports_errors
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = _args.parser(__doc__)
     parser.add_argument("--items", type=int, default=100_000)
     parser.add_argument("--calls", type=int, default=2000)
     parser.add_argument("--history", type=int, default=20)

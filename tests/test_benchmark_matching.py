@@ -50,5 +50,5 @@ def test_runs_kept_in_another_workspace_count_one_per_seed(tmp_path: Path) -> No
     (tmp_path / "other").mkdir()
     (tmp_path / "other" / KEPT_FILE).write_text(json.dumps({"ours": other, "peers": {}}))
     runs = kept_runs(own, [tmp_path / "other"])
-    chosen = matching(runs, {"ours_id_sasrec": ("sasrec", None, ())}, Namespace(max_epochs=200))
+    chosen = matching(runs, {"ours_id_sasrec": ("sasrec", None, ())}, Namespace(max_epochs=200, overrides=[]))
     assert sorted(Path(r["run_dir"]).name for r in chosen["ours_id_sasrec"]) == ["other-2020", "own-2021"]

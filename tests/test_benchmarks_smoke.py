@@ -1,0 +1,151 @@
+"""The smoke tier: every benchmark at tiny sizes, through the code path of its full run.
+
+Each test runs one benchmark's `main` (or `python -m benchmarks run`) on small real data with tiny models
+built from real configs and tokenizers, writes its result file to a temporary folder and checks the
+figures its README row quotes. A benchmark module without a test named `test_<module>_smoke` here fails
+`test_every_benchmark_has_a_smoke_test`.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from bench_support import BENCHMARKS_DIR, benchmark_modules, published, run_benchmark
+from conftest import REPO, shared_dataset, write_embeddings_run
+
+from benchmarks._catalog import by_name
+from benchmarks._results import RESULTS_ENV
+from pipeline import prepare
+from pipeline.config import load_config
+
+SCIENTIFIC = "amazon2018-scientific-unisrec"
+# Users with 20+ interactions: Scientific's 8,442 users become 106 (1,761 items), Office's 1,005 users.
+FEW_USERS = ("--set", "data.kcore_users=20", "--set", "data.split=leave_one_out")
+
+
+def test_every_benchmark_has_a_smoke_test() -> None:
+    modules = benchmark_modules()
+    assert modules, "no benchmark modules found"
+    assert {name for name in by_name() if not (BENCHMARKS_DIR / f"{name}.sh").is_file()} == modules
+    assert {m for m in modules if f"test_{m}_smoke" not in globals()} == set()
+
+
+def items_parquet(small_dataset: Path) -> Path:
+    return next(small_dataset.glob("*/items.parquet"))
+
+
+def test_evaluation_throughput_smoke(monkeypatch, tmp_path) -> None:
+    results = run_benchmark(monkeypatch, tmp_path, "evaluation_throughput", "--users", 300, "--items", 400,
+                            "--dim", 16, "--batch-size", 128, "--peak-size", 256)
+    record = published(results, "evaluation_throughput", "evaluation_throughput")
+    assert (record["users"], record["items"]) == (300, 400)
+    # The model is the product's default SASRec, whatever settings pipeline.yaml gains.
+    assert record["model"] == {**load_config(None).downstream.model.model_dump(mode="json"), "hidden_size": 16}
+    assert record["users_per_s"] > 0 and 0 < record["fraction_of_matmul_peak"]
+
+
+def test_recommend_latency_smoke(tmp_path) -> None:
+    """Through `python -m benchmarks run`: the documented command, with smaller sizes appended."""
+    env = {**os.environ, RESULTS_ENV: str(tmp_path)}
+    subprocess.run([sys.executable, "-m", "benchmarks", "run", "recommend_latency", "--", "--items", "300",
+                    "--calls", "60"], cwd=REPO, env=env, check=True, capture_output=True)
+    record = published(tmp_path, "recommend_latency", "recommend_latency")
+    assert record["command"] == "python -m benchmarks.recommend_latency --items 300 --calls 60"
+    assert (record["items"], record["calls"]) == (300, 60)
+    assert 0 < record["p50_ms"] <= record["p99_ms"]
+
+
+def test_prepare_bench_smoke(monkeypatch, tmp_path) -> None:
+    results = run_benchmark(monkeypatch, tmp_path, "prepare_bench", "--rows", 3000, "--users", 200, "--items", 100,
+                            "--repeats", 2)
+    record = published(results, "prepare", "prepare_bench")
+    assert record["rows"] == 3000 and len(record["repeats_wall_s"]) == 2
+    assert record["rows_per_s"] > 0 and record["peak_rss_gib"] > 0
+
+
+def test_item_encoding_smoke(monkeypatch, tmp_path, tiny_bert) -> None:
+    results = run_benchmark(monkeypatch, tmp_path, "item_encoding", "--encoder", tiny_bert, "--items", 40,
+                            "--memory-items", 300, "--chunk-items", 64, "--peak-size", 256)
+    record = published(results, "item_encoding", "item_encoding")
+    assert record["model"] == f"{tiny_bert} (2 layers, hidden 32)"
+    assert (record["items"], record["memory_items"]) == (40, 300)
+    assert record["items_per_s"] > 0 and record["mean_tokens_per_item"] > 5  # title + four attributes
+
+
+def test_align_throughput_smoke(monkeypatch, tmp_path, tiny_llama, small_dataset) -> None:
+    results = run_benchmark(monkeypatch, tmp_path, "align_throughput", "--items", items_parquet(small_dataset),
+                            "--lm", tiny_llama, "--batch-size", 4, "--steps", 2, "--repeats", 2, "--peak-size", 256)
+    record = published(results, "align_throughput", "align_throughput")
+    assert (record["steps_per_repeat"], record["repeats"]) == (2, 2)
+    assert record["tokens_per_s"] > 0 and record["naive_tokens_per_s"] > 0
+
+
+def test_device_align_part_that_runs_on_a_cpu(monkeypatch, tmp_path, tiny_llama, small_dataset) -> None:
+    """`device_align.sh` needs a GPU; its benchmark path (random weights of an architecture folder, config
+    overrides, bf16 weights, no naive loop) runs here on the CPU."""
+    results = run_benchmark(monkeypatch, tmp_path, "align_throughput", "--items", items_parquet(small_dataset),
+                            "--architecture", tiny_llama, "--config-set", "num_hidden_layers=1",
+                            "--mixed-precision", "bf16", "--lm-dtype", "bfloat16", "--skip-naive", "--batch-size", 4,
+                            "--steps", 1, "--repeats", 1, "--peak-size", 256, "--name", "align_throughput_gpu_1.7b_b512_bf16w")
+    record = published(results, "align_throughput_gpu_1.7b_b512_bf16w", "align_throughput")
+    assert record["lm"].endswith("(random weights)") and record["config_overrides"] == ["num_hidden_layers=1"]
+    assert "naive_tokens_per_s" not in record
+
+
+def test_neighbour_check_smoke(monkeypatch, tmp_path) -> None:
+    """On the real Scientific catalog, with bag-of-words hash vectors: texts sharing a brand share words."""
+    root = tmp_path / "artifacts"
+    config = load_config(REPO / "configs" / f"{SCIENTIFIC}.yaml",
+                         [f"workspace.root={root}", f"data.path={shared_dataset(SCIENTIFIC)}"])
+    dataset = prepare.run(config).run_dir
+    run = write_embeddings_run(root, dataset, dim=64)
+    results = run_benchmark(monkeypatch, tmp_path, "neighbour_check", "--runs", f"text={run}", "--queries", 2000)
+    record = published(results, "neighbours_scientific", "neighbour_check", complete=False)  # one run of three
+    assert record["runs"]["text"]["brand"]["queries"] == 2000
+    assert record["runs"]["text"]["brand"]["lift"] > 2
+
+
+def test_downstream_vs_recbole_smoke(monkeypatch, tmp_path, tiny_bert) -> None:
+    """Our side only: RecBole runs in its own venv (`benchmarks/recbole_setup.sh`), absent here."""
+    shared_dataset(SCIENTIFIC)
+    results = run_benchmark(
+        monkeypatch, tmp_path, "downstream_vs_recbole", "--workspace", tmp_path / "ws", "--seeds", 1,
+        "--max-epochs", 1, "--recbole-seeds", 0, "--recbole-models", "SASRec", "--variants", "ours_id_sasrec",
+        "--set", f"align.encoder={tiny_bert}", "--set", "align.batch_size=256", "--set", "downstream.model.hidden_size=16",
+        "--set", "downstream.model.feedforward_size=32", "--set", "downstream.model.max_length=10", *FEW_USERS)
+    record = published(results, "downstream_vs_recbole", "downstream_vs_recbole", complete=False)
+    assert record["summary"]["ours_id_sasrec"]["epochs"] == [1]
+    assert 0 <= record["ndcg10"]["ours_id_sasrec"] <= 1 and record["ndcg10"]["popularity"] > 0
+    assert "recbole_sasrec" not in record["ndcg10"]
+
+
+@pytest.mark.slow
+def test_recformer_transfer_smoke(monkeypatch, tmp_path, tiny_bert) -> None:
+    """Slow tier: five CLI runs, three of them starting torch and an encoder (about 15 s each on this shared
+    machine), take about a minute however small the data; it runs with `pytest -m slow`."""
+    shared_dataset(SCIENTIFIC)
+    shared_dataset("amazon2014-office-lcrec")
+    results = run_benchmark(
+        monkeypatch, tmp_path, "recformer_transfer", "--workspace", tmp_path / "ws", "--start-from", tiny_bert,
+        "--pretrain-steps", 1, "--finetune-seeds", 0, "--mixed-precision", "no",
+        "--set", "recformer.pretrain.batch_size=4", "--set", "recformer.max_items=3", "--set", "recformer.max_tokens=64",
+        "--set", "recformer.encode.batch_size=256", *FEW_USERS)
+    record = published(results, "recformer", "recformer_transfer", complete=False)  # no fine-tuning seeds
+    assert record["pretraining"]["steps"] == 1 and record["seeds"] == 0
+    assert 0 <= record["zero_shot_ndcg10"] <= 1 and record["popularity_ndcg10"] > 0
+
+
+@pytest.mark.slow
+def test_daily_refresh_smoke(monkeypatch, tmp_path, tiny_llama) -> None:
+    """Slow tier: three days are about twelve CLI runs, each starting torch (4-5 s here), so a minute or
+    more however small the models; it runs with `pytest -m slow`."""
+    results = run_benchmark(monkeypatch, tmp_path, "daily_refresh", "--workspace", tmp_path / "ws",
+                            "--set", f"align.lm={tiny_llama}", "--set", "align.said.max_steps=3",
+                            "--set", "downstream.train.max_epochs=1")
+    record = published(results, "daily_refresh", "daily_refresh")
+    assert record["unchanged_rows_identical"]
+    assert record["day2_items_trained"] == record["day2_new_or_changed_items"] > 0
