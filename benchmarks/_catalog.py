@@ -109,6 +109,10 @@ BENCHMARKS: tuple[Benchmark, ...] = (
                "GRU4Rec {ndcg10[ours_id_gru4rec]:.4f} vs RecBole {ndcg10[recbole_gru4rec]:.4f}; popularity "
                "{ndcg10[popularity]:.4f}"),),
         needs="RecBole's own virtual environment (.venv-recbole, made by benchmarks/recbole_setup.sh from PyPI)"),
+    Benchmark("large_catalog", ("python -m benchmarks.large_catalog",), "about 20 min here", (
+        Figure("large_catalog", "stage two on {items:,} generated items, ID-only SASRec, {epochs} epochs each",
+               "full softmax {ce_epoch_s} s/epoch, NDCG@10 {ce_ndcg10}; sampled ({negatives} popularity negatives, "
+               "logQ) {sampled_epoch_s} s/epoch, NDCG@10 {sampled_ndcg10}; popularity {popularity_ndcg10}"),)),
     Benchmark("daily_refresh", ("python -m benchmarks.daily_refresh",), "about 30 min here", (
         Figure("daily_refresh", "the scheduled refresh: ml-100k replayed as three days",
                "day 2 in {day2_over_day1_wall} of day 1's wall time ({day2_items_trained} items trained); "

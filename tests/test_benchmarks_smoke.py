@@ -149,3 +149,13 @@ def test_daily_refresh_smoke(monkeypatch, tmp_path, tiny_llama) -> None:
     record = published(results, "daily_refresh", "daily_refresh")
     assert record["unchanged_rows_identical"]
     assert record["day2_items_trained"] == record["day2_new_or_changed_items"] > 0
+
+
+def test_large_catalog_smoke(monkeypatch, tmp_path) -> None:
+    """A catalog past `full_softmax_max_items` (lowered for the smoke run): `auto` trains the sampled softmax."""
+    results = run_benchmark(monkeypatch, tmp_path, "large_catalog", "--items", 600, "--users", 150, "--length", 8,
+                            "--epochs", 1, "--workspace", tmp_path / "ws", "--set", "downstream.train.full_softmax_max_items=100",
+                            "--set", "downstream.model.hidden_size=16", "--set", "downstream.model.layers=1")
+    record = published(results, "large_catalog", "large_catalog")
+    assert (record["sampled_loss"], record["sampled_sampler"]) == ("sampled", "popularity")
+    assert record["items"] > 100 and record["ce_epoch_s"] > 0 and 0 <= record["sampled_ndcg10"] <= 1
