@@ -174,7 +174,10 @@ def recommend(config: ConfigOption = None, set_: SetOption = None, force: ForceO
 @app.command("run")
 @reports_errors
 def run_all(config: ConfigOption = None, set_: SetOption = None, force: ForceOption = False,
-            full: FullOption = False, log_format: LogOption = "text") -> None:
+            full: FullOption = False,
+            dry_run: Annotated[bool, typer.Option("--dry-run", help="Print each stage's plan and estimated time "
+                                                  "(measured on a short warm-up); train and publish nothing.")] = False,
+            log_format: LogOption = "text") -> None:
     """The main job and the scheduled refresh: prepare, align, train-downstream, recommend.
 
     Each stage reads the run the previous one just published (never whatever `latest` is by then). Stage
@@ -186,6 +189,11 @@ def run_all(config: ConfigOption = None, set_: SetOption = None, force: ForceOpt
     from stages.downstream import train
 
     cfg = _config(config, set_)
+    if dry_run:
+        from pipeline.dry_run import plan_lines
+
+        typer.echo("\n".join(plan_lines(cfg)))
+        return
     dataset = prepare_stage.run(cfg, force=force).run_dir
     typer.echo(dataset)
     embeddings = None

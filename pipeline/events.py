@@ -108,7 +108,7 @@ class Tracker:
         if _state["format"] == "json":
             emit("progress", self.description, **stats, **fields, **(json_only or {}))
             return
-        eta = "" if stats["eta_s"] is None else f", ETA {_clock(float(stats['eta_s']))}"
+        eta = "" if stats["eta_s"] is None else f", ETA {clock(float(stats['eta_s']))}"
         of = "" if self.total is None else f"/{self.total:,}"
         emit("progress", f"{self.description}: {self.done:,}{of} {self.unit}, "
              f"{stats[f'{self.unit}_per_s']:,} {self.unit}/s{eta} {extra}".rstrip())
@@ -125,7 +125,7 @@ class Tracker:
         emit("progress_stopped", f"{self.description}: stopped after {self.done:,}{of} {self.unit}", **stats)
 
 
-def _clock(seconds: float) -> str:
+def clock(seconds: float) -> str:
     """12 s, 3m05s, 1h02m: an ETA a person reads at a glance."""
     seconds = int(seconds)
     if seconds < 60:

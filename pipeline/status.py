@@ -32,7 +32,7 @@ def published(output: Output) -> dict[str, Any]:
     return facts
 
 
-def _next_prepare(config: PipelineConfig) -> tuple[str, Path | None]:
+def next_prepare(config: PipelineConfig) -> tuple[str, Path | None]:
     from pipeline import prepare
 
     output = workspace_output(config, "datasets")
@@ -80,7 +80,7 @@ def status(config: PipelineConfig) -> dict[str, Any]:
     """Published runs per stage and the next run's plan, with reasons."""
     report: dict[str, Any] = {"published": {stage: published(workspace_output(config, kind))
                                             for stage, kind in OUTPUTS.items()}}
-    prepare_reason, dataset_dir = _next_prepare(config)
+    prepare_reason, dataset_dir = next_prepare(config)
     align_reason, embeddings_dir = _next_align(config, dataset_dir)
     report["next"] = {"prepare": prepare_reason, "align": align_reason,
                       "train-downstream": _next_train(config, dataset_dir, embeddings_dir)}
