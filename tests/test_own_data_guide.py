@@ -17,7 +17,7 @@ GUIDE = REPO / "docs" / "your-own-data.md"
 
 
 def _blocks(kind: str) -> list[str]:
-    return re.findall(rf"```{kind}\n(.*?)```", GUIDE.read_text(), flags=re.S)
+    return re.findall(rf"```{kind}\n(.*?)```", GUIDE.read_text(), flags=re.DOTALL)
 
 
 def _write_catalog(folder: Path) -> None:
