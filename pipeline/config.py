@@ -55,7 +55,7 @@ class ColumnsConfig(Section):
 
 class TextConfig(Section):
     fields: list[str] | None
-    template: Literal["key_colon_value", "key_value", "values"]
+    template: Literal["auto", "key_colon_value", "key_value", "values"]
 
 
 class DataConfig(Section):

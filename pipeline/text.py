@@ -17,12 +17,21 @@ def clean(values: pa.Array) -> pa.Array:
     return pc.fill_null(pc.utf8_trim_whitespace(collapsed), "")
 
 
+def concrete_template(template: str, fields: list[str]) -> str:
+    """`auto`: the bare value where an item has one attribute ("Red pen", not "title: Red pen"), else
+    "key: value" lines."""
+    if template != "auto":
+        return template
+    return "values" if len(fields) == 1 else "key_colon_value"
+
+
 def render(items: pa.Table, fields: list[str], template: str) -> pa.Array:
     """One text per item from its (cleaned) attribute columns; empty attributes are left out.
 
     `key_colon_value` gives "title: X" lines, `key_value` Recformer's "title X brand Y",
-    `values` the bare values joined by ". ".
+    `values` the bare values joined by ". ", `auto` one of the first and last (`concrete_template`).
     """
+    template = concrete_template(template, fields)
     parts = []
     for name in fields:
         column = items.column(name)

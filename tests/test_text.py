@@ -26,3 +26,10 @@ def test_no_fields_gives_empty_texts() -> None:
 
 def test_clean_unescapes_html_and_collapses_whitespace() -> None:
     assert clean(pa.array(["AT&amp;T  phone\n", None])).to_pylist() == ["AT&T phone", ""]
+
+
+def test_auto_renders_a_single_attribute_as_its_bare_value() -> None:
+    items = pa.table({"item_id": ["a", "b"], "title": clean(pa.array(["Red pen", "Notebook"])),
+                      "brand": clean(pa.array(["Acme", ""]))})
+    assert render(items, ["title"], "auto").to_pylist() == ["Red pen", "Notebook"]
+    assert render(items, ["title", "brand"], "auto").to_pylist() == ["title: Red pen\nbrand: Acme", "title: Notebook"]
