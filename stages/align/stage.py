@@ -240,8 +240,13 @@ def run(config: PipelineConfig, force: bool = False, full: bool = False,
         accelerator.wait_for_everyone()  # the main process has prepared `folder` (cleared if --force)
         set_seed(align.seed)
         rows, base = planned.rows, planned.base
+        work = ""
+        if align.method == "said" and rows.train:
+            steps = -(-len(rows.train) // align.batch_size) * align.said.epochs
+            work = f", {align.said.epochs} epochs = about {min(steps, align.said.max_steps or steps):,} steps"
         say(accelerator)("aligning", f"{align.method}: {len(rows.train):,} of {len(planned.catalog.ids):,} items "
-                         "to embed" + (f" (incremental over {base.run_id})" if base else ""))
+                         f"to embed{work}" + (f" (incremental over {base.run_id})" if base else "")
+                         + ("; `run --dry-run` prices it" if work else ""))
         if not rows.train:
             embedded = _carry_over(config, planned)
         elif align.method == "recformer":

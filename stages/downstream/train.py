@@ -188,6 +188,10 @@ def _train(folder: Path, config: DownstreamConfig, dataset_dir: Path, dataset_ru
     if one_interaction:
         events.emit("skipped_users", f"{one_interaction} users with one interaction skipped (nothing to predict)",
                     users=one_interaction)
+    events.emit("training_plan", f"{config.model.kind} over {seqs.num_items:,} items: {len(rows):,} windows an "
+                f"epoch, at most {config.train.max_epochs} epochs, stopping after {config.train.patience} without "
+                f"a better valid score ({config.train.loss} loss; `run --dry-run` prices an epoch)",
+                windows=len(rows), items=seqs.num_items)
     set_seed(config.train.seed)
     model = build(config.model, seqs.num_items, vectors, has)
     init: dict[str, Any] = {"init": "scratch"}
