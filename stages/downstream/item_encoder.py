@@ -27,6 +27,10 @@ def _id_table(num_items: int, hidden_size: int) -> nn.Embedding:
     return table
 
 
+# The whitening saved with the weights since it is persistent; runs saved before recompute it from their table.
+WHITENING = ("items.adapter.mean", "items.adapter.matrix")
+
+
 class ItemEncoder(nn.Module):
     """Maps 1-based item ids to hidden_size vectors.
 
@@ -100,12 +104,16 @@ class ItemEncoder(nn.Module):
 
 
 class Whiten(nn.Module):
-    """Fixed PCA whitening (from the embedding table), then a trainable linear map."""
+    """Fixed PCA whitening (from the embedding table), then a trainable linear map.
+
+    The whitening is saved with the weights: recomputed from another table (a catalog with new items) its
+    eigenvectors can flip sign or turn, and the trained linear map would read scrambled coordinates.
+    """
 
     def __init__(self, mean: torch.Tensor, matrix: torch.Tensor, hidden_size: int) -> None:
         super().__init__()
-        self.register_buffer("mean", mean, persistent=False)
-        self.register_buffer("matrix", matrix, persistent=False)
+        self.register_buffer("mean", mean)
+        self.register_buffer("matrix", matrix)
         self.linear = nn.Linear(matrix.shape[1], hidden_size)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -14,6 +14,7 @@ from pipeline.config import DownstreamConfig, PipelineConfig, saved_section
 from pipeline.embeddings import Embeddings, align_to_items, read_embeddings
 from pipeline.errors import BadInput
 from pipeline.store import Output, read_manifest, workspace_output
+from stages.downstream.item_encoder import WHITENING
 from stages.downstream.recommender import Recommender, build
 from stages.downstream.sequences import Sequences, load_sequences
 
@@ -99,7 +100,9 @@ def load_trained(run_dir: Path) -> Trained:
     vectors, has = item_vectors(embeddings, seqs, config)
     model = build(config.model, seqs.num_items, vectors, has)
     try:
-        model.load_state_dict(load_file(run_dir / WEIGHTS_FILE))
+        missing, unexpected = model.load_state_dict(load_file(run_dir / WEIGHTS_FILE), strict=False)
+        if unexpected or set(missing) - set(WHITENING):  # runs saved before the whitening was kept lack only it
+            raise RuntimeError(f"missing {sorted(missing)}, unexpected {sorted(unexpected)}")
     except RuntimeError as exc:
         raise BadInput(f"{run_dir / WEIGHTS_FILE}: does not fit the model built from {CONFIG_FILE} "
                        f"({' '.join(str(exc).split())[:300]})") from None

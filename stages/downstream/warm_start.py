@@ -11,14 +11,11 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
-import pyarrow.parquet as pq
 import torch
-from safetensors.torch import load_file
 
 from pipeline.config import PipelineConfig
 from pipeline.embeddings import Embeddings
 from pipeline.errors import BadInput
-from pipeline.prepare import ITEMS_FILE
 from pipeline.store import workspace_output
 from pipeline.workspace import Published, newest
 from stages.downstream import runs
@@ -57,13 +54,10 @@ def find_source(config: PipelineConfig, dataset_run_id: str, embeddings: Embeddi
     found = newest(workspace_output(config, "downstream"), compatible)
     if found is None:
         return None
-    dataset_dir = workspace_output(config, "datasets").run_dir(str(found.manifest["dataset_run_id"]))
-    try:
-        item_ids = pq.read_table(dataset_dir / ITEMS_FILE, columns=["item_id"]).column("item_id").to_pylist()
-    except (OSError, ValueError) as exc:
-        raise BadInput(f"{dataset_dir / ITEMS_FILE}: the dataset run of warm-start source {found.run_id} cannot be "
-                       f"read ({exc}); set downstream.train.init=scratch") from None
-    return WarmStart(found.run_id, load_file(str(found.run_dir / runs.WEIGHTS_FILE)), item_ids)
+    # Loaded as a run, not its weights file alone: a run saved before its whitening was kept gets it
+    # recomputed from its own embeddings, the table its adapter was trained on.
+    source = runs.load_trained(found.run_dir)
+    return WarmStart(found.run_id, source.model.state_dict(), source.seqs.item_ids)
 
 
 def apply(model: torch.nn.Module, source: WarmStart, item_ids: list[str]) -> dict[str, int | str]:
