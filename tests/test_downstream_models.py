@@ -174,3 +174,10 @@ def test_sasrec_positions_from_the_oldest_read_a_prefix_as_inference_reads_that_
         states = model(batch)
     inside_window, alone = states[0, 1], states[1, -1]
     assert torch.allclose(inside_window, alone, atol=1e-5) == same_as_a_short_history
+
+
+def test_a_kind_without_a_sequence_model_is_refused_by_name() -> None:
+    from stages.downstream.recommender import sequence_model
+
+    with pytest.raises(ValueError, match=r"kind 'recformer' has no sequence model here \(known: sasrec, gru4rec, said_light\)"):
+        sequence_model(_config(kind="recformer"))

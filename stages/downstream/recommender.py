@@ -5,6 +5,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import torch
 from torch import nn
@@ -47,13 +49,24 @@ class Recommender(nn.Module):
         return self.user_vectors(history) @ table.T
 
 
+SEQUENCE_MODELS: dict[str, Callable[[ModelConfig], nn.Module]] = {
+    "sasrec": lambda c: SASRec(c.hidden_size, c.layers, c.heads, c.dropout, c.max_length,
+                               c.feedforward_size or 4 * c.hidden_size, c.norm, c.positions),
+    "gru4rec": lambda c: GRU4Rec(c.hidden_size, c.layers, c.dropout),
+    "said_light": lambda c: SAIDLight(c.hidden_size, c.layers, c.dropout, c.max_length, c.pooling),
+}
+
+
 def sequence_model(config: ModelConfig) -> nn.Module:
-    if config.kind == "sasrec":
-        return SASRec(config.hidden_size, config.layers, config.heads, config.dropout, config.max_length,
-                      config.feedforward_size or 4 * config.hidden_size, config.norm, config.positions)
-    if config.kind == "gru4rec":
-        return GRU4Rec(config.hidden_size, config.layers, config.dropout)
-    return SAIDLight(config.hidden_size, config.layers, config.dropout, config.max_length, config.pooling)
+    """The sequence model `downstream.model.kind` names, from its flat arguments.
+
+    Raises:
+        ValueError: a kind with no sequence model here (recformer has its own training and model).
+    """
+    if config.kind not in SEQUENCE_MODELS:
+        raise ValueError(f"downstream.model.kind {config.kind!r} has no sequence model here "
+                         f"(known: {', '.join(SEQUENCE_MODELS)})")
+    return SEQUENCE_MODELS[config.kind](config)
 
 
 def build(config: ModelConfig, num_items: int, embeddings: np.ndarray | None, has_embedding: np.ndarray | None) -> Recommender:
