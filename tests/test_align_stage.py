@@ -20,6 +20,7 @@ from typer.testing import CliRunner
 
 from pipeline.cli import app
 from pipeline.embeddings import check_index, read_embeddings
+from pipeline.history import read_history
 from stages import resume
 from stages.accelerator import cpu_has_fast_bf16
 from stages.align import stage
@@ -42,7 +43,7 @@ def test_said_trains_exports_agreeing_files_and_reuses(tmp_path: Path, slice40: 
     result = stage.run(config)
     manifest = result.manifest
     assert sorted(p.name for p in result.run_dir.iterdir()) == [
-        "config.json", "embeddings.parquet", "index.faiss", "manifest.json", "projector.safetensors"]
+        "config.json", "embeddings.parquet", "history.jsonl", "index.faiss", "manifest.json", "projector.safetensors"]
     embeddings = read_embeddings(result.run_dir)
     assert embeddings.item_ids == [row["item_id"] for row in items]
     assert embeddings.text_sha256 == [hashlib.sha256(row["text"].encode()).hexdigest() for row in items]
@@ -80,9 +81,16 @@ def test_a_killed_run_resumes_from_its_checkpoint_and_matches_an_uninterrupted_o
     assert resumed.manifest["training"]["resumed_from_step"] == 3
     assert resumed.manifest["training"]["steps"] == 10  # 40 items / 8 per batch x 2 epochs
     resumed_vectors = read_embeddings(resumed.run_dir).vectors
+    resumed_history = read_history(resumed.run_dir)  # kept with the checkpoint: the steps before the kill too
     fresh = stage.run(config, force=True)
     assert fresh.manifest["training"]["resumed_from_step"] is None
     np.testing.assert_allclose(resumed_vectors, read_embeddings(fresh.run_dir).vectors, atol=1e-5)
+    fresh_history = read_history(fresh.run_dir)
+    assert [h["step"] for h in resumed_history] == [h["step"] for h in fresh_history] == list(range(1, 11))
+    assert [h["epoch"] for h in resumed_history] == [1] * 5 + [2] * 5
+    np.testing.assert_allclose([h["loss"] for h in resumed_history], [h["loss"] for h in fresh_history], atol=1e-5)
+    assert resumed_history[0]["lr"] < resumed_history[1]["lr"]  # two warm-up steps, then cosine decay
+    assert all(h["items_per_s"] > 0 and h["tokens_per_s"] > h["items_per_s"] for h in resumed_history)
 
 
 @pytest.mark.parametrize("item_init", ["random", "text"])

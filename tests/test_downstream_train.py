@@ -13,6 +13,7 @@ from conftest import write_embeddings_run
 from safetensors.torch import load_file
 
 from pipeline.errors import BadInput
+from pipeline.history import read_history
 from pipeline.store import Output, publish_run
 from stages import resume
 from stages.downstream import runs, train
@@ -29,7 +30,8 @@ def test_publishes_a_complete_run_that_names_its_embeddings(workspace) -> None:
     config = workspace("downstream.train.max_epochs=1")
     write_embeddings_run(Path(config.workspace.root), _dataset_dir(config), 16)
     result = train.run(config)
-    assert sorted(os.listdir(result.run_dir)) == ["config.json", "index.faiss", "manifest.json", "metrics.json", "model.safetensors"]
+    assert sorted(os.listdir(result.run_dir)) == ["config.json", "history.jsonl", "index.faiss", "manifest.json", "metrics.json",
+                                                 "model.safetensors"]
     manifest = result.manifest
     assert (manifest["kind"], manifest["embeddings_run_id"], manifest["embedding_dim"]) == ("downstream", "hash0001", 16)
     metrics = json.loads((result.run_dir / "metrics.json").read_text())
@@ -46,6 +48,7 @@ def test_a_killed_run_resumes_and_ends_as_an_uninterrupted_one(workspace, monkey
                        f"downstream.train.batch_by={batch_by}")
     uninterrupted = train.run(config)
     expected = load_file(uninterrupted.run_dir / "model.safetensors")
+    expected_history = read_history(uninterrupted.run_dir)
     shutil.rmtree(uninterrupted.run_dir.parent)
 
     save = resume.save
@@ -69,6 +72,13 @@ def test_a_killed_run_resumes_and_ends_as_an_uninterrupted_one(workspace, monkey
     weights = load_file(resumed.run_dir / "model.safetensors")
     assert weights.keys() == expected.keys()
     assert all(torch.equal(weights[name], expected[name]) for name in expected)
+    history = read_history(resumed.run_dir)  # the epochs before the kill come back from the checkpoint
+    assert [h["epoch"] for h in history] == [1, 2, 3]
+    assert [h["best"] for h in history].count(True) == 1
+    assert history[[h["best"] for h in history].index(True)]["epoch"] == resumed.manifest["best_epoch"]
+    assert [h["loss"] for h in history] == [h["loss"] for h in expected_history]
+    assert [h["valid_ndcg@10"] for h in history] == [h["valid_ndcg@10"] for h in expected_history]
+    assert all(h["valid_recall@50"] >= h["valid_recall@10"] and h["train_s"] > 0 for h in history)
 
 
 def test_embeddings_must_exist_and_cover_the_datasets_items_whatever_run_made_them(workspace) -> None:

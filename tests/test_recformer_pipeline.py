@@ -20,6 +20,7 @@ from typer.testing import CliRunner
 
 from pipeline.cli import app
 from pipeline.embeddings import check_index, read_embeddings
+from pipeline.history import read_history
 
 TINY = ["recformer.max_items=8", "recformer.max_tokens=64", "recformer.max_attribute_tokens=8",
         "recformer.pretrain.learning_rate=1e-3", "recformer.pretrain.warmup_steps=0",
@@ -63,8 +64,8 @@ def pretrained(tmp_path_factory, raws: dict[str, Path], tiny_bert: Path) -> tupl
 def test_align_pretrains_on_two_datasets_and_exports_agreeing_files(pretrained, raws, tiny_bert) -> None:
     root, run = pretrained
     manifest = json.loads((run / "manifest.json").read_text())
-    assert sorted(p.name for p in run.iterdir()) == ["config.json", "embeddings.parquet", "encoder", "index.faiss",
-                                                    "manifest.json"]
+    assert sorted(p.name for p in run.iterdir()) == ["config.json", "embeddings.parquet", "encoder", "history.jsonl",
+                                                    "index.faiss", "manifest.json"]
     items = pq.read_table(root / "datasets" / "a" / "latest" / "items.parquet").to_pylist()
     embeddings = read_embeddings(run)
     assert embeddings.item_ids == [row["item_id"] for row in items] and embeddings.vectors.shape == (40, 32)
@@ -74,6 +75,9 @@ def test_align_pretrains_on_two_datasets_and_exports_agreeing_files(pretrained, 
     training = manifest["training"]
     assert training["steps"] == 30 and training["corpus_items"] == 40 + 80
     assert training["last_loss"] < training["first_loss"] and training["last_mlm"] < training["first_mlm"]
+    history = read_history(run)
+    assert [h["step"] for h in history] == list(range(1, 31)) and all(h["examples_per_s"] > 0 for h in history)
+    assert history[0]["loss"] == pytest.approx(history[0]["contrastive"] + 0.1 * history[0]["mlm"])
     other_run = json.loads((root / "datasets" / "other" / "latest" / "manifest.json").read_text())["run_id"]
     assert manifest["pretrain_datasets"] == {"other": other_run}
     # same config and inputs: the published run is reused, nothing is trained again; fine-tuning settings
@@ -118,6 +122,10 @@ def test_finetuning_both_stages_then_recommend(pretrained, raws, tiny_bert) -> N
     assert _cli("train-downstream", *sets, "--set", "downstream.train.lr=0.5", "--set", "downstream.model.layers=4") == run
     metrics = _metrics(run)
     assert [(h["stage"], h["epoch"]) for h in metrics["history"]] == [(1, 1), (1, 2), (2, 1)]
+    history = read_history(run)
+    assert [(h["stage"], h["epoch"], h["score"]) for h in history] == [
+        (h["stage"], h["epoch"], h["score"]) for h in metrics["history"]]
+    assert [h["best"] for h in history].count(True) == (metrics["best_epoch"] != "before fine-tuning")
     assert set(metrics) >= {"model", "popularity", "protocol"} and metrics["protocol"]["candidates"] == 40
     for split in ("valid", "test"):
         assert 0 <= metrics["model"][split]["ndcg@10"] <= metrics["model"][split]["recall@10"] <= 1

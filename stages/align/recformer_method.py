@@ -17,6 +17,7 @@ from accelerate import Accelerator
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
 from pipeline.config import PipelineConfig, RecformerConfig
+from pipeline.history import write_history
 from pipeline.store import read_manifest, sha256_file, workspace_output
 from stages.align.dist import gather_rows, my_rows
 from stages.recformer import build, checkpoint
@@ -64,6 +65,7 @@ class Embedded:
     encoder: RecformerEncoder
     tokenizer: PreTrainedTokenizerBase
     facts: dict[str, object]
+    history: list[dict[str, float]]  # pretraining, per step (empty when nothing was pretrained)
 
 
 def _start(config: RecformerConfig, base_dir: Path | None) -> tuple[RecformerEncoder, PreTrainedTokenizerBase]:
@@ -92,6 +94,7 @@ def embed(accelerator: Accelerator, config: RecformerConfig, dataset_dirs: list[
                                 ["train"] if train else [])
     fmt = build.sequence_format(items, tokenizer, config)
     facts: dict[str, object] = {"evidence": {}}
+    history: list[dict[str, float]] = []
     if train:
         _, position = pretrain(encoder, fmt, splits["train"], tokenizer.mask_token_id, config.temperature,
                                config.pretrain, accelerator, checkpoints, checkpoint_every)
@@ -109,8 +112,9 @@ def embed(accelerator: Accelerator, config: RecformerConfig, dataset_dirs: list[
         local[done:done + len(chunk)] = chunk
         done += len(chunk)
     vectors = gather_rows(accelerator, share, torch.from_numpy(local), len(rows))
-    return Embedded(vectors, encoder, tokenizer, facts)
+    return Embedded(vectors, encoder, tokenizer, facts, history)
 
 
 def save(embedded: Embedded, folder: Path) -> None:
     checkpoint.save_encoder(embedded.encoder, embedded.tokenizer, folder / ENCODER_DIR)
+    write_history(folder, embedded.history)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -49,6 +50,9 @@ class Position:
     batch: int = 0  # batches of `epoch` done by this process
     losses: list[float] = field(default_factory=list)  # mean text loss of each optimizer step
     resumed_from: int | None = None
+    # Per optimizer step: step, epoch, loss, both learning rates, items/s and text tokens/s (all processes).
+    # Kept here, with the resumable state, so a resumed run still publishes the whole curve.
+    history: list[dict[str, float]] = field(default_factory=list)
 
 
 def lr_factor(schedule: str, warmup: int, total: int) -> Callable[[int], float]:
@@ -113,7 +117,7 @@ def fit(accelerator: Accelerator, lm: nn.Module, projector: nn.Module, tokens: T
         bar.resume_at(position.step)
         while position.step < total:
             batches = batches_of(position.epoch)
-            step_loss = 0.0
+            step_loss, step_items, step_tokens, started = 0.0, 0, 0, time.perf_counter()
             for i in range(position.batch, len(batches)):
                 sync = (i + 1) % plan.grad_accum == 0 or i + 1 == len(batches)
                 ids, mask = (t.to(device) for t in collate(tokens, batches[i], pad_id))
@@ -125,20 +129,30 @@ def fit(accelerator: Accelerator, lm: nn.Module, projector: nn.Module, tokens: T
                         loss = token_nll(lm, prefix, ids, mask).sum() / mask.sum()
                     accelerator.backward(loss / plan.grad_accum)
                 step_loss += loss.item() / plan.grad_accum
+                step_items, step_tokens = step_items + len(batches[i]), step_tokens + int(mask.sum())
                 if not sync:
                     continue
+                item_lr, lr = (group["lr"] for group in optimizer.param_groups)  # the rates this step used
                 optimizer.step()
                 scheduler.step()
                 optimizer.zero_grad()
                 position.step, position.batch = position.step + 1, i + 1
-                position.losses.append(accelerator.reduce(torch.tensor(step_loss, device=device), "mean").item())
-                step_loss = 0.0
+                # One collective for the step's loss (mean) and the items and tokens of every process (sum).
+                summed = accelerator.reduce(torch.tensor([step_loss, step_items, step_tokens], dtype=torch.float64,
+                                                         device=device), "sum").tolist()
+                position.losses.append(summed[0] / accelerator.num_processes)
+                seconds = max(time.perf_counter() - started, 1e-9)
+                position.history.append({"step": position.step, "epoch": position.epoch + 1,
+                                         "loss": position.losses[-1], "lr": lr, "item_lr": item_lr,
+                                         "items_per_s": summed[1] / seconds, "tokens_per_s": summed[2] / seconds})
+                step_loss, step_items, step_tokens = 0.0, 0, 0
                 bar.advance(1, loss=f"{position.losses[-1]:.3f}")
                 # The last step is saved too: a crash while exporting then resumes straight to the export.
                 if plan.checkpoint_every and (position.step % plan.checkpoint_every == 0 or position.step >= total):
                     resume.save(accelerator, checkpoints, "step", position.step, asdict(position))
                 if position.step >= total:
                     break
+                started = time.perf_counter()  # after the checkpoint: its save time is not the next step's
             else:
                 position.epoch, position.batch = position.epoch + 1, 0
     return position

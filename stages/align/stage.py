@@ -29,6 +29,7 @@ from accelerate.utils import set_seed
 from pipeline import embeddings as contract
 from pipeline.config import AlignConfig, PipelineConfig, fingerprint, stage_run_id
 from pipeline.errors import BadInput
+from pipeline.history import write_history
 from pipeline.store import RunResult, publish_run, read_manifest, reuse_run, workspace_output, write_json_atomic
 from pipeline.workspace import newest
 from stages.accelerator import stage_accelerator
@@ -184,8 +185,12 @@ def _embed_with_lm(accelerator: Accelerator, config: PipelineConfig, planned: Al
     training = {"steps": trained.position.step, "resumed_from_step": trained.position.resumed_from,
                 "first_loss": _mean(losses[:5]), "last_loss": _mean(losses[-5:])}
     facts = {"training": training, "evidence": {"prefix_loss": trained.evidence}}
-    return Embedded(trained.vectors, facts, loaded.source, tokens.truncated, lambda out: said_method.save_projector(
-        out / said_method.PROJECTOR_FILE, trained.projector, base_dir, rows))
+
+    def save(out: Path) -> None:
+        said_method.save_projector(out / said_method.PROJECTOR_FILE, trained.projector, base_dir, rows)
+        write_history(out, trained.position.history)
+
+    return Embedded(trained.vectors, facts, loaded.source, tokens.truncated, save)
 
 
 def _embed_recformer(accelerator: Accelerator, config: PipelineConfig, planned: AlignPlan, dataset_dir: Path,

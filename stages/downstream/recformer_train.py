@@ -24,6 +24,7 @@ from transformers import AutoTokenizer, PreTrainedTokenizerBase
 from pipeline.config import PipelineConfig, RecformerConfig
 from pipeline.embeddings import Embeddings
 from pipeline.errors import BadInput
+from pipeline.history import write_history
 from pipeline.store import write_json_atomic
 from stages.accelerator import stage_accelerator
 from stages.align.recformer_method import ENCODER_DIR
@@ -112,6 +113,8 @@ def train(folder: Path, config: PipelineConfig, dataset_dir: Path, dataset_run_i
                        if h["score"] == result.best_score), "before fine-tuning")
     if accelerator.is_main_process:
         _export(folder, model, tokenizer, config, {**metrics, "best_epoch": best_epoch, "history": result.history})
+        write_history(folder, [{**record, "best": f"stage {record['stage']} epoch {record['epoch']}" == best_epoch}
+                               for record in result.history])
     accelerator.wait_for_everyone()
     return {
         "kind": "downstream", "model": "recformer", "seed": recformer.finetune.seed,

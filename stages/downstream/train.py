@@ -34,6 +34,7 @@ from pipeline.config import (
 )
 from pipeline.embeddings import Embeddings
 from pipeline.errors import BadInput
+from pipeline.history import write_history
 from pipeline.prepare import ITEMS_FILE
 from pipeline.store import RunResult, publish_run, read_manifest, workspace_output, write_json_atomic
 from stages import resume
@@ -158,7 +159,8 @@ def _fit(model: Recommender, seqs: Sequences, rows: torch.Tensor, config: Downst
         seconds = time.perf_counter() - started
         valid = evaluate_model(model, seqs, "valid", config.evaluate, config.model.max_length)
         state.epoch += 1
-        state.history.append({"epoch": state.epoch, "loss": loss, "train_s": round(seconds, 3), f"valid_{metric}": valid[metric]})
+        state.history.append({"epoch": state.epoch, "loss": loss, "train_s": round(seconds, 3),
+                              "lr": optimizer.param_groups[0]["lr"], **{f"valid_{k}": v for k, v in valid.items()}})
         if valid[metric] > state.best_metric:
             state.best_metric, state.best_epoch, state.bad_epochs, state.best_valid = valid[metric], state.epoch, 0, valid
             if accelerator.is_main_process:
@@ -205,6 +207,7 @@ def _train(folder: Path, config: DownstreamConfig, dataset_dir: Path, dataset_ru
     results = evaluate_all(model, seqs, config.evaluate, config.model.max_length, valid=state.best_valid)
     if accelerator.is_main_process:
         _export(folder, model, config, {**results, "best_epoch": state.best_epoch, "history": state.history})
+        write_history(folder, [{**record, "best": record["epoch"] == state.best_epoch} for record in state.history])
     accelerator.wait_for_everyone()
     return {
         "kind": "downstream", "model": config.model.kind, "seed": config.train.seed,

@@ -17,6 +17,7 @@ and a checkpoint holds the encoder and optimizer, the position, the table in use
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -166,14 +167,17 @@ def finetune(encoder: RecformerEncoder, fmt: SequenceFormat, train: Examples, va
         while position.epoch < epochs[position.stage] and position.stale < config.patience:
             batches = epoch_batches(train, config, position.stage, position.epoch, accelerator.process_index,
                                     accelerator.num_processes)
+            started = time.perf_counter()
             _train_epoch(wrapped, optimizer, collate, batches, table, temperature, config, accelerator, position,
                          lambda used=table, kept=best_table, weights=best_state: save(position, used, kept, weights))
+            seconds = time.perf_counter() - started  # after a resume: the rest of the epoch
             loss = position.loss_sum / max(len(batches), 1)
             if position.stage == 1:
                 table = encode_table()
             score = validate(table)
             position.epoch, position.batch, position.loss_sum = position.epoch + 1, 0, 0.0
-            position.history.append({"stage": position.stage, "epoch": position.epoch, "loss": loss, "score": score})
+            position.history.append({"stage": position.stage, "epoch": position.epoch, "loss": loss, "score": score,
+                                     "train_s": round(seconds, 3)})
             emit("recformer_epoch", f"stage {position.stage} epoch {position.epoch}: loss {loss:.4f}, "
                  f"validation {score:.4f}", **position.history[-1])
             if score > position.best_score:

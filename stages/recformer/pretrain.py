@@ -12,6 +12,7 @@ process, step), so with a checkpoint folder every `checkpoint_every` steps (and 
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -110,7 +111,8 @@ class Position:
     step: int = 0  # optimizer steps done
     epoch: int = 0
     batch: int = 0  # batches of `epoch` done by this process
-    history: list[dict[str, float]] = field(default_factory=list)  # per step: loss, contrastive, mlm, lr
+    # per step: step, epoch, loss, contrastive, mlm, lr, examples/s (all processes)
+    history: list[dict[str, float]] = field(default_factory=list)
     resumed_from: int | None = None
 
 
@@ -167,6 +169,7 @@ def pretrain(encoder: RecformerEncoder, fmt: SequenceFormat, examples: Examples,
         while position.step < total:
             batches = batches_of(position.epoch)
             for i in range(position.batch, len(batches)):
+                started = time.perf_counter()
                 batch = send_to_device(collate(batches[i].tolist(), masking_generator(config.seed, rank, position.step)),
                                        accelerator.device)
                 seq, items, mlm = wrapped(batch["sequences"], batch["items"], batch["mlm_labels"])
@@ -181,8 +184,10 @@ def pretrain(encoder: RecformerEncoder, fmt: SequenceFormat, examples: Examples,
                 schedule.step()
                 optimizer.zero_grad()
                 position.step, position.batch = position.step + 1, i + 1
-                position.history.append({"loss": loss.item(), "contrastive": contrastive.item(), "mlm": mlm.item(),
-                                         "lr": lr})
+                seconds = max(time.perf_counter() - started, 1e-9)
+                position.history.append({"step": position.step, "epoch": position.epoch + 1, "loss": loss.item(),
+                                         "contrastive": contrastive.item(), "mlm": mlm.item(), "lr": lr,
+                                         "examples_per_s": len(batches[i]) * world / seconds})
                 tracker.advance(1, loss=f"{position.history[-1]['loss']:.3f}")
                 if checkpoints is not None and checkpoint_every and (
                         position.step % checkpoint_every == 0 or position.step >= total):
