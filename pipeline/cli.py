@@ -209,6 +209,36 @@ def run_all(config: ConfigOption = None, set_: SetOption = None, force: ForceOpt
     typer.echo(trained.run_dir)
     typer.echo(recommend_stage.run(cfg, force=force, run_dir=trained.run_dir, dataset_dir=dataset,
                                    embeddings_dir=embeddings).run_dir)
+    if cfg.report.on_run:
+        _write_report(cfg, [trained.run_dir], None)
+
+
+def _write_report(cfg: PipelineConfig, run_dirs: list[Path], out: Path | None) -> None:
+    """Write the HTML report and print its path (imported here: matplotlib is needed for reports only)."""
+    from pipeline.report.build import write_report
+
+    path = write_report(cfg, run_dirs, out)
+    events.emit("report", f"report: {path}", path=str(path))
+    typer.echo(path)
+
+
+@app.command()
+@reports_errors
+def report(runs: Annotated[list[str] | None, typer.Argument(
+               help="Downstream runs: latest, run ids or folders; several make a comparison (default: latest).")] = None,
+           out: Annotated[Path | None, typer.Option("--out", "-o", help="The HTML file to write; default: "
+                                                    "report.dir/<run id>.html or compare-<hash>.html.")] = None,
+           config: ConfigOption = None, set_: SetOption = None, log_format: LogOption = "text") -> None:
+    """Write one self-contained, offline HTML page: a downstream run and its inputs, or several runs compared.
+
+    Dataset distributions, stage one's loss curve, evidence, embedding map and nearest neighbours, stage
+    two's curves and test metrics beside popularity, and every run's config, linked to its folder.
+    """
+    from pipeline.report.runs import resolve
+
+    cfg = _config(config, set_)
+    output = workspace_output(cfg, "downstream")
+    _write_report(cfg, [resolve(output, ref) for ref in runs or ["latest"]], out)
 
 
 @app.command()

@@ -242,6 +242,17 @@ class RecommendConfig(Section):
     batch_size: int = Field(ge=1)
 
 
+class ReportConfig(Section):
+    """`seqrec-pipeline report`: read by no stage, so no run id hashes it."""
+
+    dir: str | None
+    on_run: bool
+    examples: int = Field(ge=0)
+    map_items: int = Field(ge=2)
+    map_values: int = Field(ge=1)
+    seed: int
+
+
 class PipelineConfig(Section):
     workspace: WorkspaceConfig
     data: DataConfig
@@ -249,6 +260,7 @@ class PipelineConfig(Section):
     recformer: RecformerConfig
     downstream: DownstreamConfig
     recommend: RecommendConfig
+    report: ReportConfig
 
 
 def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:

@@ -1,0 +1,92 @@
+"""The runs a report covers: downstream runs, and the dataset and embeddings runs each one read."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pipeline.config import fingerprint
+from pipeline.errors import BadInput
+from pipeline.history import read_history
+from pipeline.store import Output, read_manifest
+
+
+@dataclass(frozen=True)
+class Run:
+    """One published run: its folder, manifest, saved config (if any) and training curve (if any)."""
+
+    run_dir: Path
+    manifest: dict[str, Any]
+    config: dict[str, Any]
+    history: list[dict[str, Any]]
+
+    @property
+    def run_id(self) -> str:
+        return str(self.manifest.get("run_id", self.run_dir.name))
+
+    @property
+    def kind(self) -> str:
+        return str(self.manifest.get("kind", "?"))
+
+
+@dataclass(frozen=True)
+class Trained:
+    """A downstream run with its inputs (None: an ID-only run has no embeddings run)."""
+
+    downstream: Run
+    dataset: Run
+    embeddings: Run | None
+    metrics: dict[str, Any]
+
+    @property
+    def variant(self) -> str:
+        """What the run is apart from its seed: runs of one variant differ by `downstream.train.seed` only."""
+        settings = json.loads(json.dumps(self.downstream.config))
+        settings.get("train", {}).pop("seed", None)
+        embeddings = None if self.embeddings is None else self.embeddings.run_id
+        return fingerprint(settings, self.dataset.run_id, embeddings, self.downstream.manifest.get("model"))
+
+    @property
+    def label(self) -> str:
+        method = self.downstream.manifest.get("embeddings_method") or "ID only"
+        return f"{self.downstream.manifest.get('model', '?')} on {method}"
+
+
+def read_run(run_dir: Path) -> Run:
+    """A published run folder as a `Run` (its config.json is the resolved config a stage saved beside it)."""
+    manifest = read_manifest(run_dir)
+    config_file = run_dir / "config.json"
+    config = json.loads(config_file.read_text()) if config_file.is_file() else manifest.get("config") or {}
+    return Run(run_dir.resolve(), manifest, config, read_history(run_dir))
+
+
+def resolve(output: Output, ref: str) -> Path:
+    """A downstream run folder from `latest`, a run id in `output`, or a path.
+
+    Raises:
+        BadInput: nothing published there.
+    """
+    if ref == "latest":
+        return output.require_latest(f"{output.path}: no published downstream run yet; run train-downstream first")
+    path = Path(ref)
+    return path if path.is_dir() else output.run_dir(ref)
+
+
+def read_trained(run_dir: Path) -> Trained:
+    """A downstream run and the dataset and embeddings runs its manifest names.
+
+    Raises:
+        BadInput: the run is not a downstream run, or an input run was deleted.
+    """
+    downstream = read_run(run_dir)
+    if downstream.kind != "downstream":
+        raise BadInput(f"{run_dir}: a {downstream.kind} run; report takes downstream runs (they name their inputs)")
+    dataset = read_run(Path(downstream.manifest["dataset_run_dir"]))
+    folder = downstream.manifest.get("embeddings_run_dir")
+    embeddings = read_run(Path(folder)) if folder else None
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    if not downstream.history:  # a run made before history.jsonl: its metrics.json kept the epochs
+        downstream = Run(downstream.run_dir, downstream.manifest, downstream.config, metrics.get("history", []))
+    return Trained(downstream, dataset, embeddings, metrics)
