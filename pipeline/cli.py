@@ -19,7 +19,7 @@ import typer
 from pipeline import default_data, events
 from pipeline.config import PipelineConfig, load_config
 from pipeline.errors import EXIT_FAILURE, PipelineError
-from pipeline.store import workspace_output
+from pipeline.store import RunResult, workspace_output
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Text-aligned item embeddings and light sequential recommenders, as batch stages.")
@@ -79,9 +79,11 @@ def align(config: ConfigOption = None, set_: SetOption = None, force: ForceOptio
     """
     from stages.align import stage
 
-    result = stage.run(_config(config, set_), force=force, full=full)
+    cfg = _config(config, set_)
+    result = stage.run(cfg, force=force, full=full)
     if result is not None:
         _report_alignment(result.manifest)
+        _track(cfg, result)
         typer.echo(result.run_dir)
 
 
@@ -90,6 +92,14 @@ def _report_alignment(manifest: dict) -> None:
     from stages.align.report import summary
 
     events.emit("evidence", summary(manifest), evidence=manifest.get("evidence"))
+
+
+def _track(cfg: PipelineConfig, result: RunResult) -> None:
+    """Log a run just made to `tracking.backend` (a reused run was logged when it was made)."""
+    if not result.reused and cfg.tracking.backend != "none":
+        from pipeline.tracking import track
+
+        track(cfg, result.run_dir, result.manifest)
 
 
 def _report_training(run_dir: Path, k: int) -> None:
@@ -132,6 +142,7 @@ def train_downstream(config: ConfigOption = None, set_: SetOption = None, force:
     cfg = _config(config, set_)
     result = train.run(cfg, force=force)
     _report_training(result.run_dir, cfg.downstream.evaluate.ks[0])
+    _track(cfg, result)
     typer.echo(result.run_dir)
 
 
@@ -202,10 +213,12 @@ def run_all(config: ConfigOption = None, set_: SetOption = None, force: ForceOpt
         if aligned is None:  # a helper process under `accelerate launch`: the main process carries on alone
             return
         _report_alignment(aligned.manifest)
+        _track(cfg, aligned)
         typer.echo(aligned.run_dir)
         embeddings = aligned.run_dir if cfg.downstream.embeddings == "latest" else None
     trained = train.run(cfg, force=force, dataset_dir=dataset, embeddings_dir=embeddings)
     _report_training(trained.run_dir, cfg.downstream.evaluate.ks[0])
+    _track(cfg, trained)
     typer.echo(trained.run_dir)
     typer.echo(recommend_stage.run(cfg, force=force, run_dir=trained.run_dir, dataset_dir=dataset,
                                    embeddings_dir=embeddings).run_dir)

