@@ -92,7 +92,8 @@ def test_default_data_then_main_job(tmp_path: Path) -> None:
     assert ran.returncode == 0, ran.stderr
     events = [json.loads(line)["event"] for line in ran.stderr.splitlines()]  # nothing but JSON, models loading included
     assert events.count("published") == 4
-    dataset, embeddings, downstream, recommendations = map(Path, ran.stdout.split())
+    dataset, embeddings, downstream, recommendations, report = map(Path, ran.stdout.split())
+    assert report == tmp_path / "reports" / "ml-100k" / f"{downstream.name}.html" and report.is_file()
     assert json.loads((dataset / "manifest.json").read_text())["counts_raw"] == {"users": 943, "items": 1682, "interactions": 100_000}
     assert json.loads((embeddings / "manifest.json").read_text())["rows"] == 1349
     metrics = json.loads((downstream / "metrics.json").read_text())
