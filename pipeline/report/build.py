@@ -104,7 +104,9 @@ def describe(kind: str, run: Run) -> str:
 
 
 def dataset_section(run: Run, found: facts.DatasetFacts) -> str:
-    counts = {**found.counts, **{f"{split} rows": n for split, n in found.split_rows.items()}}
+    splits = sorted(found.split_rows.items(), key=lambda kv: ("train", "valid", "test").index(kv[0])
+                    if kv[0] in ("train", "valid", "test") else 3)
+    counts = {**found.counts, **{f"{split} rows": n for split, n in splits}}
     rows = [[page.esc(name), f"{value:,}"] for name, value in counts.items()]
     lengths = found.history_lengths
     note = (f"Interactions per user: median {int(sorted(lengths)[len(lengths) // 2])}, max {int(lengths.max())}. "
@@ -166,7 +168,9 @@ def throughput(history: list[dict[str, Any]]) -> str:
 def neighbour_examples(found: list[facts.Neighbours]) -> str:
     blocks = ["<h3>Nearest neighbours</h3>", page.paragraph(
         "Each item's five nearest items by cosine similarity of the embeddings (the item itself left out); "
-        "a few items drawn at random, then the most popular ones.", "note")]
+        "a few items drawn at random, then the most popular ones. Cosines are of the vectors as stored: where they "
+        "share one large component (SAID's soft-token means do) every cosine is close to 1 and only the order "
+        "tells neighbours apart.", "note")]
     for example in found:
         items = "".join(f"<li>{page.esc(short(text))} <span class=\"muted\">(cos {cosine:.3f})</span></li>"
                         for _, text, cosine in example.nearest)

@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 import matplotlib
 import numpy as np
 from matplotlib.figure import Figure
+from matplotlib.ticker import LogLocator, NullFormatter, ScalarFormatter
 
 from pipeline.report.facts import OTHER, Curve, EmbeddingMap, Spread
 
@@ -56,11 +57,14 @@ def dataset_distributions(history_lengths: np.ndarray, item_counts: np.ndarray) 
     """Interactions per user (histogram) and per item by popularity rank (log-log: the long tail is a line)."""
     fig = figure(WIDE)
     left, right = fig.subplots(1, 2)
-    top = int(history_lengths.max()) if len(history_lengths) else 1
-    bins = np.unique(np.geomspace(1, top + 1, 40).astype(int)) if top > 60 else np.arange(1, top + 2)
+    low, top = (int(history_lengths.min()), int(history_lengths.max())) if len(history_lengths) else (1, 1)
+    bins = np.unique(np.geomspace(low, top + 1, 40).astype(int)) if top > 60 else np.arange(low, top + 2)
     left.hist(history_lengths, bins=bins, color=MODEL)
-    if top > 60:
+    if top > 60:  # long-tailed: log-spaced bins on a log axis, ticks as plain numbers (20, 50, 100, ...)
         left.set_xscale("log")
+        left.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+        left.xaxis.set_major_formatter(ScalarFormatter())
+        left.xaxis.set_minor_formatter(NullFormatter())
     left.set(title="History length", xlabel="interactions per user (count)",
              ylabel="users (count per bin)" if top > 60 else "users (count)")
     right.loglog(np.arange(1, len(item_counts) + 1), item_counts, color=MODEL, lw=2)
