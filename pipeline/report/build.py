@@ -61,14 +61,15 @@ def comparison(runs: list[Trained]) -> str:
     rows = [[page.esc(s.label), str(len(s.values)),
              *(f"{per_metric[n][i].mean:.4f} ± {per_metric[n][i].std:.4f}" for n in names)]
             for i, s in enumerate(per_metric[names[0]])]
-    curves = [(f"{r.label} · seed {r.downstream.manifest.get('seed')}", facts.training_curve(r)) for r in runs]
+    labels = facts.variant_labels(runs)
+    curves = [(labels[r.variant], str(r.downstream.manifest.get("seed")), facts.training_curve(r)) for r in runs]
     compared = page.section(
         "Test metrics across runs",
         page.paragraph("Runs that differ only in downstream.train.seed form one variant: its bar is the mean over "
                        "seeds, the error bar one standard deviation, each dot one seed."),
-        page.image(plots.comparison_bars({n: per_metric[n] for n in names[:4]}), "test metrics per variant"),
+        page.image(plots.comparison_bars({n: per_metric[n] for n in names[:2] + names[-1:]}), "test metrics per variant"),
         page.table(["variant", "seeds", *map(plots.pretty, names)], rows, numeric=set(range(1, len(names) + 2))),
-        page.image(plots.comparison_curves([c for c in curves if c[1].epochs]), "validation score per epoch"),
+        page.image(plots.comparison_curves([c for c in curves if c[2].epochs]), "validation score per epoch"),
         anchor="comparison")
     sections = [runs_section(runs), compared]
     if len({r.dataset.run_id for r in runs}) == 1:
@@ -96,11 +97,16 @@ def runs_section(runs: list[Trained]) -> str:
 
 def describe(kind: str, run: Run) -> str:
     m = run.manifest
+
+    def count(value: object) -> str:
+        return f"{value:,}" if isinstance(value, int) else "?"
+
     if kind == "dataset":
-        return f"{m.get('name', run.run_dir.parent.name)}: {m.get('counts', {}).get('interactions', '?'):,} interactions"
+        return f"{m.get('name', run.run_dir.parent.name)}: {count(m.get('counts', {}).get('interactions'))} interactions"
     if kind == "embeddings":
-        return f"{m.get('method')} with {m.get('model')}, {m.get('rows', '?'):,} items x {m.get('dim')}"
-    return f"{m.get('model')}, seed {m.get('seed')}, {m.get('epochs')} epochs (best {m.get('best_epoch')})"
+        return f"{m.get('method')} with {m.get('model')}, {count(m.get('rows'))} items x {m.get('dim')}"
+    return (f"{m.get('model')} on {m.get('embeddings_method') or 'ID only'}, seed {m.get('seed')}, "
+            f"{m.get('epochs')} epochs (best {m.get('best_epoch')})")
 
 
 def dataset_section(run: Run, found: facts.DatasetFacts) -> str:

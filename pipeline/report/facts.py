@@ -153,7 +153,7 @@ def training_curve(trained: Trained) -> Curve:
     key, name = f"valid_ndcg@{k}", f"valid NDCG@{k}"
     records = trained.downstream.history
     if records and key not in records[-1]:
-        key, name = "score", f"valid NDCG@{k}"  # Recformer names its validation score `score`
+        key = "score"  # Recformer's fine-tuning names its validation NDCG@K `score`
     best = trained.downstream.manifest.get("best_epoch")
     chosen = next((i for i, r in enumerate(records) if r.get("best")), None)
     if chosen is None:
@@ -187,16 +187,20 @@ def metric_names(metrics: dict[str, Any]) -> list[str]:
     return [n for n in names if n in test]
 
 
+def variant_labels(runs: list[Trained]) -> dict[str, str]:
+    """Each variant's label ("sasrec on said"), made unique by a short hash where two variants would share one."""
+    first = {run.variant: run.label for run in runs}
+    shared = Counter(first.values())
+    return {variant: label if shared[label] == 1 else f"{label} #{variant[:6]}" for variant, label in first.items()}
+
+
 def spreads(runs: list[Trained], metric: str) -> list[Spread]:
     """Test `metric` per variant (runs differing only in seed share one), plus popularity per dataset run."""
-    groups: dict[str, list[Trained]] = {}
+    labels = variant_labels(runs)
+    values: dict[str, list[float]] = {}
     for run in runs:
-        groups.setdefault(run.variant, []).append(run)
-    labels = Counter(group[0].label for group in groups.values())
-    out = []
-    for variant, group in groups.items():
-        label = group[0].label if labels[group[0].label] == 1 else f"{group[0].label} #{variant[:6]}"
-        out.append(Spread(label, [r.metrics["model"]["test"][metric] for r in group]))
+        values.setdefault(run.variant, []).append(run.metrics["model"]["test"][metric])
+    out = [Spread(labels[variant], found) for variant, found in values.items()]
     datasets = {r.dataset.run_id: r for r in runs}
     for dataset_id, run in datasets.items():
         suffix = "" if len(datasets) == 1 else f" ({dataset_id[:6]})"

@@ -177,6 +177,14 @@ def metric_bars(names: list[str], model: dict[str, float], popularity: dict[str,
     return to_png(fig)
 
 
+def variant_colours(labels: list[str]) -> dict[str, str]:
+    """One colour per variant, in order of first appearance; popularity keeps the baseline's orange."""
+    variants = [label for label in dict.fromkeys(labels) if not label.startswith("popularity")]
+    palette = [OKABE_ITO[i] for i in (0, 2, 3, 4, 5, 7)]
+    return {**{label: palette[i % len(palette)] for i, label in enumerate(variants)},
+            **{label: BASELINE for label in labels if label.startswith("popularity")}}
+
+
 @styled
 def comparison_bars(per_metric: dict[str, list[Spread]]) -> str:
     """One panel per metric: the mean over seeds as a bar, one standard deviation as the error bar, each seed a dot."""
@@ -185,10 +193,10 @@ def comparison_bars(per_metric: dict[str, list[Spread]]) -> str:
     axes = fig.subplots(1, len(names), squeeze=False)
     for ax, name in zip(axes[0], names):
         spreads = per_metric[name]
+        colours = variant_colours([s.label for s in spreads])
         x = np.arange(len(spreads))
-        colours = [BASELINE if s.label.startswith("popularity") else OKABE_ITO[[0, 2, 3, 4, 5][i % 5]]
-                   for i, s in enumerate(spreads)]
-        ax.bar(x, [s.mean for s in spreads], yerr=[s.std for s in spreads], color=colours, capsize=4, alpha=0.85)
+        ax.bar(x, [s.mean for s in spreads], yerr=[s.std for s in spreads], capsize=4, alpha=0.85,
+               color=[colours[s.label] for s in spreads])
         for i, spread in enumerate(spreads):
             ax.scatter(np.full(len(spread.values), i), spread.values, s=12, color="black", zorder=3)
         ax.set_xticks(x, [f"{s.label}\n(n={len(s.values)})" for s in spreads], rotation=30, ha="right", fontsize=8)
@@ -197,17 +205,21 @@ def comparison_bars(per_metric: dict[str, list[Spread]]) -> str:
 
 
 @styled
-def comparison_curves(curves: list[tuple[str, Curve]]) -> str:
-    """Every run's validation score per epoch on one axis, its kept epoch starred."""
+def comparison_curves(curves: list[tuple[str, str, Curve]]) -> str:
+    """Every run's validation score per epoch on one axis: colour = variant (as in the bars), line style = seed,
+    its kept epoch starred."""
     fig = figure(WIDE)
     ax = fig.subplots()
-    for n, (label, curve) in enumerate(curves):
-        colour = OKABE_ITO[n % 8]
-        ax.plot(curve.epochs, curve.valid, color=colour, lw=1.5, label=label)
+    colours = variant_colours([variant for variant, _, _ in curves])
+    seen: dict[str, int] = {}
+    for variant, seed, curve in curves:
+        style = ["-", "--", ":", "-."][seen.get(variant, 0) % 4]
+        seen[variant] = seen.get(variant, 0) + 1
+        ax.plot(curve.epochs, curve.valid, color=colours[variant], ls=style, lw=1.8, label=f"{variant} · seed {seed}")
         if curve.chosen is not None:
-            ax.plot([curve.epochs[curve.chosen]], [curve.valid[curve.chosen]], marker="*", ms=11, color=colour)
-    ax.set(title=f"{curves[0][1].valid_name} per epoch (star: the kept epoch)", xlabel="epoch",
-           ylabel=curves[0][1].valid_name)
+            ax.plot([curve.epochs[curve.chosen]], [curve.valid[curve.chosen]], marker="*", ms=11, color=colours[variant])
+    name = curves[0][2].valid_name
+    ax.set(title=f"{name} per epoch (star: the kept epoch)", xlabel="epoch", ylabel=name)
     ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
     return to_png(fig)
 

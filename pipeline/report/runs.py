@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,7 +44,7 @@ class Trained:
     @property
     def variant(self) -> str:
         """What the run is apart from its seed: runs of one variant differ by `downstream.train.seed` only."""
-        settings = json.loads(json.dumps(self.downstream.config))
+        settings = copy.deepcopy(self.downstream.config)
         settings.get("train", {}).pop("seed", None)
         embeddings = None if self.embeddings is None else self.embeddings.run_id
         return fingerprint(settings, self.dataset.run_id, embeddings, self.downstream.manifest.get("model"))
