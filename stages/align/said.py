@@ -138,8 +138,8 @@ def fit(accelerator: Accelerator, lm: nn.Module, projector: nn.Module, tokens: T
                 optimizer.zero_grad()
                 position.step, position.batch = position.step + 1, i + 1
                 # One collective for the step's loss (mean) and the items and tokens of every process (sum).
-                summed = accelerator.reduce(torch.tensor([step_loss, step_items, step_tokens], dtype=torch.float64,
-                                                         device=device), "sum").tolist()
+                summed = accelerator.reduce(torch.tensor([step_loss, step_items, step_tokens], device=device),
+                                            "sum").tolist()
                 position.losses.append(summed[0] / accelerator.num_processes)
                 seconds = max(time.perf_counter() - started, 1e-9)
                 position.history.append({"step": position.step, "epoch": position.epoch + 1,
