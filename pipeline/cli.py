@@ -16,9 +16,10 @@ from typing import Annotated, TypeVar
 
 import typer
 
-from pipeline import default_data, events
-from pipeline.config import PipelineConfig, load_config
+from pipeline import default_data, events, sources
+from pipeline.config import PipelineConfig, code_release, load_config, resolve_config
 from pipeline.errors import EXIT_FAILURE, PipelineError
+from pipeline.sources import WORKSPACE_ENV
 from pipeline.store import RunResult, workspace_output
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -31,6 +32,23 @@ FullOption = Annotated[bool, typer.Option("--full", help="Embed every item, igno
 LogOption = Annotated[events.LogFormat, typer.Option("--log-format", help="text for people, json for schedulers (one object per line).")]
 
 F = TypeVar("F", bound=Callable[..., object])
+_globals: dict[str, str | None] = {"workspace": None}
+
+
+def _show_version(value: bool) -> None:
+    if value:
+        typer.echo(f"seqrec-pipeline {code_release()}")
+        raise typer.Exit()
+
+
+@app.callback()
+def options(workspace: Annotated[str | None, typer.Option(
+                "--workspace", "-w", help=f"workspace.root for this command (else ${WORKSPACE_ENV}, the config file, "
+                "or ./artifacts).")] = None,
+            version: Annotated[bool, typer.Option("--version", callback=_show_version, is_eager=True,
+                                                  help="Print the installed release and exit.")] = False) -> None:
+    """Options before the command name apply to every command: `seqrec-pipeline --workspace /srv/recs run`."""
+    _globals["workspace"] = workspace
 
 
 def reports_errors(command: F) -> F:
@@ -53,7 +71,15 @@ def reports_errors(command: F) -> F:
 
 
 def _config(path: Path | None, overrides: list[str] | None) -> PipelineConfig:
-    return load_config(path, overrides or [])
+    return load_config(path, overrides or [], _globals["workspace"])
+
+
+@app.command("config")
+@reports_errors
+def show_config(config: ConfigOption = None, set_: SetOption = None, log_format: LogOption = "text") -> None:
+    """Print the resolved config as YAML, each value followed by where it came from (default, file, --set)."""
+    resolved = resolve_config(config, set_ or [], _globals["workspace"])
+    typer.echo("\n".join(sources.render(resolved.tree, resolved.sources)))
 
 
 @app.command()

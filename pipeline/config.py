@@ -1,7 +1,8 @@
 """Typed configuration mirroring `pipeline.yaml` one-to-one.
 
-`pipeline.yaml` at the repository root is the single source of defaults and documents every key; the
-classes here only fix names, types and ranges. A user's file is laid over those defaults, then dotted
+`pipeline.yaml` at the repository root is the single source of defaults and documents every key (the package
+holds it through the link `pipeline/pipeline.yaml`, which a built wheel stores as a file); the classes here
+only fix names, types and ranges. A user's file is laid over those defaults, then dotted
 overrides (`--set data.kcore_users=0`), then everything is validated at once: an unknown key, a wrong
 type or an out-of-range value fails with its dotted path.
 """
@@ -11,17 +12,21 @@ from __future__ import annotations
 import functools
 import hashlib
 import importlib.metadata
+import importlib.resources
 import json
+import os
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from pipeline import sources
 from pipeline.errors import BadInput
 
-DEFAULTS_PATH = Path(__file__).resolve().parents[1] / "pipeline.yaml"
+DEFAULTS_PATH = Path(str(importlib.resources.files("pipeline") / "pipeline.yaml"))
 
 
 MixedPrecision = Literal["no", "fp16", "bf16"]  # Accelerate's autocast modes
@@ -315,23 +320,50 @@ def _format_errors(error: ValidationError, source: str) -> str:
     return f"{source}: " + "; ".join(problems)
 
 
-def load_config(path: Path | None = None, overrides: list[str] | None = None) -> PipelineConfig:
-    """The defaults from `pipeline.yaml`, then the file at `path`, then the overrides, validated.
+@dataclass(frozen=True)
+class Resolved:
+    """A validated config, the tree it was validated from, and where each leaf's value came from."""
+
+    config: PipelineConfig
+    tree: dict[str, Any]
+    sources: dict[str, str]  # dotted key -> "default", a config file's path, $SEQREC_WORKSPACE, --workspace, --set
+
+
+def resolve_config(path: Path | None = None, overrides: list[str] | None = None,
+                   workspace: str | None = None) -> Resolved:
+    """The defaults from `pipeline.yaml`, then the file at `path` (its relative paths read against its folder),
+    then `$SEQREC_WORKSPACE`, `workspace` (`--workspace`) and the overrides, validated.
 
     Raises:
         BadInput: a file is missing or not YAML, or keys are unknown, mistyped or out of range;
             every problem is listed with its dotted key.
     """
     tree = _read_yaml(DEFAULTS_PATH)
+    found = sources.origins(tree, sources.DEFAULT)
     source = str(DEFAULTS_PATH.name)
-    if path is not None and Path(path).resolve() != DEFAULTS_PATH:
-        tree = _merge(tree, _read_yaml(path))
+    if path is not None and Path(path).resolve() != DEFAULTS_PATH.resolve():
+        mine = sources.anchor_paths(_read_yaml(path), Path(path).absolute().parent)
+        tree = _merge(tree, mine)
+        found.update(sources.origins(mine, str(path)))
         source = str(path)
-    tree = apply_overrides(tree, overrides or [])
+    for origin, root in ((f"${sources.WORKSPACE_ENV}", os.environ.get(sources.WORKSPACE_ENV)), ("--workspace", workspace)):
+        if root:
+            tree = _merge(tree, {"workspace": {"root": root}})
+            found["workspace.root"] = origin
+    for override in overrides or []:
+        tree = apply_overrides(tree, [override])
+        found.update(sources.origins(tree, "--set", under=override.partition("=")[0].strip()))
+    sources.fill_data_path(tree, found)
     try:
-        return PipelineConfig.model_validate(tree)
+        return Resolved(PipelineConfig.model_validate(tree), tree, found)
     except ValidationError as exc:
         raise BadInput(_format_errors(exc, source)) from None
+
+
+def load_config(path: Path | None = None, overrides: list[str] | None = None,
+                workspace: str | None = None) -> PipelineConfig:
+    """The validated config of `resolve_config` (the defaults, `path`, the workspace, the overrides)."""
+    return resolve_config(path, overrides, workspace).config
 
 
 def fingerprint(*parts: Any) -> str:

@@ -44,8 +44,13 @@ def source_facts(config: PipelineConfig) -> list[dict[str, object]]:
 
 
 def run_id(config: PipelineConfig, sources: list[dict[str, object]]) -> str:
-    """The dataset run's id: the `data` settings and the raw files' content."""
-    return stage_run_id("prepare", config.data.model_dump(mode="json"), [fact["sha256"] for fact in sources])
+    """The dataset run's id: the `data` settings and the raw files' content.
+
+    Where the files lie (`data.path`) is left out: their sha256 is hashed, so the same files read from a
+    moved or re-mounted folder, or named by an absolute instead of a relative path, give the same run.
+    """
+    settings = config.data.model_dump(mode="json", exclude={"path"})
+    return stage_run_id("prepare", settings, [fact["sha256"] for fact in sources])
 
 
 def run(config: PipelineConfig, force: bool = False) -> RunResult:
