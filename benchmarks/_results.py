@@ -15,7 +15,7 @@ import shlex
 import subprocess
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -123,7 +123,7 @@ def write(name: str, figures: dict[str, Any], table: list[tuple[str, Any]]) -> P
     table) into `results_dir()`; print the JSON."""
     folder = results_dir()
     folder.mkdir(parents=True, exist_ok=True)
-    record = {**figures, "machine": machine(), "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    record = {**figures, "machine": machine(), "date": datetime.now(UTC).isoformat(timespec="seconds"),
               "git_commit": git_commit(), "command": command(), "run_wall_s": round(time.time() - _STARTED, 1)}
     path = folder / f"{name}.json"
     path.write_text(json.dumps(record, indent=2) + "\n")

@@ -21,7 +21,7 @@ import socket
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -44,6 +44,29 @@ def sha256_file(path: Path) -> str:
         for block in iter(lambda: handle.read(1 << 22), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def _umask() -> int:
+    """The process umask: read from /proc where Linux shows it, else set and restored at once."""
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def normalise_modes(folder: Path) -> None:
+    """Give `folder` and everything in it the mode the umask gives any new file or folder (0644 / 0755 under 022).
+
+    Some writers pick their own (safetensors writes 0600), and a serving process running as another user must
+    be able to read what a job published.
+    """
+    mask = _umask()
+    for path in [folder, *folder.rglob("*")]:
+        if not path.is_symlink():
+            os.chmod(path, (0o777 if path.is_dir() else 0o666) & ~mask)
 
 
 def latest_checkpoint(root: Path, pattern: str) -> Path | None:
@@ -176,7 +199,7 @@ class Output:
             fd = os.open(lock_path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
         except FileExistsError:
             return False
-        holder = {"pid": os.getpid(), "host": socket.gethostname(), "since": datetime.now(timezone.utc).isoformat()}
+        holder = {"pid": os.getpid(), "host": socket.gethostname(), "since": datetime.now(UTC).isoformat()}
         with os.fdopen(fd, "w") as handle:
             json.dump(holder, handle)
         return True
@@ -250,7 +273,8 @@ def publish_run(output: Output, run_id: str, build: Callable[[Path], dict[str, A
             if not keep_partial:  # nothing in it can be reused: leave no litter beside the published runs
                 shutil.rmtree(partial, ignore_errors=True)
             raise
-        manifest = {"run_id": run_id, "created": datetime.now(timezone.utc).isoformat(), **facts}
+        normalise_modes(partial)
+        manifest = {"run_id": run_id, "created": datetime.now(UTC).isoformat(), **facts}
         write_json_atomic(partial / MANIFEST, manifest)
         if final.exists():  # only with --force: the old copy is moved aside first, deleted after
             trash = output.path / f".replaced-{run_id}-{os.getpid()}"

@@ -118,9 +118,7 @@ def train(folder: Path, config: PipelineConfig, dataset_dir: Path, dataset_run_i
     accelerator.wait_for_everyone()
     return {
         "kind": "downstream", "model": "recformer", "seed": recformer.finetune.seed,
-        "dataset_run_id": dataset_run_id, "dataset_run_dir": str(dataset_dir.resolve()),
-        "embeddings_run_id": None if embeddings is None else embeddings.run_id,
-        "embeddings_run_dir": None if embeddings is None else str(embeddings.run_dir.resolve()),
+        **runs.input_facts(folder, dataset_dir, dataset_run_id, embeddings),
         "embeddings_method": None if embeddings is None else embeddings.manifest.get("method"),
         "embedding_dim": encoder.hidden_size, "items_without_embedding": 0, "encoder_start": start,
         "zero_shot": recformer.finetune.stage1_epochs + recformer.finetune.stage2_epochs == 0,

@@ -109,12 +109,12 @@ def _table(seqs: Sequences, users: np.ndarray, items: np.ndarray, scores: np.nda
     }, schema=SCHEMA)
 
 
-def _embeddings_now(config: PipelineConfig, trained: runs.Trained) -> Embeddings | None:
+def _embeddings_now(trained: runs.Trained) -> Embeddings | None:
     """Today's embeddings for a model that reads them: the newest run of the same method and width."""
     method, dim = trained.manifest.get("embeddings_method"), trained.manifest.get("embedding_dim")
     if trained.manifest.get("embeddings_run_id") is None or trained.config.model.kind == "recformer":
         return None
-    found = newest(workspace_output(config, "embeddings"), lambda run: run.manifest.get("kind") == "embeddings"
+    found = newest(runs.sibling_output(trained.run_dir, "embeddings"), lambda run: run.manifest.get("kind") == "embeddings"
                    and run.manifest.get("method") == method and run.manifest.get("dim") == dim)
     return None if found is None else read_embeddings(found.run_dir)
 
@@ -130,6 +130,7 @@ def _search_index(config: PipelineConfig, run_dir: Path, trained: runs.Trained, 
     return read_index(run_dir / runs.INDEX_FILE, trained.seqs.num_items, int(trained.model.items.all_items().shape[1]))
 
 
+@events.in_stage("recommend")
 def run(config: PipelineConfig, force: bool = False, run_dir: Path | None = None, dataset_dir: Path | None = None,
         embeddings_dir: Path | None = None, histories: Path | None = None) -> RunResult:
     """Write recommendations.parquet for `recommend.users` (or everyone) under `<root>/recommendations/<data.name>`.
@@ -141,14 +142,18 @@ def run(config: PipelineConfig, force: bool = False, run_dir: Path | None = None
         raise BadInput(f"{histories}: histories file not found (expected Parquet or CSV: user_id, item_id)")
     run_dir = run_dir or runs.resolve(workspace_output(config, "downstream"), config.recommend.run, "downstream")
     trained = runs.load_trained(run_dir)
-    dataset_dir = dataset_dir or runs.dataset_dir(config)
-    embeddings = read_embeddings(embeddings_dir) if embeddings_dir else _embeddings_now(config, trained)
+    # Today's data comes from the model's own workspace (the configured one, unless recommend.run names a run
+    # folder elsewhere, e.g. a read-only copy); the recommendations go to the configured workspace.
+    dataset_dir = dataset_dir or runs.sibling_output(run_dir, "datasets").require_latest(
+        "no dataset yet (run `seqrec-pipeline prepare` first)")
+    embeddings = read_embeddings(embeddings_dir) if embeddings_dir else _embeddings_now(trained)
     current = on_current_data(trained, load_sequences(dataset_dir), embeddings)
     source = {"dataset_run_id": read_manifest(dataset_dir)["run_id"],
               "embeddings_run_id": None if embeddings is None else embeddings.run_id,
               "histories_sha256": None if histories is None else sha256_file(histories)}
     settings = config.recommend.model_dump(mode="json", exclude={"run"})
     run_id = stage_run_id("recommend", settings, trained.manifest["run_id"], source)
+    events.making(run_id)
 
     def build(folder: Path) -> dict[str, Any]:
         seqs, facts = current.seqs, dict(current.facts)
@@ -164,7 +169,7 @@ def run(config: PipelineConfig, force: bool = False, run_dir: Path | None = None
                     f"{facts['items_scoreable']:,} items ({facts['items_new_since_training']:,} new since training, "
                     f"{facts['items_left_out']:,} left out: no embedding or ID vector)", users=len(users), **facts)
         return {"kind": "recommendations", "downstream_run_id": trained.manifest["run_id"],
-                "downstream_run_dir": str(run_dir.resolve()), "users": len(users), "config": settings,
+                **runs.outside_facts(folder, downstream=run_dir), "users": len(users), "config": settings,
                 **source, **facts}
 
     return publish_run(workspace_output(config, "recommendations"), run_id, build, force=force,

@@ -211,9 +211,7 @@ def _train(folder: Path, config: DownstreamConfig, dataset_dir: Path, dataset_ru
     accelerator.wait_for_everyone()
     return {
         "kind": "downstream", "model": config.model.kind, "seed": config.train.seed,
-        "dataset_run_id": dataset_run_id, "dataset_run_dir": str(dataset_dir.resolve()),
-        "embeddings_run_id": None if embeddings is None else embeddings.run_id,
-        "embeddings_run_dir": None if embeddings is None else str(embeddings.run_dir.resolve()),
+        **runs.input_facts(folder, dataset_dir, dataset_run_id, embeddings),
         "embeddings_method": None if embeddings is None else embeddings.manifest.get("method"),
         "embedding_dim": None if embeddings is None else embeddings.dim,
         "items_without_embedding": 0 if has is None else int((~has).sum()),
@@ -286,6 +284,7 @@ def run_id(config: PipelineConfig, dataset_run_id: str, embeddings: Embeddings |
                         None if embeddings is None else embeddings.run_id, *recformer, *start, kind=kind)
 
 
+@events.in_stage("train-downstream")
 def run(config: PipelineConfig, force: bool = False, dataset_dir: Path | None = None,
         embeddings_dir: Path | None = None) -> RunResult:
     """Train, evaluate and publish under `<root>/downstream/<data.name>/<run_id>`; a no-op when published.
@@ -313,5 +312,7 @@ def run(config: PipelineConfig, force: bool = False, dataset_dir: Path | None = 
             facts = _train(folder, config.downstream, dataset_dir, dataset_run_id, embeddings, warm)
         return {**facts, "result_revision": result_revision("train-downstream", kind)}
 
-    return publish_run(workspace_output(config, "downstream"), run_id(config, dataset_run_id, embeddings, warm), build_run,
+    made = run_id(config, dataset_run_id, embeddings, warm)
+    events.making(made)
+    return publish_run(workspace_output(config, "downstream"), made, build_run,
                        force=force, keep_partial=True, lock_wait_s=config.workspace.lock_wait_s, stale_lock_s=config.workspace.stale_lock_s)
