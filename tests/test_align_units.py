@@ -22,8 +22,9 @@ from pipeline.errors import BadInput, PipelineError
 from pipeline.store import latest_checkpoint
 from stages.align import export, said_method
 from stages.align.evidence import attribute_sets, neighbour_rate
-from stages.align.lm import load_causal_lm, load_encoder, resolve, use_attention
+from stages.align.lm import load_causal_lm, load_encoder, use_attention
 from stages.align.loss import token_nll
+from stages.align.model_id import resolve
 from stages.align.projector import SAIDProjector, pool, token_rms
 from stages.align.said import TrainPlan, enable_checkpointing, fit, lr_factor
 from stages.align.tokens import Tokens, collate, tokenize
@@ -226,7 +227,8 @@ def test_reader_rejects_repeated_ids_and_missing_metadata(tmp_path: Path) -> Non
 
 
 def test_loading_fails_clearly_offline_and_for_non_causal_models(tmp_path: Path, tiny_bert: Path) -> None:
-    with pytest.raises(BadInput, match=r"align.lm: cannot load model 'no/such-model' \(not a model folder, and not in the local hub cache\)"):
+    with pytest.raises(BadInput, match=r"align.lm: model 'no/such-model' not found: not a local folder or file, and not "
+                       r"in the local hub cache .*; set align.offline=false to allow downloading it"):
         load_causal_lm("no/such-model", "align.lm", str(tmp_path), offline=True)
     with pytest.raises(BadInput, match="align.lm: Python package 'no_such_pkg' is not installed"):
         load_causal_lm("package:no_such_pkg", "align.lm", str(tmp_path), offline=True)

@@ -9,7 +9,6 @@ converted folder ~0.5 s.
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import shutil
 from dataclasses import dataclass
@@ -20,9 +19,8 @@ from torch import nn
 
 from pipeline import events
 from pipeline.errors import BadInput
-from pipeline.store import sha256_file
-
-PACKAGE_PREFIX = "package:"
+from pipeline.store import normalise_modes
+from stages.align.model_id import cached_sha256, locate
 
 
 @dataclass
@@ -34,28 +32,6 @@ class Loaded:
     source: str
 
 
-def _package_files(module: str, key: str) -> list[Path]:
-    spec = importlib.util.find_spec(module)
-    if spec is None or not spec.submodule_search_locations:
-        raise BadInput(f"{key}: Python package {module!r} is not installed (see scripts/setup.sh)")
-    root = Path(next(iter(spec.submodule_search_locations)))
-    # A model folder holds weights beside its config.json (sentence-transformers' `1_Pooling/` holds none).
-    folders = {p.parent for p in root.rglob("config.json")
-               if any(p.parent.glob("*.safetensors")) or any(p.parent.glob("*.bin"))}
-    return sorted([*root.rglob("*.gguf"), *folders])
-
-
-def resolve(name: str, key: str) -> str:
-    """Turn `package:<module>` into the path of the model it ships; other names pass through."""
-    if not name.startswith(PACKAGE_PREFIX):
-        return os.path.expanduser(name)
-    found = _package_files(name[len(PACKAGE_PREFIX):], key)
-    if len(found) != 1:
-        raise BadInput(f"{key}: package {name[len(PACKAGE_PREFIX):]!r} ships {len(found)} models "
-                       f"({', '.join(map(str, found)) or 'none'}); name one by path")
-    return str(found[0])
-
-
 def convert_gguf(gguf: Path, cache_dir: Path) -> Path:
     """The plain HF folder converted from `gguf`, made once and reused (keyed by the file's hash).
 
@@ -64,7 +40,7 @@ def convert_gguf(gguf: Path, cache_dir: Path) -> Path:
     """
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
-    target = cache_dir / f"{gguf.stem}-{sha256_file(gguf)[:16]}"
+    target = cache_dir / f"{gguf.stem}-{cached_sha256(gguf, cache_dir)[:16]}"
     if (target / "config.json").is_file():
         return target
     events.emit("converting", f"converting {gguf.name} from GGUF once into {target} (about half a minute)")
@@ -80,6 +56,7 @@ def convert_gguf(gguf: Path, cache_dir: Path) -> Path:
     fresh.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)
     AutoConfig.from_pretrained(tmp)  # fail here, not on the next load, if the folder is unreadable
+    normalise_modes(tmp)  # the cache may be shared: its weights must not stay safetensors' 0600
     try:
         os.rename(tmp, target)
     except OSError:  # another process converted it meanwhile
@@ -87,15 +64,12 @@ def convert_gguf(gguf: Path, cache_dir: Path) -> Path:
     return target
 
 
-def _folder(name: str, key: str, cache_dir: str) -> str:
-    path = resolve(name, key)
-    if path.startswith(("/", "./", "../")) and not Path(path).exists():  # a path, not a hub id
-        raise BadInput(f"{key}: model folder {path} not found")
-    if path.endswith(".gguf"):
-        if not Path(path).is_file():
-            raise BadInput(f"{key}: GGUF file {path} not found")
-        return str(convert_gguf(Path(path), Path(os.path.expanduser(cache_dir))))
-    return path
+def _folder(name: str, key: str, cache_dir: str, offline: bool) -> str:
+    """The local folder a model is loaded from (a GGUF file converted once; a hub id's cached snapshot)."""
+    located = locate(name, key, offline)
+    if located.path.suffix == ".gguf":
+        return str(convert_gguf(located.path, Path(os.path.expanduser(cache_dir))))
+    return str(located.path)
 
 
 def _frozen(model: nn.Module) -> nn.Module:
@@ -124,7 +98,7 @@ def load_causal_lm(name: str, key: str, cache_dir: str, offline: bool, dtype: st
     """
     from transformers import AutoModelForCausalLM
 
-    folder = _folder(name, key, cache_dir)
+    folder = _folder(name, key, cache_dir, offline)
     config = _config(folder, key, offline)
     try:
         model = AutoModelForCausalLM.from_pretrained(folder, dtype=getattr(torch, dtype), local_files_only=offline)
@@ -138,7 +112,7 @@ def load_encoder(name: str, key: str, cache_dir: str, offline: bool, dtype: str 
     """A frozen model whose last hidden states are pooled (a text encoder such as MiniLM, or a causal LM)."""
     from transformers import AutoModel
 
-    folder = _folder(name, key, cache_dir)
+    folder = _folder(name, key, cache_dir, offline)
     _config(folder, key, offline)
     model = AutoModel.from_pretrained(folder, dtype=getattr(torch, dtype), local_files_only=offline)
     return Loaded(_frozen(model), _tokenizer(folder, key, offline), folder)

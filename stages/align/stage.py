@@ -27,13 +27,14 @@ from accelerate import Accelerator
 from accelerate.utils import set_seed
 
 from pipeline import embeddings as contract
+from pipeline import events
 from pipeline.config import AlignConfig, PipelineConfig, fingerprint, stage_run_id
 from pipeline.errors import BadInput
 from pipeline.history import write_history
 from pipeline.store import RunResult, publish_run, read_manifest, reuse_run, workspace_output, write_json_atomic
 from pipeline.workspace import newest
 from stages.accelerator import stage_accelerator
-from stages.align import export, recformer_method, said_method
+from stages.align import export, model_id, recformer_method, said_method
 from stages.align.catalog import Catalog, RowPlan, plan_rows, read_catalog
 from stages.align.dist import say
 from stages.align.evidence import attribute_sets, neighbour_rate
@@ -44,6 +45,7 @@ from stages.align.tokens import tokenize
 TOKENS_CACHE = "tokens.npz"
 CHECKPOINTS = "checkpoints"
 SAID_ONLY = {"said", "attention"}  # align settings no other method reads
+MODEL_PLACES = {"lm", "encoder", "model_cache", "offline"}  # where the model is found: its files' sha256 count instead
 
 
 @dataclass(frozen=True)
@@ -59,6 +61,7 @@ class AlignPlan:
     config_hash: str
     dataset_run_id: str
     pretrain_dirs: list[Path] = field(default_factory=list)
+    model: dict[str, Any] | None = None  # SAID / text: the frozen model's identity (model_id.identify)
 
 
 def _model_name(config: PipelineConfig) -> str:
@@ -73,10 +76,27 @@ def _pooling(config: PipelineConfig) -> str:
     return {"said": config.align.said.pooling, "text": "mean_tokens", "recformer": config.recformer.pooling}[method]
 
 
-def _config_hash(config: PipelineConfig) -> str:
-    """The settings a method reads: SAID's section does not touch the other methods' vectors."""
+def model_identity(config: PipelineConfig) -> dict[str, Any] | None:
+    """The frozen model SAID or the text encoder reads (how to look it up, its files' sha256); None for recformer,
+    whose starting checkpoint `recformer_method.model_identity` pins."""
     align = config.align
-    settings = fingerprint(align.model_dump(mode="json", exclude=None if align.method == "said" else SAID_ONLY))
+    if align.method == "recformer":
+        return None
+    own = align.method == "said" or align.encoder == "lm"
+    return model_id.identify(align.lm if own else align.encoder, "align.lm" if own else "align.encoder",
+                             align.model_cache, align.offline)
+
+
+def _config_hash(config: PipelineConfig, model: dict[str, Any] | None) -> str:
+    """The settings a method reads: SAID's section does not touch the other methods' vectors. The model counts
+    by its files' sha256, not its name: new weights under the same name are a new run, never an extension of
+    one made with the old weights; where the model is read from and cached does not count."""
+    align = config.align
+    if model is None:  # recformer: its settings as they are
+        settings = fingerprint(align.model_dump(mode="json", exclude=SAID_ONLY))
+    else:
+        exclude = MODEL_PLACES | (set() if align.method == "said" else SAID_ONLY)
+        settings = fingerprint(align.model_dump(mode="json", exclude=exclude), model["sha256"])
     if align.method == "recformer":  # its own section (fine-tuning aside) feeds the run
         settings = fingerprint(settings, config.recformer.model_dump(mode="json", exclude={"finetune"}))
     return settings
@@ -94,14 +114,15 @@ def plan(config: PipelineConfig, dataset_dir: Path, full: bool = False) -> Align
     """Reuse, extend or redo: decided from the catalog and the published runs made with the same settings."""
     dataset_run = read_manifest(dataset_dir)["run_id"]
     catalog = read_catalog(dataset_dir, config.align.template, config.align.evidence.attribute)
-    config_hash = _config_hash(config)
+    model = model_identity(config)
+    config_hash = _config_hash(config, model)
     pretrain_dirs = recformer_method.pretraining_datasets(config) if config.align.method == "recformer" else []
     output = workspace_output(config, "embeddings")
     found = None if full else newest(output, lambda run: run.manifest.get("kind") == "embeddings"
                                       and run.manifest.get("config_hash") == config_hash)
     if found is not None and found.manifest.get("catalog_sha256") == catalog.fingerprint:
         return AlignPlan("reuse", f"catalog unchanged since run {found.run_id}: reused, nothing to embed",
-                         found.run_id, catalog, plan_rows(catalog, None), None, config_hash, dataset_run, pretrain_dirs)
+                         found.run_id, catalog, plan_rows(catalog, None), None, config_hash, dataset_run, pretrain_dirs, model)
     base = None if found is None else contract.read_embeddings(found.run_dir)
     rows = plan_rows(catalog, base)
     inputs = _full_run_inputs(config, dataset_run, pretrain_dirs) if base is None else [base.run_id]
@@ -109,17 +130,17 @@ def plan(config: PipelineConfig, dataset_dir: Path, full: bool = False) -> Align
     if base is not None:
         reason = (f"{rows.new:,} new items, {rows.changed:,} changed, {rows.removed:,} removed since run "
                   f"{base.run_id}: incremental")
-        return AlignPlan("incremental", reason, run_id, catalog, rows, base, config_hash, dataset_run, pretrain_dirs)
+        return AlignPlan("incremental", reason, run_id, catalog, rows, base, config_hash, dataset_run, pretrain_dirs, model)
     latest = output.latest()
     if full:
         reason = f"--full: all {len(catalog.ids):,} items"
     elif latest is not None:
         made = read_manifest(latest)
-        reason = (f"latest run {made.get('run_id')} was made with other settings (method {made.get('method')}, "
+        reason = (f"latest run {made.get('run_id')} was made with other settings or model files (method {made.get('method')}, "
                   f"model {made.get('model')}): full alignment of {len(catalog.ids):,} items")
     else:
         reason = f"no embeddings run yet: full alignment of {len(catalog.ids):,} items"
-    return AlignPlan("full", reason, run_id, catalog, rows, None, config_hash, dataset_run, pretrain_dirs)
+    return AlignPlan("full", reason, run_id, catalog, rows, None, config_hash, dataset_run, pretrain_dirs, model)
 
 
 def _check_dim(base: contract.Embeddings | None, dim: int) -> None:
@@ -220,6 +241,7 @@ def _carry_over(config: PipelineConfig, planned: AlignPlan) -> Embedded:
                     None, save)
 
 
+@events.in_stage("align")
 def run(config: PipelineConfig, force: bool = False, full: bool = False,
         dataset_dir: Path | None = None) -> RunResult | None:
     """Align the items of `dataset_dir` (default: the latest dataset run) and publish the embeddings.
@@ -234,6 +256,7 @@ def run(config: PipelineConfig, force: bool = False, full: bool = False,
     planned = plan(config, dataset_dir, full)
     if planned.mode == "reuse" and force:
         planned = plan(config, dataset_dir, full=True)
+    events.making(planned.run_id)
     say(accelerator)("align_plan", f"align: {planned.reason}", mode=planned.mode, run_id=planned.run_id)
     if planned.mode == "reuse":
         return reuse_run(output, planned.run_id, config.workspace.lock_wait_s, config.workspace.stale_lock_s) \
@@ -299,7 +322,8 @@ def _export(config: PipelineConfig, planned: AlignPlan, embedded: Embedded, fold
     (folder / TOKENS_CACHE).unlink(missing_ok=True)
     shutil.rmtree(folder / CHECKPOINTS, ignore_errors=True)
     return {"kind": "embeddings", **meta, "dim": int(matrix.shape[1]), "rows": len(rows.ids), "index": index,
-            "model_source": embedded.source, "mode": planned.mode, "items_embedded": len(rows.train),
+            "model_source": embedded.source, "model_identity": planned.model, "mode": planned.mode,
+            "items_embedded": len(rows.train),
             "items_new": rows.new, "items_changed": rows.changed, "items_removed": rows.removed,
             "incremental_base_run_id": None if base is None else base.run_id, "text_truncated": embedded.truncated,
             "processes": accelerator.num_processes, "mixed_precision": accelerator.mixed_precision, **facts}
