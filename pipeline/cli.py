@@ -16,11 +16,11 @@ from typing import Annotated, TypeVar
 
 import typer
 
-from pipeline import default_data, events, sources
+from pipeline import api, default_data, events, sources
 from pipeline.config import PipelineConfig, code_release, load_config, resolve_config
 from pipeline.errors import EXIT_FAILURE, PipelineError
 from pipeline.sources import WORKSPACE_ENV
-from pipeline.store import RunResult, workspace_output
+from pipeline.store import workspace_output
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Text-aligned item embeddings and light sequential recommenders, as batch stages.")
@@ -87,10 +87,7 @@ def show_config(config: ConfigOption = None, set_: SetOption = None, log_format:
 def prepare(config: ConfigOption = None, set_: SetOption = None, force: ForceOption = False,
             log_format: LogOption = "text") -> None:
     """Turn raw data into the canonical dataset (items, interactions, split, manifest)."""
-    from pipeline import prepare as prepare_stage
-
-    result = prepare_stage.run(_config(config, set_), force=force)
-    typer.echo(result.run_dir)
+    typer.echo(api.prepare(_config(config, set_), force=force).run_dir)
 
 
 @app.command()
@@ -103,39 +100,9 @@ def align(config: ConfigOption = None, set_: SetOption = None, force: ForceOptio
     embedded (an unchanged catalog: that run is reused). Works under `accelerate launch`. A killed run
     resumes from its last checkpoint when run again.
     """
-    from stages.align import stage
-
-    cfg = _config(config, set_)
-    result = stage.run(cfg, force=force, full=full)
-    if result is not None:
-        _report_alignment(result.manifest)
-        _track(cfg, result)
+    result = api.align(_config(config, set_), force=force, full=full)
+    if result is not None:  # None: a helper process under `accelerate launch`
         typer.echo(result.run_dir)
-
-
-def _report_alignment(manifest: dict) -> None:
-    """The evidence that alignment learned something, printed at the end of every align."""
-    from stages.align.report import summary
-
-    events.emit("evidence", summary(manifest), evidence=manifest.get("evidence"))
-
-
-def _track(cfg: PipelineConfig, result: RunResult) -> None:
-    """Log a run just made to `tracking.backend` (a reused run was logged when it was made)."""
-    if not result.reused and cfg.tracking.backend != "none":
-        from pipeline.tracking import track
-
-        track(cfg, result.run_dir, result.manifest)
-
-
-def _report_training(run_dir: Path, k: int) -> None:
-    """The test figures beside popularity's, printed at the end of every train-downstream."""
-    from stages.downstream.evaluate import summary
-    from stages.downstream.runs import METRICS_FILE
-
-    metrics = json.loads((run_dir / METRICS_FILE).read_text())
-    events.emit("evaluated", summary(metrics, k), test=metrics["model"]["test"],
-                popularity=metrics["popularity"]["test"], best_epoch=metrics["best_epoch"])
 
 
 @app.command()
@@ -163,13 +130,7 @@ def fetch_default_data(config: ConfigOption = None, set_: SetOption = None, log_
 def train_downstream(config: ConfigOption = None, set_: SetOption = None, force: ForceOption = False,
                      log_format: LogOption = "text") -> None:
     """Train a sequential recommender on the latest dataset and item embeddings; evaluate; publish."""
-    from stages.downstream import train
-
-    cfg = _config(config, set_)
-    result = train.run(cfg, force=force)
-    _report_training(result.run_dir, cfg.downstream.evaluate.ks[0])
-    _track(cfg, result)
-    typer.echo(result.run_dir)
+    typer.echo(api.train_downstream(_config(config, set_), force=force).run_dir)
 
 
 @app.command()
@@ -177,14 +138,8 @@ def train_downstream(config: ConfigOption = None, set_: SetOption = None, force:
 def evaluate(run: Annotated[str, typer.Argument(help="A downstream run: latest, a run id or a folder.")] = "latest",
              config: ConfigOption = None, set_: SetOption = None, log_format: LogOption = "text") -> None:
     """Re-evaluate a downstream run with downstream.evaluate's settings; print metrics.json's content."""
-    from stages.downstream import evaluate as evaluate_stage
-    from stages.downstream import runs
-
-    cfg = _config(config, set_)
-    trained = runs.load_trained(runs.resolve(workspace_output(cfg, "downstream"), run, "downstream"))
-    results = evaluate_stage.evaluate_all(trained.model, trained.seqs, cfg.downstream.evaluate,
-                                          trained.config.model.max_length)
-    typer.echo(json.dumps({"run_dir": str(trained.run_dir), **results}, indent=2))
+    evaluated = api.evaluate(_config(config, set_), run)
+    typer.echo(json.dumps({"run_dir": str(evaluated.run_dir), **evaluated.metrics}, indent=2))
 
 
 @app.command()
@@ -199,13 +154,7 @@ def recommend(config: ConfigOption = None, set_: SetOption = None, force: ForceO
     Histories come from the latest dataset run (or --histories) and candidates are every item of the
     latest catalog, items that arrived after the model was trained included.
     """
-    from stages.downstream import recommend as recommend_stage
-
-    cfg = _config(config, set_)
-    if user:
-        cfg = cfg.model_copy(update={"recommend": cfg.recommend.model_copy(update={"users": list(user)})})
-    result = recommend_stage.run(cfg, force=force, histories=histories)
-    typer.echo(result.run_dir)
+    typer.echo(api.recommend(_config(config, set_), users=user, histories=histories, force=force).run_dir)
 
 
 @app.command("run")
@@ -220,36 +169,20 @@ def run_all(config: ConfigOption = None, set_: SetOption = None, force: ForceOpt
     Each stage reads the run the previous one just published (never whatever `latest` is by then). Stage
     one embeds only new and changed items over a published run made with the same settings.
     """
-    from pipeline import prepare as prepare_stage
-    from stages.align import stage as align_stage
-    from stages.downstream import recommend as recommend_stage
-    from stages.downstream import train
-
     cfg = _config(config, set_)
     if dry_run:
         from pipeline.dry_run import plan_lines
 
         typer.echo("\n".join(plan_lines(cfg)))
         return
-    dataset = prepare_stage.run(cfg, force=force).run_dir
-    typer.echo(dataset)
-    embeddings = None
-    if cfg.downstream.embeddings is not None:
-        aligned = align_stage.run(cfg, force=force, full=full, dataset_dir=dataset)
-        if aligned is None:  # a helper process under `accelerate launch`: the main process carries on alone
-            return
-        _report_alignment(aligned.manifest)
-        _track(cfg, aligned)
-        typer.echo(aligned.run_dir)
-        embeddings = aligned.run_dir if cfg.downstream.embeddings == "latest" else None
-    trained = train.run(cfg, force=force, dataset_dir=dataset, embeddings_dir=embeddings)
-    _report_training(trained.run_dir, cfg.downstream.evaluate.ks[0])
-    _track(cfg, trained)
-    typer.echo(trained.run_dir)
-    typer.echo(recommend_stage.run(cfg, force=force, run_dir=trained.run_dir, dataset_dir=dataset,
-                                   embeddings_dir=embeddings).run_dir)
+    job = api.run(cfg, force=force, full=full)
+    if job is None:  # a helper process under `accelerate launch`: the main process carries on alone
+        return
+    for made in (job.dataset, job.embeddings, job.downstream, job.recommendations):
+        if made is not None:
+            typer.echo(made.run_dir)
     if cfg.report.on_run:
-        _write_report(cfg, [trained.run_dir], None)
+        _write_report(cfg, [job.downstream.run_dir], None)
 
 
 def _write_report(cfg: PipelineConfig, run_dirs: list[Path], out: Path | None) -> None:
@@ -286,7 +219,7 @@ def status(config: ConfigOption = None, set_: SetOption = None, log_format: LogO
     """What is published per stage, and what `run` would do next and why (nothing is trained or written)."""
     from pipeline import status as status_report
 
-    report = status_report.status(_config(config, set_))
+    report = api.status(_config(config, set_))
     typer.echo(json.dumps(report, indent=2) if log_format == "json" else "\n".join(status_report.lines(report)))
 
 

@@ -1,15 +1,22 @@
-"""Progress bars and event logs, for people (rich) or for schedulers (one JSON object per line).
+"""Events through Python `logging`, and progress bars; the command line prints them for people (rich) or for
+schedulers (one JSON object per line).
 
-Everything goes to stderr so stdout stays free for command results (e.g. `inspect`).
+Each event is a record on the logger `seqrec.<stage>` (`seqrec` outside a stage), so an orchestrator's own
+handlers see them; its level is ERROR for errors, WARNING for what a person should look at, else INFO. The
+command line's output is one handler on `seqrec` (`set_format`), writing to stderr so stdout stays free for
+command results (e.g. `inspect`).
 """
 
 from __future__ import annotations
 
+import contextvars
+import functools
 import json
+import logging
 import os
 import sys
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Literal, Self, TypeVar
 
 from rich.console import Console
@@ -24,6 +31,12 @@ from rich.progress import (
 
 LogFormat = Literal["text", "json"]
 T = TypeVar("T")
+F = TypeVar("F", bound=Callable[..., object])
+LOGGER = "seqrec"
+WARNINGS = frozenset({"stale_lock", "skipped_users", "exact_search", "evidence_skipped", "gc_skipped", "bf16_emulated"})
+# The stage whose events these are, and the run it is making once known: carried by every event.
+_context: contextvars.ContextVar[tuple[str | None, str | None]] = contextvars.ContextVar("seqrec_stage",
+                                                                                          default=(None, None))
 
 _state: dict[str, object] = {"format": "text"}
 _console = Console(stderr=True, soft_wrap=True)
@@ -31,8 +44,28 @@ _JSON_PROGRESS_EVERY_S = 5.0
 _TEXT_PROGRESS_EVERY_S = 30.0  # a log file read by people: fewer, plainer lines
 
 
+class CliHandler(logging.Handler):
+    """The command line's output of events: a line for people, or a JSON object with `event`, `time`, `level`,
+    `stage`, `run_id`, `message` and the event's fields."""
+
+    def __init__(self, fmt: LogFormat) -> None:
+        super().__init__(logging.INFO)
+        self.fmt = fmt
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self.fmt == "json":
+            line = {"event": getattr(record, "event", record.name), "time": round(record.created, 3),
+                    "level": record.levelname.lower(), "stage": getattr(record, "stage", None),
+                    "run_id": getattr(record, "run_id", None), "message": record.getMessage(),
+                    **getattr(record, "fields", {})}
+            sys.stderr.write(json.dumps(line, default=str) + "\n")
+            sys.stderr.flush()
+        else:
+            _console.print(record.getMessage(), highlight=False)
+
+
 def set_format(fmt: LogFormat) -> None:
-    """Choose human (`text`) or machine (`json`) output for the whole process.
+    """Print events as the command line does, human (`text`) or machine (`json`), for the whole process.
 
     In `json` mode Hugging Face libraries' own progress bars are switched off too (read when they are
     first imported, which happens later, inside the stages), so stderr holds only JSON lines.
@@ -40,16 +73,39 @@ def set_format(fmt: LogFormat) -> None:
     _state["format"] = fmt
     if fmt == "json":
         os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    logger = logging.getLogger(LOGGER)
+    for handler in [h for h in logger.handlers if isinstance(h, CliHandler)]:
+        logger.removeHandler(handler)
+    logger.addHandler(CliHandler(fmt))
+    logger.setLevel(logging.INFO)
+
+
+def in_stage(stage: str) -> Callable[[F], F]:
+    """Decorate a stage's entry: its events go to the logger `seqrec.<stage>` and carry `stage`."""
+    def decorate(function: F) -> F:
+        @functools.wraps(function)
+        def run(*args: object, **kwargs: object) -> object:
+            token = _context.set((stage, None))
+            try:
+                return function(*args, **kwargs)
+            finally:
+                _context.reset(token)
+        return run  # type: ignore[return-value]
+    return decorate
+
+
+def making(run_id: str) -> None:
+    """The current stage is making (or reusing) run `run_id`: its events from here on carry it."""
+    _context.set((_context.get()[0], run_id))
 
 
 def emit(event: str, message: str = "", **fields: object) -> None:
-    """Report one event: a line for people, or a JSON object with `event`, `time` and the fields."""
-    if _state["format"] == "json":
-        record = {"event": event, "time": round(time.time(), 3), "message": message, **fields}
-        sys.stderr.write(json.dumps(record, default=str) + "\n")
-        sys.stderr.flush()
-    else:
-        _console.print(message or event, highlight=False)
+    """Report one event as a log record of the current stage (`message`, or the event's name)."""
+    stage, run_id = _context.get()
+    level = logging.ERROR if event == "error" else logging.WARNING if event in WARNINGS else logging.INFO
+    logger = logging.getLogger(LOGGER if stage is None else f"{LOGGER}.{stage}")
+    logger.log(level, message or event, extra={"event": event, "stage": stage, "fields": fields,
+                                               "run_id": fields.get("run_id", run_id)})
 
 
 def _rate_fields(done: int, total: int | None, started: float, unit: str, resumed: int = 0) -> dict[str, object]:

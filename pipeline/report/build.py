@@ -79,7 +79,7 @@ def comparison(runs: list[Trained]) -> str:
 
 
 def subtitle() -> str:
-    return f"seqrec-pipeline report, written {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC"
+    return f"seqrec-pipeline report, written {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC"
 
 
 def runs_section(runs: list[Trained]) -> str:
