@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 from pipeline import dataset, events
 from pipeline.config import PipelineConfig, stage_run_id
 from pipeline.ingest import amazon, lcrec, movielens, recbole, table, unisrec
-from pipeline.ingest.tabular import require_file
+from pipeline.ingest.tabular import parquet_parts, require_file
 from pipeline.store import RunResult, publish_run, sha256_file, workspace_output
 
 READERS: dict[str, ModuleType] = {
@@ -36,11 +36,20 @@ def write_parquet(table: pa.Table, path: Path, metadata: dict[str, str] | None =
     pq.write_table(table, path, compression="zstd", row_group_size=ROW_GROUP_ROWS)
 
 
+def _file_facts(path: Path) -> dict[str, object]:
+    return {"path": str(path.resolve()), "bytes": path.stat().st_size, "sha256": sha256_file(path)}
+
+
 def source_facts(config: PipelineConfig) -> list[dict[str, object]]:
-    """The raw files `data` names, with their sizes and sha256 (a dataset run's inputs)."""
-    sources = [require_file(path) for path in READERS[config.data.format].files(config.data)]
-    return [{"path": str(path.resolve()), "bytes": path.stat().st_size, "sha256": sha256_file(path)}
-            for path in sources]
+    """The raw files `data` names, with their sizes and sha256 (a dataset run's inputs). A partitioned Parquet
+    folder counts as its part files, each with its `member` path inside the folder (hive folder names hold values)."""
+    facts: list[dict[str, object]] = []
+    for path in READERS[config.data.format].files(config.data):
+        if path.is_dir():
+            facts.extend({**_file_facts(part), "member": str(part.relative_to(path))} for part in parquet_parts(path))
+        else:
+            facts.append(_file_facts(require_file(path)))
+    return facts
 
 
 def run_id(config: PipelineConfig, sources: list[dict[str, object]]) -> str:
@@ -50,9 +59,11 @@ def run_id(config: PipelineConfig, sources: list[dict[str, object]]) -> str:
     moved or re-mounted folder, or named by an absolute instead of a relative path, give the same run.
     """
     settings = config.data.model_dump(mode="json", exclude={"path"})
-    return stage_run_id("prepare", settings, [fact["sha256"] for fact in sources])
+    contents = [f"{fact['member']}:{fact['sha256']}" if "member" in fact else fact["sha256"] for fact in sources]
+    return stage_run_id("prepare", settings, contents)
 
 
+@events.in_stage("prepare")
 def run(config: PipelineConfig, force: bool = False) -> RunResult:
     """Read, process and publish the dataset; a no-op when the same files and config were published."""
     reader = READERS[config.data.format]
@@ -78,5 +89,7 @@ def run(config: PipelineConfig, force: bool = False) -> RunResult:
                 "sources": sources, "config": data_config, **canonical.facts}
 
     output = workspace_output(config, "datasets")
-    return publish_run(output, run_id(config, sources), build, force=force, lock_wait_s=config.workspace.lock_wait_s,
+    made = run_id(config, sources)
+    events.making(made)
+    return publish_run(output, made, build, force=force, lock_wait_s=config.workspace.lock_wait_s,
                        stale_lock_s=config.workspace.stale_lock_s)

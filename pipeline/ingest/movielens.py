@@ -9,7 +9,7 @@ import pyarrow.compute as pc
 
 from pipeline.config import DataConfig
 from pipeline.ingest import RawData, interactions_table
-from pipeline.ingest.tabular import read_delimited, to_int64
+from pipeline.ingest.tabular import read_delimited, to_epoch
 
 RATINGS_FILE = "ratings.csv"
 MOVIES_FILE = "movies.csv"
@@ -35,7 +35,7 @@ def read(config: DataConfig) -> RawData:
                       "genres": _genres(movies.column("genres"))})
     return RawData(
         interactions=interactions_table(ratings.column("userId"), ratings.column("movieId"),
-                                        to_int64(ratings.column("timestamp"), ratings_path, "timestamp")),
+                                        to_epoch(ratings.column("timestamp"), ratings_path, "timestamp")),
         items=items,
         interactions_file=ratings_path,
         items_file=movies_path,

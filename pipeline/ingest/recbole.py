@@ -6,7 +6,7 @@ from pathlib import Path
 
 from pipeline.config import DataConfig
 from pipeline.ingest import RawData, find_stem, interactions_table
-from pipeline.ingest.tabular import read_atomic, require_columns, to_int64
+from pipeline.ingest.tabular import read_atomic, require_columns, to_epoch
 
 
 def files(config: DataConfig) -> list[Path]:
@@ -21,7 +21,7 @@ def read(config: DataConfig) -> RawData:
     require_columns(inter, ["user_id", "item_id"], inter_path)
     items = read_atomic(item_path)
     require_columns(items, ["item_id"], item_path)
-    timestamp = to_int64(inter.column("timestamp"), inter_path, "timestamp") if "timestamp" in inter.column_names else None
+    timestamp = to_epoch(inter.column("timestamp"), inter_path, "timestamp") if "timestamp" in inter.column_names else None
     return RawData(
         interactions=interactions_table(inter.column("user_id"), inter.column("item_id"), timestamp),
         items=items,

@@ -12,7 +12,7 @@ import pyarrow as pa
 
 from pipeline.config import DataConfig
 from pipeline.ingest import RawData, interactions_table
-from pipeline.ingest.tabular import read_table, require_columns, to_int64, to_string
+from pipeline.ingest.tabular import read_table, require_columns, to_epoch, to_string
 
 
 def files(config: DataConfig) -> list[Path]:
@@ -31,7 +31,7 @@ def read(config: DataConfig) -> RawData:
     items = read_table(item_path)
     require_columns(items, [columns.item], item_path, keys)
     attributes = [name for name in items.column_names if name != columns.item]
-    timestamp = to_int64(inter.column(columns.timestamp), inter_path, columns.timestamp) if columns.timestamp else None
+    timestamp = to_epoch(inter.column(columns.timestamp), inter_path, columns.timestamp) if columns.timestamp else None
     return RawData(
         interactions=interactions_table(to_string(inter.column(columns.user), inter_path, columns.user),
                                         to_string(inter.column(columns.item), inter_path, columns.item), timestamp),

@@ -1,4 +1,5 @@
-"""Reading delimited text files (CSV, TSV, RecBole atomic) and Parquet into string tables.
+"""Reading delimited text files (CSV, TSV, RecBole atomic) and Parquet (a file, or a folder of parts as Spark and
+DuckDB write them) into string tables, and time columns into int64.
 
 pyarrow does the parsing; when it refuses a file, the file is scanned once more in Python only to
 name the offending line in the error.
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import io
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pyarrow as pa
@@ -90,8 +92,34 @@ def read_parquet(path: Path, required: list[str] | None = None) -> pa.Table:
     return table
 
 
+def parquet_parts(folder: Path) -> list[Path]:
+    """The data files of a partitioned Parquet folder (`part-*.parquet`, under hive `key=value/` folders), in path
+    order; Spark's and Hadoop's markers (`_SUCCESS`, `.crc` files) are not data."""
+    hidden = (".", "_")
+    return sorted(p for p in folder.rglob("*") if p.is_file() and not any(
+        part.startswith(hidden) for part in p.relative_to(folder).parts))
+
+
+def read_parquet_folder(folder: Path, required: list[str] | None = None) -> pa.Table:
+    """A folder of Parquet parts as one table; hive partition folders (`day=2024-05-01/`) become columns.
+
+    Raises:
+        BadInput: the folder holds no data file, or a part is not readable Parquet.
+    """
+    if not parquet_parts(folder):
+        raise BadInput(f"{folder}: a folder with no Parquet files")
+    try:
+        table = pq.read_table(folder, partitioning="hive")
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise BadInput(f"{folder}: not a readable Parquet dataset ({' '.join(str(exc).split())})") from None
+    require_columns(table, required or [], folder)
+    return table
+
+
 def read_table(path: Path, required: list[str] | None = None) -> pa.Table:
-    """CSV (comma), TSV (tab) or Parquet, by file extension."""
+    """CSV (comma), TSV (tab) or Parquet, by file extension; a folder is a partitioned Parquet dataset."""
+    if path.is_dir():
+        return read_parquet_folder(path, required)
     suffix = path.suffix.lower()
     if suffix in {".parquet", ".pq"}:
         return read_parquet(path, required)
@@ -106,14 +134,49 @@ def require_columns(table: pa.Table, required: list[str], path: Path, keys: dict
         raise BadInput(f"{path}: missing column {missing[0]!r} (columns: {', '.join(table.column_names)}){fix}")
 
 
-def to_int64(column: pa.ChunkedArray | pa.Array, path: Path, name: str) -> pa.ChunkedArray | pa.Array:
-    """Parse a column of integers or floats (e.g. `881250949` or `881250949.0`) as int64."""
+def to_epoch(column: pa.ChunkedArray | pa.Array, path: Path, name: str) -> pa.ChunkedArray | pa.Array:
+    """Times as int64: epoch numbers as they are (`881250949`, `881250949.0`, in the source's unit); ISO-8601 text
+    (`2024-05-01T12:00:00Z`, `2024-05-01 14:00:00+02:00`, `2024-05-01`) and Parquet timestamps and dates as epoch
+    seconds (UTC; a time without an offset is read as UTC).
+
+    Raises:
+        BadInput: a value is neither a number nor an ISO-8601 time (named with its row).
+    """
+    if pa.types.is_dictionary(column.type):  # a hive partition column
+        column = column.cast(column.type.value_type)
+    if pa.types.is_timestamp(column.type) or pa.types.is_date(column.type):
+        return _epoch_seconds(column.cast(pa.timestamp("ns", tz=getattr(column.type, "tz", None))))
     try:
-        if pa.types.is_string(column.type):
+        if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
             column = column.cast(pa.float64())
         return column.cast(pa.int64(), safe=False)
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
-        raise BadInput(f"{path}: column {name!r} is not numeric ({' '.join(str(exc).split())})") from None
+        if not (pa.types.is_string(column.type) or pa.types.is_large_string(column.type)):
+            raise BadInput(f"{path}: column {name!r} is not numeric ({' '.join(str(exc).split())})") from None
+    return _epoch_seconds(_iso_times(column, path, name))
+
+
+def _epoch_seconds(times: pa.ChunkedArray | pa.Array) -> pa.ChunkedArray | pa.Array:
+    return times.cast(pa.timestamp("s", tz=times.type.tz), safe=False).cast(pa.int64())
+
+
+def _iso_times(column: pa.ChunkedArray | pa.Array, path: Path, name: str) -> pa.ChunkedArray | pa.Array:
+    """ISO-8601 text as UTC times: Arrow parses a column all with or all without offsets; a mixed one, or one with a
+    bad value, is read value by value, and the first value that is not a time is named."""
+    for zone in (None, "UTC"):
+        try:
+            return column.cast(pa.timestamp("ns", tz=zone))
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            continue
+    times = []
+    for row, text in enumerate(column.to_pylist(), start=1):
+        try:
+            moment = None if text is None else datetime.fromisoformat(text)
+        except ValueError:
+            raise BadInput(f"{path}: column {name!r}, row {row}: {text!r} is neither an epoch number nor an "
+                           "ISO-8601 time") from None
+        times.append(moment if moment is None or moment.tzinfo else moment.replace(tzinfo=UTC))
+    return pa.array(times, pa.timestamp("ns", tz="UTC"))
 
 
 def to_string(column: pa.ChunkedArray | pa.Array, path: Path, name: str) -> pa.ChunkedArray | pa.Array:
