@@ -257,7 +257,7 @@ def publish_run(output: Output, run_id: str, build: Callable[[Path], dict[str, A
     `build(partial_dir)` writes the run's files and returns its manifest facts; the manifest is written
     last, the folder renamed into place, then `latest` switched. With `keep_partial`, a partial folder
     left by a killed job is handed to `build` again so it can resume from its checkpoints; without it, the
-    partial folder of a build that raises (bad input) is removed.
+    partial folder of a build that raises (bad input) is removed; with it, only an empty one (nothing to resume).
     """
     with output.lock(lock_wait_s, stale_lock_s):
         final = output.run_dir(run_id)
@@ -270,7 +270,7 @@ def publish_run(output: Output, run_id: str, build: Callable[[Path], dict[str, A
         try:
             facts = build(partial)
         except BaseException:
-            if not keep_partial:  # nothing in it can be reused: leave no litter beside the published runs
+            if not keep_partial or not any(partial.iterdir()):  # nothing in it can be reused: leave no litter
                 shutil.rmtree(partial, ignore_errors=True)
             raise
         normalise_modes(partial)

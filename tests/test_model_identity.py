@@ -73,11 +73,18 @@ def test_a_missing_model_says_where_it_looked_and_leaves_no_partial_run(tmp_path
                                                                      tiny_llama: Path) -> None:
     config = align_config(tmp_path / "art", slice30, tiny_llama)
     prepared(config)
-    result = CliRunner().invoke(app, ["align", "--set", f"workspace.root={tmp_path / 'art'}", "--set",
-                                      f"data.path={slice30}", "--set", "data.kcore_users=0", "--set",
-                                      "data.kcore_items=0", "--set", "align.lm=nobody/no-such-model"])
-    assert result.exit_code == 2
-    [line] = result.output.strip().splitlines()
+    settings = [f"workspace.root={tmp_path / 'art'}", f"data.path={slice30}", "data.kcore_users=0", "data.kcore_items=0"]
+
+    def align(lm: str) -> list[str]:
+        result = CliRunner().invoke(app, ["align", *(arg for s in [*settings, f"align.lm={lm}"] for arg in ("--set", s))])
+        assert result.exit_code == 2
+        return result.output.strip().splitlines()
+
+    [line] = align("nobody/no-such-model")
     assert "align.lm: model 'nobody/no-such-model' not found: not a local folder or file, and not in the local hub " \
            "cache" in line and "set align.offline=false to allow downloading it" in line
+    vision = tmp_path / "vit"
+    vision.mkdir()
+    (vision / "config.json").write_text(json.dumps({"model_type": "vit", "hidden_size": 8}))
+    assert "is not a causal language model" in align(str(vision))[-1]  # found, but it fails to load in the run
     assert not list((tmp_path / "art").rglob(".partial-*"))
