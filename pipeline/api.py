@@ -72,7 +72,8 @@ def as_config(config: ConfigLike = None, overrides: Mapping[str, Any] | None = N
 
 
 def _result(stage: str, made: RunResult, metrics: dict[str, Any] | None = None) -> StageResult:
-    return StageResult(stage, str(made.manifest["run_id"]), made.run_dir.absolute(), made.reused, made.manifest, metrics)
+    run_id = str(made.manifest["run_id"])
+    return StageResult(stage, run_id, made.run_dir.absolute(), made.reused, made.manifest, metrics)
 
 
 def _track(cfg: PipelineConfig, made: RunResult) -> None:
@@ -83,7 +84,8 @@ def _track(cfg: PipelineConfig, made: RunResult) -> None:
         track(cfg, made.run_dir, made.manifest)
 
 
-def prepare(config: ConfigLike = None, *, overrides: Mapping[str, Any] | None = None, force: bool = False) -> StageResult:
+def prepare(config: ConfigLike = None, *, overrides: Mapping[str, Any] | None = None,
+            force: bool = False) -> StageResult:
     """Raw data -> the canonical dataset (`seqrec-pipeline prepare`)."""
     from pipeline import prepare as stage
 

@@ -346,7 +346,8 @@ def resolve_config(path: Path | None = None, overrides: list[str] | None = None,
         tree = _merge(tree, mine)
         found.update(sources.origins(mine, str(path)))
         source = str(path)
-    for origin, root in ((f"${sources.WORKSPACE_ENV}", os.environ.get(sources.WORKSPACE_ENV)), ("--workspace", workspace)):
+    from_env = os.environ.get(sources.WORKSPACE_ENV)
+    for origin, root in ((f"${sources.WORKSPACE_ENV}", from_env), ("--workspace", workspace)):
         if root:
             tree = _merge(tree, {"workspace": {"root": root}})
             found["workspace.root"] = origin

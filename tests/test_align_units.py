@@ -227,8 +227,8 @@ def test_reader_rejects_repeated_ids_and_missing_metadata(tmp_path: Path) -> Non
 
 
 def test_loading_fails_clearly_offline_and_for_non_causal_models(tmp_path: Path, tiny_bert: Path) -> None:
-    with pytest.raises(BadInput, match=r"align.lm: model 'no/such-model' not found: not a local folder or file, and not "
-                       r"in the local hub cache .*; set align.offline=false to allow downloading it"):
+    with pytest.raises(BadInput, match=r"align.lm: model 'no/such-model' not found: not a local folder or file, and "
+                       r"not in the local hub cache .*; set align.offline=false to allow downloading it"):
         load_causal_lm("no/such-model", "align.lm", str(tmp_path), offline=True)
     with pytest.raises(BadInput, match="align.lm: Python package 'no_such_pkg' is not installed"):
         load_causal_lm("package:no_such_pkg", "align.lm", str(tmp_path), offline=True)

@@ -78,7 +78,8 @@ def test_version_and_config_say_what_is_installed_and_where_each_value_came_from
     assert "    ks: [5, 20]  # --set" in lines and "  kcore_items: 5  # default" in lines
     assert f'  path: "{tmp_path / "ws" / "raw" / "ml-100k"}"  # default: <workspace.root>/raw/<data.name>' in lines
     (tmp_path / "printed.yaml").write_text(shown.output)  # the output is a config file: it reads back the same
-    assert load_config(tmp_path / "printed.yaml") == load_config(tmp_path / "job.yaml", ["downstream.evaluate.ks=[5, 20]"])
+    expected = load_config(tmp_path / "job.yaml", ["downstream.evaluate.ks=[5, 20]"])
+    assert load_config(tmp_path / "printed.yaml") == expected
 
 
 def test_published_files_follow_the_umask_whatever_their_writer_chose(tmp_path: Path, umask_022) -> None:
@@ -111,9 +112,10 @@ def test_a_copied_read_only_workspace_still_evaluates_and_recommends(workspace, 
         os.chmod(path, stat.S_IMODE(path.stat().st_mode) & ~0o222)
     try:
         loaded = runs.load_trained(copy / "downstream" / "small" / "latest")
-        results = evaluate.evaluate_all(loaded.model, loaded.seqs, loaded.config.evaluate, loaded.config.model.max_length)
+        results = evaluate.evaluate_all(loaded.model, loaded.seqs, loaded.config.evaluate,
+                                        loaded.config.model.max_length)
         assert results["model"]["test"] == manifest["metrics"]["test"]
-        out = load_config(None, [f"workspace.root={tmp_path / 'out'}", "data.name=small", "recommend.users=[\"1\", \"7\"]",
+        out = load_config(None, [f"workspace.root={tmp_path / 'out'}", "data.name=small", 'recommend.users=["1", "7"]',
                                  f"recommend.run={copy / 'downstream' / 'small' / 'latest'}"])
         made = recommend.run(out)
         assert made.run_dir.is_relative_to(tmp_path / "out") and made.manifest["users"] == 2

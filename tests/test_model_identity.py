@@ -73,10 +73,12 @@ def test_a_missing_model_says_where_it_looked_and_leaves_no_partial_run(tmp_path
                                                                      tiny_llama: Path) -> None:
     config = align_config(tmp_path / "art", slice30, tiny_llama)
     prepared(config)
-    settings = [f"workspace.root={tmp_path / 'art'}", f"data.path={slice30}", "data.kcore_users=0", "data.kcore_items=0"]
+    settings = [f"workspace.root={tmp_path / 'art'}", f"data.path={slice30}", "data.kcore_users=0",
+                "data.kcore_items=0"]
 
     def align(lm: str) -> list[str]:
-        result = CliRunner().invoke(app, ["align", *(arg for s in [*settings, f"align.lm={lm}"] for arg in ("--set", s))])
+        options = [arg for setting in [*settings, f"align.lm={lm}"] for arg in ("--set", setting)]
+        result = CliRunner().invoke(app, ["align", *options])
         assert result.exit_code == 2
         return result.output.strip().splitlines()
 

@@ -31,8 +31,8 @@ def ml100k_rows() -> tuple[pa.Table, pa.Table]:
 
 
 def _prepare(tmp_path: Path, interactions_file: str, name: str) -> pa.Table:
-    config = load_config(None, [f"workspace.root={tmp_path / 'artifacts'}", f"data.path={tmp_path}", f"data.name={name}",
-                                "data.format=table", f"data.interactions_file={interactions_file}",
+    config = load_config(None, [f"workspace.root={tmp_path / 'artifacts'}", f"data.path={tmp_path}",
+                                f"data.name={name}", "data.format=table", f"data.interactions_file={interactions_file}",
                                 "data.items_file=items.parquet", "data.kcore_users=0", "data.kcore_items=0"])
     result = prepare.run(config)
     return pq.read_table(result.run_dir / prepare.INTERACTIONS_FILE).select(CANONICAL).sort_by(
@@ -46,7 +46,8 @@ def test_iso_times_and_partitioned_parquet_give_the_dataset_epoch_numbers_give(t
     # ISO-8601 as exports write it: half in UTC with Z, half at +02:00 (the same instants), one column.
     utc = [datetime.fromtimestamp(t, UTC) for t in inter.column("timestamp").to_pylist()]
     plus2 = timezone(timedelta(hours=2))
-    iso = [(m.isoformat().replace("+00:00", "Z") if n % 2 else m.astimezone(plus2).isoformat()) for n, m in enumerate(utc)]
+    iso = [m.isoformat().replace("+00:00", "Z") if n % 2 else m.astimezone(plus2).isoformat()
+           for n, m in enumerate(utc)]
     pacsv.write_csv(inter.set_column(2, "timestamp", pa.array(iso)), tmp_path / "iso.csv")
     # As Spark writes it: hive folders by a partition column, part files, a _SUCCESS marker; times as timestamps.
     spark = inter.set_column(2, "timestamp", pa.array(utc, pa.timestamp("ms", tz="UTC"))).append_column(
@@ -54,7 +55,8 @@ def test_iso_times_and_partitioned_parquet_give_the_dataset_epoch_numbers_give(t
     pq.write_to_dataset(spark, tmp_path / "events", partition_cols=["shard"],
                         basename_template="part-{i}.parquet")
     (tmp_path / "events" / "_SUCCESS").touch()
-    assert sorted(p.parent.name for p in (tmp_path / "events").rglob("part-*.parquet")) == ["shard=0", "shard=1", "shard=2"]
+    parts = (tmp_path / "events").rglob("part-*.parquet")
+    assert sorted(p.parent.name for p in parts) == ["shard=0", "shard=1", "shard=2"]
 
     expected = _prepare(tmp_path, "epoch.csv", "epoch")
     assert expected.num_rows == inter.num_rows
@@ -78,8 +80,8 @@ def test_a_partition_folder_changed_is_a_new_dataset_run(tmp_path: Path, ml100k_
     pq.write_table(items, tmp_path / "items.parquet")
     (tmp_path / "events" / "day=1").mkdir(parents=True)
     pq.write_table(inter, tmp_path / "events" / "day=1" / "part-0.parquet")
-    config = load_config(None, [f"workspace.root={tmp_path / 'artifacts'}", f"data.path={tmp_path}", "data.format=table",
-                                "data.interactions_file=events", "data.items_file=items.parquet"])
+    config = load_config(None, [f"workspace.root={tmp_path / 'artifacts'}", f"data.path={tmp_path}",
+                                "data.format=table", "data.interactions_file=events", "data.items_file=items.parquet"])
     before = prepare.run_id(config, prepare.source_facts(config))
     assert [fact["member"] for fact in prepare.source_facts(config)[:1]] == ["day=1/part-0.parquet"]
     (tmp_path / "events" / "day=1").rename(tmp_path / "events" / "day=2")  # same bytes, another partition value

@@ -52,8 +52,8 @@ def _install(tmp_path: Path) -> Path:
     [site] = (env_dir / "lib").glob("python3.*/site-packages")
     others = [p for p in sys.path if p.endswith(("site-packages", "dist-packages")) and Path(p).is_dir()]
     (site / "project-deps.pth").write_text("\n".join(others) + "\n")
-    subprocess.run([str(env_dir / "bin" / "python"), "-m", "pip", "install", "--no-deps", "--no-index", "-q", str(wheel)],
-                   check=True, cwd=tmp_path)
+    pip = [str(env_dir / "bin" / "python"), "-m", "pip", "install", "--no-deps", "--no-index", "-q"]
+    subprocess.run([*pip, str(wheel)], check=True, cwd=tmp_path)
     return env_dir / "bin"
 
 
@@ -105,7 +105,8 @@ def test_the_installed_wheel_runs_from_anywhere_and_its_workspace_travels(tmp_pa
     shutil.rmtree(ws)
     _read_only(copy)
     try:
-        evaluated = _cli(bin_dir, anywhere, "evaluate", "-c", str(job / "job.yaml"), env={"SEQREC_WORKSPACE": str(copy)})
+        evaluated = _cli(bin_dir, anywhere, "evaluate", "-c", str(job / "job.yaml"),
+                         env={"SEQREC_WORKSPACE": str(copy)})
         assert evaluated.returncode == 0, evaluated.stderr[-3000:]
         assert '"test"' in evaluated.stdout and str(copy) in evaluated.stdout
         out = tmp_path / "outputs"

@@ -21,7 +21,8 @@ def read(config: DataConfig) -> RawData:
     require_columns(inter, ["user_id", "item_id"], inter_path)
     items = read_atomic(item_path)
     require_columns(items, ["item_id"], item_path)
-    timestamp = to_epoch(inter.column("timestamp"), inter_path, "timestamp") if "timestamp" in inter.column_names else None
+    has_time = "timestamp" in inter.column_names
+    timestamp = to_epoch(inter.column("timestamp"), inter_path, "timestamp") if has_time else None
     return RawData(
         interactions=interactions_table(inter.column("user_id"), inter.column("item_id"), timestamp),
         items=items,

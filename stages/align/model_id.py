@@ -91,7 +91,8 @@ def locate(name: str, key: str, offline: bool) -> Located:
     if name.startswith(PACKAGE_PREFIX):
         return Located(Path(path), _package(name[len(PACKAGE_PREFIX):], Path(path)))
     if Path(path).exists():
-        return Located(Path(path).absolute(), {"file" if Path(path).is_file() else "folder": str(Path(path).absolute())})
+        found = Path(path).absolute()
+        return Located(found, {"file" if found.is_file() else "folder": str(found)})
     if path.startswith(("/", "./", "../")) or path.endswith(".gguf"):
         raise BadInput(f"{key}: model {'file' if path.endswith('.gguf') else 'folder'} {path} not found")
     return _hub(name, key, offline)

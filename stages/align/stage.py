@@ -122,7 +122,8 @@ def plan(config: PipelineConfig, dataset_dir: Path, full: bool = False) -> Align
                                       and run.manifest.get("config_hash") == config_hash)
     if found is not None and found.manifest.get("catalog_sha256") == catalog.fingerprint:
         return AlignPlan("reuse", f"catalog unchanged since run {found.run_id}: reused, nothing to embed",
-                         found.run_id, catalog, plan_rows(catalog, None), None, config_hash, dataset_run, pretrain_dirs, model)
+                         found.run_id, catalog, plan_rows(catalog, None), None, config_hash, dataset_run, pretrain_dirs,
+                         model)
     base = None if found is None else contract.read_embeddings(found.run_dir)
     rows = plan_rows(catalog, base)
     inputs = _full_run_inputs(config, dataset_run, pretrain_dirs) if base is None else [base.run_id]
@@ -130,14 +131,15 @@ def plan(config: PipelineConfig, dataset_dir: Path, full: bool = False) -> Align
     if base is not None:
         reason = (f"{rows.new:,} new items, {rows.changed:,} changed, {rows.removed:,} removed since run "
                   f"{base.run_id}: incremental")
-        return AlignPlan("incremental", reason, run_id, catalog, rows, base, config_hash, dataset_run, pretrain_dirs, model)
+        return AlignPlan("incremental", reason, run_id, catalog, rows, base, config_hash, dataset_run, pretrain_dirs,
+                         model)
     latest = output.latest()
     if full:
         reason = f"--full: all {len(catalog.ids):,} items"
     elif latest is not None:
         made = read_manifest(latest)
-        reason = (f"latest run {made.get('run_id')} was made with other settings or model files (method {made.get('method')}, "
-                  f"model {made.get('model')}): full alignment of {len(catalog.ids):,} items")
+        reason = (f"latest run {made.get('run_id')} was made with other settings or model files (method "
+                  f"{made.get('method')}, model {made.get('model')}): full alignment of {len(catalog.ids):,} items")
     else:
         reason = f"no embeddings run yet: full alignment of {len(catalog.ids):,} items"
     return AlignPlan("full", reason, run_id, catalog, rows, None, config_hash, dataset_run, pretrain_dirs, model)

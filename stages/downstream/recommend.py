@@ -114,7 +114,8 @@ def _embeddings_now(trained: runs.Trained) -> Embeddings | None:
     method, dim = trained.manifest.get("embeddings_method"), trained.manifest.get("embedding_dim")
     if trained.manifest.get("embeddings_run_id") is None or trained.config.model.kind == "recformer":
         return None
-    found = newest(runs.sibling_output(trained.run_dir, "embeddings"), lambda run: run.manifest.get("kind") == "embeddings"
+    output = runs.sibling_output(trained.run_dir, "embeddings")
+    found = newest(output, lambda run: run.manifest.get("kind") == "embeddings"
                    and run.manifest.get("method") == method and run.manifest.get("dim") == dim)
     return None if found is None else read_embeddings(found.run_dir)
 
