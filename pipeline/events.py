@@ -35,8 +35,8 @@ F = TypeVar("F", bound=Callable[..., object])
 LOGGER = "seqrec"
 WARNINGS = frozenset({"stale_lock", "skipped_users", "exact_search", "evidence_skipped", "gc_skipped", "bf16_emulated"})
 # The stage whose events these are, and the run it is making once known: carried by every event.
-_context: contextvars.ContextVar[tuple[str | None, str | None]] = contextvars.ContextVar("seqrec_stage",
-                                                                                          default=(None, None))
+_context: contextvars.ContextVar[tuple[str | None, str | None]] = contextvars.ContextVar(
+    "seqrec_stage", default=(None, None))
 
 _state: dict[str, object] = {"format": "text"}
 _console = Console(stderr=True, soft_wrap=True)
