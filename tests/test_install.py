@@ -18,6 +18,7 @@ from pipeline.cli import app
 from pipeline.config import DEFAULTS_PATH, code_release, load_config, resolve_config
 from pipeline.errors import BadInput
 from pipeline.store import MANIFEST, Output, publish_run
+from pipeline.workspace import input_run
 from stages.downstream import evaluate, recommend, runs, train
 
 
@@ -131,7 +132,7 @@ def test_a_run_published_before_names_its_inputs_by_absolute_folder_and_still_lo
     dataset = runs.dataset_dir(config).resolve()
     old = {**trained.manifest, "dataset_run_id": "elsewhere", "dataset_run_dir": str(dataset)}  # as written before
     (trained.run_dir / MANIFEST).write_text(json.dumps(old))
-    assert runs.input_run(trained.run_dir, old, "dataset") == dataset
+    assert input_run(trained.run_dir, old, "dataset") == dataset
     assert runs.load_trained(trained.run_dir).seqs.num_items == trained.manifest["num_items"]
     del old["dataset_run_dir"]
     (trained.run_dir / MANIFEST).write_text(json.dumps(old))

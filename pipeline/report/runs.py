@@ -12,6 +12,7 @@ from pipeline.config import fingerprint
 from pipeline.errors import BadInput
 from pipeline.history import read_history
 from pipeline.store import Output, read_manifest
+from pipeline.workspace import input_run
 
 
 @dataclass(frozen=True)
@@ -84,9 +85,9 @@ def read_trained(run_dir: Path) -> Trained:
     downstream = read_run(run_dir)
     if downstream.kind != "downstream":
         raise BadInput(f"{run_dir}: a {downstream.kind} run; report takes downstream runs (they name their inputs)")
-    dataset = read_run(Path(downstream.manifest["dataset_run_dir"]))
-    folder = downstream.manifest.get("embeddings_run_dir")
-    embeddings = read_run(Path(folder)) if folder else None
+    dataset = read_run(input_run(run_dir, downstream.manifest, "dataset"))
+    folder = input_run(run_dir, downstream.manifest, "embeddings")
+    embeddings = read_run(folder) if folder else None
     metrics = json.loads((run_dir / "metrics.json").read_text())
     if not downstream.history:  # a run made before history.jsonl: its metrics.json kept the epochs
         downstream = Run(downstream.run_dir, downstream.manifest, downstream.config, metrics.get("history", []))

@@ -22,7 +22,7 @@ from pipeline.embeddings import Embeddings, read_embeddings
 from pipeline.errors import BadInput
 from pipeline.prepare import write_parquet
 from pipeline.store import RunResult, publish_run, read_manifest, sha256_file, workspace_output
-from pipeline.workspace import newest
+from pipeline.workspace import newest, sibling_output
 from stages.downstream import runs
 from stages.downstream.current import Current, on_current_data, read_histories
 from stages.downstream.item_index import read_index
@@ -114,7 +114,7 @@ def _embeddings_now(trained: runs.Trained) -> Embeddings | None:
     method, dim = trained.manifest.get("embeddings_method"), trained.manifest.get("embedding_dim")
     if trained.manifest.get("embeddings_run_id") is None or trained.config.model.kind == "recformer":
         return None
-    output = runs.sibling_output(trained.run_dir, "embeddings")
+    output = sibling_output(trained.run_dir, "embeddings")
     found = newest(output, lambda run: run.manifest.get("kind") == "embeddings"
                    and run.manifest.get("method") == method and run.manifest.get("dim") == dim)
     return None if found is None else read_embeddings(found.run_dir)
@@ -145,7 +145,7 @@ def run(config: PipelineConfig, force: bool = False, run_dir: Path | None = None
     trained = runs.load_trained(run_dir)
     # Today's data comes from the model's own workspace (the configured one, unless recommend.run names a run
     # folder elsewhere, e.g. a read-only copy); the recommendations go to the configured workspace.
-    dataset_dir = dataset_dir or runs.sibling_output(run_dir, "datasets").require_latest(
+    dataset_dir = dataset_dir or sibling_output(run_dir, "datasets").require_latest(
         "no dataset yet (run `seqrec-pipeline prepare` first)")
     embeddings = read_embeddings(embeddings_dir) if embeddings_dir else _embeddings_now(trained)
     current = on_current_data(trained, load_sequences(dataset_dir), embeddings)

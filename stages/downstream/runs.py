@@ -13,7 +13,8 @@ from safetensors.torch import load_file
 from pipeline.config import DownstreamConfig, PipelineConfig, saved_section
 from pipeline.embeddings import Embeddings, align_to_items, read_embeddings
 from pipeline.errors import BadInput
-from pipeline.store import MANIFEST, Output, read_manifest, workspace_output
+from pipeline.store import Output, read_manifest, workspace_output
+from pipeline.workspace import input_run, workspace_root
 from stages.downstream.item_encoder import WHITENING
 from stages.downstream.recommender import Recommender, build
 from stages.downstream.sequences import Sequences, load_sequences
@@ -22,7 +23,6 @@ WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.json"
 INDEX_FILE = "index.faiss"
-INPUT_OUTPUTS = {"dataset": "datasets", "embeddings": "embeddings"}  # manifest prefix -> output kind
 
 
 def resolve(out: Output, ref: str, what: str) -> Path:
@@ -38,16 +38,6 @@ def resolve(out: Output, ref: str, what: str) -> Path:
     return path
 
 
-def workspace_root(run_dir: Path) -> Path:
-    """The workspace a run folder lies in: `<root>` of `<root>/<kind>/<name>/<run_id>`."""
-    return run_dir.absolute().parents[2]
-
-
-def sibling_output(run_dir: Path, kind: str) -> Output:
-    """Output `kind` of the same dataset name in the run folder's own workspace (wherever it was moved)."""
-    return Output(workspace_root(run_dir) / kind / run_dir.absolute().parent.name)
-
-
 def outside_facts(folder: Path, **inputs: Path | None) -> dict[str, str]:
     """`<kind>_run_dir` for each input folder outside the workspace of the run built in `folder`: it cannot be
     found there by run id. Inputs inside it are named by run id alone, so the workspace can move."""
@@ -60,28 +50,6 @@ def input_facts(folder: Path, dataset_dir: Path, dataset_run_id: str, embeddings
     """How the manifest of the downstream run built in `folder` names its dataset and embeddings runs."""
     return {"dataset_run_id": dataset_run_id, "embeddings_run_id": None if embeddings is None else embeddings.run_id,
             **outside_facts(folder, dataset=dataset_dir, embeddings=None if embeddings is None else embeddings.run_dir)}
-
-
-def input_run(run_dir: Path, manifest: dict[str, Any], kind: str) -> Path | None:
-    """The input run of `kind` (dataset, embeddings) that a published run's manifest names by run id.
-
-    It is looked up in the run folder's own workspace, so a workspace copied, moved or mounted elsewhere
-    still loads; runs published before manifests named inputs by id alone, and inputs outside the
-    workspace, are found by the absolute `<kind>_run_dir` stored beside the id.
-
-    Raises:
-        BadInput: the input run is in neither place.
-    """
-    run_id = manifest.get(f"{kind}_run_id")
-    if run_id is None:
-        return None
-    here = sibling_output(run_dir, INPUT_OUTPUTS[kind]).run_dir(str(run_id))
-    stored = manifest.get(f"{kind}_run_dir")
-    for candidate in (here, *([Path(stored)] if stored else [])):
-        if (candidate / MANIFEST).is_file():
-            return candidate
-    raise BadInput(f"{run_dir / MANIFEST}: its {kind} run {run_id} is not at {here}"
-                   + (f" nor at {stored}" if stored else "") + " (deleted, or the workspace copied without it)")
 
 
 def dataset_dir(config: PipelineConfig) -> Path:
