@@ -38,6 +38,8 @@ PATH_KEYS: dict[str, Callable[[str], bool]] = {
     "recformer.model": _names_a_file,
     "downstream.embeddings": _names_a_folder,
     "recommend.run": _names_a_folder,
+    "report.dir": lambda _: True,
+    "tracking.dir": lambda _: True,
 }
 
 

@@ -43,13 +43,14 @@ def test_relative_paths_in_a_config_file_are_read_against_its_folder(tmp_path: P
     folder = tmp_path / "conf"
     folder.mkdir()
     (folder / "job.yaml").write_text("workspace:\n  root: ws\ndata:\n  path: ../raw\nalign:\n  lm: ./models/lm\n"
-                                     "  encoder: org/hub-id\n")
+                                     "  encoder: org/hub-id\nreport:\n  dir: pages\n")
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     monkeypatch.chdir(elsewhere)
     config = load_config(Path("../conf/job.yaml"))
     assert config.workspace.root == str(folder / "ws") and config.data.path == str(tmp_path / "raw")
     assert config.align.lm == str(folder / "models" / "lm") and config.align.encoder == "org/hub-id"
+    assert config.report.dir == str(folder / "pages")
     # On the command line a path means what it means in the current folder, as for any command.
     assert load_config(Path("../conf/job.yaml"), ["workspace.root=here"]).workspace.root == "here"
 

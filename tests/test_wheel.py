@@ -94,7 +94,7 @@ def test_the_installed_wheel_runs_from_anywhere_and_its_workspace_travels(tmp_pa
     ws = job / "ws"
     published = ran.stdout.split()
     assert [Path(p).relative_to(ws).parts[0] for p in published] == [
-        "datasets", "embeddings", "downstream", "recommendations"]
+        "datasets", "embeddings", "downstream", "recommendations", "reports"]  # the run's HTML report last
     assert not list(anywhere.iterdir())  # nothing written in the current folder
     modes = {p: stat.S_IMODE(p.stat().st_mode) for p in ws.rglob("*") if not p.is_symlink()}
     assert {oct(mode) for p, mode in modes.items() if p.is_file()} == {"0o644"}
