@@ -26,3 +26,9 @@ class Locked(PipelineError):
     """Another live job holds the lock on the same output."""
 
     exit_code = EXIT_LOCKED
+
+
+class ResumeFailed(PipelineError):
+    """A checkpoint could not be restored in full: the job stops instead of training on from partial state."""
+
+    exit_code = EXIT_FAILURE

@@ -12,7 +12,8 @@ from pipeline import dataset, events
 from pipeline.config import PipelineConfig, stage_run_id
 from pipeline.ingest import amazon, lcrec, movielens, recbole, table, unisrec
 from pipeline.ingest.tabular import require_file
-from pipeline.store import RunResult, publish_run, sha256_file, workspace_output
+from pipeline.integrity import sha256_file
+from pipeline.store import RunResult, publish_run, workspace_output
 
 READERS: dict[str, ModuleType] = {
     "recbole_atomic": recbole,

@@ -53,8 +53,8 @@ def test_a_killed_run_resumes_and_ends_as_an_uninterrupted_one(workspace, monkey
 
     save = resume.save
 
-    def save_then_die(accelerator, root, prefix, counter, state) -> None:
-        save(accelerator, root, prefix, counter, state)
+    def save_then_die(accelerator, root, prefix, counter, *rest) -> None:
+        save(accelerator, root, prefix, counter, *rest)
         if counter == 2:
             raise KeyboardInterrupt
 

@@ -57,10 +57,13 @@ def test_partial_folder_is_handed_back_for_resume(tmp_path: Path) -> None:
         raise RuntimeError("killed")
 
     with pytest.raises(RuntimeError):
-        publish_run(output, "r", crash, keep_partial=True)
+        publish_run(output, "r", crash, keep_partial=True, scratch=("checkpoint",))
     seen = []
-    publish_run(output, "r", lambda folder: seen.append((folder / "checkpoint").read_text()) or {}, keep_partial=True)
+    published = publish_run(output, "r", lambda folder: seen.append((folder / "checkpoint").read_text()) or {},
+                            keep_partial=True, scratch=("checkpoint",))
     assert seen == ["step 5"]
+    assert not (published.run_dir / "checkpoint").exists()  # resume state goes once the run is published
+    assert "checkpoint" not in published.manifest["files"]
 
 
 def test_a_live_lock_refuses_and_a_dead_one_is_taken_over(tmp_path: Path) -> None:

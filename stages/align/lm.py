@@ -20,7 +20,7 @@ from torch import nn
 
 from pipeline import events
 from pipeline.errors import BadInput
-from pipeline.store import sha256_file
+from pipeline.integrity import sha256_file
 
 PACKAGE_PREFIX = "package:"
 

@@ -103,9 +103,9 @@ def fit(accelerator: Accelerator, lm: nn.Module, projector: nn.Module, tokens: T
     total = min(per_epoch * plan.epochs, plan.max_steps or per_epoch * plan.epochs)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(plan.schedule, plan.warmup_steps, total))
     projector, optimizer = accelerator.prepare(projector, optimizer)
-    accelerator.register_for_checkpointing(scheduler)
+    parts = resume.Parts([projector], [optimizer], [scheduler])
     position = Position()
-    restored = resume.restore(accelerator, checkpoints, "step")
+    restored = resume.restore(accelerator, checkpoints, "step", parts)
     if restored is not None:
         start, state = restored
         position = Position(**state)
@@ -149,7 +149,7 @@ def fit(accelerator: Accelerator, lm: nn.Module, projector: nn.Module, tokens: T
                 bar.advance(1, loss=f"{position.losses[-1]:.3f}")
                 # The last step is saved too: a crash while exporting then resumes straight to the export.
                 if plan.checkpoint_every and (position.step % plan.checkpoint_every == 0 or position.step >= total):
-                    resume.save(accelerator, checkpoints, "step", position.step, asdict(position))
+                    resume.save(accelerator, checkpoints, "step", position.step, asdict(position), parts)
                 if position.step >= total:
                     break
                 started = time.perf_counter()  # after the checkpoint: its save time is not the next step's

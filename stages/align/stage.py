@@ -267,7 +267,9 @@ def run(config: PipelineConfig, force: bool = False, full: bool = False,
         build(output.partial_dir(planned.run_id))
         accelerator.wait_for_everyone()
         return None
+    # The tokens and checkpoints go only once the run is published: until then a crash resumes from them.
     result = publish_run(output, planned.run_id, build, force=force, keep_partial=True,
+                         scratch=(CHECKPOINTS, TOKENS_CACHE),
                          lock_wait_s=config.workspace.lock_wait_s, stale_lock_s=config.workspace.stale_lock_s)
     if accelerator.num_processes > 1 and not result.reused:
         accelerator.wait_for_everyone()
@@ -295,9 +297,6 @@ def _export(config: PipelineConfig, planned: AlignPlan, embedded: Embedded, fold
         facts["evidence"]["neighbours"] = {"attribute": align.evidence.attribute, **neighbour_rate(
             matrix, values, align.evidence.neighbour_queries, align.seed)}
     write_json_atomic(folder / "config.json", config.model_dump(mode="json"))
-    # Removed last: until here a crash resumes from these; the published run keeps only the projector.
-    (folder / TOKENS_CACHE).unlink(missing_ok=True)
-    shutil.rmtree(folder / CHECKPOINTS, ignore_errors=True)
     return {"kind": "embeddings", **meta, "dim": int(matrix.shape[1]), "rows": len(rows.ids), "index": index,
             "model_source": embedded.source, "mode": planned.mode, "items_embedded": len(rows.train),
             "items_new": rows.new, "items_changed": rows.changed, "items_removed": rows.removed,

@@ -10,7 +10,6 @@ encoder is evaluated as it is (zero-shot). Imported lazily by `train`: the other
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -142,7 +141,6 @@ def _export(folder: Path, model: RecformerRecommender, tokenizer: PreTrainedToke
     write_json_atomic(folder / runs.METRICS_FILE, metrics)
     faiss.write_index(build_index(model.items.all_items().numpy(), config.downstream.index),
                       str(folder / runs.INDEX_FILE))
-    shutil.rmtree(folder / CHECKPOINTS, ignore_errors=True)  # resume state is not part of the published run
 
 
 def load(run_dir: Path, dataset_dir: Path) -> RecformerRecommender:

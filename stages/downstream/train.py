@@ -8,7 +8,6 @@ last complete epoch checkpoint (weights, optimizer, RNG, epoch, best metric, pat
 from __future__ import annotations
 
 import math
-import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -49,6 +48,7 @@ from stages.downstream.warm_start import WarmStart
 
 CHECKPOINTS = "checkpoints"
 BEST_FILE = "best.safetensors"
+SCRATCH = (CHECKPOINTS, BEST_FILE)  # resume state: removed by the store once the run is published
 
 
 @dataclass
@@ -89,8 +89,8 @@ def training_rows(seqs: Sequences, max_length: int) -> tuple[torch.Tensor, int]:
     return torch.from_numpy(rows), int(len(seqs.user_ids) - len(users))
 
 
-def _resume(accelerator: Accelerator, folder: Path) -> TrainState:
-    restored = resume.restore(accelerator, folder / CHECKPOINTS, "epoch")
+def _resume(accelerator: Accelerator, folder: Path, parts: resume.Parts) -> TrainState:
+    restored = resume.restore(accelerator, folder / CHECKPOINTS, "epoch", parts)
     if restored is None:
         return TrainState()
     path, saved = restored
@@ -145,7 +145,8 @@ def _fit(model: Recommender, seqs: Sequences, rows: torch.Tensor, config: Downst
     objective = Objective(model, train.loss, train.negatives, targets_per_batch, negative_sampling(seqs, train))
     optimizer = torch.optim.AdamW(objective.parameters(), lr=train.lr, weight_decay=train.weight_decay)
     objective, optimizer = accelerator.prepare(objective, optimizer)
-    state = _resume(accelerator, folder)
+    parts = resume.Parts([objective], [optimizer])
+    state = _resume(accelerator, folder, parts)
     if warm and not state.history:
         valid = evaluate_model(model, seqs, "valid", config.evaluate, config.model.max_length)
         state.best_metric, state.best_valid = valid[metric], valid
@@ -170,7 +171,7 @@ def _fit(model: Recommender, seqs: Sequences, rows: torch.Tensor, config: Downst
         events.emit("epoch", f"epoch {state.epoch}: loss {loss:.4f}, valid {metric} {valid[metric]:.4f} "
                     f"(best {state.best_metric:.4f} at epoch {state.best_epoch}), {seconds:.1f}s",
                     epoch=state.epoch, loss=loss, valid=valid, train_s=seconds)
-        resume.save(accelerator, folder / CHECKPOINTS, "epoch", state.epoch, asdict(state))
+        resume.save(accelerator, folder / CHECKPOINTS, "epoch", state.epoch, asdict(state), parts)
     return state, accelerator
 
 
@@ -225,7 +226,7 @@ def _train(folder: Path, config: DownstreamConfig, dataset_dir: Path, dataset_ru
 
 
 def _export(folder: Path, model: Recommender, config: DownstreamConfig, metrics: dict[str, Any]) -> None:
-    """The published files: weights, config, metrics and the item index; resume state is dropped."""
+    """The published files: weights, config, metrics and the item index (resume state goes after the publish)."""
     import faiss
 
     _save_weights(model, folder / runs.WEIGHTS_FILE)
@@ -234,8 +235,6 @@ def _export(folder: Path, model: Recommender, config: DownstreamConfig, metrics:
     with torch.no_grad():
         vectors = model.items.all_items().cpu().numpy()
     faiss.write_index(build_index(vectors, config.index), str(folder / runs.INDEX_FILE))
-    shutil.rmtree(folder / CHECKPOINTS, ignore_errors=True)
-    (folder / BEST_FILE).unlink(missing_ok=True)
 
 
 # `downstream` settings a recformer run does not read (its encoder and training are `recformer`'s): left out
@@ -314,4 +313,5 @@ def run(config: PipelineConfig, force: bool = False, dataset_dir: Path | None = 
         return {**facts, "result_revision": result_revision("train-downstream", kind)}
 
     return publish_run(workspace_output(config, "downstream"), run_id(config, dataset_run_id, embeddings, warm), build_run,
-                       force=force, keep_partial=True, lock_wait_s=config.workspace.lock_wait_s, stale_lock_s=config.workspace.stale_lock_s)
+                       force=force, keep_partial=True, lock_wait_s=config.workspace.lock_wait_s, stale_lock_s=config.workspace.stale_lock_s,
+                       scratch=SCRATCH)

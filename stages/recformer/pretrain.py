@@ -154,9 +154,9 @@ def pretrain(encoder: RecformerEncoder, fmt: SequenceFormat, examples: Examples,
     wrapped, optimizer = accelerator.prepare(model, optimizer)
     # Not prepared: Accelerate would step it once per process, and warmup counts optimizer steps.
     schedule = get_constant_schedule_with_warmup(optimizer, config.warmup_steps)
-    accelerator.register_for_checkpointing(schedule)
+    parts = resume.Parts([wrapped], [optimizer], [schedule])
     position = Position()
-    restored = resume.restore(accelerator, checkpoints, "step") if checkpoints is not None else None
+    restored = resume.restore(accelerator, checkpoints, "step", parts) if checkpoints is not None else None
     if restored is not None:
         start, state = restored
         position = Position(**state)
@@ -191,7 +191,7 @@ def pretrain(encoder: RecformerEncoder, fmt: SequenceFormat, examples: Examples,
                 tracker.advance(1, loss=f"{position.history[-1]['loss']:.3f}")
                 if checkpoints is not None and checkpoint_every and (
                         position.step % checkpoint_every == 0 or position.step >= total):
-                    resume.save(accelerator, checkpoints, "step", position.step, asdict(position))
+                    resume.save(accelerator, checkpoints, "step", position.step, asdict(position), parts)
                 if position.step >= total:
                     break
             else:
