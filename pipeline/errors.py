@@ -32,3 +32,9 @@ class ResumeFailed(PipelineError):
     """A checkpoint could not be restored in full: the job stops instead of training on from partial state."""
 
     exit_code = EXIT_FAILURE
+
+
+class Diverged(PipelineError):
+    """The training loss became NaN or infinite: training stops; the last good checkpoint is kept."""
+
+    exit_code = EXIT_FAILURE

@@ -49,7 +49,7 @@ def emit(event: str, message: str = "", **fields: object) -> None:
         sys.stderr.write(json.dumps(record, default=str) + "\n")
         sys.stderr.flush()
     else:
-        _console.print(message or event, highlight=False)
+        _console.print(message or event, highlight=False, markup=False)  # messages quote paths and data: never markup
 
 
 def _rate_fields(done: int, total: int | None, started: float, unit: str, resumed: int = 0) -> dict[str, object]:

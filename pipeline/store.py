@@ -101,6 +101,8 @@ def read_manifest(run_dir: Path) -> dict[str, Any]:
         manifest = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise BadInput(f"{run_dir}: not a complete run (no {MANIFEST})") from None
+    except NotADirectoryError:
+        raise BadInput(f"{run_dir}: a file, not a run folder") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise BadInput(f"{path}: corrupt manifest ({exc})") from None
     except IsADirectoryError:

@@ -11,6 +11,7 @@ on with fresh generators would publish a different result under the same run id.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +21,7 @@ import torch
 from accelerate import Accelerator
 from safetensors.torch import load_file, load_model, save_model
 
-from pipeline.errors import ResumeFailed
+from pipeline.errors import Diverged, ResumeFailed
 from pipeline.faults import crash_point
 from pipeline.store import complete_checkpoint, latest_checkpoint, write_json_atomic
 from stages import checkpoint_state
@@ -73,6 +74,17 @@ def save(accelerator: Accelerator, root: Path, prefix: str, counter: int, state:
         complete_checkpoint(folder, f"{prefix}-*")
     accelerator.wait_for_everyone()
     return folder
+
+
+def stop_if_diverged(loss: float, where: str) -> None:
+    """Stop training at a NaN or infinite loss, before it reaches the weights: nothing after it could be published.
+
+    Raises:
+        Diverged: `loss` is not finite (the checkpoints made so far are kept).
+    """
+    if not math.isfinite(loss):
+        raise Diverged(f"training loss is {loss} at {where}: stopped, nothing published; the checkpoints made so "
+                       "far are kept (a learning rate too high?)")
 
 
 def restore(accelerator: Accelerator, root: Path, prefix: str, parts: Parts) -> tuple[Path, dict[str, Any]] | None:

@@ -18,6 +18,7 @@ from pipeline.store import Output, publish_run
 from stages import resume
 from stages.downstream import runs, train
 from stages.downstream.sequences import load_sequences
+from tests.fault_support import plant, planted_sites
 
 ID_ONLY = "downstream.embeddings=null"
 
@@ -65,8 +66,12 @@ def test_a_killed_run_resumes_and_ends_as_an_uninterrupted_one(workspace, monkey
     assert (partial / "checkpoints" / "epoch-00000002" / "COMPLETE").is_file()
     (partial / "checkpoints" / "epoch-00000003").mkdir()  # a checkpoint cut off mid-write: no marker, ignored
     monkeypatch.undo()
+    marker = partial.parent / "pickle-ran"
+    plant(partial / "checkpoints" / "epoch-00000002", marker)
+    plant(partial, marker)
 
     resumed = train.run(config)
+    planted_sites([partial / "checkpoints" / "epoch-00000002", partial], marker)
     assert resumed.manifest["epochs"] == 3
     assert resumed.manifest["metrics"] == uninterrupted.manifest["metrics"]
     weights = load_file(resumed.run_dir / "model.safetensors")

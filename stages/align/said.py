@@ -133,13 +133,15 @@ def fit(accelerator: Accelerator, lm: nn.Module, projector: nn.Module, tokens: T
                 if not sync:
                     continue
                 item_lr, lr = (group["lr"] for group in optimizer.param_groups)  # the rates this step used
+                # One collective for the step's loss (mean) and the items and tokens of every process (sum),
+                # before the step: every process sees the same loss, and all stop before a NaN reaches the weights.
+                summed = accelerator.reduce(torch.tensor([step_loss, step_items, step_tokens], device=device),
+                                            "sum").tolist()
+                resume.stop_if_diverged(summed[0] / accelerator.num_processes, f"SAID step {position.step + 1}")
                 optimizer.step()
                 scheduler.step()
                 optimizer.zero_grad()
                 position.step, position.batch = position.step + 1, i + 1
-                # One collective for the step's loss (mean) and the items and tokens of every process (sum).
-                summed = accelerator.reduce(torch.tensor([step_loss, step_items, step_tokens], device=device),
-                                            "sum").tolist()
                 position.losses.append(summed[0] / accelerator.num_processes)
                 seconds = max(time.perf_counter() - started, 1e-9)
                 position.history.append({"step": position.step, "epoch": position.epoch + 1,

@@ -103,7 +103,7 @@ def _train_epoch(objective: torch.nn.Module, optimizer: torch.optim.Optimizer, a
                  rows: torch.Tensor, lengths: np.ndarray, targets_per_batch: float, train: TrainConfig,
                  epoch: int) -> float:
     """One pass over this process's share of windows, batched by length and shuffled by (seed, epoch),
-    so a resumed run repeats it; the mean loss of its targets."""
+    so a resumed run repeats it; the mean loss of its targets. A non-finite loss stops training."""
     budget = targets_per_batch if train.batch_by == "targets" else None
     batches = length_batches(np.arange(len(rows)), lengths, train.batch_size, train.length_pool, train.seed + epoch, budget)
     batches = shard(batches, accelerator.process_index, accelerator.num_processes)
@@ -113,13 +113,15 @@ def _train_epoch(objective: torch.nn.Module, optimizer: torch.optim.Optimizer, a
         for indices in batches:
             batch = rows[torch.from_numpy(indices)].to(accelerator.device)  # (B, L + 1)
             loss = objective(batch[:, :-1], batch[:, 1:])
+            value = loss.item()
+            resume.stop_if_diverged(value, f"epoch {epoch + 1}")
             optimizer.zero_grad(set_to_none=True)
             accelerator.backward(loss)
             optimizer.step()
-            total += loss.item() * targets_per_batch  # the batch's summed loss
+            total += value * targets_per_batch  # the batch's summed loss
             targets += int(lengths[indices].sum())
             # Batches are sorted by length, so one batch's loss jumps; people see the epoch's running mean.
-            tracker.advance(len(batch), json_only={"batch_loss": round(loss.item(), 4)}, loss=f"{total / targets:.4f}")
+            tracker.advance(len(batch), json_only={"batch_loss": round(value, 4)}, loss=f"{total / targets:.4f}")
     return total / max(int(sum(lengths[b].sum() for b in batches)), 1)
 
 

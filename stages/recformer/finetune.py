@@ -207,6 +207,7 @@ def _train_epoch(wrapped: nn.Module, optimizer: torch.optim.Optimizer, collate: 
             batch = send_to_device(collate(indices.tolist()), accelerator.device)
             seq = nn.functional.normalize(wrapped(**batch["sequences"]).float(), dim=-1)  # (B, H)
             loss = nn.functional.cross_entropy(seq @ items.T / temperature, batch["targets"])
+            resume.stop_if_diverged(loss.item(), f"Recformer fine-tuning step {position.step + 1}")
             accelerator.backward(loss)
             accelerator.clip_grad_norm_(wrapped.parameters(), config.max_grad_norm)
             optimizer.step()

@@ -177,6 +177,7 @@ def pretrain(encoder: RecformerEncoder, fmt: SequenceFormat, examples: Examples,
                 all_targets, _ = gather_with_local_grad(accelerator, batch["targets"])
                 contrastive = item_item_loss(seq, all_items, batch["targets"], all_targets, first, temperature)
                 loss = contrastive + config.mlm_weight * mlm
+                resume.stop_if_diverged(loss.item(), f"Recformer pretraining step {position.step + 1}")
                 accelerator.backward(loss)
                 accelerator.clip_grad_norm_(wrapped.parameters(), config.max_grad_norm)
                 lr = optimizer.param_groups[0]["lr"]
