@@ -89,5 +89,7 @@ def break_if_stale(lock_path: Path, stale_s: float) -> bool:
 
 
 def describe(lock_path: Path) -> str:
-    facts = holder(lock_path) or {}
+    facts = holder(lock_path)
+    if facts is None:
+        return "an unreadable lock file"
     return f"{facts.get('host')} pid {facts.get('pid')} since {facts.get('since')}"
