@@ -17,7 +17,7 @@ from transformers import AutoModel, BertConfig, BertModel, RobertaConfig, Robert
 
 from pipeline import prepare
 from pipeline.config import load_config
-from pipeline.errors import BadInput
+from pipeline.errors import BadInput, Diverged
 from stages import resume
 from stages.recformer import build
 from stages.recformer.checkpoint import load_encoder, save_encoder
@@ -431,3 +431,12 @@ def test_two_processes_shard_the_table_and_stay_in_sync(ml100k, tmp_path: Path) 
 def _untimed(history: list[dict]) -> list[dict]:
     """History records without their wall-clock figures (seconds, examples/s), which no two runs share."""
     return [{k: v for k, v in record.items() if k not in ("train_s", "examples_per_s")} for record in history]
+
+
+def test_a_diverging_pretraining_stops_before_the_weights_take_it(ml100k, tokenizer) -> None:
+    config = recformer_config(**{"recformer.pretrain.learning_rate": 1e30, "recformer.pretrain.batch_size": 8,
+                                 "recformer.pretrain.max_steps": 6})
+    items, splits = load_corpus([ml100k], None, tokenizer, config.max_attribute_tokens, ["train"])
+    with pytest.raises(Diverged, match=r"training loss is (nan|inf) at Recformer pretraining step \d+: stopped"):
+        pretrain(build.build_encoder(tiny_backbone(tokenizer), config), build.sequence_format(items, tokenizer, config),
+                 splits["train"], tokenizer.mask_token_id, config.temperature, config.pretrain, Accelerator(cpu=True))
