@@ -1,0 +1,117 @@
+"""Kill -9 at every named crash point of every stage, run the same command again, and get the same run.
+
+Each trial runs the real CLI in a subprocess with `SEQREC_CRASH_AT` armed (the process dies with exit 137 and
+cleans up nothing), then runs the same command unarmed. The second run must publish the run id and the
+files an uninterrupted run publishes, `verify` must find the workspace clean, and nothing may be left over.
+A few trials run in the default tier; the whole matrix (every point by prepare, align with a tiny LM,
+train-downstream and recommend) in the slow tier, and it feeds `benchmarks/fault_matrix.py`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from align_support import write_ml100k_slice
+from conftest import REPO, TINY_MODEL, shared_dataset
+from fault_support import record
+
+from pipeline.faults import ENV, KILLED, POINTS
+
+STAGES = ("prepare", "align", "train-downstream", "recommend")
+KIND = {"prepare": "datasets", "align": "embeddings", "train-downstream": "downstream", "recommend": "recommendations"}
+# Checkpoint points are armed at a later visit, so the re-run resumes from a real, complete checkpoint.
+VISIT = {"checkpoint.before_complete": "@2", "checkpoint.discard": "@1"}
+TIMING_FILES = {"metrics.json"}  # holds each epoch's wall time; its metrics are compared through the manifest
+
+
+def cli(root: Path, settings: list[str], *args: str, crash: str | None = None) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k != ENV}
+    if crash:
+        env[ENV] = crash
+    sets = [part for s in [f"workspace.root={root}", *settings] for part in ("--set", s)]
+    return subprocess.run([sys.executable, "-m", "pipeline.cli", *args, *sets], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=600, check=False)
+
+
+def result_of(run_dir: Path) -> dict:
+    """What must not change between an uninterrupted and a recovered run: every published file's hash."""
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    files = {name: facts["sha256"] for name, facts in manifest["files"].items() if name not in TIMING_FILES}
+    return {"run_id": manifest["run_id"], "files": files, "metrics": manifest.get("metrics")}
+
+
+class Workspace:
+    """One workspace per stage, with every earlier stage published, and the stage's uninterrupted result."""
+
+    def __init__(self, root: Path, settings: list[str]) -> None:
+        self.root, self.settings = root, settings
+        self.reference: dict[str, dict] = {}
+
+    def run(self, stage: str, *extra: str, crash: str | None = None) -> subprocess.CompletedProcess:
+        return cli(self.root, self.settings, stage, *extra, crash=crash)
+
+    def output(self, stage: str) -> Path:
+        return self.root / KIND[stage] / "crash"
+
+    def publish(self, stage: str) -> None:
+        done = self.run(stage)
+        assert done.returncode == 0, done.stderr
+        self.reference[stage] = result_of(self.output(stage) / "latest")
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory, tiny_llama: Path) -> Workspace:
+    root = tmp_path_factory.mktemp("crash")
+    raw = write_ml100k_slice(shared_dataset("ml-100k"), root / "raw", items=40)
+    settings = ["data.name=crash", f"data.path={raw}", "data.kcore_users=0", "data.kcore_items=0",
+                f"align.lm={tiny_llama}", "align.said.epochs=2", "align.checkpoint_every=3", "align.evidence.items=0",
+                *TINY_MODEL, "downstream.train.max_epochs=3",
+                "downstream.train.patience=5"]
+    space = Workspace(root / "artifacts", settings)
+    for stage in STAGES:
+        space.publish(stage)
+    return space
+
+
+def trial(space: Workspace, point: str, stage: str) -> None:
+    """Crash `stage` at `point`, re-run it, and check the run, `verify` and the leftovers."""
+    force = point == "publish.replaced"  # only a --force publish replaces a run
+    if not force:  # start the stage afresh; the earlier stages' runs stay
+        shutil.rmtree(space.output(stage))
+    extra = ("--force",) if force else ()
+    crashed = space.run(stage, *extra, crash=point + VISIT.get(point, ""))
+    reached = crashed.returncode == KILLED
+    if not reached:  # this stage never passes the point: an ordinary run, nothing to recover
+        assert crashed.returncode == 0, crashed.stderr
+        record("crash", point=point, stage=stage, reached=False)
+        return
+    again = space.run(stage, *extra)
+    assert again.returncode == 0, again.stderr
+    recovered = result_of(space.output(stage) / "latest")
+    checked = cli(space.root, space.settings, "verify", str(space.root))
+    leftovers = sorted(p.name for p in space.output(stage).iterdir() if p.name not in ("latest", recovered["run_id"]))
+    identical = recovered == space.reference[stage] and checked.returncode == 0 and not leftovers
+    record("crash", point=point, stage=stage, reached=True, recovered_identical=identical)
+    assert recovered == space.reference[stage]
+    assert checked.returncode == 0, checked.stderr
+    assert leftovers == []
+
+
+@pytest.mark.parametrize(("point", "stage"), [("checkpoint.discard", "train-downstream"),
+                                              ("publish.after_latest", "train-downstream"),
+                                              ("lock.acquired", "prepare")])
+def test_a_killed_stage_finishes_as_an_uninterrupted_one(workspace: Workspace, point: str, stage: str) -> None:
+    trial(workspace, point, stage)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stage", STAGES)
+@pytest.mark.parametrize("point", POINTS)
+def test_every_crash_point_of_every_stage(workspace: Workspace, point: str, stage: str) -> None:
+    trial(workspace, point, stage)
