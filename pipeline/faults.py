@@ -19,6 +19,7 @@ POINTS = (
     "lock.acquired",  # the lock file is in place, nothing else done
     "checkpoint.before_complete",  # a checkpoint's files are written, its COMPLETE marker not yet
     "checkpoint.discard",  # an older checkpoint is renamed away, not yet deleted
+    "export.halfway",  # the first of a stage's output files is written into the partial folder, the rest not yet
     "export.written",  # a stage's output files are written into the partial folder, the manifest not yet
     "publish.after_manifest",  # the manifest is written, the partial folder not yet renamed into place
     "publish.after_rename",  # the run is in place, `latest` not yet switched

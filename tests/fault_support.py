@@ -10,10 +10,16 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import subprocess
+import sys
 from pathlib import Path
+
+from pipeline.faults import ENV
 
 PICKLE_NAMES = ("optimizer.bin", "scheduler.bin", "scaler.pt", "random_states_0.pkl", "random_states_1.pkl",
                 "custom_checkpoint_0.pkl", "pytorch_model.bin", "training_args.bin", "model.pkl")
+REPO = Path(__file__).resolve().parents[1]
+TIMING_FILES = {"metrics.json"}  # holds each epoch's wall time; its metrics are compared through the manifest
 LOG_ENV = "SEQREC_FAULT_LOG"  # set by `python -m benchmarks.fault_matrix`: where each trial is recorded
 
 
@@ -50,5 +56,23 @@ def planted_sites(folders: list[Path], marker: Path) -> None:
     """Assert that none of the pickles planted in `folders` ran, and log them."""
     executed = marker.exists()
     for folder in folders:
-        record("pickle", site=str(folder), executed=executed)
+        for planted in sorted(folder.iterdir()):
+            if planted.is_file() and planted.read_bytes()[:2] == b"\x80\x04":  # a pickle's protocol-4 header
+                record("pickle", site=str(planted), executed=executed)
     assert not executed, f"a planted pickle ran: {marker} exists"
+
+
+def cli(root: Path, settings: list[str], *args: str, crash: str | None = None) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k != ENV}
+    if crash:
+        env[ENV] = crash
+    sets = [part for s in [f"workspace.root={root}", *settings] for part in ("--set", s)]
+    return subprocess.run([sys.executable, "-m", "pipeline.cli", *args, *sets], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=600, check=False)
+
+
+def result_of(run_dir: Path) -> dict:
+    """What must not change between an uninterrupted and a recovered run: every published file's hash."""
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    files = {name: facts["sha256"] for name, facts in manifest["files"].items() if name not in TIMING_FILES}
+    return {"run_id": manifest["run_id"], "files": files, "metrics": manifest.get("metrics")}

@@ -9,41 +9,21 @@ train-downstream and recommend) in the slow tier, and it feeds `benchmarks/fault
 
 from __future__ import annotations
 
-import json
-import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from align_support import write_ml100k_slice
-from conftest import REPO, TINY_MODEL, shared_dataset
-from fault_support import record
+from conftest import TINY_MODEL, shared_dataset
+from fault_support import cli, record, result_of
 
-from pipeline.faults import ENV, KILLED, POINTS
+from pipeline.faults import KILLED, POINTS
 
 STAGES = ("prepare", "align", "train-downstream", "recommend")
 KIND = {"prepare": "datasets", "align": "embeddings", "train-downstream": "downstream", "recommend": "recommendations"}
 # Checkpoint points are armed at a later visit, so the re-run resumes from a real, complete checkpoint.
 VISIT = {"checkpoint.before_complete": "@2", "checkpoint.discard": "@1"}
-TIMING_FILES = {"metrics.json"}  # holds each epoch's wall time; its metrics are compared through the manifest
-
-
-def cli(root: Path, settings: list[str], *args: str, crash: str | None = None) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if k != ENV}
-    if crash:
-        env[ENV] = crash
-    sets = [part for s in [f"workspace.root={root}", *settings] for part in ("--set", s)]
-    return subprocess.run([sys.executable, "-m", "pipeline.cli", *args, *sets], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=600, check=False)
-
-
-def result_of(run_dir: Path) -> dict:
-    """What must not change between an uninterrupted and a recovered run: every published file's hash."""
-    manifest = json.loads((run_dir / "manifest.json").read_text())
-    files = {name: facts["sha256"] for name, facts in manifest["files"].items() if name not in TIMING_FILES}
-    return {"run_id": manifest["run_id"], "files": files, "metrics": manifest.get("metrics")}
 
 
 class Workspace:

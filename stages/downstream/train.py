@@ -33,6 +33,7 @@ from pipeline.config import (
 )
 from pipeline.embeddings import Embeddings
 from pipeline.errors import BadInput
+from pipeline.faults import crash_point
 from pipeline.history import write_history
 from pipeline.prepare import ITEMS_FILE
 from pipeline.store import RunResult, publish_run, read_manifest, workspace_output, write_json_atomic
@@ -232,6 +233,7 @@ def _export(folder: Path, model: Recommender, config: DownstreamConfig, metrics:
     import faiss
 
     _save_weights(model, folder / runs.WEIGHTS_FILE)
+    crash_point("export.halfway")
     write_json_atomic(folder / runs.CONFIG_FILE, config.model_dump(mode="json"))
     write_json_atomic(folder / runs.METRICS_FILE, metrics)
     with torch.no_grad():

@@ -1,0 +1,81 @@
+"""The fault-injection suite's figures: crash points x stages recovered, bad inputs refused, pickles never run.
+
+Runs the fault tests (slow tier included) with `SEQREC_FAULT_LOG` set, so each trial appends one line to a
+log, then counts them into `benchmarks/results/fault_matrix.json`:
+`crash_points`, `stages`, `trials` (kills that happened) and `recovered_identical` (re-runs that published
+the same run id and files, with `verify` clean and nothing left over), `bad_inputs` and `bad_inputs_exit2`,
+`pickle_sites` (malicious pickles planted where checkpoints and runs live) and `pickle_executed`, plus the
+full-disk trials. About 15 minutes on 2 cores.
+
+    python -m benchmarks.fault_matrix
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+
+from benchmarks._results import write
+from pipeline.faults import POINTS
+
+REPO = Path(__file__).resolve().parents[1]
+TESTS = ["tests/test_crash_matrix.py", "tests/test_full_disk.py", "tests/test_damaged_runs.py",
+         "tests/test_bad_input.py", "tests/test_store.py", "tests/test_resume_state.py",
+         "tests/test_align_stage.py::test_a_killed_run_resumes_from_its_checkpoint_and_matches_an_uninterrupted_one",
+         "tests/test_downstream_train.py::test_a_killed_run_resumes_and_ends_as_an_uninterrupted_one",
+         "tests/test_recformer.py::test_killed_finetuning_resumes_mid_epoch_and_ends_as_an_uninterrupted_run",
+         "tests/test_recformer.py::test_killed_pretraining_resumes_from_its_checkpoint_and_ends_as_an_uninterrupted_run",
+         "tests/test_no_code_from_data.py"]
+
+
+def run_suite(log: Path) -> tuple[int, float]:
+    started = time.perf_counter()
+    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-m", "slow or not slow", "-p", "no:cacheprovider",
+                           *TESTS], cwd=REPO, env={**os.environ, "SEQREC_FAULT_LOG": str(log)}, check=False)
+    return done.returncode, time.perf_counter() - started
+
+
+def figures(records: list[dict]) -> dict:
+    crashes = [r for r in records if r["kind"] == "crash" and r["reached"]]
+    disk = [r for r in records if r["kind"] == "full_disk"]
+    bad = [r for r in records if r["kind"] == "bad_input"]
+    pickles = [r for r in records if r["kind"] == "pickle"]
+    return {
+        "crash_points": list(POINTS),
+        "stages": sorted({r["stage"] for r in records if r["kind"] == "crash"}),
+        "trials": len(crashes),
+        "recovered_identical": sum(r["recovered_identical"] for r in crashes),
+        "crash_points_reached": sorted({r["point"] for r in crashes}),
+        "trials_by_stage": dict(Counter(r["stage"] for r in crashes)),
+        "full_disk_trials": len(disk),
+        "full_disk_ran_out": sum(r["ran_out"] for r in disk),
+        "full_disk_recovered_identical": sum(r["recovered_identical"] for r in disk),
+        "bad_inputs": len(bad),
+        "bad_inputs_exit2": sum(r["exit_code"] == 2 for r in bad),
+        "pickle_sites": len(pickles),
+        "pickle_executed": sum(r["executed"] for r in pickles),
+    }
+
+
+def main() -> None:
+    with tempfile.TemporaryDirectory() as scratch:
+        log = Path(scratch) / "faults.jsonl"
+        log.touch()
+        status, seconds = run_suite(log)
+        records = [json.loads(line) for line in log.read_text().splitlines()]
+    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True, check=True).stdout.strip()
+    result = {**figures(records), "suite_exit_code": status, "suite_s": round(seconds, 1), "git_commit": commit}
+    write("fault_matrix", result, [(key, result[key]) for key in (
+        "trials", "recovered_identical", "full_disk_trials", "full_disk_recovered_identical", "bad_inputs",
+        "bad_inputs_exit2", "pickle_sites", "pickle_executed", "suite_exit_code")])
+    sys.exit(status)
+
+
+if __name__ == "__main__":
+    main()
