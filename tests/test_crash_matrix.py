@@ -9,16 +9,19 @@ train-downstream and recommend) in the slow tier, and it feeds `benchmarks/fault
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 from align_support import write_ml100k_slice
-from conftest import TINY_MODEL, shared_dataset
+from conftest import REPO, TINY_MODEL, shared_dataset
 from fault_support import cli, record, result_of
 
-from pipeline.faults import KILLED, POINTS
+from pipeline.faults import ENV, KILLED, POINTS
 
 STAGES = ("prepare", "align", "train-downstream", "recommend")
 KIND = {"prepare": "datasets", "align": "embeddings", "train-downstream": "downstream", "recommend": "recommendations"}
@@ -95,3 +98,35 @@ def test_a_killed_stage_finishes_as_an_uninterrupted_one(workspace: Workspace, p
 @pytest.mark.parametrize("point", POINTS)
 def test_every_crash_point_of_every_stage(workspace: Workspace, point: str, stage: str) -> None:
     trial(workspace, point, stage)
+
+
+@pytest.mark.slow
+def test_two_processes_killed_at_a_checkpoint_resume_to_the_same_run(tmp_path: Path, tiny_llama: Path) -> None:
+    """Under `accelerate launch`, each process restores its own generators: the resumed run is the same run."""
+    raw = write_ml100k_slice(shared_dataset("ml-100k"), tmp_path / "raw", items=40)
+    sets = [f"workspace.root={tmp_path / 'artifacts'}", "data.name=two", f"data.path={raw}", "data.kcore_users=0",
+            "data.kcore_items=0", f"align.lm={tiny_llama}", "align.said.epochs=2", "align.checkpoint_every=2",
+            "align.evidence.items=0"]
+    args = [arg for s in sets for arg in ("--set", s)]
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "ACCELERATE_USE_CPU": "true"}
+    env.pop(ENV, None)
+
+    def launch(crash: str | None = None) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+                               "--num_machines", "1", "--dynamo_backend", "no", "-m", "pipeline.cli", "align", *args],
+                              cwd=REPO, env={**env, ENV: crash} if crash else env, capture_output=True, text=True,
+                              timeout=600, check=False)
+
+    subprocess.run([sys.executable, "-m", "pipeline.cli", "prepare", *args], cwd=REPO, env=env, check=True,
+                   capture_output=True)
+    assert launch().returncode == 0
+    output = tmp_path / "artifacts" / "embeddings" / "two"
+    uninterrupted = result_of(output / "latest")
+    shutil.rmtree(output)
+    assert launch("checkpoint.discard@1").returncode != 0
+    assert next(output.glob(".partial-*/checkpoints/step-00000004/COMPLETE"))
+    resumed = launch()
+    assert resumed.returncode == 0, resumed.stderr[-4000:]
+    manifest = json.loads((output / "latest" / "manifest.json").read_text())
+    assert manifest["processes"] == 2 and manifest["training"]["resumed_from_step"] == 4
+    assert result_of(output / "latest") == uninterrupted
