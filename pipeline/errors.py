@@ -38,3 +38,9 @@ class Diverged(PipelineError):
     """The training loss became NaN or infinite: training stops; the last good checkpoint is kept."""
 
     exit_code = EXIT_FAILURE
+
+
+class NonFinite(PipelineError):
+    """A run's results hold NaN or infinity: it is never published."""
+
+    exit_code = EXIT_FAILURE

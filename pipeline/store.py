@@ -16,7 +16,6 @@ the next one. The named crash points (`pipeline.faults`) mark the moments the fa
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import json
 import os
 import shutil
@@ -28,7 +27,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pipeline import events, lockfile
-from pipeline.errors import BadInput, Locked, PipelineError
+from pipeline.atomic import exchange
+from pipeline.errors import BadInput, Locked, NonFinite
 from pipeline.faults import crash_point
 from pipeline.integrity import non_finite, record_files
 
@@ -40,10 +40,6 @@ COMPLETE = "COMPLETE"  # inside a checkpoint folder: written last, so a checkpoi
 LATEST = "latest"
 LOCK = ".lock"
 REPLACED = ".replaced-"  # a run swapped out by --force, deleted right after; any left is a killed publish's
-
-
-class NonFinite(PipelineError):
-    """A run's results hold NaN or infinity: it is never published."""
 
 
 def latest_checkpoint(root: Path, pattern: str) -> Path | None:
@@ -235,20 +231,10 @@ def reuse_run(output: Output, run_id: str, lock_wait_s: float = 0.0, stale_lock_
         return _reuse(output, run_id)
 
 
-def _exchange(a: Path, b: Path) -> bool:
-    """Swap two folders in one atomic step (Linux renameat2 RENAME_EXCHANGE); False where that is unsupported."""
-    try:
-        renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
-    except (AttributeError, OSError):
-        return False
-    at_fdcwd, rename_exchange = -100, 2
-    return renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0
-
-
 def _swap_in(output: Output, partial: Path, final: Path, run_id: str) -> None:
     """--force: put `partial` where `final` is, so `latest` never points at nothing, then delete the old copy."""
     trash = output.path / f"{REPLACED}{run_id}-{os.getpid()}"
-    if _exchange(partial, final):  # `partial` now holds the old copy
+    if exchange(partial, final):  # `partial` now holds the old copy
         os.rename(partial, trash)
     else:  # no atomic exchange here: `latest` dangles between these two renames
         os.rename(final, trash)

@@ -11,8 +11,8 @@ from conftest import TINY_MODEL, shared_dataset
 from typer.testing import CliRunner
 
 from pipeline.cli import app
-from pipeline.errors import Diverged
-from pipeline.store import NonFinite, Output, publish_run
+from pipeline.errors import Diverged, NonFinite
+from pipeline.store import Output, publish_run
 from stages.align import stage
 
 

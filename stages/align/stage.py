@@ -21,12 +21,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import faiss
 import numpy as np
 from accelerate import Accelerator
 from accelerate.utils import set_seed
 
 from pipeline import embeddings as contract
+from pipeline.artifact_files import read_faiss
 from pipeline.config import AlignConfig, PipelineConfig, fingerprint, stage_run_id
 from pipeline.errors import BadInput
 from pipeline.history import write_history
@@ -134,7 +134,7 @@ def _index(config: AlignConfig, folder: Path, base_dir: Path | None, matrix: np.
     spec = export.IndexSpec(config.export.index, config.export.hnsw_m, config.export.ivf_lists, config.export.pq_m)
     if base_dir is None:
         return export.write_index(folder, export.new_index(spec, export.l2_normalise(matrix)), matrix)
-    index = faiss.read_index(str(base_dir / contract.INDEX_FILE))
+    index = read_faiss(base_dir / contract.INDEX_FILE)
     if rows.extends_base(int(index.ntotal)):
         return export.write_index(folder, index, matrix[index.ntotal:])
     index.reset()  # rows replaced or removed: refill the (already trained) index in row order
