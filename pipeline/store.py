@@ -30,7 +30,11 @@ from pipeline import events, lockfile
 from pipeline.atomic import exchange
 from pipeline.errors import BadInput, Locked, NonFinite
 from pipeline.faults import crash_point
-from pipeline.integrity import non_finite, record_files
+from pipeline.integrity import (
+    non_finite,
+    record_files,
+    sha256_file,  # noqa: F401 - re-exported: readers hash their sources with it
+)
 
 if TYPE_CHECKING:
     from pipeline.config import PipelineConfig
