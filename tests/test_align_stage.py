@@ -79,12 +79,11 @@ def test_a_killed_run_resumes_from_its_checkpoint_and_matches_an_uninterrupted_o
     checkpoint = partial / "checkpoints" / "step-00000003"
     assert (checkpoint / "COMPLETE").is_file()
     marker = tmp_path / "pickle-ran"
-    plant(checkpoint, marker)  # where Accelerate's load_state would unpickle them
-    plant(partial, marker)
-    (partial / stage.TOKENS_CACHE).write_bytes((checkpoint / "model.pkl").read_bytes())  # read, never unpickled
+    planted = plant(checkpoint, marker) + plant(partial, marker)  # where Accelerate's load_state would unpickle them
+    (partial / stage.TOKENS_CACHE).write_bytes(planted[0].read_bytes())  # read, never unpickled
     monkeypatch.setattr(resume, "save", real_save)
     resumed = stage.run(config)
-    planted_sites([checkpoint, partial], marker)
+    planted_sites([*planted, partial / stage.TOKENS_CACHE], marker)
     assert resumed.manifest["training"]["resumed_from_step"] == 3
     assert resumed.manifest["training"]["steps"] == 10  # 40 items / 8 per batch x 2 epochs
     resumed_vectors = read_embeddings(resumed.run_dir).vectors

@@ -67,11 +67,10 @@ def test_a_killed_run_resumes_and_ends_as_an_uninterrupted_one(workspace, monkey
     (partial / "checkpoints" / "epoch-00000003").mkdir()  # a checkpoint cut off mid-write: no marker, ignored
     monkeypatch.undo()
     marker = partial.parent / "pickle-ran"
-    plant(partial / "checkpoints" / "epoch-00000002", marker)
-    plant(partial, marker)
+    planted = plant(partial / "checkpoints" / "epoch-00000002", marker) + plant(partial, marker)
 
     resumed = train.run(config)
-    planted_sites([partial / "checkpoints" / "epoch-00000002", partial], marker)
+    planted_sites(planted, marker)
     assert resumed.manifest["epochs"] == 3
     assert resumed.manifest["metrics"] == uninterrupted.manifest["metrics"]
     weights = load_file(resumed.run_dir / "model.safetensors")

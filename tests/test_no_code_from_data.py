@@ -7,6 +7,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import pytest
 from align_support import write_ml100k_slice
 from conftest import TINY_MODEL, shared_dataset
 from fault_support import plant, planted_sites, record
@@ -17,6 +18,7 @@ from pipeline.cli import app
 KINDS = ("datasets", "embeddings", "downstream", "recommendations")
 
 
+@pytest.mark.slow  # every stage, then each again reading planted runs: the checkpoints' case runs in the default tier
 def test_pickles_planted_in_runs_and_model_folders_never_run(tmp_path: Path, tiny_bert: Path) -> None:
     model = shutil.copytree(tiny_bert, tmp_path / "model")
     raw = write_ml100k_slice(shared_dataset("ml-100k"), tmp_path / "raw", items=40)
@@ -25,7 +27,7 @@ def test_pickles_planted_in_runs_and_model_folders_never_run(tmp_path: Path, tin
             "align.method=text", f"align.encoder={model}", "align.evidence.items=0", *TINY_MODEL]
     args = [part for s in sets for part in ("--set", s)]
     marker = tmp_path / "pickle-ran"
-    plant(model, marker)  # beside model.safetensors: transformers would torch.load a pytorch_model.bin
+    planted = plant(model, marker)  # beside model.safetensors: transformers would torch.load a pytorch_model.bin
 
     def cli(*command: str) -> str:
         result = CliRunner().invoke(app, [*command, *args])
@@ -41,8 +43,8 @@ def test_pickles_planted_in_runs_and_model_folders_never_run(tmp_path: Path, tin
         if command:
             cli(*command)
         for run in replaced:
-            plant(run, marker)
-    planted_sites([model, *runs], marker)
+            planted += plant(run, marker)
+    planted_sites(planted, marker)
     verified = CliRunner().invoke(app, ["verify", str(root)])  # files added after the publish are found
     assert verified.exit_code == 2 and "not recorded in the manifest" in verified.stderr
 
@@ -51,7 +53,7 @@ def test_a_model_folder_with_only_pickled_weights_is_refused(tmp_path: Path, tin
     model = shutil.copytree(tiny_bert, tmp_path / "model")
     (model / "model.safetensors").unlink()
     marker = tmp_path / "pickle-ran"
-    plant(model, marker, ("pytorch_model.bin",))
+    planted = plant(model, marker, ("pytorch_model.bin",))
     raw = write_ml100k_slice(shared_dataset("ml-100k"), tmp_path / "raw", items=40)
     sets = [f"workspace.root={tmp_path / 'artifacts'}", f"data.path={raw}", "data.kcore_users=0",
             "data.kcore_items=0", "align.method=text", f"align.encoder={model}"]
@@ -61,5 +63,5 @@ def test_a_model_folder_with_only_pickled_weights_is_refused(tmp_path: Path, tin
     record("bad_input", case="model folder with pickled weights only", exit_code=result.exit_code)
     assert result.exit_code == 2
     assert result.stderr.splitlines()[-1].startswith(f"error: align.encoder: no loadable safetensors weights in '{model}'")
-    planted_sites([model], marker)
+    planted_sites(planted, marker)
     assert not list((tmp_path / "artifacts" / "embeddings" / "ml-100k").glob(".partial-*"))

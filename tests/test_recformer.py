@@ -298,9 +298,9 @@ def test_killed_finetuning_resumes_mid_epoch_and_ends_as_an_uninterrupted_run(
     with pytest.raises(KeyboardInterrupt):
         run(tmp_path / "killed")
     monkeypatch.undo()
-    plant(tmp_path / "killed" / "step-00000006", tmp_path / "pickle-ran")
+    planted = plant(tmp_path / "killed" / "step-00000006", tmp_path / "pickle-ran")
     resumed, encoder = run(tmp_path / "killed")
-    planted_sites([tmp_path / "killed" / "step-00000006"], tmp_path / "pickle-ran")
+    planted_sites(planted, tmp_path / "pickle-ran")
     assert [(h["stage"], h["epoch"]) for h in resumed.history] == [(1, 1), (1, 2), (2, 1)]
     assert _untimed(resumed.history) == _untimed(whole.history) and resumed.best_score == whole.best_score
     torch.testing.assert_close(resumed.table, whole.table)
@@ -393,9 +393,9 @@ def test_killed_pretraining_resumes_from_its_checkpoint_and_ends_as_an_uninterru
         run(tmp_path / "killed")
     assert (tmp_path / "killed" / "step-00000004" / "COMPLETE").is_file()
     monkeypatch.undo()
-    plant(tmp_path / "killed" / "step-00000004", tmp_path / "pickle-ran")
+    planted = plant(tmp_path / "killed" / "step-00000004", tmp_path / "pickle-ran")
     resumed, position = run(tmp_path / "killed")
-    planted_sites([tmp_path / "killed" / "step-00000004"], tmp_path / "pickle-ran")
+    planted_sites(planted, tmp_path / "pickle-ran")
     assert position.resumed_from == 4 and position.step == 6
     assert _untimed(position.history) == _untimed(whole.history)
     assert resumed.mlm_head.decoder.weight is resumed.encoder.word_embeddings.weight  # saved once, re-tied on load
