@@ -31,7 +31,7 @@ TESTS = ["tests/test_crash_matrix.py", "tests/test_full_disk.py", "tests/test_da
          "tests/test_downstream_train.py::test_a_killed_run_resumes_and_ends_as_an_uninterrupted_one",
          "tests/test_recformer.py::test_killed_finetuning_resumes_mid_epoch_and_ends_as_an_uninterrupted_run",
          "tests/test_recformer.py::test_killed_pretraining_resumes_from_its_checkpoint_and_ends_as_an_uninterrupted_run",
-         "tests/test_no_code_from_data.py"]
+         "tests/test_no_code_from_data.py", "tests/test_verify.py"]
 
 
 def run_suite(log: Path) -> tuple[int, float]:
@@ -64,12 +64,15 @@ def figures(records: list[dict]) -> dict:
 
 
 def main() -> None:
+    # The commit the suite runs on, read before it starts (and whether the tree had changes beside it).
+    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True, check=True).stdout.strip()
+    dirty = subprocess.run(["git", "status", "--porcelain"], cwd=REPO, capture_output=True, text=True, check=True).stdout
+    commit += "+changes" if dirty.strip() else ""
     with tempfile.TemporaryDirectory() as scratch:
         log = Path(scratch) / "faults.jsonl"
         log.touch()
         status, seconds = run_suite(log)
         records = [json.loads(line) for line in log.read_text().splitlines()]
-    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True, check=True).stdout.strip()
     result = {**figures(records), "suite_exit_code": status, "suite_s": round(seconds, 1), "git_commit": commit}
     write("fault_matrix", result, [(key, result[key]) for key in (
         "trials", "recovered_identical", "full_disk_trials", "full_disk_recovered_identical", "bad_inputs",

@@ -25,7 +25,7 @@ from pipeline.integrity import run_files, sha256_file
 from pipeline.store import KINDS, LATEST, LOCK, MANIFEST, REPLACED, read_manifest
 
 # Names a killed job may leave in an output folder, each one safe to delete once no live job holds the lock.
-TEMPORARY = (".partial-", REPLACED, f"{LOCK}.new-", f"{LOCK}.stale-", f".{LATEST}.tmp-", ".trash-")
+TEMPORARY = (".partial-", REPLACED, f"{LOCK}.new-", f"{LOCK}.stale-", f".{LATEST}.tmp-", ".trash-", ".gc-")
 
 
 @dataclass(frozen=True)

@@ -117,9 +117,13 @@ def set_rng_state(state: dict[str, Any]) -> None:
         raise StateError(f"random generator state does not fit: {type(exc).__name__}: {exc}") from None
 
 
-def restore_optimizer(optimizer: torch.optim.Optimizer, saved: dict[str, Any]) -> None:
-    """Load a decoded optimizer state dict (tensors come back on the CPU; the optimizer moves them)."""
+def load_into(stateful: Any, saved: Any, name: str) -> None:
+    """`stateful.load_state_dict(saved)` (an optimizer moves the CPU tensors to its parameters' device).
+
+    Raises:
+        StateError: the saved state does not fit the object.
+    """
     try:
-        optimizer.load_state_dict(saved)
-    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
-        raise StateError(f"optimizer state does not fit: {type(exc).__name__}: {exc}") from None
+        stateful.load_state_dict(saved)
+    except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as exc:
+        raise StateError(f"{name} state does not fit: {type(exc).__name__}: {exc}") from None

@@ -40,12 +40,12 @@ class Parts:
     schedulers: Sequence[Any] = ()
 
 
-def _shared_pieces(accelerator: Accelerator, parts: Parts) -> dict[str, Any]:
-    """Each piece written once, by the main process (DDP keeps the replicas equal), by name."""
-    pieces: dict[str, Any] = {f"optimizer-{i}": o.state_dict() for i, o in enumerate(parts.optimizers)}
-    pieces.update({f"scheduler-{i}": s.state_dict() for i, s in enumerate(parts.schedulers)})
+def _stateful(accelerator: Accelerator, parts: Parts) -> dict[str, Any]:
+    """The objects whose `state_dict` is written once, by the main process (DDP keeps the replicas equal), by name."""
+    pieces: dict[str, Any] = {f"optimizer-{i}": o for i, o in enumerate(parts.optimizers)}
+    pieces.update({f"scheduler-{i}": s for i, s in enumerate(parts.schedulers)})
     if accelerator.scaler is not None:  # fp16: the loss scale and its growth tracker
-        pieces["scaler"] = accelerator.scaler.state_dict()
+        pieces["scaler"] = accelerator.scaler
     return pieces
 
 
@@ -62,9 +62,9 @@ def save(accelerator: Accelerator, root: Path, prefix: str, counter: int, state:
     if accelerator.is_main_process:
         for i, model in enumerate(parts.models):
             save_model(accelerator.unwrap_model(model), str(folder / f"model-{i}.safetensors"))
-        shared = _shared_pieces(accelerator, parts)
-        for name, value in shared.items():
-            checkpoint_state.write(folder, name, value)
+        shared = _stateful(accelerator, parts)
+        for name, stateful in shared.items():
+            checkpoint_state.write(folder, name, stateful.state_dict())
         if extra is not None:
             extra(folder)
         crash_point("checkpoint.before_complete")
@@ -102,12 +102,8 @@ def restore(accelerator: Accelerator, root: Path, prefix: str, parts: Parts) -> 
         _check_fits(saved, accelerator, parts)
         for i, model in enumerate(parts.models):
             _load_model(accelerator.unwrap_model(model), folder / f"model-{i}.safetensors")
-        for i, optimizer in enumerate(parts.optimizers):
-            checkpoint_state.restore_optimizer(optimizer, checkpoint_state.read(folder, f"optimizer-{i}"))
-        for i, scheduler in enumerate(parts.schedulers):
-            scheduler.load_state_dict(checkpoint_state.read(folder, f"scheduler-{i}"))
-        if accelerator.scaler is not None:
-            accelerator.scaler.load_state_dict(checkpoint_state.read(folder, "scaler"))
+        for name, stateful in _stateful(accelerator, parts).items():
+            checkpoint_state.load_into(stateful, checkpoint_state.read(folder, name), name)
         checkpoint_state.set_rng_state(checkpoint_state.read(folder, f"rng-{accelerator.process_index}"))
     except StateError as exc:
         raise ResumeFailed(f"cannot resume from {folder}: {exc}; stopping rather than training on from partial "
@@ -140,18 +136,12 @@ def _read_state(folder: Path) -> dict[str, Any]:
 
 def _check_fits(saved: dict[str, Any], accelerator: Accelerator, parts: Parts) -> None:
     """The checkpoint holds exactly the pieces this run has: none left unrestored, none missing."""
-    wanted = sorted(_piece_names(accelerator, parts))
+    wanted = sorted(_stateful(accelerator, parts))
     if saved.get("processes") != accelerator.num_processes:
         raise StateError(f"saved by {saved.get('processes')} processes, resumed by {accelerator.num_processes}")
     if saved.get("models") != len(parts.models) or saved.get("pieces") != wanted:
         raise StateError(f"holds {saved.get('models')} models and {saved.get('pieces')}, this run has "
                          f"{len(parts.models)} and {wanted}")
-
-
-def _piece_names(accelerator: Accelerator, parts: Parts) -> list[str]:
-    names = [f"optimizer-{i}" for i in range(len(parts.optimizers))]
-    names += [f"scheduler-{i}" for i in range(len(parts.schedulers))]
-    return names + (["scaler"] if accelerator.scaler is not None else [])
 
 
 def _load_model(model: torch.nn.Module, path: Path) -> None:
