@@ -5,7 +5,7 @@ log, then counts them into `benchmarks/results/fault_matrix.json`:
 `crash_points`, `stages`, `trials` (kills that happened) and `recovered_identical` (re-runs that published
 the same run id and files, with `verify` clean and nothing left over), `bad_inputs` and `bad_inputs_exit2`,
 `pickle_sites` (malicious pickles planted where checkpoints and runs live) and `pickle_executed`, plus the
-full-disk trials. About 15 minutes on 2 cores.
+full-disk trials; `git_commit`, `command`, `machine` and `date` as every benchmark. About 20 minutes here.
 
     python -m benchmarks.fault_matrix
 """
@@ -17,10 +17,10 @@ import os
 import subprocess
 import sys
 import tempfile
-import time
 from collections import Counter
 from pathlib import Path
 
+from benchmarks import _args
 from benchmarks._results import write
 from pipeline.faults import POINTS
 
@@ -34,11 +34,10 @@ TESTS = ["tests/test_crash_matrix.py", "tests/test_full_disk.py", "tests/test_da
          "tests/test_no_code_from_data.py", "tests/test_verify.py"]
 
 
-def run_suite(log: Path) -> tuple[int, float]:
-    started = time.perf_counter()
+def run_suite(log: Path, tests: list[str]) -> int:
     done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-m", "slow or not slow", "-p", "no:cacheprovider",
-                           *TESTS], cwd=REPO, env={**os.environ, "SEQREC_FAULT_LOG": str(log)}, check=False)
-    return done.returncode, time.perf_counter() - started
+                           *tests], cwd=REPO, env={**os.environ, "SEQREC_FAULT_LOG": str(log)}, check=False)
+    return done.returncode
 
 
 def figures(records: list[dict]) -> dict:
@@ -63,21 +62,22 @@ def figures(records: list[dict]) -> dict:
     }
 
 
+@_args.reports_errors
 def main() -> None:
-    # The commit the suite runs on, read before it starts (and whether the tree had changes beside it).
-    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True, check=True).stdout.strip()
-    dirty = subprocess.run(["git", "status", "--porcelain"], cwd=REPO, capture_output=True, text=True, check=True).stdout
-    commit += "+changes" if dirty.strip() else ""
+    parser = _args.parser(__doc__)
+    parser.add_argument("--tests", nargs="+", default=TESTS, help="pytest node ids to run (default: the fault suite)")
+    args = parser.parse_args()
     with tempfile.TemporaryDirectory() as scratch:
         log = Path(scratch) / "faults.jsonl"
         log.touch()
-        status, seconds = run_suite(log)
+        status = run_suite(log, args.tests)
         records = [json.loads(line) for line in log.read_text().splitlines()]
-    result = {**figures(records), "suite_exit_code": status, "suite_s": round(seconds, 1), "git_commit": commit}
+    result = {**figures(records), "suite_exit_code": status}
     write("fault_matrix", result, [(key, result[key]) for key in (
         "trials", "recovered_identical", "full_disk_trials", "full_disk_recovered_identical", "bad_inputs",
         "bad_inputs_exit2", "pickle_sites", "pickle_executed", "suite_exit_code")])
-    sys.exit(status)
+    if status:
+        _args.fail(f"the fault suite failed (pytest exit {status})", status)
 
 
 if __name__ == "__main__":
