@@ -61,7 +61,8 @@ def planted_sites(planted: list[Path], marker: Path) -> None:
 
 
 def cli(root: Path, settings: list[str], *args: str, crash: str | None = None) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if k != ENV}
+    # One thread, as the test process has (conftest.one_thread): a run resumed in-process must sum as the child did.
+    env = {**{k: v for k, v in os.environ.items() if k != ENV}, "OMP_NUM_THREADS": "1"}
     if crash:
         env[ENV] = crash
     sets = [part for s in [f"workspace.root={root}", *settings] for part in ("--set", s)]

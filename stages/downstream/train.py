@@ -14,13 +14,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pyarrow.parquet as pq
 import torch
 from accelerate import Accelerator
 from accelerate.utils import set_seed
 from safetensors.torch import load_file, save_file
 
 from pipeline import events
+from pipeline.artifact_files import parquet_rows
 from pipeline.batching import length_batches, shard
 from pipeline.config import (
     DownstreamConfig,
@@ -249,7 +249,7 @@ RECFORMER_UNREAD = {"train": True, "model": set(ModelConfig.model_fields) - {"ki
 
 def catalog_size(dataset_dir: Path) -> int:
     """The dataset's item count, from the Parquet footer (nothing else is read)."""
-    return pq.ParquetFile(dataset_dir / ITEMS_FILE).metadata.num_rows
+    return parquet_rows(dataset_dir / ITEMS_FILE)
 
 
 def concrete_loss(config: PipelineConfig, num_items: int) -> PipelineConfig:
