@@ -1,8 +1,9 @@
 """Damaged or foreign files in published runs, through the real CLI: exit 2, one line naming the file, no litter.
 
 Each case damages one file of a real published run (dataset, embeddings, downstream), runs the command that
-reads it, and puts the file back: every file read by kinds of damage (empty, cut in half, random bytes, a
-folder in its place, missing, a manifest of `[]` or `{}`); the cases `benchmarks/fault_matrix.py` counts.
+reads it, and puts the file back: the issue's named cases in the default tier; every file read by kinds of
+damage (empty, cut in half, random bytes, a folder in its place, missing, a manifest of `[]` or `{}`) in the
+slow tier; the cases `benchmarks/fault_matrix.py` counts.
 """
 
 from __future__ import annotations
@@ -108,6 +109,7 @@ def test_a_named_damaged_file_is_bad_input(published: Published, kind: str, name
     assert str(published.run_dir(kind) / name) in check_case(published, kind, name, mode, command)
 
 
+@pytest.mark.slow  # 68 cases; the named ones above run in the default tier
 @pytest.mark.parametrize(("kind", "name", "mode", "command"), _cases())
 def test_every_damaged_file_is_bad_input(published: Published, kind: str, name: str, mode: str,
                                          command: tuple[str, ...]) -> None:

@@ -27,6 +27,7 @@ def test_a_diverging_stage_two_exits_1_and_publishes_nothing(tmp_path: Path) -> 
     assert list((tmp_path / "downstream" / "nan").iterdir()) == []  # no run, no latest, no partial folder
 
 
+@pytest.mark.slow  # the default tier stops stage two; SAID stops through the same call
 def test_a_diverging_said_run_stops_and_keeps_its_checkpoint(tmp_path: Path, tiny_llama: Path) -> None:
     raw = write_ml100k_slice(shared_dataset("ml-100k"), tmp_path / "raw", items=40)
     config = align_config(tmp_path / "art", raw, tiny_llama, "align.said.lr=1e30", "align.said.item_lr=1e30",
