@@ -19,7 +19,7 @@ from pipeline.faults import ENV
 PICKLE_NAMES = ("optimizer.bin", "scheduler.bin", "scaler.pt", "random_states_0.pkl", "random_states_1.pkl",
                 "custom_checkpoint_0.pkl", "pytorch_model.bin", "training_args.bin", "model.pkl")
 REPO = Path(__file__).resolve().parents[1]
-TIMING_FILES = {"metrics.json"}  # holds each epoch's wall time; its metrics are compared through the manifest
+TIMING_FILES = {"metrics.json", "history.jsonl"}  # hold wall times; the metrics are compared through the manifest
 LOG_ENV = "SEQREC_FAULT_LOG"  # set by `python -m benchmarks.fault_matrix`: where each trial is recorded
 
 
