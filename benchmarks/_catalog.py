@@ -119,6 +119,13 @@ BENCHMARKS: tuple[Benchmark, ...] = (
                "warm / cold stage two: NDCG@10 {warm_over_cold_ndcg10}, epochs {warm_over_cold_epochs}; new items "
                "on day 2, day-1 model Recall@10 {new_item_interactions_recall10_model} vs popularity "
                "{new_item_interactions_recall10_popularity}"),)),
+    Benchmark("fault_matrix", ("python -m benchmarks.fault_matrix",), "about 20 min here", (
+        Figure("fault_matrix", "kill -9 at every crash point of prepare, align, train-downstream and recommend, "
+               "damaged inputs, planted pickles, a full disk (docs/trust.md)",
+               "{recovered_identical}/{trials} kills re-ran to the same run; {bad_inputs_exit2}/{bad_inputs} bad "
+               "inputs exit 2; {pickle_executed} of {pickle_sites} planted pickles ran; "
+               "{full_disk_recovered_identical}/{full_disk_trials} full-disk runs recovered"),),
+              needs="root to mount a small tmpfs for the full-disk trials (skipped otherwise)"),
 )
 
 MISSING = "—"

@@ -18,7 +18,7 @@ import typer
 
 from pipeline import api, default_data, events, sources
 from pipeline.config import PipelineConfig, code_release, load_config, resolve_config
-from pipeline.errors import EXIT_FAILURE, PipelineError
+from pipeline.errors import EXIT_FAILURE, BadInput, PipelineError
 from pipeline.sources import WORKSPACE_ENV
 from pipeline.store import workspace_output
 
@@ -241,6 +241,34 @@ def gc(keep: Annotated[int, typer.Option("--keep", min=1, help="Published runs t
         events.emit("gc", f"{verb} {run.run_dir}", run_dir=str(run.run_dir), deleted=delete)
     events.emit("gc_done", f"{verb} {len(done.deleted)} runs, kept {len(done.kept)}"
                 + ("" if delete else " (dry run: add --delete)"), deleted=len(done.deleted), kept=len(done.kept))
+
+
+@app.command()
+@reports_errors
+def verify(path: Annotated[Path | None, typer.Argument(
+               help="A workspace root, an output folder or one run folder; default: workspace.root.")] = None,
+           repair: Annotated[bool, typer.Option("--repair", help="Remove leftovers of killed jobs (never a "
+                                                "published run's files).")] = False,
+           config: ConfigOption = None, set_: SetOption = None, log_format: LogOption = "text") -> None:
+    """Check published runs against their manifests (files, sizes, sha256, Parquet, FAISS, `latest`) and report
+    leftovers of killed jobs. Exit 0 when clean, 2 with findings."""
+    from pipeline import verify as checks
+
+    target = path if path is not None else Path(_config(config, set_).workspace.root)
+    report = checks.verify(target)
+    for note in report.notes:
+        events.emit("verify_note", f"note: {note}")
+    for finding in report.findings:
+        events.emit("verify_finding", f"{finding.path}: {finding.problem}" + (" [leftover]" if finding.leftover else ""),
+                    path=str(finding.path), leftover=finding.leftover)
+    if repair:
+        removed = checks.repair(report)
+        events.emit("verify_repaired", f"removed {len(removed)} leftovers", removed=[str(p) for p in removed])
+        report = checks.verify(target)
+    events.emit("verified", f"{report.runs} runs checked under {target}: {len(report.findings)} findings",
+                runs=report.runs, findings=len(report.findings))
+    if report.findings:
+        raise BadInput(f"{target}: {len(report.findings)} findings")
 
 
 def stop_on_sigterm() -> None:

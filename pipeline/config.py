@@ -49,7 +49,8 @@ _Loader.add_implicit_resolver(
 
 
 class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+    # allow_inf_nan=False: an `.inf` or `.nan` setting (e.g. a learning rate) would train a model of NaNs
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
 
 
 class ColumnsConfig(Section):
@@ -304,6 +305,10 @@ def _read_yaml(path: Path) -> dict[str, Any]:
         tree = yaml.load(Path(path).read_text(encoding="utf-8"), Loader=_Loader) or {}
     except FileNotFoundError:
         raise BadInput(f"{path}: config file not found") from None
+    except IsADirectoryError:
+        raise BadInput(f"{path}: a folder, not a config file") from None
+    except OSError as exc:
+        raise BadInput(f"{path}: cannot read the config file ({exc.strerror})") from None
     except (yaml.YAMLError, UnicodeDecodeError) as exc:
         raise BadInput(f"{path}: not valid YAML ({' '.join(str(exc).split())})") from None
     if not isinstance(tree, dict):

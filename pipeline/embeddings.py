@@ -106,12 +106,12 @@ def read_embeddings(path: Path) -> Embeddings:
 
 def check_index(run_dir: Path, rows: int, dim: int) -> None:
     """Raise BadInput unless `index.faiss` in `run_dir` holds `rows` vectors of width `dim`."""
-    import faiss
+    from pipeline.artifact_files import read_faiss  # faiss loads only when an index is checked
 
     path = Path(run_dir) / INDEX_FILE
     if not path.is_file():
         raise BadInput(f"{path}: not found")
-    index = faiss.read_index(str(path))
+    index = read_faiss(path)
     if index.ntotal != rows or index.d != dim:
         raise BadInput(f"{path}: index holds {index.ntotal} vectors of width {index.d}, "
                        f"embeddings.parquet {rows} of width {dim}")

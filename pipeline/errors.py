@@ -26,3 +26,21 @@ class Locked(PipelineError):
     """Another live job holds the lock on the same output."""
 
     exit_code = EXIT_LOCKED
+
+
+class ResumeFailed(PipelineError):
+    """A checkpoint could not be restored in full: the job stops instead of training on from partial state."""
+
+    exit_code = EXIT_FAILURE
+
+
+class Diverged(PipelineError):
+    """The training loss became NaN or infinite: training stops; the last good checkpoint is kept."""
+
+    exit_code = EXIT_FAILURE
+
+
+class NonFinite(PipelineError):
+    """A run's results hold NaN or infinity: it is never published."""
+
+    exit_code = EXIT_FAILURE

@@ -61,7 +61,7 @@ class CliHandler(logging.Handler):
             sys.stderr.write(json.dumps(line, default=str) + "\n")
             sys.stderr.flush()
         else:
-            _console.print(record.getMessage(), highlight=False)
+            _console.print(record.getMessage(), highlight=False, markup=False)  # paths and data: never markup
 
 
 def set_format(fmt: LogFormat) -> None:

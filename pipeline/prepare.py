@@ -10,9 +10,11 @@ import pyarrow.parquet as pq
 
 from pipeline import dataset, events
 from pipeline.config import PipelineConfig, stage_run_id
+from pipeline.faults import crash_point
 from pipeline.ingest import amazon, lcrec, movielens, recbole, table, unisrec
 from pipeline.ingest.tabular import parquet_parts, require_file
-from pipeline.store import RunResult, publish_run, sha256_file, workspace_output
+from pipeline.integrity import sha256_file
+from pipeline.store import RunResult, publish_run, workspace_output
 
 READERS: dict[str, ModuleType] = {
     "recbole_atomic": recbole,
@@ -78,6 +80,7 @@ def run(config: PipelineConfig, force: bool = False) -> RunResult:
             canonical = dataset.build(raw, config.data)
             steps.advance()
             write_parquet(canonical.items, folder / ITEMS_FILE)
+            crash_point("export.halfway")
             write_parquet(canonical.interactions, folder / INTERACTIONS_FILE)
             steps.advance()
         counts, removed = canonical.facts["counts"], canonical.facts["removed"]

@@ -5,19 +5,20 @@ Layout of one output (e.g. `artifacts/datasets/ml-100k`)::
     <output>/<run_id>/            a published run; complete once its manifest.json exists
     <output>/.partial-<run_id>/   a run being written (kept after a crash so long stages can resume)
     <output>/latest -> <run_id>   switched last, by an atomic rename of a symlink
-    <output>/.lock                one job at a time per output
+    <output>/.lock                one job at a time per output (`lockfile`)
 
-A crash or kill at any point leaves every published run and the `latest` pointer intact.
+A crash or kill at any point leaves every published run and the `latest` pointer intact, and the next run
+of the same command finishes the job: resume state (a stage's `scratch` entries, e.g. its checkpoints) is
+removed only after the run it made is published, and whatever a killed publish left behind is cleared by
+the next one. The named crash points (`pipeline.faults`) mark the moments the fault-injection suite tests.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import shutil
-import socket
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -25,8 +26,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pipeline import events
-from pipeline.errors import BadInput, Locked
+from pipeline import events, lockfile
+from pipeline.atomic import exchange
+from pipeline.errors import BadInput, Locked, NonFinite
+from pipeline.faults import crash_point
+from pipeline.integrity import (
+    non_finite,
+    record_files,
+    sha256_file,  # noqa: F401 - re-exported: readers hash their sources with it
+)
 
 if TYPE_CHECKING:
     from pipeline.config import PipelineConfig
@@ -35,15 +43,7 @@ MANIFEST = "manifest.json"
 COMPLETE = "COMPLETE"  # inside a checkpoint folder: written last, so a checkpoint without it never counts
 LATEST = "latest"
 LOCK = ".lock"
-
-
-def sha256_file(path: Path) -> str:
-    """The hex sha256 of a file, read in blocks (source files and models can be large)."""
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 22), b""):
-            digest.update(block)
-    return digest.hexdigest()
+REPLACED = ".replaced-"  # a run swapped out by --force, deleted right after; any left is a killed publish's
 
 
 def _umask() -> int:
@@ -75,18 +75,36 @@ def latest_checkpoint(root: Path, pattern: str) -> Path | None:
     return done[-1] if done else None
 
 
+def discard(folder: Path) -> None:
+    """Delete a folder by renaming it away first: a kill mid-delete never leaves a half-deleted checkpoint
+    (still marked COMPLETE) where a resume would look for one."""
+    trash = folder.with_name(f".trash-{folder.name}-{os.getpid()}")
+    try:
+        os.rename(folder, trash)
+    except FileNotFoundError:
+        return
+    crash_point("checkpoint.discard")
+    shutil.rmtree(trash, ignore_errors=True)
+
+
 def complete_checkpoint(folder: Path, pattern: str) -> None:
     """Mark `folder` complete, then drop its older siblings: a crash at any point leaves one complete checkpoint."""
     (folder / COMPLETE).touch()
     for old in folder.parent.glob(pattern):
         if old != folder:
-            shutil.rmtree(old, ignore_errors=True)
+            discard(old)
+    for trash in folder.parent.glob(".trash-*"):  # left by a kill inside `discard`
+        shutil.rmtree(trash, ignore_errors=True)
 
 
 def write_text_atomic(path: Path, text: str) -> None:
     """Write `text` to a temporary name beside `path`, then rename it into place: readers never see half a file."""
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text, encoding="utf-8")
+    try:
+        tmp.write_text(text, encoding="utf-8")
+    except BaseException:  # a full disk: leave no temporary name behind
+        tmp.unlink(missing_ok=True)
+        raise
     os.replace(tmp, path)
 
 
@@ -99,35 +117,39 @@ def read_manifest(run_dir: Path) -> dict[str, Any]:
     """The manifest of a published run.
 
     Raises:
-        BadInput: the folder holds no complete run.
+        BadInput: the folder holds no complete run, or its manifest is not a JSON object.
     """
     path = run_dir / MANIFEST
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        manifest = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise BadInput(f"{run_dir}: not a complete run (no {MANIFEST})") from None
-    except json.JSONDecodeError as exc:
+    except NotADirectoryError:
+        raise BadInput(f"{run_dir}: a file, not a run folder") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise BadInput(f"{path}: corrupt manifest ({exc})") from None
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    except IsADirectoryError:
+        raise BadInput(f"{path}: a folder, not a manifest file") from None
+    if not isinstance(manifest, dict) or "run_id" not in manifest:
+        raise BadInput(f"{path}: corrupt manifest (not an object with a run_id)")
+    return manifest
 
 
 KINDS = ("datasets", "embeddings", "downstream", "recommendations")
 
 
 def workspace_output(config: PipelineConfig, kind: str, name: str | None = None) -> Output:
-    """`<workspace.root>/<kind>/<name>`: where runs of `kind` for dataset `name` (default `data.name`) live."""
+    """`<workspace.root>/<kind>/<name>`: where runs of `kind` for dataset `name` (default `data.name`) live.
+
+    Raises:
+        BadInput: `workspace.root` exists and is not a folder.
+    """
     if kind not in KINDS:
         raise ValueError(f"unknown output kind {kind!r}")
-    return Output(Path(config.workspace.root) / kind / (name or config.data.name))
+    root = Path(config.workspace.root)
+    if root.exists() and not root.is_dir():
+        raise BadInput(f"workspace.root: {root} is a file, not a folder")
+    return Output(root / kind / (name or config.data.name))
 
 
 @dataclass(frozen=True)
@@ -164,15 +186,32 @@ class Output:
             raise BadInput(f"{self.path}: {missing}")
         return found
 
+    def check_latest(self) -> None:
+        """Refuse an output whose `latest` is not a link: switching it would fail after all the work.
+
+        Raises:
+            BadInput: `latest` is a real file or folder.
+        """
+        link = self.path / LATEST
+        if link.exists() and not link.is_symlink():
+            raise BadInput(f"{link}: a real {'folder' if link.is_dir() else 'file'}, not the `latest` link the "
+                           "store keeps; move it out of the output folder")
+
     def point_latest(self, run_id: str) -> None:
+        """Switch `latest` to `run_id` in one rename of a fresh link over the old one."""
         tmp = self.path / f".{LATEST}.tmp-{os.getpid()}"
         tmp.unlink(missing_ok=True)
         os.symlink(run_id, tmp)
-        os.replace(tmp, self.path / LATEST)
+        try:
+            os.replace(tmp, self.path / LATEST)
+        except OSError:
+            tmp.unlink(missing_ok=True)
+            raise
 
     @contextlib.contextmanager
     def lock(self, wait_s: float = 0.0, stale_s: float = 24 * 3600.0) -> Iterator[None]:
-        """Hold this output's lock; a lock whose process is gone (same host) or older than `stale_s` is taken over.
+        """Hold this output's lock; a lock that is unreadable, whose process is gone (same host) or older than
+        `stale_s` is taken over.
 
         Raises:
             Locked: another live job still holds it after `wait_s` seconds.
@@ -180,52 +219,17 @@ class Output:
         self.path.mkdir(parents=True, exist_ok=True)
         lock_path = self.path / LOCK
         deadline = time.monotonic() + wait_s
-        while not self._try_lock(lock_path):
-            if self._break_if_stale(lock_path, stale_s):
+        while not lockfile.try_lock(lock_path):
+            if lockfile.break_if_stale(lock_path, stale_s):
                 continue
             if time.monotonic() >= deadline:
-                holder = self._holder(lock_path)
-                raise Locked(f"{self.path} is locked by {holder.get('host')} pid {holder.get('pid')} "
-                             f"since {holder.get('since')}; wait for it or raise workspace.lock_wait_s")
+                raise Locked(f"{self.path} is locked by {lockfile.describe(lock_path)}; "
+                             "wait for it or raise workspace.lock_wait_s")
             time.sleep(min(1.0, max(0.05, deadline - time.monotonic())))
         try:
             yield
         finally:
             lock_path.unlink(missing_ok=True)
-
-    @staticmethod
-    def _try_lock(lock_path: Path) -> bool:
-        try:
-            fd = os.open(lock_path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-        except FileExistsError:
-            return False
-        holder = {"pid": os.getpid(), "host": socket.gethostname(), "since": datetime.now(UTC).isoformat()}
-        with os.fdopen(fd, "w") as handle:
-            json.dump(holder, handle)
-        return True
-
-    @staticmethod
-    def _holder(lock_path: Path) -> dict[str, Any]:
-        try:
-            return json.loads(lock_path.read_text())
-        except (OSError, ValueError):
-            return {}
-
-    def _break_if_stale(self, lock_path: Path, stale_s: float) -> bool:
-        holder = self._holder(lock_path)
-        try:
-            age = time.time() - lock_path.stat().st_mtime
-        except FileNotFoundError:
-            return True
-        dead = holder.get("host") == socket.gethostname() and not _pid_alive(int(holder.get("pid", -1)))
-        if not (dead or age > stale_s):
-            return False
-        # Renaming is atomic: of several jobs that find the same stale lock, exactly one removes it.
-        with contextlib.suppress(FileNotFoundError):
-            os.rename(lock_path, self.path / f".lock.stale-{os.getpid()}")
-            (self.path / f".lock.stale-{os.getpid()}").unlink()
-            events.emit("stale_lock", f"took over a stale lock on {self.path} (held by {holder})")
-        return True
 
 
 @dataclass(frozen=True)
@@ -236,7 +240,11 @@ class RunResult:
 
 
 def _reuse(output: Output, run_id: str) -> RunResult:
-    final = output.run_dir(run_id)
+    """Point `latest` at the published run, first clearing what a killed publish of it left behind."""
+    final, partial = output.run_dir(run_id), output.partial_dir(run_id)
+    if partial.exists():  # the replaced copy of a --force publish killed mid-swap
+        shutil.rmtree(partial)
+    _clear_leftovers(output, final, read_manifest(final).get("scratch", []))
     output.point_latest(run_id)
     events.emit("reused", f"{final} is up to date: same inputs and config, nothing to do "
                 "(use --force to re-run)", run_dir=str(final), run_id=run_id)
@@ -246,43 +254,82 @@ def _reuse(output: Output, run_id: str) -> RunResult:
 def reuse_run(output: Output, run_id: str, lock_wait_s: float = 0.0, stale_lock_s: float = 24 * 3600.0) -> RunResult:
     """Point `latest` at the published run `run_id` (under the output's lock) and return it."""
     with output.lock(lock_wait_s, stale_lock_s):
+        output.check_latest()
         return _reuse(output, run_id)
+
+
+def _swap_in(output: Output, partial: Path, final: Path, run_id: str) -> None:
+    """--force: put `partial` where `final` is, so `latest` never points at nothing, then delete the old copy."""
+    trash = output.path / f"{REPLACED}{run_id}-{os.getpid()}"
+    if exchange(partial, final):  # `partial` now holds the old copy
+        os.rename(partial, trash)
+    else:  # no atomic exchange here: `latest` dangles between these two renames
+        os.rename(final, trash)
+        os.rename(partial, final)
+    crash_point("publish.replaced")
+    shutil.rmtree(trash)
+
+
+def _clear_leftovers(output: Output, final: Path, scratch: list[str]) -> None:
+    """What a killed publish may have left: replaced copies, and the published run's resume state."""
+    for replaced in output.path.glob(f"{REPLACED}*"):
+        shutil.rmtree(replaced, ignore_errors=True)
+    for name in scratch:
+        entry = final / name
+        if entry.is_dir() and not entry.is_symlink():
+            discard(entry)
+        else:
+            entry.unlink(missing_ok=True)
+
+
+def _resumable(partial: Path, scratch: list[str]) -> bool:
+    return any((partial / name).exists() for name in scratch)
 
 
 def publish_run(output: Output, run_id: str, build: Callable[[Path], dict[str, Any]], *,
                 force: bool = False, keep_partial: bool = False, lock_wait_s: float = 0.0,
-                stale_lock_s: float = 24 * 3600.0) -> RunResult:
+                stale_lock_s: float = 24 * 3600.0, scratch: tuple[str, ...] = ()) -> RunResult:
     """Build a run aside and publish it, or reuse the published run with the same id.
 
-    `build(partial_dir)` writes the run's files and returns its manifest facts; the manifest is written
-    last, the folder renamed into place, then `latest` switched. With `keep_partial`, a partial folder
-    left by a killed job is handed to `build` again so it can resume from its checkpoints; without it, the
-    partial folder of a build that raises (bad input) is removed; with it, only an empty one (nothing to resume).
+    `build(partial_dir)` writes the run's files and returns its manifest facts; the manifest (with each file's
+    size and sha256) is written last, the folder renamed into place, then `latest` switched, then the
+    `scratch` entries (resume state, e.g. checkpoints) removed. With `keep_partial`, a partial folder left by
+    a killed job is handed to `build` again so it can resume from its scratch entries; a build that raises
+    leaves its partial folder only when it holds such state.
+
+    Raises:
+        NonFinite: the facts hold NaN or infinity (a diverged model): nothing is published.
     """
     with output.lock(lock_wait_s, stale_lock_s):
-        final = output.run_dir(run_id)
+        output.check_latest()
+        final, partial = output.run_dir(run_id), output.partial_dir(run_id)
         if output.is_published(run_id) and not force:
             return _reuse(output, run_id)
-        partial = output.partial_dir(run_id)
         if partial.exists() and (force or not keep_partial):
             shutil.rmtree(partial)
         partial.mkdir(parents=True, exist_ok=True)
         try:
             facts = build(partial)
+            bad = non_finite(facts)
+            if bad:
+                raise NonFinite(f"{partial}: not published: non-finite {', '.join(bad[:5])} (a diverged model?)")
         except BaseException:
-            if not keep_partial or not any(partial.iterdir()):  # nothing in it can be reused: leave no litter
+            if not (keep_partial and _resumable(partial, list(scratch))):  # nothing to resume: leave no litter
                 shutil.rmtree(partial, ignore_errors=True)
             raise
         normalise_modes(partial)
-        manifest = {"run_id": run_id, "created": datetime.now(UTC).isoformat(), **facts}
+        crash_point("export.written")
+        manifest = {"run_id": run_id, "created": datetime.now(UTC).isoformat(), **facts,
+                    "files": record_files(partial, [MANIFEST, *scratch]), "scratch": list(scratch)}
         write_json_atomic(partial / MANIFEST, manifest)
-        if final.exists():  # only with --force: the old copy is moved aside first, deleted after
-            trash = output.path / f".replaced-{run_id}-{os.getpid()}"
-            os.rename(final, trash)
-            os.rename(partial, final)
-            shutil.rmtree(trash)
+        crash_point("publish.after_manifest")
+        if final.exists():  # only with --force (or a copy without a manifest, never published)
+            _swap_in(output, partial, final, run_id)
         else:
             os.rename(partial, final)
+        crash_point("publish.after_rename")
         output.point_latest(run_id)
+        crash_point("publish.after_latest")
+        _clear_leftovers(output, final, list(scratch))
         events.emit("published", f"published {final}", run_dir=str(final), run_id=run_id)
         return RunResult(final, manifest, reused=False)

@@ -26,6 +26,7 @@ from stages.accelerator import cpu_has_fast_bf16
 from stages.align import stage
 from stages.align.lm import load_encoder
 from stages.align.text_encoder import mean_pooled
+from tests.fault_support import plant, planted_sites
 
 
 @pytest.fixture
@@ -75,9 +76,14 @@ def test_a_killed_run_resumes_from_its_checkpoint_and_matches_an_uninterrupted_o
     with pytest.raises(RuntimeError, match="killed"):
         stage.run(config)
     partial = next((tmp_path / "art" / "embeddings" / "ml-100k").glob(".partial-*"))
-    assert (partial / "checkpoints" / "step-00000003" / "COMPLETE").is_file()
+    checkpoint = partial / "checkpoints" / "step-00000003"
+    assert (checkpoint / "COMPLETE").is_file()
+    marker = tmp_path / "pickle-ran"
+    planted = plant(checkpoint, marker) + plant(partial, marker)  # where Accelerate's load_state would unpickle them
+    (partial / stage.TOKENS_CACHE).write_bytes(planted[0].read_bytes())  # read, never unpickled
     monkeypatch.setattr(resume, "save", real_save)
     resumed = stage.run(config)
+    planted_sites([*planted, partial / stage.TOKENS_CACHE], marker)
     assert resumed.manifest["training"]["resumed_from_step"] == 3
     assert resumed.manifest["training"]["steps"] == 10  # 40 items / 8 per batch x 2 epochs
     resumed_vectors = read_embeddings(resumed.run_dir).vectors

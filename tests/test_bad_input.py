@@ -13,6 +13,7 @@ import pytest
 from typer.testing import CliRunner, Result
 
 from pipeline.cli import app
+from tests.fault_support import record
 
 INTERACTIONS = "user_id,item_id,timestamp\nu1,i1,1\nu1,i2,2\nu1,i3,3\nu2,i2,1\nu2,i3,2\nu2,i1,3\n"
 ITEMS = "item_id,title\ni1,Red pen\ni2,Blue pen\ni3,Stapler\n"
@@ -37,8 +38,8 @@ class Workspace:
             data = content.encode() if isinstance(content, str) else content
             (self.raw / name).write_bytes(data)
 
-    def prepare(self, *overrides: str) -> Result:
-        args = ["prepare"]
+    def prepare(self, *overrides: str, options: tuple[str, ...] = ()) -> Result:
+        args = ["prepare", *options]
         for setting in [*self.settings, *overrides]:
             args += ["--set", setting]
         return CliRunner().invoke(app, args)
@@ -46,9 +47,10 @@ class Workspace:
     def listing(self) -> tuple[list[str], str]:
         return sorted(os.listdir(self.output)), os.readlink(self.output / "latest")
 
-    def fails(self, *overrides: str) -> str:
+    def fails(self, *overrides: str, options: tuple[str, ...] = ()) -> str:
         """Run prepare, check it refused cleanly, and return the error line."""
-        result = self.prepare(*overrides)
+        result = self.prepare(*overrides, options=options)
+        record("bad_input", case=f"prepare {' '.join([*options, *overrides])}", exit_code=result.exit_code)
         errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
         assert result.exit_code == 2, result.stderr
         assert len(errors) == 1 and result.stderr.rstrip("\n").splitlines()[-1] == errors[0]
@@ -145,3 +147,41 @@ def test_same_prepare_twice_is_a_no_op_and_a_changed_value_is_a_new_run(workspac
     new_run = Path(changed.stdout.strip()).name
     assert new_run != first_latest
     assert workspace.listing() == (sorted([*first_dirs, new_run]), new_run)
+
+
+@pytest.mark.parametrize("items", ['item_id,title\ni1,"Red pen\ni2,Blue pen\ni3,Stapler\n',  # swallows rows
+                                   ITEMS + 'i4,"Ruler\n',  # open at the end of the file
+                                   '"item_id,title\ni1,Red pen\ni2,Blue pen\ni3,Stapler\n'])  # in the header
+def test_an_unmatched_quote_names_the_file(workspace: Workspace, items: str) -> None:
+    workspace.write(INTERACTIONS, items)
+    error = workspace.fails()
+    assert error.startswith(f"error: {workspace.raw / 'items.csv'}: ") and "quote" in error
+
+
+@pytest.mark.parametrize(("key", "value"), [("downstream.train.lr", ".inf"), ("align.said.lr", ".nan"),
+                                            ("workspace.lock_wait_s", "-.inf"), ("downstream.train.weight_decay", ".NaN")])
+def test_a_non_finite_setting_is_refused_with_its_key(workspace: Workspace, key: str, value: str) -> None:
+    assert workspace.fails(f"{key}={value}") == f"error: pipeline.yaml: {key}: Input should be a finite number"
+
+
+def test_a_folder_given_as_the_config_file(workspace: Workspace) -> None:
+    assert workspace.fails(options=("--config", str(workspace.raw))) == f"error: {workspace.raw}: a folder, not a config file"
+
+
+def test_a_message_is_never_read_as_markup(workspace: Workspace) -> None:
+    path = workspace.raw / "nope[/x].yaml"
+    assert workspace.fails(options=("--config", str(path))) == f"error: {path}: config file not found"
+
+
+def test_latest_as_a_real_folder_is_refused_and_leaves_no_litter(workspace: Workspace) -> None:
+    latest = workspace.output / "latest"
+    run = os.readlink(latest)
+    latest.unlink()
+    latest.mkdir()
+    for options in ((), ("--force",)):
+        result = workspace.prepare(options=options)
+        record("bad_input", case=f"prepare latest-folder {options}", exit_code=result.exit_code)
+        assert result.exit_code == 2, result.stderr
+        assert result.stderr.splitlines()[-1] == (f"error: {latest}: a real folder, not the `latest` link the store "
+                                                  "keeps; move it out of the output folder")
+    assert sorted(os.listdir(workspace.output)) == sorted([run, "latest"])

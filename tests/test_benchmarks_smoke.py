@@ -159,3 +159,12 @@ def test_large_catalog_smoke(monkeypatch, tmp_path) -> None:
     record = published(results, "large_catalog", "large_catalog")
     assert (record["sampled_loss"], record["sampled_sampler"]) == ("sampled", "popularity")
     assert record["items"] > 100 and record["ce_epoch_s"] > 0 and 0 <= record["sampled_ndcg10"] <= 1
+
+
+def test_fault_matrix_smoke(monkeypatch, tmp_path) -> None:
+    """Two of the fault suite's tests instead of all of them: the log is counted into the published figures."""
+    results = run_benchmark(monkeypatch, tmp_path, "fault_matrix", "--tests",
+                            "tests/test_bad_input.py::test_a_folder_given_as_the_config_file",
+                            "tests/test_store.py::test_an_empty_or_unreadable_lock_is_taken_over")
+    record = published(results, "fault_matrix", "fault_matrix")
+    assert (record["bad_inputs"], record["bad_inputs_exit2"], record["trials"], record["suite_exit_code"]) == (1, 1, 0, 0)

@@ -18,6 +18,7 @@ from pipeline.store import Output, publish_run
 from stages import resume
 from stages.downstream import runs, train
 from stages.downstream.sequences import load_sequences
+from tests.fault_support import plant, planted_sites
 
 ID_ONLY = "downstream.embeddings=null"
 
@@ -53,8 +54,8 @@ def test_a_killed_run_resumes_and_ends_as_an_uninterrupted_one(workspace, monkey
 
     save = resume.save
 
-    def save_then_die(accelerator, root, prefix, counter, state) -> None:
-        save(accelerator, root, prefix, counter, state)
+    def save_then_die(accelerator, root, prefix, counter, *rest) -> None:
+        save(accelerator, root, prefix, counter, *rest)
         if counter == 2:
             raise KeyboardInterrupt
 
@@ -65,8 +66,11 @@ def test_a_killed_run_resumes_and_ends_as_an_uninterrupted_one(workspace, monkey
     assert (partial / "checkpoints" / "epoch-00000002" / "COMPLETE").is_file()
     (partial / "checkpoints" / "epoch-00000003").mkdir()  # a checkpoint cut off mid-write: no marker, ignored
     monkeypatch.undo()
+    marker = partial.parent / "pickle-ran"
+    planted = plant(partial / "checkpoints" / "epoch-00000002", marker) + plant(partial, marker)
 
     resumed = train.run(config)
+    planted_sites(planted, marker)
     assert resumed.manifest["epochs"] == 3
     assert resumed.manifest["metrics"] == uninterrupted.manifest["metrics"]
     weights = load_file(resumed.run_dir / "model.safetensors")

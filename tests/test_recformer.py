@@ -17,7 +17,7 @@ from transformers import AutoModel, BertConfig, BertModel, RobertaConfig, Robert
 
 from pipeline import prepare
 from pipeline.config import load_config
-from pipeline.errors import BadInput
+from pipeline.errors import BadInput, Diverged
 from stages import resume
 from stages.recformer import build
 from stages.recformer.checkpoint import load_encoder, save_encoder
@@ -28,6 +28,7 @@ from stages.recformer.inputs import CLS, KEY, PAD, VALUE, SequenceFormat, attrib
 from stages.recformer.model import RecformerEncoder, RecformerForPretraining
 from stages.recformer.pretrain import Position, gather_with_local_grad, item_item_loss, pretrain, run_pretraining
 from tests.conftest import REPO, shared_dataset
+from tests.fault_support import plant, planted_sites
 
 TINY = {"recformer.max_items": 8, "recformer.max_tokens": 64, "recformer.pretrain.learning_rate": 1e-3,
         "recformer.pretrain.warmup_steps": 0, "recformer.pretrain.batch_size": 16,
@@ -297,7 +298,9 @@ def test_killed_finetuning_resumes_mid_epoch_and_ends_as_an_uninterrupted_run(
     with pytest.raises(KeyboardInterrupt):
         run(tmp_path / "killed")
     monkeypatch.undo()
+    planted = plant(tmp_path / "killed" / "step-00000006", tmp_path / "pickle-ran")
     resumed, encoder = run(tmp_path / "killed")
+    planted_sites(planted, tmp_path / "pickle-ran")
     assert [(h["stage"], h["epoch"]) for h in resumed.history] == [(1, 1), (1, 2), (2, 1)]
     assert _untimed(resumed.history) == _untimed(whole.history) and resumed.best_score == whole.best_score
     torch.testing.assert_close(resumed.table, whole.table)
@@ -390,7 +393,9 @@ def test_killed_pretraining_resumes_from_its_checkpoint_and_ends_as_an_uninterru
         run(tmp_path / "killed")
     assert (tmp_path / "killed" / "step-00000004" / "COMPLETE").is_file()
     monkeypatch.undo()
+    planted = plant(tmp_path / "killed" / "step-00000004", tmp_path / "pickle-ran")
     resumed, position = run(tmp_path / "killed")
+    planted_sites(planted, tmp_path / "pickle-ran")
     assert position.resumed_from == 4 and position.step == 6
     assert _untimed(position.history) == _untimed(whole.history)
     assert resumed.mlm_head.decoder.weight is resumed.encoder.word_embeddings.weight  # saved once, re-tied on load
@@ -426,3 +431,13 @@ def test_two_processes_shard_the_table_and_stay_in_sync(ml100k, tmp_path: Path) 
 def _untimed(history: list[dict]) -> list[dict]:
     """History records without their wall-clock figures (seconds, examples/s), which no two runs share."""
     return [{k: v for k, v in record.items() if k not in ("train_s", "examples_per_s")} for record in history]
+
+
+@pytest.mark.slow  # the default tier stops stage two; Recformer stops through the same call
+def test_a_diverging_pretraining_stops_before_the_weights_take_it(ml100k, tokenizer) -> None:
+    config = recformer_config(**{"recformer.pretrain.learning_rate": 1e30, "recformer.pretrain.batch_size": 8,
+                                 "recformer.pretrain.max_steps": 6})
+    items, splits = load_corpus([ml100k], None, tokenizer, config.max_attribute_tokens, ["train"])
+    with pytest.raises(Diverged, match=r"training loss is (nan|inf) at Recformer pretraining step \d+: stopped"):
+        pretrain(build.build_encoder(tiny_backbone(tokenizer), config), build.sequence_format(items, tokenizer, config),
+                 splits["train"], tokenizer.mask_token_id, config.temperature, config.pretrain, Accelerator(cpu=True))

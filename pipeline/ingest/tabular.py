@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
@@ -35,14 +36,17 @@ def _locate_problem(path: Path, delimiter: str, quoted: bool) -> str:
         except UnicodeDecodeError as exc:
             return f"line {number}: not UTF-8 (byte 0x{raw[exc.start]:02x} at column {exc.start + 1})"
     text = b"\n".join(raw_lines).decode("utf-8")
-    reader = csv.reader(io.StringIO(text), delimiter=delimiter,
+    reader = csv.reader(io.StringIO(text), delimiter=delimiter, strict=True,
                         quoting=csv.QUOTE_MINIMAL if quoted else csv.QUOTE_NONE)
     expected = None
-    for row in reader:
-        if expected is None:
-            expected = len(row)
-        elif row and len(row) != expected:
-            return f"line {reader.line_num}: expected {expected} fields, got {len(row)}"
+    try:
+        for row in reader:
+            if expected is None:
+                expected = len(row)
+            elif row and len(row) != expected:
+                return f"line {reader.line_num}: expected {expected} fields, got {len(row)}"
+    except csv.Error as exc:  # an unmatched or misplaced quote
+        return f"line {reader.line_num}: {exc} (an unmatched quote?)"
     return "unreadable"
 
 
@@ -71,8 +75,28 @@ def read_delimited(path: Path, delimiter: str = ",", quoted: bool = True,
         )
     except (pa.ArrowInvalid, UnicodeDecodeError):
         raise BadInput(f"{path}: {_locate_problem(path, delimiter, quoted)}") from None
+    if quoted and _odd_quotes(path):  # an escaped quote is doubled, so a well-formed file has an even count
+        raise BadInput(f"{path}: {_locate_problem(path, delimiter, quoted)}")
+    _refuse_line_breaks(table, path)
     require_columns(table, required or [], path)
     return table
+
+
+def _odd_quotes(path: Path) -> bool:
+    count = 0
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 22), b""):
+            count += block.count(b'"')
+    return count % 2 == 1
+
+
+def _refuse_line_breaks(table: pa.Table, path: Path) -> None:
+    """Values never span lines here, so a line break inside one means a quote was left open and swallowed rows."""
+    for name in table.column_names:
+        broken = pc.match_substring_regex(table.column(name), "[\r\n]")
+        if pc.any(broken).as_py():
+            row = pc.index(broken, True).as_py()
+            raise BadInput(f"{path}: an unmatched quote: column {name!r} of data row {row + 1} runs on across lines")
 
 
 def read_atomic(path: Path) -> pa.Table:

@@ -11,6 +11,7 @@ import pyarrow as pa
 
 from pipeline.embeddings import EMBEDDINGS_FILE, INDEX_FILE
 from pipeline.errors import BadInput, PipelineError
+from pipeline.faults import crash_point
 from pipeline.prepare import write_parquet
 
 # faiss wants about this many training points per inverted list (it warns below it).
@@ -72,6 +73,7 @@ def write_embeddings(folder: Path, item_ids: list[str], vectors: np.ndarray, tex
                       "embedding": pa.FixedSizeListArray.from_arrays(flat, dim),
                       "text_sha256": pa.array(text_sha, pa.string())})
     write_parquet(table, folder / EMBEDDINGS_FILE, {**metadata, "dim": str(dim)})
+    crash_point("export.halfway")
 
 
 def write_index(folder: Path, index: faiss.Index, added: np.ndarray) -> dict[str, object]:

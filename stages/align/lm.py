@@ -101,7 +101,10 @@ def load_causal_lm(name: str, key: str, cache_dir: str, offline: bool, dtype: st
     folder = _folder(name, key, cache_dir, offline)
     config = _config(folder, key, offline)
     try:
-        model = AutoModelForCausalLM.from_pretrained(folder, dtype=getattr(torch, dtype), local_files_only=offline)
+        model = AutoModelForCausalLM.from_pretrained(folder, dtype=getattr(torch, dtype), local_files_only=offline,
+                                                     use_safetensors=True)
+    except OSError as exc:
+        raise BadInput(_no_safetensors(key, folder, exc)) from None
     except ValueError as exc:
         raise BadInput(f"{key}: {name} ({type(config).__name__}) is not a causal language model: "
                        f"{' '.join(str(exc).split())[:200]}") from None
@@ -114,8 +117,18 @@ def load_encoder(name: str, key: str, cache_dir: str, offline: bool, dtype: str 
 
     folder = _folder(name, key, cache_dir, offline)
     _config(folder, key, offline)
-    model = AutoModel.from_pretrained(folder, dtype=getattr(torch, dtype), local_files_only=offline)
+    try:
+        model = AutoModel.from_pretrained(folder, dtype=getattr(torch, dtype), local_files_only=offline,
+                                          use_safetensors=True)
+    except OSError as exc:
+        raise BadInput(_no_safetensors(key, folder, exc)) from None
     return Loaded(_frozen(model), _tokenizer(folder, key, offline), folder)
+
+
+def _no_safetensors(key: str, folder: str, exc: OSError) -> str:
+    # Weights load from safetensors only: a pickled `pytorch_model.bin` could run code as it loads.
+    return (f"{key}: no loadable safetensors weights in {folder!r} (pickled .bin weights are never read; convert "
+            f"them with save_pretrained): {' '.join(str(exc).split())[:160]}")
 
 
 def _config(folder: str, key: str, offline: bool) -> object:

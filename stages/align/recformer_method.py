@@ -18,7 +18,8 @@ from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
 from pipeline.config import PipelineConfig, RecformerConfig
 from pipeline.history import write_history
-from pipeline.store import read_manifest, sha256_file, workspace_output
+from pipeline.integrity import sha256_file
+from pipeline.store import read_manifest, workspace_output
 from stages.align.dist import gather_rows, my_rows
 from stages.recformer import build, checkpoint
 from stages.recformer.data import load_corpus

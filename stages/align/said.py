@@ -103,9 +103,9 @@ def fit(accelerator: Accelerator, lm: nn.Module, projector: nn.Module, tokens: T
     total = min(per_epoch * plan.epochs, plan.max_steps or per_epoch * plan.epochs)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(plan.schedule, plan.warmup_steps, total))
     projector, optimizer = accelerator.prepare(projector, optimizer)
-    accelerator.register_for_checkpointing(scheduler)
+    parts = resume.Parts([projector], [optimizer], [scheduler])
     position = Position()
-    restored = resume.restore(accelerator, checkpoints, "step")
+    restored = resume.restore(accelerator, checkpoints, "step", parts)
     if restored is not None:
         start, state = restored
         position = Position(**state)
@@ -133,13 +133,15 @@ def fit(accelerator: Accelerator, lm: nn.Module, projector: nn.Module, tokens: T
                 if not sync:
                     continue
                 item_lr, lr = (group["lr"] for group in optimizer.param_groups)  # the rates this step used
+                # One collective for the step's loss (mean) and the items and tokens of every process (sum),
+                # before the step: every process sees the same loss, and all stop before a NaN reaches the weights.
+                summed = accelerator.reduce(torch.tensor([step_loss, step_items, step_tokens], device=device),
+                                            "sum").tolist()
+                resume.stop_if_diverged(summed[0] / accelerator.num_processes, f"SAID step {position.step + 1}")
                 optimizer.step()
                 scheduler.step()
                 optimizer.zero_grad()
                 position.step, position.batch = position.step + 1, i + 1
-                # One collective for the step's loss (mean) and the items and tokens of every process (sum).
-                summed = accelerator.reduce(torch.tensor([step_loss, step_items, step_tokens], device=device),
-                                            "sum").tolist()
                 position.losses.append(summed[0] / accelerator.num_processes)
                 seconds = max(time.perf_counter() - started, 1e-9)
                 position.history.append({"step": position.step, "epoch": position.epoch + 1,
@@ -149,7 +151,7 @@ def fit(accelerator: Accelerator, lm: nn.Module, projector: nn.Module, tokens: T
                 bar.advance(1, loss=f"{position.losses[-1]:.3f}")
                 # The last step is saved too: a crash while exporting then resumes straight to the export.
                 if plan.checkpoint_every and (position.step % plan.checkpoint_every == 0 or position.step >= total):
-                    resume.save(accelerator, checkpoints, "step", position.step, asdict(position))
+                    resume.save(accelerator, checkpoints, "step", position.step, asdict(position), parts)
                 if position.step >= total:
                     break
                 started = time.perf_counter()  # after the checkpoint: its save time is not the next step's

@@ -9,9 +9,10 @@ import numpy as np
 import torch
 from accelerate import Accelerator
 from accelerate.utils import set_seed
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import nn
 
+from pipeline.artifact_files import read_tensors
 from pipeline.config import AlignConfig
 from pipeline.errors import BadInput
 from stages.align.catalog import RowPlan
@@ -84,7 +85,7 @@ def continue_from(projector: SAIDProjector, base_dir: Path, base_rows: list[int 
     Raises:
         BadInput: the published projector has other shapes (soft tokens, widths, LM).
     """
-    state = load_file(str(base_dir / PROJECTOR_FILE))
+    state = read_tensors(base_dir / PROJECTOR_FILE)
     mine = projector.state_dict()
     optional = {"text_mean", "text_basis"}  # absent from runs made before item_init existed: left at zero
     mismatched = [k for k, mine_k in mine.items() if k != "items.weight"
@@ -105,7 +106,7 @@ def continue_from(projector: SAIDProjector, base_dir: Path, base_rows: list[int 
 def save_projector(path: Path, projector: SAIDProjector | None, base_dir: Path | None, rows: RowPlan) -> None:
     """Write the projector with its item table in the run's row order: kept rows from the base run's table,
     the k-th row embedded now from row k of `projector`'s table (None: nothing was trained, the base's MLP)."""
-    base = load_file(str(base_dir / PROJECTOR_FILE)) if base_dir is not None else None
+    base = read_tensors(base_dir / PROJECTOR_FILE) if base_dir is not None else None
     source = base if projector is None else projector.state_dict()
     assert source is not None  # a run with nothing trained always has a base
     state = {k: v.detach().cpu().contiguous() for k, v in source.items()}

@@ -21,13 +21,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import faiss
 import numpy as np
 from accelerate import Accelerator
 from accelerate.utils import set_seed
 
 from pipeline import embeddings as contract
 from pipeline import events
+from pipeline.artifact_files import read_faiss
 from pipeline.config import AlignConfig, PipelineConfig, fingerprint, stage_run_id
 from pipeline.errors import BadInput
 from pipeline.history import write_history
@@ -157,7 +157,7 @@ def _index(config: AlignConfig, folder: Path, base_dir: Path | None, matrix: np.
     spec = export.IndexSpec(config.export.index, config.export.hnsw_m, config.export.ivf_lists, config.export.pq_m)
     if base_dir is None:
         return export.write_index(folder, export.new_index(spec, export.l2_normalise(matrix)), matrix)
-    index = faiss.read_index(str(base_dir / contract.INDEX_FILE))
+    index = read_faiss(base_dir / contract.INDEX_FILE)
     if rows.extends_base(int(index.ntotal)):
         return export.write_index(folder, index, matrix[index.ntotal:])
     index.reset()  # rows replaced or removed: refill the (already trained) index in row order
@@ -292,7 +292,9 @@ def run(config: PipelineConfig, force: bool = False, full: bool = False,
         build(output.partial_dir(planned.run_id))
         accelerator.wait_for_everyone()
         return None
+    # The tokens and checkpoints go only once the run is published: until then a crash resumes from them.
     result = publish_run(output, planned.run_id, build, force=force, keep_partial=True,
+                         scratch=(CHECKPOINTS, TOKENS_CACHE),
                          lock_wait_s=config.workspace.lock_wait_s, stale_lock_s=config.workspace.stale_lock_s)
     if accelerator.num_processes > 1 and not result.reused:
         accelerator.wait_for_everyone()
@@ -320,9 +322,6 @@ def _export(config: PipelineConfig, planned: AlignPlan, embedded: Embedded, fold
         facts["evidence"]["neighbours"] = {"attribute": align.evidence.attribute, **neighbour_rate(
             matrix, values, align.evidence.neighbour_queries, align.seed)}
     write_json_atomic(folder / "config.json", config.model_dump(mode="json"))
-    # Removed last: until here a crash resumes from these; the published run keeps only the projector.
-    (folder / TOKENS_CACHE).unlink(missing_ok=True)
-    shutil.rmtree(folder / CHECKPOINTS, ignore_errors=True)
     return {"kind": "embeddings", **meta, "dim": int(matrix.shape[1]), "rows": len(rows.ids), "index": index,
             "model_source": embedded.source, "model_identity": planned.model, "mode": planned.mode,
             "items_embedded": len(rows.train),

@@ -59,10 +59,9 @@ def tokenize(texts: list[str], tokenizer: object, max_tokens: int, special_token
     """
     settings = [type(tokenizer).__name__, str(len(tokenizer)), str(max_tokens), str(special_tokens)]
     key = hashlib.sha256("\x00".join([*settings, *texts]).encode()).hexdigest()
-    if cache is not None and cache.is_file():
-        stored = np.load(cache)
-        if str(stored["key"]) == key:
-            return Tokens(stored["ids"], stored["offsets"], int(stored["truncated"]))
+    stored = _cached(cache, key)
+    if stored is not None:
+        return stored
     encoded = tokenizer(texts, add_special_tokens=special_tokens)["input_ids"] if texts else []
     lengths = np.array([min(len(ids), max_tokens) for ids in encoded], dtype=np.int64)
     if (lengths == 0).any():
@@ -75,6 +74,19 @@ def tokenize(texts: list[str], tokenizer: object, max_tokens: int, special_token
         np.savez(tmp, key=key, ids=tokens.ids, offsets=tokens.offsets, truncated=tokens.truncated)
         tmp.replace(cache)
     return tokens
+
+
+def _cached(cache: Path | None, key: str) -> Tokens | None:
+    """The cached tokens when `cache` holds this very `key`; an unreadable cache (never a pickle) is ignored."""
+    if cache is None or not cache.is_file():
+        return None
+    try:
+        with np.load(cache, allow_pickle=False) as stored:
+            if str(stored["key"]) == key:
+                return Tokens(stored["ids"], stored["offsets"], int(stored["truncated"]))
+    except (OSError, ValueError, KeyError, EOFError):  # cut short by a crash, or not ours: tokenize again
+        return None
+    return None
 
 
 def collate(tokens: Tokens, rows: np.ndarray, pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -7,6 +7,7 @@ from pathlib import Path
 import faiss
 import numpy as np
 
+from pipeline.artifact_files import read_faiss
 from pipeline.config import IndexConfig
 from pipeline.errors import BadInput
 
@@ -30,9 +31,9 @@ def read_index(path: Path, num_items: int, dim: int) -> faiss.Index:
     Raises:
         BadInput: the file is missing or holds another number or width of vectors.
     """
-    if not path.is_file():
+    if not path.exists():
         raise BadInput(f"{path}: no item index (set recommend.search=exact)")
-    index = faiss.read_index(str(path))
+    index = read_faiss(path)
     if index.ntotal != num_items or index.d != dim:
         raise BadInput(f"{path}: index holds {index.ntotal} vectors of dim {index.d}, the model {num_items} of dim {dim}")
     return index

@@ -9,8 +9,6 @@ encoder is evaluated as it is (zero-shot). Imported lazily by `train`: the other
 
 from __future__ import annotations
 
-import json
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -18,9 +16,10 @@ import faiss
 import numpy as np
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
+from pipeline.artifact_files import read_json, read_tensors
 from pipeline.config import PipelineConfig, RecformerConfig
 from pipeline.embeddings import Embeddings
 from pipeline.errors import BadInput
@@ -140,13 +139,12 @@ def _export(folder: Path, model: RecformerRecommender, tokenizer: PreTrainedToke
     write_json_atomic(folder / runs.METRICS_FILE, metrics)
     faiss.write_index(build_index(model.items.all_items().numpy(), config.downstream.index),
                       str(folder / runs.INDEX_FILE))
-    shutil.rmtree(folder / CHECKPOINTS, ignore_errors=True)  # resume state is not part of the published run
 
 
 def load(run_dir: Path, dataset_dir: Path) -> RecformerRecommender:
     """A published recformer run as a recommender (eval mode) over its dataset."""
-    recformer = RecformerConfig.model_validate(json.loads((run_dir / RECFORMER_FILE).read_text()))
+    recformer = RecformerConfig.model_validate(read_json(run_dir / RECFORMER_FILE))
     encoder = checkpoint.load_encoder(run_dir / ENCODER_DIR)
     tokenizer = AutoTokenizer.from_pretrained(run_dir / ENCODER_DIR)
-    table = load_file(str(run_dir / TABLE_FILE))["table"]
+    table = read_tensors(run_dir / TABLE_FILE)["table"]
     return RecformerRecommender(encoder, _format(recformer, dataset_dir, tokenizer), table).eval()

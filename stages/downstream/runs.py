@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from safetensors.torch import load_file
+from pydantic import ValidationError
 
+from pipeline.artifact_files import read_json, read_tensors
 from pipeline.config import DownstreamConfig, PipelineConfig, saved_section
 from pipeline.embeddings import Embeddings, align_to_items, read_embeddings
 from pipeline.errors import BadInput
@@ -81,6 +81,22 @@ def embeddings_for(config: PipelineConfig, run_dir: Path | None = None) -> Embed
     return read_embeddings(run_dir)
 
 
+def _run_config(path: Path) -> DownstreamConfig:
+    """The downstream settings a run was trained with (settings added since at their old behaviour).
+
+    Raises:
+        BadInput: the file is unreadable or no longer a valid `downstream` section.
+    """
+    saved = read_json(path)
+    if not isinstance(saved, dict):
+        raise BadInput(f"{path}: not a downstream config (a JSON {type(saved).__name__}, not an object)")
+    try:
+        return DownstreamConfig.model_validate(saved_section("downstream", saved))
+    except ValidationError as exc:
+        raise BadInput(f"{path}: not a valid downstream config ({exc.error_count()} problems, first: "
+                       f"{'.'.join(map(str, exc.errors()[0]['loc']))}: {exc.errors()[0]['msg']})") from None
+
+
 @dataclass
 class Trained:
     """A published downstream run, loaded: its model (eval mode), data, config and manifest."""
@@ -102,7 +118,7 @@ def load_trained(run_dir: Path) -> Trained:
     manifest = read_manifest(run_dir)
     if manifest.get("kind") != "downstream":
         raise BadInput(f"{run_dir}: manifest kind is {manifest.get('kind')!r}, not 'downstream'")
-    config = DownstreamConfig.model_validate(saved_section("downstream", json.loads((run_dir / CONFIG_FILE).read_text())))
+    config = _run_config(run_dir / CONFIG_FILE)
     dataset = input_run(run_dir, manifest, "dataset")
     assert dataset is not None  # every downstream run is trained on a dataset run
     seqs = load_sequences(dataset)
@@ -118,7 +134,7 @@ def load_trained(run_dir: Path) -> Trained:
     vectors, has = item_vectors(embeddings, seqs, config)
     model = build(config.model, seqs.num_items, vectors, has)
     try:
-        missing, unexpected = model.load_state_dict(load_file(run_dir / WEIGHTS_FILE), strict=False)
+        missing, unexpected = model.load_state_dict(read_tensors(run_dir / WEIGHTS_FILE), strict=False)
         if unexpected or set(missing) - set(WHITENING):  # runs saved before the whitening was kept lack only it
             raise RuntimeError(f"missing {sorted(missing)}, unexpected {sorted(unexpected)}")
     except RuntimeError as exc:

@@ -8,20 +8,19 @@ last complete epoch checkpoint (weights, optimizer, RNG, epoch, best metric, pat
 from __future__ import annotations
 
 import math
-import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pyarrow.parquet as pq
 import torch
 from accelerate import Accelerator
 from accelerate.utils import set_seed
 from safetensors.torch import load_file, save_file
 
 from pipeline import events
+from pipeline.artifact_files import parquet_rows
 from pipeline.batching import length_batches, shard
 from pipeline.config import (
     DownstreamConfig,
@@ -34,6 +33,7 @@ from pipeline.config import (
 )
 from pipeline.embeddings import Embeddings
 from pipeline.errors import BadInput
+from pipeline.faults import crash_point
 from pipeline.history import write_history
 from pipeline.prepare import ITEMS_FILE
 from pipeline.store import RunResult, publish_run, read_manifest, workspace_output, write_json_atomic
@@ -49,6 +49,7 @@ from stages.downstream.warm_start import WarmStart
 
 CHECKPOINTS = "checkpoints"
 BEST_FILE = "best.safetensors"
+SCRATCH = (CHECKPOINTS, BEST_FILE)  # resume state: removed by the store once the run is published
 
 
 @dataclass
@@ -89,8 +90,8 @@ def training_rows(seqs: Sequences, max_length: int) -> tuple[torch.Tensor, int]:
     return torch.from_numpy(rows), int(len(seqs.user_ids) - len(users))
 
 
-def _resume(accelerator: Accelerator, folder: Path) -> TrainState:
-    restored = resume.restore(accelerator, folder / CHECKPOINTS, "epoch")
+def _resume(accelerator: Accelerator, folder: Path, parts: resume.Parts) -> TrainState:
+    restored = resume.restore(accelerator, folder / CHECKPOINTS, "epoch", parts)
     if restored is None:
         return TrainState()
     path, saved = restored
@@ -103,7 +104,7 @@ def _train_epoch(objective: torch.nn.Module, optimizer: torch.optim.Optimizer, a
                  rows: torch.Tensor, lengths: np.ndarray, targets_per_batch: float, train: TrainConfig,
                  epoch: int) -> float:
     """One pass over this process's share of windows, batched by length and shuffled by (seed, epoch),
-    so a resumed run repeats it; the mean loss of its targets."""
+    so a resumed run repeats it; the mean loss of its targets. A non-finite loss stops training."""
     budget = targets_per_batch if train.batch_by == "targets" else None
     batches = length_batches(np.arange(len(rows)), lengths, train.batch_size, train.length_pool, train.seed + epoch, budget)
     batches = shard(batches, accelerator.process_index, accelerator.num_processes)
@@ -113,13 +114,15 @@ def _train_epoch(objective: torch.nn.Module, optimizer: torch.optim.Optimizer, a
         for indices in batches:
             batch = rows[torch.from_numpy(indices)].to(accelerator.device)  # (B, L + 1)
             loss = objective(batch[:, :-1], batch[:, 1:])
+            value = loss.item()
+            resume.stop_if_diverged(value, f"epoch {epoch + 1}")
             optimizer.zero_grad(set_to_none=True)
             accelerator.backward(loss)
             optimizer.step()
-            total += loss.item() * targets_per_batch  # the batch's summed loss
+            total += value * targets_per_batch  # the batch's summed loss
             targets += int(lengths[indices].sum())
             # Batches are sorted by length, so one batch's loss jumps; people see the epoch's running mean.
-            tracker.advance(len(batch), json_only={"batch_loss": round(loss.item(), 4)}, loss=f"{total / targets:.4f}")
+            tracker.advance(len(batch), json_only={"batch_loss": round(value, 4)}, loss=f"{total / targets:.4f}")
     return total / max(int(sum(lengths[b].sum() for b in batches)), 1)
 
 
@@ -145,7 +148,8 @@ def _fit(model: Recommender, seqs: Sequences, rows: torch.Tensor, config: Downst
     objective = Objective(model, train.loss, train.negatives, targets_per_batch, negative_sampling(seqs, train))
     optimizer = torch.optim.AdamW(objective.parameters(), lr=train.lr, weight_decay=train.weight_decay)
     objective, optimizer = accelerator.prepare(objective, optimizer)
-    state = _resume(accelerator, folder)
+    parts = resume.Parts([objective], [optimizer])
+    state = _resume(accelerator, folder, parts)
     if warm and not state.history:
         valid = evaluate_model(model, seqs, "valid", config.evaluate, config.model.max_length)
         state.best_metric, state.best_valid = valid[metric], valid
@@ -170,7 +174,7 @@ def _fit(model: Recommender, seqs: Sequences, rows: torch.Tensor, config: Downst
         events.emit("epoch", f"epoch {state.epoch}: loss {loss:.4f}, valid {metric} {valid[metric]:.4f} "
                     f"(best {state.best_metric:.4f} at epoch {state.best_epoch}), {seconds:.1f}s",
                     epoch=state.epoch, loss=loss, valid=valid, train_s=seconds)
-        resume.save(accelerator, folder / CHECKPOINTS, "epoch", state.epoch, asdict(state))
+        resume.save(accelerator, folder / CHECKPOINTS, "epoch", state.epoch, asdict(state), parts)
     return state, accelerator
 
 
@@ -223,17 +227,16 @@ def _train(folder: Path, config: DownstreamConfig, dataset_dir: Path, dataset_ru
 
 
 def _export(folder: Path, model: Recommender, config: DownstreamConfig, metrics: dict[str, Any]) -> None:
-    """The published files: weights, config, metrics and the item index; resume state is dropped."""
+    """The published files: weights, config, metrics and the item index (resume state goes after the publish)."""
     import faiss
 
     _save_weights(model, folder / runs.WEIGHTS_FILE)
+    crash_point("export.halfway")
     write_json_atomic(folder / runs.CONFIG_FILE, config.model_dump(mode="json"))
     write_json_atomic(folder / runs.METRICS_FILE, metrics)
     with torch.no_grad():
         vectors = model.items.all_items().cpu().numpy()
     faiss.write_index(build_index(vectors, config.index), str(folder / runs.INDEX_FILE))
-    shutil.rmtree(folder / CHECKPOINTS, ignore_errors=True)
-    (folder / BEST_FILE).unlink(missing_ok=True)
 
 
 # `downstream` settings a recformer run does not read (its encoder and training are `recformer`'s): left out
@@ -244,7 +247,7 @@ RECFORMER_UNREAD = {"train": True, "model": set(ModelConfig.model_fields) - {"ki
 
 def catalog_size(dataset_dir: Path) -> int:
     """The dataset's item count, from the Parquet footer (nothing else is read)."""
-    return pq.ParquetFile(dataset_dir / ITEMS_FILE).metadata.num_rows
+    return parquet_rows(dataset_dir / ITEMS_FILE)
 
 
 def concrete_loss(config: PipelineConfig, num_items: int) -> PipelineConfig:
@@ -314,5 +317,6 @@ def run(config: PipelineConfig, force: bool = False, dataset_dir: Path | None = 
 
     made = run_id(config, dataset_run_id, embeddings, warm)
     events.making(made)
-    return publish_run(workspace_output(config, "downstream"), made, build_run,
-                       force=force, keep_partial=True, lock_wait_s=config.workspace.lock_wait_s, stale_lock_s=config.workspace.stale_lock_s)
+    return publish_run(workspace_output(config, "downstream"), made, build_run, force=force, keep_partial=True,
+                       lock_wait_s=config.workspace.lock_wait_s, stale_lock_s=config.workspace.stale_lock_s,
+                       scratch=SCRATCH)

@@ -43,7 +43,8 @@ def load_encoder(config: RecformerConfig) -> RecformerEncoder:
     """
     path = model_path(config.model)
     if not checkpoint.is_checkpoint(Path(path)):
-        return build_encoder(AutoModel.from_pretrained(path), config)
+        # safetensors only: a pickled `pytorch_model.bin` in a model folder could run code as it loads
+        return build_encoder(AutoModel.from_pretrained(path, use_safetensors=True), config)
     encoder = checkpoint.load_encoder(Path(path))
     for key, saved, wanted in (("max_items", encoder.max_items, config.max_items),
                                ("pooling", encoder.pooling, config.pooling)):

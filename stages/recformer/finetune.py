@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from accelerate import Accelerator
 from accelerate.utils import send_to_device, set_seed
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import nn
 
 from pipeline.batching import shard
@@ -126,6 +126,7 @@ def finetune(encoder: RecformerEncoder, fmt: SequenceFormat, train: Examples, va
     optimizer = adamw(encoder, config.learning_rate, config.weight_decay)
     wrapped, optimizer = accelerator.prepare(encoder, optimizer)
     model = accelerator.unwrap_model(wrapped)
+    parts = resume.Parts([wrapped], [optimizer])
 
     def encode_table() -> torch.Tensor:
         with accelerator.autocast():
@@ -138,14 +139,14 @@ def finetune(encoder: RecformerEncoder, fmt: SequenceFormat, train: Examples, va
     def save(position: Position, table: torch.Tensor, best_table: torch.Tensor, best_state: dict) -> None:
         if checkpoints is not None:
             tensors = {"table": table, "best_table": best_table, **{f"best.{k}": v for k, v in best_state.items()}}
-            resume.save(accelerator, checkpoints, "step", position.step, asdict(position),
+            resume.save(accelerator, checkpoints, "step", position.step, asdict(position), parts,
                         lambda folder: save_file({k: v.detach().cpu().clone() for k, v in tensors.items()},
                                                  str(folder / TENSORS_FILE)))
 
-    restored = resume.restore(accelerator, checkpoints, "step") if checkpoints is not None else None
+    restored = resume.restore(accelerator, checkpoints, "step", parts) if checkpoints is not None else None
     if restored is not None:
         folder, state = restored
-        position, tensors = Position(**state), load_file(str(folder / TENSORS_FILE))
+        position, tensors = Position(**state), resume.read_tensors(folder / TENSORS_FILE)
         table = tensors.pop("table").to(accelerator.device)
         best_table = tensors.pop("best_table").to(accelerator.device)
         best_state = {k.removeprefix("best."): v for k, v in tensors.items()}
@@ -206,6 +207,7 @@ def _train_epoch(wrapped: nn.Module, optimizer: torch.optim.Optimizer, collate: 
             batch = send_to_device(collate(indices.tolist()), accelerator.device)
             seq = nn.functional.normalize(wrapped(**batch["sequences"]).float(), dim=-1)  # (B, H)
             loss = nn.functional.cross_entropy(seq @ items.T / temperature, batch["targets"])
+            resume.stop_if_diverged(loss.item(), f"Recformer fine-tuning step {position.step + 1}")
             accelerator.backward(loss)
             accelerator.clip_grad_norm_(wrapped.parameters(), config.max_grad_norm)
             optimizer.step()

@@ -154,9 +154,9 @@ def pretrain(encoder: RecformerEncoder, fmt: SequenceFormat, examples: Examples,
     wrapped, optimizer = accelerator.prepare(model, optimizer)
     # Not prepared: Accelerate would step it once per process, and warmup counts optimizer steps.
     schedule = get_constant_schedule_with_warmup(optimizer, config.warmup_steps)
-    accelerator.register_for_checkpointing(schedule)
+    parts = resume.Parts([wrapped], [optimizer], [schedule])
     position = Position()
-    restored = resume.restore(accelerator, checkpoints, "step") if checkpoints is not None else None
+    restored = resume.restore(accelerator, checkpoints, "step", parts) if checkpoints is not None else None
     if restored is not None:
         start, state = restored
         position = Position(**state)
@@ -177,6 +177,7 @@ def pretrain(encoder: RecformerEncoder, fmt: SequenceFormat, examples: Examples,
                 all_targets, _ = gather_with_local_grad(accelerator, batch["targets"])
                 contrastive = item_item_loss(seq, all_items, batch["targets"], all_targets, first, temperature)
                 loss = contrastive + config.mlm_weight * mlm
+                resume.stop_if_diverged(loss.item(), f"Recformer pretraining step {position.step + 1}")
                 accelerator.backward(loss)
                 accelerator.clip_grad_norm_(wrapped.parameters(), config.max_grad_norm)
                 lr = optimizer.param_groups[0]["lr"]
@@ -191,7 +192,7 @@ def pretrain(encoder: RecformerEncoder, fmt: SequenceFormat, examples: Examples,
                 tracker.advance(1, loss=f"{position.history[-1]['loss']:.3f}")
                 if checkpoints is not None and checkpoint_every and (
                         position.step % checkpoint_every == 0 or position.step >= total):
-                    resume.save(accelerator, checkpoints, "step", position.step, asdict(position))
+                    resume.save(accelerator, checkpoints, "step", position.step, asdict(position), parts)
                 if position.step >= total:
                     break
             else:

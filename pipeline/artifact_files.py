@@ -1,0 +1,83 @@
+"""Reading a run's binary files (FAISS index, safetensors weights) with damage reported as bad input.
+
+A truncated or overwritten file in a run folder is a fault of the input, not of the code: the reader names
+the file and exits 2, where the libraries would raise a bare RuntimeError or SafetensorError.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pipeline.errors import BadInput
+
+
+def _reason(exc: BaseException) -> str:
+    return " ".join(str(exc).split())[:200]
+
+
+def read_faiss(path: Path) -> Any:
+    """The FAISS index stored at `path`.
+
+    Raises:
+        BadInput: the file is missing, a folder, truncated or not a FAISS index.
+    """
+    import faiss
+
+    if not path.is_file():
+        raise BadInput(f"{path}: not found" if not path.exists() else f"{path}: not a file")
+    try:
+        return faiss.read_index(str(path))
+    except RuntimeError as exc:
+        raise BadInput(f"{path}: not a readable FAISS index ({_reason(exc)})") from None
+
+
+def read_tensors(path: Path) -> dict[str, Any]:
+    """The tensors of the safetensors file at `path` (CPU).
+
+    Raises:
+        BadInput: the file is missing, a folder, truncated or not safetensors.
+    """
+    from safetensors.torch import load_file
+
+    if not path.is_file():
+        raise BadInput(f"{path}: not found" if not path.exists() else f"{path}: not a file")
+    try:
+        return load_file(str(path))
+    except Exception as exc:  # noqa: BLE001 - safetensors' own SafetensorError derives from Exception only
+        raise BadInput(f"{path}: not a readable safetensors file ({_reason(exc)})") from None
+
+
+def read_json(path: Path) -> Any:
+    """The JSON document at `path`.
+
+    Raises:
+        BadInput: the file is missing, a folder, not UTF-8 or not JSON.
+    """
+    import json
+
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise BadInput(f"{path}: not found") from None
+    except IsADirectoryError:
+        raise BadInput(f"{path}: not a file") from None
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise BadInput(f"{path}: not valid JSON ({_reason(exc)})") from None
+
+
+def parquet_rows(path: Path) -> int:
+    """The row count in a Parquet file's footer (nothing else is read).
+
+    Raises:
+        BadInput: the file is missing, a folder, truncated or not Parquet.
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    if not path.is_file():
+        raise BadInput(f"{path}: not found" if not path.exists() else f"{path}: not a file")
+    try:
+        return pq.ParquetFile(path).metadata.num_rows
+    except (pa.ArrowException, OSError) as exc:
+        raise BadInput(f"{path}: not a readable Parquet file ({_reason(exc)})") from None
