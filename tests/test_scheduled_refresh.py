@@ -118,7 +118,7 @@ def test_warm_start_loads_matching_rows_and_rerunning_is_a_no_op(tmp_path: Path)
     # the adapter keeps the whitening it was trained behind, not one recomputed from today's larger table
     before, after = load_file(str(first.run_dir / "model.safetensors")), load_file(str(warm.run_dir / "model.safetensors"))
     assert torch.equal(before["items.adapter.matrix"], after["items.adapter.matrix"])
-    fresh_whitening = build(day2.downstream.model, 46, read_embeddings(embeddings2).vectors, None).state_dict()
+    fresh_whitening = build(day2.downstream.model, 46, read_embeddings(embeddings2).vectors.copy(), None).state_dict()
     assert not torch.equal(fresh_whitening["items.adapter.matrix"], before["items.adapter.matrix"])
     assert train.run(day2, embeddings_dir=embeddings2).reused  # its own run is never its source
     # rows matched by item id; new items keep a fresh start
