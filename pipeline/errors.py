@@ -31,16 +31,10 @@ class Locked(PipelineError):
 class ResumeFailed(PipelineError):
     """A checkpoint could not be restored in full: the job stops instead of training on from partial state."""
 
-    exit_code = EXIT_FAILURE
-
 
 class Diverged(PipelineError):
     """The training loss became NaN or infinite: training stops; the last good checkpoint is kept."""
 
-    exit_code = EXIT_FAILURE
-
 
 class NonFinite(PipelineError):
     """A run's results hold NaN or infinity: it is never published."""
-
-    exit_code = EXIT_FAILURE

@@ -57,9 +57,10 @@ def per_cell_seconds(batches: list[np.ndarray], cells: Callable[[np.ndarray], in
 
 def price_alignment(config: PipelineConfig, planned: AlignPlan) -> Price:
     """Stage one's plan priced on the configured model, with SAID's own length batches."""
+    from stages.accelerator import stage_accelerator
     from stages.align import said_method
-    from stages.align.lm import load_causal_lm, load_encoder
     from stages.align.loss import token_nll
+    from stages.align.stage import load_model
     from stages.align.tokens import collate, tokenize
 
     align, rows = config.align, planned.rows
@@ -69,8 +70,7 @@ def price_alignment(config: PipelineConfig, planned: AlignPlan) -> Price:
         return Price(f"{len(rows.train):,} items to encode (Recformer pretraining is not priced)", None)
     texts = [planned.catalog.texts[i] for i in rows.train]
     own = align.method == "text"
-    loaded = (load_encoder(align.encoder, "align.encoder", align.model_cache, align.offline, align.lm_dtype) if own
-              else load_causal_lm(align.lm, "align.lm", align.model_cache, align.offline, align.lm_dtype))
+    loaded, _ = load_model(stage_accelerator(align.mixed_precision), align)  # the very model `align` trains
     tokens = tokenize(texts, loaded.tokenizer, align.max_text_tokens, special_tokens=own)
     pad = loaded.tokenizer.pad_token_id
     batches = length_batches(np.arange(len(texts)), tokens.lengths, align.batch_size, align.length_pool, align.seed)

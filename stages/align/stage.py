@@ -164,7 +164,7 @@ def _index(config: AlignConfig, folder: Path, base_dir: Path | None, matrix: np.
     return export.write_index(folder, index, matrix)
 
 
-def _load(accelerator: Accelerator, align: AlignConfig) -> tuple[Loaded, int]:
+def load_model(accelerator: Accelerator, align: AlignConfig) -> tuple[Loaded, int]:
     """The frozen model the method needs, and the dimension of the vectors it will give."""
     with accelerator.main_process_first():  # one process converts a GGUF model; the others read the result
         if align.method == "said":
@@ -192,7 +192,7 @@ def _embed_with_lm(accelerator: Accelerator, config: PipelineConfig, planned: Al
     """SAID or the text encoder over the rows to embed now."""
     align, rows, base = config.align, planned.rows, planned.base
     base_dir = None if base is None else base.run_dir
-    loaded, dim = _load(accelerator, align)
+    loaded, dim = load_model(accelerator, align)
     _check_dim(base, dim)
     with accelerator.main_process_first():  # the main process tokenizes and caches; the others read it
         tokens = tokenize([planned.catalog.texts[i] for i in rows.train], loaded.tokenizer, align.max_text_tokens,
