@@ -1,7 +1,9 @@
-"""Benchmarks report runs kept from earlier invocations only when those were made with the settings asked for now.
+"""Benchmarks report runs kept from earlier invocations only when those were made with the settings asked for now,
+by the code that would make them now.
 
-Settings are compared resolved (defaults included), not as overrides: a changed default changes them. A new
-release changes every run id, so a run is matched by what it was made with, not by its id.
+Settings are compared resolved (defaults included), not as overrides: a changed default changes them. The code
+is compared by the identity run ids hash (`pipeline.run_ids`), recorded in each run's manifest: a kept run
+made by other code is redone, a setting added since changes the code that reads it.
 """
 
 from __future__ import annotations
@@ -16,23 +18,6 @@ from benchmarks._cli import ROOT
 from pipeline.config import load_config
 
 
-def agrees(made: dict[str, Any], wanted: dict[str, Any], default: dict[str, Any]) -> bool:
-    """Whether resolved settings `made` are `wanted`; a key added after the run was made counts as its
-    `default` (a new key's default keeps the old behaviour)."""
-    if set(made) - set(wanted):
-        return False
-    for key, value in wanted.items():
-        if key not in made:
-            if value != default.get(key):
-                return False
-        elif isinstance(value, dict):
-            if not isinstance(made[key], dict) or not agrees(made[key], value, default.get(key, {})):
-                return False
-        elif made[key] != value:
-            return False
-    return True
-
-
 @functools.cache
 def resolved(config: str, section: str, overrides: tuple[str, ...] = ()) -> dict[str, Any]:
     """One config section as `config` and `overrides` resolve it, in the JSON form runs record (cached: every
@@ -43,9 +28,13 @@ def resolved(config: str, section: str, overrides: tuple[str, ...] = ()) -> dict
 def section_agrees(made: dict[str, Any], config: str, section: str, overrides: list[str],
                    skip: tuple[str, ...] = ()) -> bool:
     """Whether a run's recorded `section` is what `config` + `overrides` resolve to (keys in `skip` aside)."""
-    wanted, default = resolved(config, section, tuple(overrides)), resolved(config, section)
-    return agrees({k: v for k, v in made.items() if k not in skip}, {k: v for k, v in wanted.items() if k not in skip},
-                  default)
+    wanted = resolved(config, section, tuple(overrides))
+    return {k: v for k, v in made.items() if k not in skip} == {k: v for k, v in wanted.items() if k not in skip}
+
+
+def made_by(run_dir: Path, code: str) -> bool:
+    """Whether a run's manifest records the code identity `code` (runs made before it was recorded: no)."""
+    return (recorded(run_dir, "manifest.json") or {}).get("code_identity") == code
 
 
 def recorded(run_dir: Path, name: str) -> dict[str, Any] | None:

@@ -31,8 +31,8 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import _args, _cli, _kept, _results
-from pipeline.config import result_revision
 from pipeline.embeddings import read_embeddings
+from stages.downstream import train
 
 ROOT = _cli.ROOT
 CONFIG = "configs/amazon2018-scientific-unisrec.yaml"
@@ -248,11 +248,11 @@ def vectors_sha256(run: str) -> str | None:
 
 
 def same_settings(run_dir: Path, wanted: list[str]) -> bool:
-    """Whether a kept run was made with the settings `wanted` resolves to, by the current training code (its
-    result revision), its embeddings compared by content (a new release re-publishes the same vectors
-    under a new run id)."""
-    made, manifest = _kept.recorded(run_dir, "config.json"), _kept.recorded(run_dir, "manifest.json") or {}
-    if made is None or manifest.get("result_revision", 1) != result_revision("train-downstream", made["model"]["kind"]):
+    """Whether a kept run was made with the settings `wanted` resolves to, by the current training code, its
+    embeddings compared by content (a change in stage one's code re-publishes the same vectors under a new
+    run id)."""
+    made = _kept.recorded(run_dir, "config.json")
+    if made is None or not _kept.made_by(run_dir, train.code(made["model"]["kind"])):
         return False
     if not _kept.section_agrees(made, CONFIG, "downstream", wanted, skip=("embeddings",)):
         return False
@@ -306,7 +306,7 @@ def figures(ours: dict, peers: dict, text: Path, said: Path | None,
                                   "recbole_batch_size": f"{RECBOLE_BATCH} prefixes, one target each",
                                   "ours_loss_weighting": "every target the same (a batch's summed loss over the epoch's "
                                   "mean targets per batch)",
-                                  "ours_result_revisions": {kind: result_revision("train-downstream", kind) for kind in MATCHED},
+                                  "ours_code_identities": {kind: train.code(kind) for kind in MATCHED},
                                   "ours_norm": "pre-norm blocks, LayerNorm on the input", "recbole_norm": "post-norm",
                                   "patience_rule": f"ours stops after {TRAIN['patience']} epochs without a better valid "
                                   f"NDCG@10, RecBole after {TRAIN['patience'] + 1} (it stops once its count exceeds "

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import _args, _cli, _kept, _results
+from stages.downstream import train
 
 OFFICE = "configs/amazon2014-office-lcrec.yaml"
 SCIENTIFIC = "configs/amazon2018-scientific-unisrec.yaml"
@@ -69,13 +70,15 @@ def test_ndcg(run_dir: Path) -> tuple[float, float, dict[str, Any]]:
 
 
 def kept_finetuning(workspaces: list[Path], overrides: list[str]) -> Path | None:
-    """A fine-tuning run already published in one of the workspaces with the settings `overrides` resolve to,
-    whatever release made it (a new release changes every run id, and one fine-tuning run takes hours here)."""
+    """A fine-tuning run already published in one of the workspaces with the settings `overrides` resolve to, by
+    the current code, whatever workspace holds it (one fine-tuning run takes hours here)."""
     manifests = (m for w in workspaces for m in sorted((w / "downstream" / SCIENTIFIC_NAME).glob("*/manifest.json")))
     for manifest in manifests:
         run = manifest.parent
         recformer, downstream = _kept.recorded(run, "recformer.json"), _kept.recorded(run, "config.json")
         if _kept.recorded(run, manifest.name).get("zero_shot", True) or recformer is None or downstream is None:
+            continue
+        if not _kept.made_by(run, train.code("recformer")):
             continue
         if (_kept.section_agrees(recformer, SCIENTIFIC, "recformer", overrides)
                 and _kept.section_agrees(downstream, SCIENTIFIC, "downstream", overrides)):

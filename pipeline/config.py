@@ -10,10 +10,8 @@ type or an out-of-range value fails with its dotted path.
 from __future__ import annotations
 
 import functools
-import hashlib
 import importlib.metadata
 import importlib.resources
-import json
 import os
 import re
 from dataclasses import dataclass
@@ -372,47 +370,19 @@ def load_config(path: Path | None = None, overrides: list[str] | None = None,
     return resolve_config(path, overrides, workspace).config
 
 
-def fingerprint(*parts: Any) -> str:
-    """A short, stable hash of JSON-able parts (config sections dumped with `model_dump(mode="json")`)."""
-    blob = json.dumps(parts, sort_keys=True, default=str, separators=(",", ":"))
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
-
-
-# Settings added after runs were made, at the value that does what those runs did. At that value they are left
-# out of run ids, so adding an option neither redoes every run made before it nor orphans a killed run's
-# checkpoints (its partial folder is found by run id).
-ADDED_SETTINGS: dict[str, dict[str, Any]] = {"downstream": {"train": {
-    "batch_by": "windows", "init": "scratch", "sampler": "uniform"}}}
-
-
-def hashed_settings(section: str, settings: dict[str, Any]) -> dict[str, Any]:
-    """A dumped config `section` as run ids hash it: without the added settings still at their old value."""
-    def without(values: dict[str, Any], added: dict[str, Any]) -> dict[str, Any]:
-        kept = {}
-        for key, value in values.items():
-            if isinstance(added.get(key), dict) and isinstance(value, dict):
-                kept[key] = without(value, added[key])
-            elif key not in added or value != added[key]:
-                kept[key] = value
-        return kept
-
-    return without(settings, ADDED_SETTINGS.get(section, {}))
-
-
 def saved_section(section: str, saved: dict[str, Any]) -> dict[str, Any]:
-    """A config section saved beside an older run, completed with the keys added since: an added setting at
-    the value that does what older runs did (`ADDED_SETTINGS`), any other at today's default."""
-    def complete(values: dict[str, Any], defaults: dict[str, Any], added: dict[str, Any]) -> dict[str, Any]:
+    """A config section saved beside an older run, completed with the keys added since at today's default
+    (an added setting's default keeps what older runs did), so the run can still be loaded and served."""
+    def complete(values: dict[str, Any], defaults: dict[str, Any]) -> dict[str, Any]:
         out = dict(values)
         for key, default in defaults.items():
             if isinstance(default, dict) and isinstance(out.get(key), dict):
-                out[key] = complete(out[key], default, added.get(key, {}) if isinstance(added.get(key), dict) else {})
+                out[key] = complete(out[key], default)
             elif key not in out:
-                out[key] = added.get(key, default)
+                out[key] = default
         return out
 
-    defaults = _read_yaml(DEFAULTS_PATH)[section]
-    return complete(saved, defaults, ADDED_SETTINGS.get(section, {}))
+    return complete(saved, _read_yaml(DEFAULTS_PATH)[section])
 
 
 @functools.cache
@@ -422,26 +392,3 @@ def code_release() -> str:
         return importlib.metadata.version("seqrec-pipeline")
     except importlib.metadata.PackageNotFoundError:
         return "source"
-
-
-# Bumped when a stage's code changes what it makes while its settings stay the same, so that only that
-# stage's runs are redone: a new release redoes every stage, SAID's hours of alignment included.
-# "stage/kind" entries redo one model kind's runs only. At revision 1 no revision is hashed, so run ids
-# stay those of the release.
-RESULT_REVISIONS = {
-    "train-downstream": 2,  # every target's loss weighs the same, whatever batch it is in
-    "train-downstream/gru4rec": 3,  # a history's GRU states no longer depend on the padding before it
-}
-
-
-def result_revision(stage: str, kind: str | None = None) -> int:
-    """The revision of `stage`'s results, or of its `kind` runs where that has an entry of its own."""
-    return RESULT_REVISIONS.get(f"{stage}/{kind}", RESULT_REVISIONS.get(stage, 1))
-
-
-def stage_run_id(stage: str, *parts: Any, kind: str | None = None) -> str:
-    """A run's id: its stage, the code release (a new release recomputes rather than reusing what older
-    code made), the result revision of the stage (or of its model `kind`), and everything it reads (config
-    sections, input hashes, upstream run ids)."""
-    revision = result_revision(stage, kind)
-    return fingerprint(stage, code_release(), *parts, *([f"revision {revision}"] if revision > 1 else []))

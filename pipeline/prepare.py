@@ -9,11 +9,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline import dataset, events
-from pipeline.config import PipelineConfig, stage_run_id
+from pipeline.config import PipelineConfig
 from pipeline.faults import crash_point
 from pipeline.ingest import amazon, lcrec, movielens, recbole, table, unisrec
 from pipeline.ingest.tabular import parquet_parts, require_file
 from pipeline.integrity import sha256_file
+from pipeline.run_ids import code_identity, stage_run_id
 from pipeline.store import RunResult, publish_run, workspace_output
 
 READERS: dict[str, ModuleType] = {
@@ -62,7 +63,12 @@ def run_id(config: PipelineConfig, sources: list[dict[str, object]]) -> str:
     """
     settings = config.data.model_dump(mode="json", exclude={"path"})
     contents = [f"{fact['member']}:{fact['sha256']}" if "member" in fact else fact["sha256"] for fact in sources]
-    return stage_run_id("prepare", settings, contents)
+    return stage_run_id("prepare", settings, contents, code=code())
+
+
+def code() -> str:
+    """The identity of the code that makes dataset runs."""
+    return code_identity(("pipeline.prepare",))
 
 
 @events.in_stage("prepare")
@@ -88,7 +94,7 @@ def run(config: PipelineConfig, force: bool = False) -> RunResult:
         events.emit("prepared", f"{config.data.name}: {counts['users']:,} users, {counts['items']:,} items, "
                     f"{counts['interactions']:,} interactions; interactions removed: {dropped}", **counts,
                     removed=removed)
-        return {"kind": "dataset", "name": config.data.name, "format": config.data.format,
+        return {"kind": "dataset", "code_identity": code(), "name": config.data.name, "format": config.data.format,
                 "sources": sources, "config": data_config, **canonical.facts}
 
     output = workspace_output(config, "datasets")

@@ -18,14 +18,36 @@ from pipeline.workspace import published_runs
 OUTPUTS = {"prepare": "datasets", "align": "embeddings", "train-downstream": "downstream", "recommend": "recommendations"}
 
 
-def published(output: Output) -> dict[str, Any]:
-    """An output's latest run, how many runs it holds, leftovers of killed jobs and a lock if one is held."""
+def current_code(stage: str, manifest: dict[str, Any]) -> str:
+    """The identity of the code that would make a run like `manifest` now."""
+    if stage == "prepare":
+        from pipeline import prepare
+
+        return prepare.code()
+    if stage == "align":
+        from stages.align import stage as align
+
+        return align.code(manifest.get("method", ""))
+    if stage == "train-downstream":
+        from stages.downstream import train
+
+        return train.code(manifest.get("model", ""))
+    from stages.downstream import recommend
+
+    return recommend.code()
+
+
+def published(stage: str, output: Output) -> dict[str, Any]:
+    """An output's latest run (and whether other code made it: the next run remakes it, never reuses it),
+    how many runs it holds, leftovers of killed jobs and a lock if one is held."""
     runs = published_runs(output)
     latest = output.latest()
     facts: dict[str, Any] = {"path": str(output.path), "runs": len(runs),
                              "latest": None if latest is None else latest.name}
     if latest is not None:
-        facts["latest_created"] = read_manifest(latest).get("created")
+        manifest = read_manifest(latest)
+        facts["latest_created"] = manifest.get("created")
+        facts["latest_made_by_other_code"] = manifest.get("code_identity") != current_code(stage, manifest)
     if output.path.is_dir():
         facts["partial"] = sorted(p.name for p in output.path.glob(".partial-*"))
         facts["locked"] = (output.path / LOCK).exists()
@@ -78,7 +100,7 @@ def _next_train(config: PipelineConfig, dataset_dir: Path | None, embeddings_dir
 
 def status(config: PipelineConfig) -> dict[str, Any]:
     """Published runs per stage and the next run's plan, with reasons."""
-    report: dict[str, Any] = {"published": {stage: published(workspace_output(config, kind))
+    report: dict[str, Any] = {"published": {stage: published(stage, workspace_output(config, kind))
                                             for stage, kind in OUTPUTS.items()}}
     prepare_reason, dataset_dir = next_prepare(config)
     align_reason, embeddings_dir = _next_align(config, dataset_dir)
@@ -92,7 +114,8 @@ def lines(report: dict[str, Any]) -> list[str]:
     out = []
     for stage, facts in report["published"].items():
         latest = f"latest {facts['latest']} ({facts.get('latest_created', '?')})" if facts["latest"] else "nothing published"
-        extra = "".join([f", {len(facts.get('partial', []))} partial" if facts.get("partial") else "",
+        extra = "".join([", made by other code (the next run remakes it)" if facts.get("latest_made_by_other_code") else "",
+                         f", {len(facts.get('partial', []))} partial" if facts.get("partial") else "",
                          ", locked" if facts.get("locked") else ""])
         out.append(f"{stage:17} {facts['runs']} runs, {latest}{extra}")
     out.append("next `run`:")

@@ -187,7 +187,8 @@ def test_a_histories_file_without_its_columns_is_refused(tmp_path: Path) -> None
         recommend.run(day2, run_dir=model_run, histories=tmp_path / "absent.parquet")
 
 
-def test_status_says_what_run_would_do_and_gc_keeps_what_is_in_use(tmp_path: Path, tiny_llama: Path) -> None:
+def test_status_says_what_run_would_do_and_gc_keeps_what_is_in_use(tmp_path: Path, tiny_llama: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     root = tmp_path / "art"
     day1 = _config(root, _day(tmp_path, 1, 40), tiny_llama, "downstream.train.max_epochs=1")
     prepared(day1)
@@ -205,6 +206,14 @@ def test_status_says_what_run_would_do_and_gc_keeps_what_is_in_use(tmp_path: Pat
     second = stage.run(day2)
     trained = train.run(day2).run_dir
     assert status.status(day2)["next"]["train-downstream"] == f"inputs and settings unchanged: reuses run {trained.name}"
+    assert not any(facts.get("latest_made_by_other_code") for facts in status.status(day2)["published"].values())
+    monkeypatch.setattr(train, "code", lambda kind: "other-code")  # as if stage two's code had changed since
+    other = status.status(day2)
+    assert other["published"]["train-downstream"]["latest_made_by_other_code"]
+    assert not other["published"]["align"]["latest_made_by_other_code"]
+    assert "made by other code (the next run remakes it)" in "\n".join(status.lines(other))
+    assert other["next"]["train-downstream"].startswith("new inputs or settings: trains run")
+    monkeypatch.undo()
     # keep 1 per output: day 2's runs stay, and so does nothing else the kept ones read
     dry = gc.collect(root, keep=1, delete=False, lock_wait_s=0, stale_lock_s=60)
     doomed = {run.run_dir for run in dry.deleted}

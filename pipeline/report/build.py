@@ -8,10 +8,11 @@ from typing import Any
 
 import yaml
 
-from pipeline.config import PipelineConfig, fingerprint
+from pipeline.config import PipelineConfig
 from pipeline.errors import BadInput
 from pipeline.report import facts, page, plots
 from pipeline.report.runs import Run, Trained, read_trained
+from pipeline.run_ids import fingerprint
 from pipeline.store import write_text_atomic
 
 PCA_NOTE = ("The map is a PCA of the L2-normalised vectors (what the FAISS index and cosine search compare): "

@@ -8,9 +8,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pipeline.config import fingerprint
 from pipeline.errors import BadInput
 from pipeline.history import read_history
+from pipeline.run_ids import fingerprint
 from pipeline.store import Output, read_manifest
 from pipeline.workspace import input_run
 

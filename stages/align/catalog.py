@@ -15,9 +15,9 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from pipeline import events
-from pipeline.config import fingerprint
 from pipeline.embeddings import Embeddings
 from pipeline.prepare import ITEMS_FILE
+from pipeline.run_ids import fingerprint
 from stages.align.tokens import render, text_sha256
 
 

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pipeline.config import fingerprint
 from pipeline.errors import BadInput
+from pipeline.run_ids import fingerprint
 from pipeline.store import sha256_file, write_json_atomic
 
 PACKAGE_PREFIX = "package:"

@@ -28,9 +28,10 @@ from accelerate.utils import set_seed
 from pipeline import embeddings as contract
 from pipeline import events
 from pipeline.artifact_files import read_faiss
-from pipeline.config import AlignConfig, PipelineConfig, fingerprint, stage_run_id
+from pipeline.config import AlignConfig, PipelineConfig
 from pipeline.errors import BadInput
 from pipeline.history import write_history
+from pipeline.run_ids import code_identity, fingerprint, stage_run_id
 from pipeline.store import RunResult, publish_run, read_manifest, reuse_run, workspace_output, write_json_atomic
 from pipeline.workspace import newest
 from stages.accelerator import stage_accelerator
@@ -46,6 +47,13 @@ TOKENS_CACHE = "tokens.npz"
 CHECKPOINTS = "checkpoints"
 SAID_ONLY = {"said", "attention"}  # align settings no other method reads
 MODEL_PLACES = {"lm", "encoder", "model_cache", "offline"}  # where the model is found: its files' sha256 count instead
+METHOD_MODULES = {"said": "stages.align.said_method", "text": "stages.align.text_encoder",
+                  "recformer": "stages.align.recformer_method"}
+
+
+def code(method: str) -> str:
+    """The identity of the code that makes `method`'s runs: stage one without the other methods' modules."""
+    return code_identity(("stages.align.stage",), tuple(m for name, m in METHOD_MODULES.items() if name != method))
 
 
 @dataclass(frozen=True)
@@ -88,9 +96,10 @@ def model_identity(config: PipelineConfig) -> dict[str, Any] | None:
 
 
 def _config_hash(config: PipelineConfig, model: dict[str, Any] | None) -> str:
-    """The settings a method reads: SAID's section does not touch the other methods' vectors. The model counts
-    by its files' sha256, not its name: new weights under the same name are a new run, never an extension of
-    one made with the old weights; where the model is read from and cached does not count."""
+    """The settings a method reads and the code that reads them: SAID's section does not touch the other
+    methods' vectors. The model counts by its files' sha256, not its name: new weights under the same name
+    are a new run, never an extension of one made with the old weights; where the model is read from and
+    cached does not count. A base run made by other code is never extended: its rows would mix two codes."""
     align = config.align
     if model is None:  # recformer: its settings as they are
         settings = fingerprint(align.model_dump(mode="json", exclude=SAID_ONLY))
@@ -99,7 +108,7 @@ def _config_hash(config: PipelineConfig, model: dict[str, Any] | None) -> str:
         settings = fingerprint(align.model_dump(mode="json", exclude=exclude), model["sha256"])
     if align.method == "recformer":  # its own section (fine-tuning aside) feeds the run
         settings = fingerprint(settings, config.recformer.model_dump(mode="json", exclude={"finetune"}))
-    return settings
+    return fingerprint(settings, code(align.method))
 
 
 def _full_run_inputs(config: PipelineConfig, dataset_run: str, pretrain_dirs: list[Path]) -> list[object]:
@@ -127,7 +136,7 @@ def plan(config: PipelineConfig, dataset_dir: Path, full: bool = False) -> Align
     base = None if found is None else contract.read_embeddings(found.run_dir)
     rows = plan_rows(catalog, base)
     inputs = _full_run_inputs(config, dataset_run, pretrain_dirs) if base is None else [base.run_id]
-    run_id = stage_run_id("align", config_hash, catalog.fingerprint, *inputs)
+    run_id = stage_run_id("align", config_hash, catalog.fingerprint, *inputs, code=code(config.align.method))
     if base is not None:
         reason = (f"{rows.new:,} new items, {rows.changed:,} changed, {rows.removed:,} removed since run "
                   f"{base.run_id}: incremental")
@@ -138,7 +147,7 @@ def plan(config: PipelineConfig, dataset_dir: Path, full: bool = False) -> Align
         reason = f"--full: all {len(catalog.ids):,} items"
     elif latest is not None:
         made = read_manifest(latest)
-        reason = (f"latest run {made.get('run_id')} was made with other settings or model files (method "
+        reason = (f"latest run {made.get('run_id')} was made with other settings, model files or code (method "
                   f"{made.get('method')}, model {made.get('model')}): full alignment of {len(catalog.ids):,} items")
     else:
         reason = f"no embeddings run yet: full alignment of {len(catalog.ids):,} items"
@@ -311,7 +320,8 @@ def _export(config: PipelineConfig, planned: AlignPlan, embedded: Embedded, fold
                            export.stored(embedded.vectors, align.export.normalise))
     embedded.save(folder)
     meta = {"method": align.method, "model": _model_name(config), "normalisation": align.export.normalise,
-            "config_hash": planned.config_hash, "dataset_run_id": planned.dataset_run_id,
+            "config_hash": planned.config_hash, "code_identity": code(align.method),
+            "dataset_run_id": planned.dataset_run_id,
             "catalog_sha256": planned.catalog.fingerprint, "pooling": _pooling(config)}
     export.write_embeddings(folder, rows.ids, matrix, rows.sha, meta)
     index = _index(align, folder, base_dir, matrix, rows)

@@ -17,10 +17,11 @@ import pyarrow as pa
 import torch
 
 from pipeline import events
-from pipeline.config import PipelineConfig, RecommendConfig, stage_run_id
+from pipeline.config import PipelineConfig, RecommendConfig
 from pipeline.embeddings import Embeddings, read_embeddings
 from pipeline.errors import BadInput
 from pipeline.prepare import write_parquet
+from pipeline.run_ids import code_identity, stage_run_id
 from pipeline.store import RunResult, publish_run, read_manifest, sha256_file, workspace_output
 from pipeline.workspace import newest, sibling_output
 from stages.downstream import runs
@@ -153,7 +154,7 @@ def run(config: PipelineConfig, force: bool = False, run_dir: Path | None = None
               "embeddings_run_id": None if embeddings is None else embeddings.run_id,
               "histories_sha256": None if histories is None else sha256_file(histories)}
     settings = config.recommend.model_dump(mode="json", exclude={"run"})
-    run_id = stage_run_id("recommend", settings, trained.manifest["run_id"], source)
+    run_id = stage_run_id("recommend", settings, trained.manifest["run_id"], source, code=code())
     events.making(run_id)
 
     def build(folder: Path) -> dict[str, Any]:
@@ -169,12 +170,17 @@ def run(config: PipelineConfig, force: bool = False, run_dir: Path | None = None
         events.emit("recommended", f"top-{config.recommend.k} for {len(users):,} users over "
                     f"{facts['items_scoreable']:,} items ({facts['items_new_since_training']:,} new since training, "
                     f"{facts['items_left_out']:,} left out: no embedding or ID vector)", users=len(users), **facts)
-        return {"kind": "recommendations", "downstream_run_id": trained.manifest["run_id"],
+        return {"kind": "recommendations", "code_identity": code(), "downstream_run_id": trained.manifest["run_id"],
                 **runs.outside_facts(folder, downstream=run_dir), "users": len(users), "config": settings,
                 **source, **facts}
 
     return publish_run(workspace_output(config, "recommendations"), run_id, build, force=force,
                        lock_wait_s=config.workspace.lock_wait_s, stale_lock_s=config.workspace.stale_lock_s)
+
+
+def code() -> str:
+    """The identity of the code that makes recommendation runs."""
+    return code_identity(("stages.downstream.recommend",))
 
 
 class Online:

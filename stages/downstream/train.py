@@ -22,20 +22,13 @@ from safetensors.torch import load_file, save_file
 from pipeline import events
 from pipeline.artifact_files import parquet_rows
 from pipeline.batching import length_batches, shard
-from pipeline.config import (
-    DownstreamConfig,
-    ModelConfig,
-    PipelineConfig,
-    TrainConfig,
-    hashed_settings,
-    result_revision,
-    stage_run_id,
-)
+from pipeline.config import DownstreamConfig, ModelConfig, PipelineConfig, TrainConfig
 from pipeline.embeddings import Embeddings
 from pipeline.errors import BadInput
 from pipeline.faults import crash_point
 from pipeline.history import write_history
 from pipeline.prepare import ITEMS_FILE
+from pipeline.run_ids import code_identity, stage_run_id
 from pipeline.store import RunResult, publish_run, read_manifest, workspace_output, write_json_atomic
 from stages import resume
 from stages.accelerator import stage_accelerator
@@ -283,8 +276,19 @@ def run_id(config: PipelineConfig, dataset_run_id: str, embeddings: Embeddings |
     settings = config.downstream.model_dump(mode="json", exclude=RECFORMER_UNREAD if kind == "recformer" else None)
     settings.get("train", {}).pop("full_softmax_max_items", None)  # read only to resolve `loss: auto`
     start = [] if warm is None else [f"init {warm.run_id}"]
-    return stage_run_id("train-downstream", hashed_settings("downstream", settings), dataset_run_id,
-                        None if embeddings is None else embeddings.run_id, *recformer, *start, kind=kind)
+    return stage_run_id("train-downstream", settings, dataset_run_id,
+                        None if embeddings is None else embeddings.run_id, *recformer, *start, code=code(kind))
+
+
+KIND_MODULES = {"sasrec": ("stages.downstream.sasrec",), "gru4rec": ("stages.downstream.gru4rec",),
+                "said_light": ("stages.downstream.said_light",),
+                "recformer": ("stages.downstream.recformer_train", "stages.downstream.recformer_recommender")}
+
+
+def code(kind: str) -> str:
+    """The identity of the code that makes `kind`'s runs: stage two without the other kinds' modules."""
+    return code_identity(("stages.downstream.train",),
+                         tuple(m for name, modules in KIND_MODULES.items() if name != kind for m in modules))
 
 
 @events.in_stage("train-downstream")
@@ -313,7 +317,7 @@ def run(config: PipelineConfig, force: bool = False, dataset_dir: Path | None = 
             if warm is None and config.downstream.train.init == "previous":
                 events.emit("warm_start", "downstream.train.init=previous: no earlier compatible run; a fresh start")
             facts = _train(folder, config.downstream, dataset_dir, dataset_run_id, embeddings, warm)
-        return {**facts, "result_revision": result_revision("train-downstream", kind)}
+        return {**facts, "code_identity": code(kind)}
 
     made = run_id(config, dataset_run_id, embeddings, warm)
     events.making(made)
