@@ -14,6 +14,7 @@ from typing import Any
 
 from benchmarks._cli import ROOT
 from pipeline.config import load_config
+from pipeline.schema.renamed import upgrade_saved
 
 
 def agrees(made: dict[str, Any], wanted: dict[str, Any], default: dict[str, Any]) -> bool:
@@ -44,6 +45,7 @@ def section_agrees(made: dict[str, Any], config: str, section: str, overrides: l
                    skip: tuple[str, ...] = ()) -> bool:
     """Whether a run's recorded `section` is what `config` + `overrides` resolve to (keys in `skip` aside)."""
     wanted, default = resolved(config, section, tuple(overrides)), resolved(config, section)
+    made = upgrade_saved(section, made)  # recorded before keys were renamed
     return agrees({k: v for k, v in made.items() if k not in skip}, {k: v for k, v in wanted.items() if k not in skip},
                   default)
 

@@ -179,7 +179,7 @@ def test_cli_aligns_then_reuses_and_reports_bad_models_in_one_line(tmp_path: Pat
     assert bad.exit_code == 2 and bad.stderr.splitlines()[-1] == f"error: align.lm: model folder {tmp_path / 'missing'} not found"
 
 
-RECFORMER_ZERO_SHOT = ["align.method=recformer", "recformer.pretrain.max_steps=0", "recformer.max_items=8",
+RECFORMER_ZERO_SHOT = ["align.method=recformer", "recformer.pretrain.epochs=0", "recformer.max_items=8",
                        "recformer.max_tokens=64", "recformer.max_attribute_tokens=8", "align.evidence.items=0"]
 
 

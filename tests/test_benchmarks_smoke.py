@@ -145,7 +145,7 @@ def test_daily_refresh_smoke(monkeypatch, tmp_path, tiny_llama) -> None:
     more however small the models; it runs with `pytest -m slow`."""
     results = run_benchmark(monkeypatch, tmp_path, "daily_refresh", "--workspace", tmp_path / "ws",
                             "--set", f"align.lm={tiny_llama}", "--set", "align.said.max_steps=3",
-                            "--set", "downstream.train.max_epochs=1")
+                            "--set", "downstream.train.epochs=1")
     record = published(results, "daily_refresh", "daily_refresh")
     assert record["unchanged_rows_identical"]
     assert record["day2_items_trained"] == record["day2_new_or_changed_items"] > 0

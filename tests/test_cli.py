@@ -84,7 +84,7 @@ def test_default_data_then_main_job(tmp_path: Path) -> None:
     made small: the frozen-encoder embeddings instead of SAID's training, one short downstream epoch."""
     common = ["--set", f"workspace.root={tmp_path}", "--set", f"data.path={tmp_path / 'raw' / 'ml-100k'}",
               "--set", "align.method=text", "--set", "align.evidence.items=0",
-              "--set", "downstream.model.hidden_size=16", "--set", "downstream.train.max_epochs=1"]
+              "--set", "downstream.model.hidden_size=16", "--set", "downstream.train.epochs=1"]
     fetched = cli("fetch-default-data", *common)
     assert fetched.returncode == 0, fetched.stderr
     assert sorted(p.name for p in (tmp_path / "raw" / "ml-100k").iterdir()) == ["ml-100k.inter", "ml-100k.item", "ml-100k.user"]

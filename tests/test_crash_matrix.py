@@ -59,7 +59,7 @@ def published(root: Path, stages: tuple[str, ...], *extra: str) -> Workspace:
     """A workspace on 40 items of ml-100k with `stages` published (their uninterrupted results kept)."""
     raw = write_ml100k_slice(shared_dataset("ml-100k"), root / "raw", items=40)
     settings = ["data.name=crash", f"data.path={raw}", "data.kcore_users=0", "data.kcore_items=0",
-                *TINY_MODEL, "downstream.train.max_epochs=3", "downstream.train.patience=5", *extra]
+                *TINY_MODEL, "downstream.train.epochs=3", "downstream.train.patience=5", *extra]
     space = Workspace(root / "artifacts", settings)
     for stage in stages:
         space.publish(stage)

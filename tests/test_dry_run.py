@@ -19,7 +19,7 @@ from stages.align import stage
 from stages.downstream import train
 
 SETTINGS = ["align.checkpoint_every=0", "align.said.epochs=2", "align.evidence.items=0", *TINY_MODEL,
-            "downstream.embeddings=null", "downstream.train.max_epochs=2", "downstream.train.patience=2"]
+            "downstream.embeddings=null", "downstream.train.epochs=2", "downstream.train.patience=2"]
 
 
 @pytest.fixture

@@ -37,7 +37,7 @@ align:
   evidence: {{items: 8, neighbour_queries: 20}}
 downstream:
   model: {{hidden_size: 16, layers: 1, heads: 2, max_length: 10}}
-  train: {{max_epochs: 2, batch_size: 256}}
+  train: {{epochs: 2, batch_size: 256}}
 """
 
 

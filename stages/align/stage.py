@@ -31,6 +31,7 @@ from pipeline.artifact_files import read_faiss
 from pipeline.config import AlignConfig, PipelineConfig, fingerprint, stage_run_id
 from pipeline.errors import BadInput
 from pipeline.history import write_history
+from pipeline.schema.renamed import hashed_names
 from pipeline.store import RunResult, publish_run, read_manifest, reuse_run, workspace_output, write_json_atomic
 from pipeline.workspace import newest
 from stages.accelerator import stage_accelerator
@@ -98,7 +99,8 @@ def _config_hash(config: PipelineConfig, model: dict[str, Any] | None) -> str:
         exclude = MODEL_PLACES | (set() if align.method == "said" else SAID_ONLY)
         settings = fingerprint(align.model_dump(mode="json", exclude=exclude), model["sha256"])
     if align.method == "recformer":  # its own section (fine-tuning aside) feeds the run
-        settings = fingerprint(settings, config.recformer.model_dump(mode="json", exclude={"finetune"}))
+        recformer = config.recformer.model_dump(mode="json", exclude={"finetune"})
+        settings = fingerprint(settings, hashed_names("recformer", recformer))  # under the keys' old names
     return settings
 
 
