@@ -14,13 +14,13 @@ import sys
 from pathlib import Path
 
 import pytest
-from bench_support import BENCHMARKS_DIR, benchmark_modules, published, run_benchmark
-from conftest import REPO, shared_dataset, write_embeddings_run
 
 from benchmarks._catalog import by_name
 from benchmarks._results import RESULTS_ENV
 from pipeline import prepare
 from pipeline.config import load_config
+from tests.bench_support import BENCHMARKS_DIR, benchmark_modules, published, run_benchmark
+from tests.support import REPO, shared_dataset, write_embeddings_run
 
 SCIENTIFIC = "amazon2018-scientific-unisrec"
 # Users with 20+ interactions: Scientific's 8,442 users become 106 (1,761 items), Office's 1,005 users.

@@ -17,13 +17,13 @@ import sys
 from pathlib import Path
 
 import pytest
-from align_support import write_ml100k_slice
-from conftest import REPO, TINY_MODEL, shared_dataset
-from fault_support import cli, record, result_of
 from typer.testing import CliRunner
 
 from pipeline.cli import app
 from pipeline.faults import ENV, KILLED, POINTS
+from tests.align_support import write_ml100k_slice
+from tests.fault_support import cli, record, result_of
+from tests.support import REPO, TINY_MODEL, shared_dataset
 
 STAGES = ("prepare", "align", "train-downstream", "recommend")
 KIND = {"prepare": "datasets", "align": "embeddings", "train-downstream": "downstream", "recommend": "recommendations"}

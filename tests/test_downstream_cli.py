@@ -5,10 +5,10 @@ import sys
 from pathlib import Path
 
 import pyarrow.parquet as pq
-from conftest import REPO, TINY_MODEL, shared_dataset, write_embeddings_run
 from typer.testing import CliRunner
 
 from pipeline.cli import app
+from tests.support import REPO, TINY_MODEL, shared_dataset, write_embeddings_run
 
 LM_PACKAGES = ("transformers", "sentence_transformers", "gguf", "llama_cpp")
 

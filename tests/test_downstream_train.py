@@ -9,7 +9,6 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 import torch
-from conftest import write_embeddings_run
 from safetensors.torch import load_file
 
 from pipeline.errors import BadInput
@@ -19,6 +18,7 @@ from stages import resume
 from stages.downstream import runs, train
 from stages.downstream.sequences import load_sequences
 from tests.fault_support import plant, planted_sites
+from tests.support import write_embeddings_run
 
 ID_ONLY = "downstream.embeddings=null"
 

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import write_embeddings_run
 from safetensors.torch import save_file
 from typer.testing import CliRunner
 
@@ -20,6 +19,7 @@ from pipeline.errors import BadInput
 from pipeline.store import MANIFEST, Output, publish_run
 from pipeline.workspace import input_run
 from stages.downstream import evaluate, recommend, runs, train
+from tests.support import write_embeddings_run
 
 
 def _modes(root: Path) -> dict[str, int]:

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import yaml
-from conftest import REPO, TINY_MODEL, shared_dataset
 from typer.testing import CliRunner
 
 from pipeline.cli import app
+from tests.support import REPO, TINY_MODEL, shared_dataset
 
 GUIDE = REPO / "docs" / "your-own-data.md"
 

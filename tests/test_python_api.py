@@ -8,12 +8,12 @@ import re
 from pathlib import Path
 
 import pytest
-from align_support import write_ml100k_slice
-from conftest import REPO, shared_dataset
 
 from pipeline import api, events
 from pipeline.config import load_config
 from pipeline.errors import BadInput
+from tests.align_support import write_ml100k_slice
+from tests.support import REPO, shared_dataset
 
 
 def _example() -> str:

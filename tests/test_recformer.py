@@ -27,8 +27,8 @@ from stages.recformer.finetune import cosine_scores, epoch_batches, finetune, us
 from stages.recformer.inputs import CLS, KEY, PAD, VALUE, SequenceFormat, attribute_columns, tokenize_catalog
 from stages.recformer.model import RecformerEncoder, RecformerForPretraining
 from stages.recformer.pretrain import Position, gather_with_local_grad, item_item_loss, pretrain, run_pretraining
-from tests.conftest import REPO, shared_dataset
 from tests.fault_support import plant, planted_sites
+from tests.support import REPO, shared_dataset
 
 TINY = {"recformer.max_items": 8, "recformer.max_tokens": 64, "recformer.pretrain.lr": 1e-3,
         "recformer.pretrain.warmup_steps": 0, "recformer.pretrain.batch_size": 16,

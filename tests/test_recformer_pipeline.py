@@ -13,14 +13,14 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-from align_support import write_ml100k_slice
-from conftest import shared_dataset, write_embeddings_run
 from safetensors.torch import load_file
 from typer.testing import CliRunner
 
 from pipeline.cli import app
 from pipeline.embeddings import check_index, read_embeddings
 from pipeline.history import read_history
+from tests.align_support import write_ml100k_slice
+from tests.support import shared_dataset, write_embeddings_run
 
 TINY = ["recformer.max_items=8", "recformer.max_tokens=64", "recformer.max_attribute_tokens=8",
         "recformer.pretrain.lr=1e-3", "recformer.pretrain.warmup_steps=0",

@@ -3,11 +3,11 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-from conftest import write_embeddings_run
 
 from pipeline.errors import BadInput
 from stages.downstream import recommend, runs, train
 from stages.downstream.item_index import read_index
+from tests.support import write_embeddings_run
 
 
 @pytest.fixture

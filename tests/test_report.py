@@ -11,15 +11,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from align_support import write_ml100k_slice
-from browser_support import find_chromium, load_page
-from conftest import TINY_MODEL, shared_dataset
 from PIL import Image
 from typer.testing import CliRunner
 
 from pipeline.cli import app
 from pipeline.history import read_history
 from pipeline.report import facts
+from tests.align_support import write_ml100k_slice
+from tests.browser_support import find_chromium, load_page
+from tests.support import TINY_MODEL, shared_dataset
 
 SEEDS = (1, 2)  # stage two re-trained with these seeds beside the main job's
 

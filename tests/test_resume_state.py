@@ -16,7 +16,7 @@ from pipeline.errors import ResumeFailed
 from pipeline.store import Output
 from stages import checkpoint_state, resume
 from stages.downstream import train
-from tests.conftest import SMALL, TINY_MODEL
+from tests.support import SMALL, TINY_MODEL
 
 
 def test_optimizer_scheduler_and_generators_round_trip_exactly(tmp_path: Path) -> None:

@@ -15,8 +15,6 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import torch
-from align_support import align_config, prepared, write_ml100k_slice
-from conftest import REPO, TINY_MODEL, shared_dataset, write_embeddings_run
 from safetensors.torch import load_file
 
 from pipeline import gc, status
@@ -28,6 +26,8 @@ from stages.align import stage
 from stages.downstream import recommend, runs, train, warm_start
 from stages.downstream.recommender import build
 from stages.downstream.sequences import load_sequences
+from tests.align_support import align_config, prepared, write_ml100k_slice
+from tests.support import REPO, TINY_MODEL, shared_dataset, write_embeddings_run
 
 
 def _day(tmp_path: Path, day: int, items: int, **slice_args) -> Path:

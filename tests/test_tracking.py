@@ -10,11 +10,11 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import REPO, TINY_MODEL
 from typer.testing import CliRunner
 
 from pipeline.cli import app
 from pipeline.history import read_history
+from tests.support import REPO, TINY_MODEL
 
 ID_ONLY = ["downstream.embeddings=null", "downstream.train.epochs=3", "downstream.train.patience=5"]
 

@@ -18,8 +18,9 @@ import venv
 from pathlib import Path
 
 import pytest
-from align_support import write_ml100k_slice
-from conftest import REPO, shared_dataset
+
+from tests.align_support import write_ml100k_slice
+from tests.support import REPO, shared_dataset
 
 pytestmark = pytest.mark.slow
 
