@@ -17,6 +17,7 @@ import importlib.resources
 import json
 import os
 import re
+import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,7 +28,7 @@ from pydantic import ValidationError
 from pipeline import sources
 from pipeline.errors import BadInput
 from pipeline.schema import *
-from pipeline.schema import PipelineConfig, renamed
+from pipeline.schema import PipelineConfig, descriptions, renamed
 
 DEFAULTS_PATH = Path(str(importlib.resources.files("pipeline") / "pipeline.yaml"))
 
@@ -142,6 +143,27 @@ def load_config(path: Path | None = None, overrides: list[str] | None = None,
                 workspace: str | None = None) -> PipelineConfig:
     """The validated config of `resolve_config` (the defaults, `path`, the workspace, the overrides)."""
     return resolve_config(path, overrides, workspace).config
+
+
+def explained(tree: dict[str, Any], key: str) -> list[str]:
+    """`config --explain KEY`: each key at or under `key`, its value in the resolved `tree`, and its description.
+
+    Raises:
+        BadInput: no such key (a renamed one says its new name).
+    """
+    described = descriptions()
+    keys = [name for name in described if name == key or name.startswith(f"{key}.")]
+    if not keys:
+        raise BadInput(f"--explain {key}: " + (f"renamed to {renamed.RENAMED[key]}" if key in renamed.RENAMED
+                                               else "no such key (`seqrec-pipeline config` lists them)"))
+    lines = []
+    for name in keys:
+        value: Any = tree
+        for part in name.split("."):
+            value = value[part]
+        lines.append(name if isinstance(value, dict) else f"{name}: {json.dumps(value)}")
+        lines.extend(textwrap.wrap(described[name], 116, initial_indent="    ", subsequent_indent="    "))
+    return lines
 
 
 def fingerprint(*parts: Any) -> str:

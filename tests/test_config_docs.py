@@ -124,3 +124,16 @@ def test_settings_saved_before_the_renames_are_read_under_the_new_names() -> Non
     assert upgraded == config.recformer.model_copy(update={"pretrain": config.recformer.pretrain.model_copy(
         update={"epochs": 0, "max_steps": None})})
 
+
+
+def test_config_explain_prints_a_key_with_its_value_and_description() -> None:
+    def explain(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "pipeline.cli", "config", "--explain", *args],
+                              check=False, capture_output=True, text=True)
+
+    shown = explain("downstream.train.epochs", "--set", "downstream.train.epochs=7")
+    assert shown.returncode == 0, shown.stderr
+    assert shown.stdout.splitlines()[0] == "downstream.train.epochs: 7"
+    assert " ".join(shown.stdout.split()[2:]) == FIELDS["downstream.train.epochs"].description
+    old = explain("downstream.train.max_epochs")
+    assert old.returncode == EXIT_BAD_INPUT and "renamed to downstream.train.epochs" in old.stderr

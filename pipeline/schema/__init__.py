@@ -3,7 +3,7 @@ key's description (`pipeline.yaml`'s comment on the key says the same, checked b
 
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import BaseModel, Field
 
 from pipeline.schema.align import AlignConfig, EvidenceConfig, ExportConfig, SaidConfig
 from pipeline.schema.base import MixedPrecision, Section
@@ -30,6 +30,7 @@ __all__ = [
     "ExportConfig", "IndexConfig", "MixedPrecision", "ModelConfig", "PipelineConfig", "RecformerConfig",
     "RecformerEncodeConfig", "RecformerFinetuneConfig", "RecformerPretrainConfig", "RecommendConfig",
     "ReportConfig", "SaidConfig", "Section", "TextConfig", "TrackingConfig", "TrainConfig", "WorkspaceConfig",
+    "descriptions",
 ]
 
 
@@ -49,3 +50,13 @@ class PipelineConfig(Section):
         "`seqrec-pipeline report`: one offline HTML page per downstream run or comparison"))
     tracking: TrackingConfig = Field(description=(
         "also log each run a command publishes to an experiment tracker (Accelerate's trackers)"))
+
+
+def descriptions(model: type[BaseModel] = PipelineConfig, prefix: str = "") -> dict[str, str]:
+    """Every key of `model` and of its sections, dotted, with its description (`config --explain`)."""
+    found = {}
+    for name, info in model.model_fields.items():
+        found[f"{prefix}{name}"] = info.description or ""
+        if isinstance(info.annotation, type) and issubclass(info.annotation, BaseModel):
+            found.update(descriptions(info.annotation, f"{prefix}{name}."))
+    return found
