@@ -79,7 +79,7 @@ def our_overrides(kind: str, embeddings: Path | None, seed: int, max_epochs: int
             *(f"downstream.model.{key}={value}" for key, value in MATCHED[kind].items()),
             f"downstream.model.max_length={TRAIN['max_length']}", f"downstream.train.loss={TRAIN['loss']}",
             f"downstream.train.lr={TRAIN['lr']}", f"downstream.train.weight_decay={TRAIN['weight_decay']}",
-            f"downstream.train.patience={TRAIN['patience']}", f"downstream.train.max_epochs={max_epochs}",
+            f"downstream.train.patience={TRAIN['patience']}", f"downstream.train.epochs={max_epochs}",
             f"downstream.train.batch_size={OUR_BATCH}", f"downstream.train.seed={seed}",
             "downstream.index.kind=flat", *extra]
 

@@ -55,7 +55,7 @@ def train(workspace: Path, raw: Path, loss: str, epochs: int, overrides: list[st
     sets = [f"workspace.root={workspace}", f"data.path={raw}", "data.name=large", "data.format=table",
             "data.interactions_file=interactions.parquet", "data.items_file=items.parquet",
             "data.kcore_users=0", "data.kcore_items=0", "downstream.embeddings=null",
-            f"downstream.train.loss={loss}", f"downstream.train.max_epochs={epochs}",
+            f"downstream.train.loss={loss}", f"downstream.train.epochs={epochs}",
             f"downstream.train.patience={epochs}", *overrides]
     args = [arg for key in sets for arg in ("--set", key)]
     for command in ("prepare", "train-downstream"):

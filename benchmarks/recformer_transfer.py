@@ -4,7 +4,7 @@ Everything goes through the real CLI in a workspace of its own:
 
 1. `prepare` Office (LC-Rec, Amazon 2014) and Scientific (UniSRec, Amazon 2018, its own split);
 2. `align` on Office with `align.method=recformer` (MLM + item-item contrastive pretraining);
-3. `align` on Scientific with that encoder and no training (`recformer.pretrain.max_steps=0`): every
+3. `align` on Scientific with that encoder and no training (`recformer.pretrain.epochs=0`): every
    Scientific item embedded from its text alone;
 4. `train-downstream` on Scientific, kind `recformer`, with both fine-tuning stages at 0 epochs: the
    zero-shot evaluation (full ranking, the standard protocol, popularity beside it);
@@ -50,8 +50,8 @@ RECFORMER = ["recformer.attributes=[text]", "recformer.max_attribute_tokens=32",
 # cap of two. Stage 2's valid NDCG@10 moves by up to 0.006 between epochs while it climbs: with patience 2, two of
 # three seeds stopped two epochs after their peak (valid 0.0609, 0.0607), so patience 4. The cap stays 8: the
 # third seed peaked at its seventh epoch (0.0644), and 16 would make a seed about 6 h with bf16 matmuls.
-FINETUNE = ["recformer.finetune.examples=one_per_user", "recformer.finetune.stage1_epochs=1",
-            "recformer.finetune.stage2_epochs=8", "recformer.finetune.patience=4"]
+FINETUNE = ["recformer.finetune.examples=one_per_user", "recformer.finetune.epochs=1",
+            "recformer.finetune.frozen_items_epochs=8", "recformer.finetune.patience=4"]
 
 
 def log(message: str) -> None:
@@ -133,19 +133,19 @@ def main() -> None:
         log(f"pretrain on Office, {args.pretrain_steps} steps")
         office, pretrain_s = _cli.pipeline(
             OFFICE, workspace, "align", "align.method=recformer", *RECFORMER,
-            f"recformer.pretrain.max_steps={args.pretrain_steps}", f"recformer.pretrain.learning_rate={args.pretrain_lr}",
+            f"recformer.pretrain.max_steps={args.pretrain_steps}", f"recformer.pretrain.lr={args.pretrain_lr}",
             f"align.mixed_precision={args.mixed_precision}", "align.evidence.attribute=brand",
             "align.evidence.separator=null", *([f"recformer.model={args.start_from}"] if args.start_from else []), *extra)
         encoder = office / "encoder"
         log(f"Office pretrained and exported in {pretrain_s:.0f} s")
     log("embed Scientific with the Office encoder")
     scientific, _ = _cli.pipeline(SCIENTIFIC, workspace, "align", "align.method=recformer", *RECFORMER,
-                                  f"recformer.model={encoder}", "recformer.pretrain.max_steps=0",
+                                  f"recformer.model={encoder}", "recformer.pretrain.epochs=0",
                                   "align.evidence.attribute=null", *extra)
     log("zero-shot evaluation on Scientific")
     zero_shot_run, zero_shot_s = _cli.pipeline(
         SCIENTIFIC, workspace, "train-downstream", *RECFORMER, "downstream.model.kind=recformer",
-        f"recformer.model={encoder}", "recformer.finetune.stage1_epochs=0", "recformer.finetune.stage2_epochs=0",
+        f"recformer.model={encoder}", "recformer.finetune.epochs=0", "recformer.finetune.frozen_items_epochs=0",
         *extra)
     zero_shot, popularity, _ = test_ndcg(zero_shot_run)
     log(f"zero-shot test NDCG@10 {zero_shot:.4f} (popularity {popularity:.4f}) in {zero_shot_s:.0f} s")

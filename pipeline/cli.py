@@ -17,7 +17,7 @@ from typing import Annotated, TypeVar
 import typer
 
 from pipeline import api, default_data, events, sources
-from pipeline.config import PipelineConfig, code_release, load_config, resolve_config
+from pipeline.config import PipelineConfig, code_release, explained, load_config, resolve_config
 from pipeline.errors import EXIT_FAILURE, BadInput, PipelineError
 from pipeline.sources import WORKSPACE_ENV
 from pipeline.store import workspace_output
@@ -76,10 +76,16 @@ def _config(path: Path | None, overrides: list[str] | None) -> PipelineConfig:
 
 @app.command("config")
 @reports_errors
-def show_config(config: ConfigOption = None, set_: SetOption = None, log_format: LogOption = "text") -> None:
+def show_config(config: ConfigOption = None, set_: SetOption = None, log_format: LogOption = "text",
+                explain: Annotated[str | None, typer.Option(
+                    "--explain", metavar="KEY", help="Describe KEY (a key or a section) instead: each key's value "
+                    "and what it does.")] = None) -> None:
     """Print the resolved config as YAML, each value followed by where it came from (default, file, --set)."""
     resolved = resolve_config(config, set_ or [], _globals["workspace"])
-    typer.echo("\n".join(sources.render(resolved.tree, resolved.sources)))
+    if explain is None:
+        typer.echo("\n".join(sources.render(resolved.tree, resolved.sources)))
+        return
+    typer.echo("\n".join(explained(resolved.tree, explain)))
 
 
 @app.command()

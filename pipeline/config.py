@@ -1,10 +1,11 @@
 """Typed configuration mirroring `pipeline.yaml` one-to-one.
 
 `pipeline.yaml` at the repository root is the single source of defaults and documents every key (the package
-holds it through the link `pipeline/pipeline.yaml`, which a built wheel stores as a file); the classes here
-only fix names, types and ranges. A user's file is laid over those defaults, then dotted
-overrides (`--set data.kcore_users=0`), then everything is validated at once: an unknown key, a wrong
-type or an out-of-range value fails with its dotted path.
+holds it through the link `pipeline/pipeline.yaml`, which a built wheel stores as a file); the classes in
+`pipeline.schema` fix names, types, ranges and each key's description. A user's file is laid over those
+defaults, then dotted overrides (`--set data.kcore_users=0`), then everything is validated at once: a renamed
+key fails naming its new name (`pipeline.schema.renamed`); an unknown key, a wrong type or an out-of-range value
+fails with its dotted path.
 """
 
 from __future__ import annotations
@@ -12,22 +13,23 @@ from __future__ import annotations
 import functools
 import importlib.metadata
 import importlib.resources
+import json
 import os
 import re
+import textwrap
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import ValidationError
 
 from pipeline import sources
 from pipeline.errors import BadInput
+from pipeline.schema import *
+from pipeline.schema import PipelineConfig, descriptions, renamed
 
 DEFAULTS_PATH = Path(str(importlib.resources.files("pipeline") / "pipeline.yaml"))
-
-
-MixedPrecision = Literal["no", "fp16", "bf16"]  # Accelerate's autocast modes
 
 
 class _Loader(yaml.SafeLoader):
@@ -44,235 +46,6 @@ _Loader.add_implicit_resolver(
     "tag:yaml.org,2002:float",
     re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
     list("-+0123456789"))
-
-
-class Section(BaseModel):
-    # allow_inf_nan=False: an `.inf` or `.nan` setting (e.g. a learning rate) would train a model of NaNs
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
-
-
-class ColumnsConfig(Section):
-    user: str
-    item: str
-    timestamp: str | None
-
-
-class TextConfig(Section):
-    fields: list[str] | None
-    template: Literal["auto", "key_colon_value", "key_value", "values"]
-
-
-class DataConfig(Section):
-    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-    format: Literal["recbole_atomic", "unisrec", "lcrec", "movielens", "table", "amazon"]
-    path: str
-    stem: str | None
-    interactions_file: str
-    items_file: str
-    columns: ColumnsConfig
-    text: TextConfig
-    dedup: Literal["none", "first"]
-    kcore_users: int = Field(ge=0)
-    kcore_items: int = Field(ge=0)
-    max_history: int | None = Field(ge=3)
-    split: Literal["auto", "leave_one_out"]
-    drop_unknown_items: bool
-    drop_empty_text: bool
-
-
-class WorkspaceConfig(Section):
-    root: str
-    lock_wait_s: float = Field(ge=0)
-    stale_lock_s: float = Field(gt=0)
-
-
-class SaidConfig(Section):
-    soft_tokens: int = Field(ge=1)
-    item_dim: int = Field(ge=1)
-    item_init: Literal["random", "text"]
-    projector_width: int = Field(ge=1)
-    lr: float = Field(gt=0)
-    item_lr: float = Field(gt=0)
-    weight_decay: float = Field(ge=0)
-    schedule: Literal["constant", "linear", "cosine"]
-    warmup_steps: int = Field(ge=0)
-    epochs: int = Field(ge=1)
-    max_steps: int | None = Field(ge=1)
-    grad_accum: int = Field(ge=1)
-    gradient_checkpointing: bool
-    pooling: Literal["mean", "concat"]
-
-
-class ExportConfig(Section):
-    normalise: Literal["none", "l2"]
-    index: Literal["flat", "hnsw", "ivfpq"]
-    hnsw_m: int = Field(ge=2)
-    ivf_lists: int = Field(ge=1)
-    pq_m: int = Field(ge=1)
-
-
-class EvidenceConfig(Section):
-    items: int = Field(ge=0)
-    attribute: str | None
-    separator: str | None
-    neighbour_queries: int = Field(ge=1)
-
-
-class AlignConfig(Section):
-    method: Literal["said", "text", "recformer"]
-    lm: str
-    encoder: str
-    model_cache: str
-    offline: bool
-    template: str
-    max_text_tokens: int = Field(ge=1)
-    batch_size: int = Field(ge=1)
-    length_pool: int = Field(ge=1)
-    seed: int
-    mixed_precision: MixedPrecision
-    lm_dtype: Literal["float32", "bfloat16", "float16"]
-    attention: Literal["auto", "eager", "sdpa"]
-    checkpoint_every: int = Field(ge=0)
-    said: SaidConfig
-    export: ExportConfig
-    evidence: EvidenceConfig
-
-
-class RecformerPretrainConfig(Section):
-    mlm_probability: float = Field(gt=0, lt=1)
-    mlm_weight: float = Field(ge=0)
-    batch_size: int = Field(ge=2)
-    learning_rate: float = Field(gt=0)
-    warmup_steps: int = Field(ge=0)
-    weight_decay: float = Field(ge=0)
-    max_grad_norm: float = Field(gt=0)
-    epochs: int = Field(ge=1)
-    max_steps: int | None = Field(ge=0)
-    datasets: list[Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")]]
-    seed: int
-
-
-class RecformerEncodeConfig(Section):
-    batch_size: int = Field(ge=1)
-    chunk_items: int = Field(ge=1)
-
-
-class RecformerFinetuneConfig(Section):
-    batch_size: int = Field(ge=1)
-    learning_rate: float = Field(gt=0)
-    weight_decay: float = Field(ge=0)
-    max_grad_norm: float = Field(gt=0)
-    stage1_epochs: int = Field(ge=0)
-    stage2_epochs: int = Field(ge=0)
-    patience: int = Field(ge=1)
-    examples: Literal["all", "one_per_user"]
-    mixed_precision: MixedPrecision
-    checkpoint_every: int = Field(ge=0)
-    seed: int
-
-
-class RecformerConfig(Section):
-    model: str | None
-    attributes: list[str] | None
-    max_attribute_tokens: int = Field(ge=1)
-    max_items: int = Field(ge=1)
-    max_tokens: int = Field(ge=2)
-    pooling: Literal["cls", "mean"]
-    temperature: float = Field(gt=0)
-    pretrain: RecformerPretrainConfig
-    encode: RecformerEncodeConfig
-    finetune: RecformerFinetuneConfig
-class ModelConfig(Section):
-    """The downstream model's architecture and its item side."""
-
-    kind: Literal["sasrec", "gru4rec", "said_light", "recformer"]
-    hidden_size: int = Field(ge=1)
-    layers: int = Field(ge=1)
-    heads: int = Field(ge=1)
-    feedforward_size: int | None = Field(ge=1)
-    norm: Literal["pre", "post"]
-    positions: Literal["newest", "oldest"]
-    dropout: float = Field(ge=0, lt=1)
-    max_length: int = Field(ge=1)
-    pooling: Literal["mean", "attention"]
-    adapter: Literal["linear", "mlp", "whiten"]
-    id_embedding: bool
-    freeze_embeddings: bool
-
-
-class TrainConfig(Section):
-    loss: Literal["auto", "ce", "sampled", "bce"]
-    full_softmax_max_items: int = Field(ge=1)
-    negatives: int = Field(ge=1)
-    sampler: Literal["uniform", "popularity"]
-    batch_size: int = Field(ge=1)
-    length_pool: int = Field(ge=1)
-    batch_by: Literal["windows", "targets"]
-    lr: float = Field(gt=0)
-    weight_decay: float = Field(ge=0)
-    max_epochs: int = Field(ge=1)
-    patience: int = Field(ge=1)
-    seed: int = Field(ge=0)
-    init: Literal["scratch", "previous"]
-
-
-class EvaluateConfig(Section):
-    ks: list[Annotated[int, Field(ge=1)]] = Field(min_length=1)
-    mask_history: bool
-    batch_size: int = Field(ge=1)
-
-
-class IndexConfig(Section):
-    kind: Literal["flat", "hnsw"]
-    hnsw_m: int = Field(ge=2)
-    ef_search: int = Field(ge=1)
-
-
-class DownstreamConfig(Section):
-    embeddings: str | None
-    missing_items: Literal["error", "id_vector"]
-    model: ModelConfig
-    train: TrainConfig
-    evaluate: EvaluateConfig
-    index: IndexConfig
-
-
-class RecommendConfig(Section):
-    run: str
-    k: int = Field(ge=1)
-    users: list[str] | None
-    search: Literal["exact", "faiss"]
-    filter_history: bool
-    batch_size: int = Field(ge=1)
-
-
-class ReportConfig(Section):
-    """`seqrec-pipeline report`: read by no stage, so no run id hashes it."""
-
-    dir: str | None
-    on_run: bool
-    examples: int = Field(ge=0)
-    map_items: int = Field(ge=2)
-    map_values: int = Field(ge=1)
-    seed: int
-
-
-class TrackingConfig(Section):
-    """Where published runs are also logged: read by no stage, so no run id hashes it."""
-
-    backend: Literal["none", "tensorboard", "mlflow"]
-    dir: str | None
-
-
-class PipelineConfig(Section):
-    workspace: WorkspaceConfig
-    data: DataConfig
-    align: AlignConfig
-    recformer: RecformerConfig
-    downstream: DownstreamConfig
-    recommend: RecommendConfig
-    report: ReportConfig
-    tracking: TrackingConfig
 
 
 def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
@@ -338,8 +111,8 @@ def resolve_config(path: Path | None = None, overrides: list[str] | None = None,
     then `$SEQREC_WORKSPACE`, `workspace` (`--workspace`) and the overrides, validated.
 
     Raises:
-        BadInput: a file is missing or not YAML, or keys are unknown, mistyped or out of range;
-            every problem is listed with its dotted key.
+        BadInput: a file is missing or not YAML, or keys are renamed, unknown, mistyped or out of range;
+            every problem is listed with its dotted key (a renamed one with its new name).
     """
     tree = _read_yaml(DEFAULTS_PATH)
     found = sources.origins(tree, sources.DEFAULT)
@@ -358,6 +131,7 @@ def resolve_config(path: Path | None = None, overrides: list[str] | None = None,
         tree = apply_overrides(tree, [override])
         found.update(sources.origins(tree, "--set", under=override.partition("=")[0].strip()))
     sources.fill_data_path(tree, found)
+    renamed.refuse(tree, found)
     try:
         return Resolved(PipelineConfig.model_validate(tree), tree, found)
     except ValidationError as exc:
@@ -368,6 +142,27 @@ def load_config(path: Path | None = None, overrides: list[str] | None = None,
                 workspace: str | None = None) -> PipelineConfig:
     """The validated config of `resolve_config` (the defaults, `path`, the workspace, the overrides)."""
     return resolve_config(path, overrides, workspace).config
+
+
+def explained(tree: dict[str, Any], key: str) -> list[str]:
+    """`config --explain KEY`: each key at or under `key`, its value in the resolved `tree`, and its description.
+
+    Raises:
+        BadInput: no such key (a renamed one says its new name).
+    """
+    described = descriptions()
+    keys = [name for name in described if name == key or name.startswith(f"{key}.")]
+    if not keys:
+        raise BadInput(f"--explain {key}: " + (f"renamed to {renamed.RENAMED[key]}" if key in renamed.RENAMED
+                                               else "no such key (`seqrec-pipeline config` lists them)"))
+    lines = []
+    for name in keys:
+        value: Any = tree
+        for part in name.split("."):
+            value = value[part]
+        lines.append(name if isinstance(value, dict) else f"{name}: {json.dumps(value)}")
+        lines.extend(textwrap.wrap(described[name], 116, initial_indent="    ", subsequent_indent="    "))
+    return lines
 
 
 def saved_section(section: str, saved: dict[str, Any]) -> dict[str, Any]:

@@ -149,6 +149,6 @@ def price_training(config: PipelineConfig, dataset_dir: Path, embeddings_dir: Pa
     if epoch > SUGGEST_EPOCH_S and settings.loss == "ce":
         cheaper = (f"{seqs.num_items:,} items: the full softmax dominates an epoch; `--set downstream.train.loss="
                    "sampled --set downstream.train.sampler=popularity` trains on sampled negatives")
-    work = (f"{len(rows):,} windows in {len(batches):,} batches an epoch, at most {settings.max_epochs} epochs "
+    work = (f"{len(rows):,} windows in {len(batches):,} batches an epoch, at most {settings.epochs} epochs "
             f"(early stopping after {settings.patience} without progress)")
     return Price(work, epoch, cheaper, per="an epoch")

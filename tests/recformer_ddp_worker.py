@@ -33,7 +33,7 @@ def main(run_dir: Path, result: Path) -> None:
     torch.set_num_threads(1)
     accelerator = Accelerator(cpu=True)
     overrides = {"max_items": 8, "max_tokens": 64, "pretrain.batch_size": 8, "pretrain.max_steps": 3,
-                 "finetune.stage1_epochs": 1, "finetune.stage2_epochs": 0, "encode.batch_size": 128}
+                 "finetune.epochs": 1, "finetune.frozen_items_epochs": 0, "encode.batch_size": 128}
     config = load_config(None, [f"recformer.{k}={v}" for k, v in overrides.items()]).recformer
     tokenizer = build.load_tokenizer(config)
     torch.manual_seed(0)  # the same initial weights on every process

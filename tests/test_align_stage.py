@@ -13,8 +13,6 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import torch
-from align_support import align_config, prepared, write_ml100k_slice
-from conftest import REPO, shared_dataset
 from safetensors.torch import load_file
 from typer.testing import CliRunner
 
@@ -26,7 +24,9 @@ from stages.accelerator import cpu_has_fast_bf16
 from stages.align import stage
 from stages.align.lm import load_encoder
 from stages.align.text_encoder import mean_pooled
+from tests.align_support import align_config, prepared, write_ml100k_slice
 from tests.fault_support import plant, planted_sites
+from tests.support import REPO, shared_dataset
 
 
 @pytest.fixture
@@ -179,7 +179,7 @@ def test_cli_aligns_then_reuses_and_reports_bad_models_in_one_line(tmp_path: Pat
     assert bad.exit_code == 2 and bad.stderr.splitlines()[-1] == f"error: align.lm: model folder {tmp_path / 'missing'} not found"
 
 
-RECFORMER_ZERO_SHOT = ["align.method=recformer", "recformer.pretrain.max_steps=0", "recformer.max_items=8",
+RECFORMER_ZERO_SHOT = ["align.method=recformer", "recformer.pretrain.epochs=0", "recformer.max_items=8",
                        "recformer.max_tokens=64", "recformer.max_attribute_tokens=8", "align.evidence.items=0"]
 
 

@@ -14,13 +14,13 @@ import sys
 from pathlib import Path
 
 import pytest
-from bench_support import BENCHMARKS_DIR, benchmark_modules, published, run_benchmark
-from conftest import REPO, shared_dataset, write_embeddings_run
 
 from benchmarks._catalog import by_name
 from benchmarks._results import RESULTS_ENV
 from pipeline import prepare
 from pipeline.config import load_config
+from tests.bench_support import BENCHMARKS_DIR, benchmark_modules, published, run_benchmark
+from tests.support import REPO, shared_dataset, write_embeddings_run
 
 SCIENTIFIC = "amazon2018-scientific-unisrec"
 # Users with 20+ interactions: Scientific's 8,442 users become 106 (1,761 items), Office's 1,005 users.
@@ -145,7 +145,7 @@ def test_daily_refresh_smoke(monkeypatch, tmp_path, tiny_llama) -> None:
     more however small the models; it runs with `pytest -m slow`."""
     results = run_benchmark(monkeypatch, tmp_path, "daily_refresh", "--workspace", tmp_path / "ws",
                             "--set", f"align.lm={tiny_llama}", "--set", "align.said.max_steps=3",
-                            "--set", "downstream.train.max_epochs=1")
+                            "--set", "downstream.train.epochs=1")
     record = published(results, "daily_refresh", "daily_refresh")
     assert record["unchanged_rows_identical"]
     assert record["day2_items_trained"] == record["day2_new_or_changed_items"] > 0

@@ -8,12 +8,12 @@ import sys
 from pathlib import Path
 
 import pytest
-from bench_support import run_benchmark
-from conftest import REPO
 
 from benchmarks._catalog import BENCHMARKS, MISSING, Figure, render
 from benchmarks._table import README, render_readme
 from pipeline.errors import EXIT_BAD_INPUT
+from tests.bench_support import run_benchmark
+from tests.support import REPO
 
 
 def benchmarks_cli(*args: str) -> subprocess.CompletedProcess:

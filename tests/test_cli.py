@@ -10,7 +10,7 @@ import pytest
 from pipeline import events
 from pipeline.errors import EXIT_BAD_INPUT, EXIT_LOCKED
 from pipeline.store import Output
-from tests.conftest import REPO, shared_dataset
+from tests.support import REPO, shared_dataset
 
 
 def cli(*args: str) -> subprocess.CompletedProcess:
@@ -79,12 +79,13 @@ def test_bad_override_exits_2_naming_the_key(tmp_path: Path) -> None:
     assert result.stderr.strip() == "error: pipeline.yaml: data.kcore_users: Input should be greater than or equal to 0"
 
 
+@pytest.mark.network  # fetch-default-data downloads the recbole wheel (pip download)
 def test_default_data_then_main_job(tmp_path: Path) -> None:
     """The README's main job on the bundled default (ml-100k out of the recbole wheel), every stage of `run`,
     made small: the frozen-encoder embeddings instead of SAID's training, one short downstream epoch."""
     common = ["--set", f"workspace.root={tmp_path}", "--set", f"data.path={tmp_path / 'raw' / 'ml-100k'}",
               "--set", "align.method=text", "--set", "align.evidence.items=0",
-              "--set", "downstream.model.hidden_size=16", "--set", "downstream.train.max_epochs=1"]
+              "--set", "downstream.model.hidden_size=16", "--set", "downstream.train.epochs=1"]
     fetched = cli("fetch-default-data", *common)
     assert fetched.returncode == 0, fetched.stderr
     assert sorted(p.name for p in (tmp_path / "raw" / "ml-100k").iterdir()) == ["ml-100k.inter", "ml-100k.item", "ml-100k.user"]

@@ -21,8 +21,8 @@ def test_overrides_are_parsed_as_yaml_and_nested() -> None:
 
 
 def test_exponent_without_a_dot_is_a_float() -> None:
-    config = load_config(None, ["recformer.pretrain.learning_rate=5e-5", "recformer.temperature=1E-1"])
-    assert (config.recformer.pretrain.learning_rate, config.recformer.temperature) == (5e-5, 0.1)
+    config = load_config(None, ["recformer.pretrain.lr=5e-5", "recformer.temperature=1E-1"])
+    assert (config.recformer.pretrain.lr, config.recformer.temperature) == (5e-5, 0.1)
 
 
 def test_only_true_and_false_are_booleans() -> None:

@@ -17,13 +17,13 @@ import sys
 from pathlib import Path
 
 import pytest
-from align_support import write_ml100k_slice
-from conftest import REPO, TINY_MODEL, shared_dataset
-from fault_support import cli, record, result_of
 from typer.testing import CliRunner
 
 from pipeline.cli import app
 from pipeline.faults import ENV, KILLED, POINTS
+from tests.align_support import write_ml100k_slice
+from tests.fault_support import cli, record, result_of
+from tests.support import REPO, TINY_MODEL, shared_dataset
 
 STAGES = ("prepare", "align", "train-downstream", "recommend")
 KIND = {"prepare": "datasets", "align": "embeddings", "train-downstream": "downstream", "recommend": "recommendations"}
@@ -59,7 +59,7 @@ def published(root: Path, stages: tuple[str, ...], *extra: str) -> Workspace:
     """A workspace on 40 items of ml-100k with `stages` published (their uninterrupted results kept)."""
     raw = write_ml100k_slice(shared_dataset("ml-100k"), root / "raw", items=40)
     settings = ["data.name=crash", f"data.path={raw}", "data.kcore_users=0", "data.kcore_items=0",
-                *TINY_MODEL, "downstream.train.max_epochs=3", "downstream.train.patience=5", *extra]
+                *TINY_MODEL, "downstream.train.epochs=3", "downstream.train.patience=5", *extra]
     space = Workspace(root / "artifacts", settings)
     for stage in stages:
         space.publish(stage)

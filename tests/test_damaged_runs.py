@@ -13,11 +13,11 @@ import shutil
 from pathlib import Path
 
 import pytest
-from conftest import TINY_MODEL, shared_dataset, write_embeddings_run
-from fault_support import record
 from typer.testing import CliRunner
 
 from pipeline.cli import app
+from tests.fault_support import record
+from tests.support import TINY_MODEL, shared_dataset, write_embeddings_run
 
 DAMAGE = ("empty", "truncated", "garbage", "folder", "missing")
 READERS = {  # kind of run -> files the commands read -> the commands

@@ -5,10 +5,10 @@ import sys
 from pathlib import Path
 
 import pyarrow.parquet as pq
-from conftest import REPO, TINY_MODEL, shared_dataset, write_embeddings_run
 from typer.testing import CliRunner
 
 from pipeline.cli import app
+from tests.support import REPO, TINY_MODEL, shared_dataset, write_embeddings_run
 
 LM_PACKAGES = ("transformers", "sentence_transformers", "gguf", "llama_cpp")
 
@@ -56,7 +56,7 @@ def test_train_downstream_loads_no_language_model_code(tmp_path: Path) -> None:
     write_embeddings_run(root, (root / "datasets" / "e2e" / "latest").resolve(), 16)
     harness = (
         "import runpy, sys\n"
-        f"sys.argv = ['seqrec-pipeline', 'train-downstream', *{_sets(root, 'downstream.train.max_epochs=1')!r}]\n"
+        f"sys.argv = ['seqrec-pipeline', 'train-downstream', *{_sets(root, 'downstream.train.epochs=1')!r}]\n"
         "try:\n    runpy.run_module('pipeline.cli', run_name='__main__')\n"
         "except SystemExit as stop:\n    print('EXIT', stop.code)\n"
         f"print('LM_MODULES', sorted(m for m in sys.modules if m.split('.')[0] in {LM_PACKAGES!r}))\n")

@@ -3,7 +3,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import write_embeddings_run
 
 from pipeline.config import ModelConfig, TrainConfig
 from pipeline.embeddings import align_to_items, read_embeddings
@@ -11,6 +10,7 @@ from stages.downstream.objective import Objective
 from stages.downstream.recommender import build
 from stages.downstream.sequences import load_sequences, padded
 from stages.downstream.train import negative_sampling
+from tests.support import write_embeddings_run
 
 LENGTH = 10
 

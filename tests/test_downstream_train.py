@@ -9,7 +9,6 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 import torch
-from conftest import write_embeddings_run
 from safetensors.torch import load_file
 
 from pipeline.errors import BadInput
@@ -19,6 +18,7 @@ from stages import resume
 from stages.downstream import runs, train
 from stages.downstream.sequences import load_sequences
 from tests.fault_support import plant, planted_sites
+from tests.support import write_embeddings_run
 
 ID_ONLY = "downstream.embeddings=null"
 
@@ -28,7 +28,7 @@ def _dataset_dir(config) -> Path:
 
 
 def test_publishes_a_complete_run_that_names_its_embeddings(workspace) -> None:
-    config = workspace("downstream.train.max_epochs=1")
+    config = workspace("downstream.train.epochs=1")
     write_embeddings_run(Path(config.workspace.root), _dataset_dir(config), 16)
     result = train.run(config)
     assert sorted(os.listdir(result.run_dir)) == ["config.json", "history.jsonl", "index.faiss", "manifest.json", "metrics.json",
@@ -45,7 +45,7 @@ def test_publishes_a_complete_run_that_names_its_embeddings(workspace) -> None:
 
 @pytest.mark.parametrize("batch_by", ["windows", "targets"])
 def test_a_killed_run_resumes_and_ends_as_an_uninterrupted_one(workspace, monkeypatch, batch_by: str) -> None:
-    config = workspace(ID_ONLY, "downstream.train.max_epochs=3", "downstream.train.patience=5",
+    config = workspace(ID_ONLY, "downstream.train.epochs=3", "downstream.train.patience=5",
                        f"downstream.train.batch_by={batch_by}")
     uninterrupted = train.run(config)
     expected = load_file(uninterrupted.run_dir / "model.safetensors")
@@ -86,7 +86,7 @@ def test_a_killed_run_resumes_and_ends_as_an_uninterrupted_one(workspace, monkey
 
 
 def test_embeddings_must_exist_and_cover_the_datasets_items_whatever_run_made_them(workspace) -> None:
-    config = workspace("downstream.train.max_epochs=1")
+    config = workspace("downstream.train.epochs=1")
     root, dataset_dir = Path(config.workspace.root), _dataset_dir(config)
     with pytest.raises(BadInput, match=r"no published embeddings run yet; run `seqrec-pipeline align` first, or "
                                        r"set downstream.embeddings=null"):
@@ -98,12 +98,12 @@ def test_embeddings_must_exist_and_cover_the_datasets_items_whatever_run_made_th
     write_embeddings_run(root, dataset_dir, 8, item_ids=items[3:], run_id="partial")
     with pytest.raises(BadInput, match="3 dataset items have no embedding"):
         train.run(config)
-    fallback = train.run(workspace("downstream.missing_items=id_vector", "downstream.train.max_epochs=1"))
+    fallback = train.run(workspace("downstream.missing_items=id_vector", "downstream.train.epochs=1"))
     assert fallback.manifest["items_without_embedding"] == 3
 
 
 def test_embeddings_of_another_dimension_than_the_checkpoint_are_refused(workspace) -> None:
-    config = workspace("downstream.train.max_epochs=1")
+    config = workspace("downstream.train.epochs=1")
     root, dataset_dir = Path(config.workspace.root), _dataset_dir(config)
     write_embeddings_run(root, dataset_dir, 16)
     run_dir = train.run(config).run_dir
@@ -137,7 +137,7 @@ def _derived_dataset(workspace, name: str, keep, valid: bool = True) -> object:
         return {"kind": "dataset", "name": name}
 
     publish_run(Output(Path(base.workspace.root) / "datasets" / name), name, build)
-    return workspace(ID_ONLY, f"data.name={name}", "downstream.train.max_epochs=1")
+    return workspace(ID_ONLY, f"data.name={name}", "downstream.train.epochs=1")
 
 
 def test_an_empty_valid_split_is_refused(workspace) -> None:
@@ -167,19 +167,19 @@ def test_training_windows_cover_every_train_target_exactly_once(workspace) -> No
 
 
 def test_auto_loss_is_the_full_softmax_on_small_catalogs_and_sampled_past_the_limit(workspace) -> None:
-    config = workspace("downstream.embeddings=null", "downstream.train.max_epochs=1")
+    config = workspace("downstream.embeddings=null", "downstream.train.epochs=1")
     items = train.catalog_size(_dataset_dir(config))
     auto = train.run(config)
-    assert auto.run_dir == train.run(workspace("downstream.embeddings=null", "downstream.train.max_epochs=1",
+    assert auto.run_dir == train.run(workspace("downstream.embeddings=null", "downstream.train.epochs=1",
                                                "downstream.train.loss=ce")).run_dir  # the same run as ce
-    sampled = train.run(workspace("downstream.embeddings=null", "downstream.train.max_epochs=1",
+    sampled = train.run(workspace("downstream.embeddings=null", "downstream.train.epochs=1",
                                   f"downstream.train.full_softmax_max_items={items - 1}"))
     saved = json.loads((sampled.run_dir / "config.json").read_text())["train"]
     assert (saved["loss"], saved["sampler"]) == ("sampled", "popularity") and sampled.run_dir != auto.run_dir
 
 
 def test_a_run_saved_before_settings_were_added_still_loads(workspace) -> None:
-    run_dir = train.run(workspace("downstream.embeddings=null", "downstream.train.max_epochs=1")).run_dir
+    run_dir = train.run(workspace("downstream.embeddings=null", "downstream.train.epochs=1")).run_dir
     saved = json.loads((run_dir / "config.json").read_text())
     for key in ("init", "sampler", "full_softmax_max_items", "batch_by"):
         del saved["train"][key]

@@ -8,8 +8,6 @@ import statistics
 from pathlib import Path
 
 import pytest
-from align_support import align_config, prepared, write_ml100k_slice
-from conftest import TINY_MODEL, shared_dataset
 from typer.testing import CliRunner
 
 from pipeline import events
@@ -17,9 +15,11 @@ from pipeline.cli import app
 from stages import price
 from stages.align import stage
 from stages.downstream import train
+from tests.align_support import align_config, prepared, write_ml100k_slice
+from tests.support import TINY_MODEL, shared_dataset
 
 SETTINGS = ["align.checkpoint_every=0", "align.said.epochs=2", "align.evidence.items=0", *TINY_MODEL,
-            "downstream.embeddings=null", "downstream.train.max_epochs=2", "downstream.train.patience=2"]
+            "downstream.embeddings=null", "downstream.train.epochs=2", "downstream.train.patience=2"]
 
 
 @pytest.fixture

@@ -4,10 +4,10 @@ import faiss
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-from conftest import write_embeddings_run
 
 from pipeline.embeddings import align_to_items, read_embeddings
 from pipeline.errors import BadInput
+from tests.support import write_embeddings_run
 
 
 @pytest.fixture

@@ -14,8 +14,9 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import TINY_MODEL, shared_dataset
-from fault_support import cli, record, result_of
+
+from tests.fault_support import cli, record, result_of
+from tests.support import TINY_MODEL, shared_dataset
 
 ROOM_KB = (0, 8, 64, 256, 1024)  # free space left on the disk when the stage starts
 

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import write_embeddings_run
 from safetensors.torch import save_file
 from typer.testing import CliRunner
 
@@ -20,6 +19,7 @@ from pipeline.errors import BadInput
 from pipeline.store import MANIFEST, Output, publish_run
 from pipeline.workspace import input_run
 from stages.downstream import evaluate, recommend, runs, train
+from tests.support import write_embeddings_run
 
 
 def _modes(root: Path) -> dict[str, int]:
@@ -99,7 +99,7 @@ def test_published_files_follow_the_umask_whatever_their_writer_chose(tmp_path: 
 
 
 def test_a_copied_read_only_workspace_still_evaluates_and_recommends(workspace, tmp_path: Path) -> None:
-    config = workspace("downstream.train.max_epochs=1", "recommend.users=[\"1\", \"7\"]")
+    config = workspace("downstream.train.epochs=1", "recommend.users=[\"1\", \"7\"]")
     root = Path(config.workspace.root)
     write_embeddings_run(root, runs.dataset_dir(config).resolve(), 16)
     trained = train.run(config)
@@ -128,7 +128,7 @@ def test_a_copied_read_only_workspace_still_evaluates_and_recommends(workspace, 
 
 
 def test_a_run_published_before_names_its_inputs_by_absolute_folder_and_still_loads(workspace) -> None:
-    config = workspace("downstream.train.max_epochs=1", "downstream.embeddings=null")
+    config = workspace("downstream.train.epochs=1", "downstream.embeddings=null")
     trained = train.run(config)
     dataset = runs.dataset_dir(config).resolve()
     old = {**trained.manifest, "dataset_run_id": "elsewhere", "dataset_run_dir": str(dataset)}  # as written before

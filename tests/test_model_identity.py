@@ -11,8 +11,6 @@ import shutil
 from pathlib import Path
 
 import pytest
-from align_support import align_config, prepared, write_ml100k_slice
-from conftest import shared_dataset
 from safetensors.torch import load_file, save_file
 from typer.testing import CliRunner
 
@@ -21,6 +19,8 @@ from pipeline.config import load_config
 from pipeline.store import sha256_file
 from stages.align import stage
 from stages.align.model_id import SHA_CACHE, cached_sha256
+from tests.align_support import align_config, prepared, write_ml100k_slice
+from tests.support import shared_dataset
 
 
 @pytest.fixture

@@ -8,12 +8,12 @@ import shutil
 from pathlib import Path
 
 import pytest
-from align_support import write_ml100k_slice
-from conftest import TINY_MODEL, shared_dataset
-from fault_support import plant, planted_sites, record
 from typer.testing import CliRunner
 
 from pipeline.cli import app
+from tests.align_support import write_ml100k_slice
+from tests.fault_support import plant, planted_sites, record
+from tests.support import TINY_MODEL, shared_dataset
 
 KINDS = ("datasets", "embeddings", "downstream", "recommendations")
 

@@ -6,14 +6,14 @@ import math
 from pathlib import Path
 
 import pytest
-from align_support import align_config, prepared, write_ml100k_slice
-from conftest import TINY_MODEL, shared_dataset
 from typer.testing import CliRunner
 
 from pipeline.cli import app
 from pipeline.errors import Diverged, NonFinite
 from pipeline.store import Output, publish_run
 from stages.align import stage
+from tests.align_support import align_config, prepared, write_ml100k_slice
+from tests.support import TINY_MODEL, shared_dataset
 
 
 def test_a_diverging_stage_two_exits_1_and_publishes_nothing(tmp_path: Path) -> None:

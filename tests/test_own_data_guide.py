@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import yaml
-from conftest import REPO, TINY_MODEL, shared_dataset
 from typer.testing import CliRunner
 
 from pipeline.cli import app
+from tests.support import REPO, TINY_MODEL, shared_dataset
 
 GUIDE = REPO / "docs" / "your-own-data.md"
 
@@ -41,7 +41,7 @@ def test_the_guide_runs_as_written(tmp_path: Path, tiny_bert: Path, monkeypatch)
     _write_catalog(tmp_path / config["data"]["path"])
     (tmp_path / "my-data.yaml").write_text(yaml.safe_dump(config))
     monkeypatch.chdir(tmp_path)  # the config's paths are relative, as a user's would be
-    tiny = [f"align.encoder={tiny_bert}", *TINY_MODEL, "downstream.train.max_epochs=2"]
+    tiny = [f"align.encoder={tiny_bert}", *TINY_MODEL, "downstream.train.epochs=2"]
     outputs = []
     for line in _blocks("bash")[0].strip().splitlines():
         args = line.split()

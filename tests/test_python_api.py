@@ -8,12 +8,12 @@ import re
 from pathlib import Path
 
 import pytest
-from align_support import write_ml100k_slice
-from conftest import REPO, shared_dataset
 
 from pipeline import api, events
 from pipeline.config import load_config
 from pipeline.errors import BadInput
+from tests.align_support import write_ml100k_slice
+from tests.support import REPO, shared_dataset
 
 
 def _example() -> str:
@@ -45,7 +45,7 @@ def test_the_documented_example_runs(tmp_path: Path, monkeypatch: pytest.MonkeyP
 def test_json_events_carry_level_stage_and_run_id(workspace, capsys: pytest.CaptureFixture[str]) -> None:
     events.set_format("json")
     try:
-        made = api.train_downstream(workspace("downstream.embeddings=null", "downstream.train.max_epochs=1"))
+        made = api.train_downstream(workspace("downstream.embeddings=null", "downstream.train.epochs=1"))
     finally:
         events.set_format("text")
     lines = [json.loads(line) for line in capsys.readouterr().err.splitlines()]

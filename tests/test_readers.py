@@ -15,7 +15,7 @@ from pipeline import prepare
 from pipeline.config import load_config
 from pipeline.errors import BadInput
 from pipeline.ingest import amazon, unisrec
-from tests.conftest import REPO, shared_dataset
+from tests.support import REPO, shared_dataset
 
 FILTERS_OFF = ["data.kcore_users=0", "data.kcore_items=0", "data.dedup=none"]
 

@@ -27,10 +27,10 @@ from stages.recformer.finetune import cosine_scores, epoch_batches, finetune, us
 from stages.recformer.inputs import CLS, KEY, PAD, VALUE, SequenceFormat, attribute_columns, tokenize_catalog
 from stages.recformer.model import RecformerEncoder, RecformerForPretraining
 from stages.recformer.pretrain import Position, gather_with_local_grad, item_item_loss, pretrain, run_pretraining
-from tests.conftest import REPO, shared_dataset
 from tests.fault_support import plant, planted_sites
+from tests.support import REPO, shared_dataset
 
-TINY = {"recformer.max_items": 8, "recformer.max_tokens": 64, "recformer.pretrain.learning_rate": 1e-3,
+TINY = {"recformer.max_items": 8, "recformer.max_tokens": 64, "recformer.pretrain.lr": 1e-3,
         "recformer.pretrain.warmup_steps": 0, "recformer.pretrain.batch_size": 16,
         "recformer.pretrain.max_steps": 40, "recformer.encode.batch_size": 8, "recformer.encode.chunk_items": 50}
 
@@ -228,8 +228,8 @@ def test_catalog_encoded_in_chunks_matches_one_big_batch(ml100k, tokenizer) -> N
 
 
 def small_finetune_setup(ml100k, tokenizer, **overrides):
-    config = recformer_config(**{"recformer.finetune.learning_rate": 1e-3, "recformer.finetune.stage1_epochs": 2,
-                                 "recformer.finetune.stage2_epochs": 2, "recformer.finetune.patience": 5,
+    config = recformer_config(**{"recformer.finetune.lr": 1e-3, "recformer.finetune.epochs": 2,
+                                 "recformer.finetune.frozen_items_epochs": 2, "recformer.finetune.patience": 5,
                                  "recformer.encode.batch_size": 256, **overrides})
     encoder = build.build_encoder(tiny_backbone(tokenizer), config)
     items, splits = load_corpus([ml100k], None, tokenizer, config.max_attribute_tokens, ["train", "valid"])
@@ -277,7 +277,7 @@ def test_finetune_stops_early_and_keeps_the_best_weights(ml100k, tokenizer) -> N
 
 def test_killed_finetuning_resumes_mid_epoch_and_ends_as_an_uninterrupted_run(
         ml100k, tokenizer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    extra = {"recformer.finetune.stage1_epochs": 2, "recformer.finetune.stage2_epochs": 1,
+    extra = {"recformer.finetune.epochs": 2, "recformer.finetune.frozen_items_epochs": 1,
              "recformer.finetune.checkpoint_every": 3}
 
     def run(checkpoints: Path):
@@ -435,7 +435,7 @@ def _untimed(history: list[dict]) -> list[dict]:
 
 @pytest.mark.slow  # the default tier stops stage two; Recformer stops through the same call
 def test_a_diverging_pretraining_stops_before_the_weights_take_it(ml100k, tokenizer) -> None:
-    config = recformer_config(**{"recformer.pretrain.learning_rate": 1e30, "recformer.pretrain.batch_size": 8,
+    config = recformer_config(**{"recformer.pretrain.lr": 1e30, "recformer.pretrain.batch_size": 8,
                                  "recformer.pretrain.max_steps": 6})
     items, splits = load_corpus([ml100k], None, tokenizer, config.max_attribute_tokens, ["train"])
     with pytest.raises(Diverged, match=r"training loss is (nan|inf) at Recformer pretraining step \d+: stopped"):

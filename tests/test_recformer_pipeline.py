@@ -13,20 +13,20 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-from align_support import write_ml100k_slice
-from conftest import shared_dataset, write_embeddings_run
 from safetensors.torch import load_file
 from typer.testing import CliRunner
 
 from pipeline.cli import app
 from pipeline.embeddings import check_index, read_embeddings
 from pipeline.history import read_history
+from tests.align_support import write_ml100k_slice
+from tests.support import shared_dataset, write_embeddings_run
 
 TINY = ["recformer.max_items=8", "recformer.max_tokens=64", "recformer.max_attribute_tokens=8",
-        "recformer.pretrain.learning_rate=1e-3", "recformer.pretrain.warmup_steps=0",
+        "recformer.pretrain.lr=1e-3", "recformer.pretrain.warmup_steps=0",
         "recformer.pretrain.batch_size=16", "recformer.pretrain.max_steps=30",
         "recformer.encode.batch_size=16", "recformer.encode.chunk_items=25",
-        "recformer.finetune.batch_size=32", "recformer.finetune.learning_rate=1e-3",
+        "recformer.finetune.batch_size=32", "recformer.finetune.lr=1e-3",
         "data.kcore_users=0", "data.kcore_items=0", "data.max_history=12", "align.method=recformer",
         "align.evidence.items=0", "downstream.evaluate.batch_size=64"]
 
@@ -84,7 +84,7 @@ def test_align_pretrains_on_two_datasets_and_exports_agreeing_files(pretrained, 
     # belong to train-downstream and do not make pretraining run again either
     assert _cli("align", *_sets(root, raws["a"], tiny_bert, "a", "recformer.pretrain.datasets=[other]")) == run
     assert _cli("align", *_sets(root, raws["a"], tiny_bert, "a", "recformer.pretrain.datasets=[other]",
-                                "recformer.finetune.stage1_epochs=9")) == run
+                                "recformer.finetune.epochs=9")) == run
 
 
 def test_incremental_embeds_only_new_and_changed_items_without_training(pretrained, raws, tiny_bert, tmp_path) -> None:
@@ -112,7 +112,7 @@ def _metrics(run: Path) -> dict:
 def test_finetuning_both_stages_then_recommend(pretrained, raws, tiny_bert) -> None:
     root, embeddings_run = pretrained
     sets = _sets(root, raws["a"], tiny_bert, "a", "recformer.pretrain.datasets=[other]", "downstream.model.kind=recformer",
-                 "recformer.finetune.stage1_epochs=2", "recformer.finetune.stage2_epochs=1", "recformer.finetune.patience=5")
+                 "recformer.finetune.epochs=2", "recformer.finetune.frozen_items_epochs=1", "recformer.finetune.patience=5")
     run = _cli("train-downstream", *sets)
     manifest = json.loads((run / "manifest.json").read_text())
     assert manifest["embeddings_run_id"] == embeddings_run.name and manifest["model"] == "recformer"
@@ -149,8 +149,8 @@ def test_zero_shot_on_a_dataset_the_encoder_never_saw(pretrained, raws, tiny_ber
     root, embeddings_run = pretrained
     raw = write_ml100k_slice(shared_dataset("ml-100k"), raws["a"].parent / "fresh", items=60, skip=80)
     encoder = embeddings_run / "encoder"
-    sets = _sets(root, raw, encoder, "fresh", "recformer.pretrain.max_steps=0", "downstream.model.kind=recformer",
-                 "recformer.finetune.stage1_epochs=0", "recformer.finetune.stage2_epochs=0")
+    sets = _sets(root, raw, encoder, "fresh", "recformer.pretrain.epochs=0", "downstream.model.kind=recformer",
+                 "recformer.finetune.epochs=0", "recformer.finetune.frozen_items_epochs=0")
     _cli("prepare", *sets)
     aligned = _cli("align", *sets)
     manifest = json.loads((aligned / "manifest.json").read_text())

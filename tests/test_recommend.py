@@ -3,17 +3,17 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-from conftest import write_embeddings_run
 
 from pipeline.errors import BadInput
 from stages.downstream import recommend, runs, train
 from stages.downstream.item_index import read_index
+from tests.support import write_embeddings_run
 
 
 @pytest.fixture
 def trained(workspace):
     """A config whose workspace holds one trained run (flat item index, so FAISS search is exact)."""
-    config = workspace("downstream.train.max_epochs=1", "downstream.index.kind=flat", "recommend.k=7")
+    config = workspace("downstream.train.epochs=1", "downstream.index.kind=flat", "recommend.k=7")
     write_embeddings_run(Path(config.workspace.root), runs.dataset_dir(config).resolve(), 16)
     run_dir = train.run(config).run_dir
     return config, runs.load_trained(run_dir)

@@ -11,15 +11,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from align_support import write_ml100k_slice
-from browser_support import find_chromium, load_page
-from conftest import TINY_MODEL, shared_dataset
 from PIL import Image
 from typer.testing import CliRunner
 
 from pipeline.cli import app
 from pipeline.history import read_history
 from pipeline.report import facts
+from tests.align_support import write_ml100k_slice
+from tests.browser_support import find_chromium, load_page
+from tests.support import TINY_MODEL, shared_dataset
 
 SEEDS = (1, 2)  # stage two re-trained with these seeds beside the main job's
 
@@ -42,7 +42,7 @@ def workspace(tmp_path_factory: pytest.TempPathFactory, tiny_llama: Path) -> dic
     settings = [f"workspace.root={base / 'art'}", f"data.path={raw}", "data.kcore_users=0", "data.kcore_items=0",
                 f"align.lm={tiny_llama}", "align.said.lr=0.05", "align.said.warmup_steps=2", "align.said.epochs=2",
                 "align.evidence.items=16", "align.evidence.neighbour_queries=50", "report.examples=2", *TINY_MODEL,
-                "downstream.train.max_epochs=4"]
+                "downstream.train.epochs=4"]
     printed = _cli("run", *_sets(*settings))
     runs = [Path(printed[2])] + [Path(_cli("train-downstream", *_sets(*settings, f"downstream.train.seed={seed}"))[-1])
                                  for seed in SEEDS]

@@ -16,7 +16,7 @@ from pipeline.errors import ResumeFailed
 from pipeline.store import Output
 from stages import checkpoint_state, resume
 from stages.downstream import train
-from tests.conftest import SMALL, TINY_MODEL
+from tests.support import SMALL, TINY_MODEL
 
 
 def test_optimizer_scheduler_and_generators_round_trip_exactly(tmp_path: Path) -> None:
@@ -46,7 +46,7 @@ def test_only_plain_data_can_be_stored(tmp_path: Path) -> None:
 
 
 def killed_after_one_epoch(workspace, monkeypatch) -> tuple[object, Path]:
-    config = workspace("downstream.embeddings=null", "downstream.train.max_epochs=2")
+    config = workspace("downstream.embeddings=null", "downstream.train.epochs=2")
     save = resume.save
 
     def save_then_die(*args, **kwargs) -> None:
@@ -77,7 +77,7 @@ def test_the_cli_says_so_in_one_line_and_exits_1(workspace, monkeypatch) -> None
     config, checkpoint = killed_after_one_epoch(workspace, monkeypatch)
     (checkpoint / "rng-0.safetensors").write_bytes(b"\x00" * 7)
     sets = [f"workspace.root={config.workspace.root}", f"data.name={SMALL}", "downstream.embeddings=null",
-            "downstream.train.max_epochs=2", *TINY_MODEL]
+            "downstream.train.epochs=2", *TINY_MODEL]
     result = CliRunner().invoke(app, ["train-downstream", *[p for s in sets for p in ("--set", s)]])
     assert result.exit_code == 1
     assert result.stderr.splitlines()[-1].startswith(f"error: cannot resume from {checkpoint}: ")

@@ -15,8 +15,6 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import torch
-from align_support import align_config, prepared, write_ml100k_slice
-from conftest import REPO, TINY_MODEL, shared_dataset, write_embeddings_run
 from safetensors.torch import load_file
 
 from pipeline import gc, status
@@ -28,6 +26,8 @@ from stages.align import stage
 from stages.downstream import recommend, runs, train, warm_start
 from stages.downstream.recommender import build
 from stages.downstream.sequences import load_sequences
+from tests.align_support import align_config, prepared, write_ml100k_slice
+from tests.support import REPO, TINY_MODEL, shared_dataset, write_embeddings_run
 
 
 def _day(tmp_path: Path, day: int, items: int, **slice_args) -> Path:
@@ -98,7 +98,7 @@ def _two_days(tmp_path: Path, *overrides: str) -> list[tuple[PipelineConfig, Pat
     root = tmp_path / "art"
     days = []
     for day, items in ((1, 40), (2, 46)):
-        config = _config(root, _day(tmp_path, day, items), Path("unused"), "downstream.train.max_epochs=2", *overrides)
+        config = _config(root, _day(tmp_path, day, items), Path("unused"), "downstream.train.epochs=2", *overrides)
         dataset_dir = prepared(config)
         days.append((config, dataset_dir, write_embeddings_run(root, dataset_dir, 16, run_id=f"day{day}")))
     return days
@@ -168,7 +168,7 @@ def test_yesterdays_model_recommends_an_item_that_arrived_today(tmp_path: Path) 
     assert every.num_rows == len(load_sequences(dataset2).user_ids)  # every user of today's dataset
     # an ID-only model cannot score items it never saw: left out and counted, never recommended
     id_only = _config(Path(day1.workspace.root), Path(day2.data.path), Path("unused"), "downstream.embeddings=null",
-                      "downstream.train.max_epochs=1")
+                      "downstream.train.epochs=1")
     blind = recommend.run(id_only, run_dir=train.run(id_only, dataset_dir=dataset1).run_dir)
     assert blind.manifest["items_left_out"] == 6
     new_items = {str(i) for i in range(41, 47)}
@@ -190,11 +190,11 @@ def test_a_histories_file_without_its_columns_is_refused(tmp_path: Path) -> None
 def test_status_says_what_run_would_do_and_gc_keeps_what_is_in_use(tmp_path: Path, tiny_llama: Path,
                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     root = tmp_path / "art"
-    day1 = _config(root, _day(tmp_path, 1, 40), tiny_llama, "downstream.train.max_epochs=1")
+    day1 = _config(root, _day(tmp_path, 1, 40), tiny_llama, "downstream.train.epochs=1")
     prepared(day1)
     first = stage.run(day1)
     train.run(day1)
-    day2 = _config(root, _day(tmp_path, 2, 43), tiny_llama, "downstream.train.max_epochs=1")
+    day2 = _config(root, _day(tmp_path, 2, 43), tiny_llama, "downstream.train.epochs=1")
     report = status.status(day2)
     assert report["published"]["align"]["latest"] == first.run_dir.name
     assert report["next"]["prepare"].startswith("new raw files or data settings")
@@ -238,7 +238,7 @@ data: {{path: {raw}, kcore_users: 0, kcore_items: 0}}
 align: {{lm: {tiny_llama}, said: {{epochs: 1, lr: 0.05, warmup_steps: 2}}, evidence: {{items: 0, neighbour_queries: 20}}}}
 downstream:
   model: {{hidden_size: 16, layers: 1, heads: 2, max_length: 10}}
-  train: {{max_epochs: 1, init: previous}}
+  train: {{epochs: 1, init: previous}}
 """)
     env = {**os.environ, "SEQREC_BIN": f"{sys.executable} -m pipeline.cli", "SEQREC_KEEP": "1"}
     script = [str(REPO / "examples" / "refresh.sh"), str(config)]

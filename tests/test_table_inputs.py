@@ -9,11 +9,11 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import pytest
-from conftest import shared_dataset
 
 from pipeline import prepare
 from pipeline.config import load_config
 from pipeline.errors import BadInput
+from tests.support import shared_dataset
 
 CANONICAL = ["user_id", "item_id", "timestamp", "position", "split"]
 

@@ -10,13 +10,13 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import REPO, TINY_MODEL
 from typer.testing import CliRunner
 
 from pipeline.cli import app
 from pipeline.history import read_history
+from tests.support import REPO, TINY_MODEL
 
-ID_ONLY = ["downstream.embeddings=null", "downstream.train.max_epochs=3", "downstream.train.patience=5"]
+ID_ONLY = ["downstream.embeddings=null", "downstream.train.epochs=3", "downstream.train.patience=5"]
 
 
 def _sets(settings: list[str]) -> list[str]:
@@ -46,9 +46,9 @@ def test_a_trained_run_is_read_back_from_tensorboard_events(workspace) -> None:
 
 
 def test_backend_none_imports_no_tracker(workspace) -> None:
-    config = workspace(*ID_ONLY, "downstream.train.max_epochs=1")
+    config = workspace(*ID_ONLY, "downstream.train.epochs=1")
     settings = [f"workspace.root={config.workspace.root}", f"data.name={config.data.name}", *TINY_MODEL, *ID_ONLY,
-                "downstream.train.max_epochs=1"]
+                "downstream.train.epochs=1"]
     script = ("import sys; from typer.testing import CliRunner; from pipeline.cli import app; "
               f"done = CliRunner().invoke(app, ['train-downstream', *{_sets(settings)!r}]); "
               "assert done.exit_code == 0, done.output; "

@@ -8,11 +8,11 @@ import os
 from pathlib import Path
 
 import pyarrow.parquet as pq
-from conftest import write_embeddings_run
 from typer.testing import CliRunner
 
 from pipeline.cli import app
 from pipeline.store import MANIFEST
+from tests.support import write_embeddings_run
 
 
 def verify(*args: str):

@@ -18,8 +18,9 @@ import venv
 from pathlib import Path
 
 import pytest
-from align_support import write_ml100k_slice
-from conftest import REPO, shared_dataset
+
+from tests.align_support import write_ml100k_slice
+from tests.support import REPO, shared_dataset
 
 pytestmark = pytest.mark.slow
 
@@ -37,7 +38,7 @@ align:
   evidence: {{items: 8, neighbour_queries: 20}}
 downstream:
   model: {{hidden_size: 16, layers: 1, heads: 2, max_length: 10}}
-  train: {{max_epochs: 2, batch_size: 256}}
+  train: {{epochs: 2, batch_size: 256}}
 """
 
 

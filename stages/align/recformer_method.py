@@ -83,13 +83,13 @@ def _mean(values: list[float]) -> float | None:
 
 def embed(accelerator: Accelerator, config: RecformerConfig, dataset_dirs: list[Path], rows: list[int],
           base_dir: Path | None, checkpoints: Path, checkpoint_every: int) -> Embedded:
-    """Pretrain (unless incremental or `pretrain.max_steps` is 0), then encode dataset rows `rows` of dataset_dirs[0].
+    """Pretrain (unless incremental or `pretrain.epochs` is 0), then encode dataset rows `rows` of dataset_dirs[0].
 
     Every process pretrains its share (DDP), resuming from a complete checkpoint in `checkpoints`, then
     encodes its share of the rows; the vectors are gathered once.
     """
     encoder, tokenizer = _start(config, base_dir)
-    train = base_dir is None and config.pretrain.max_steps != 0
+    train = base_dir is None and config.pretrain.epochs != 0
     corpus = dataset_dirs if train else dataset_dirs[:1]
     items, splits = load_corpus(corpus, config.attributes, tokenizer, config.max_attribute_tokens,
                                 ["train"] if train else [])

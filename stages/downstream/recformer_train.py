@@ -3,7 +3,7 @@
 Unlike the other kinds this one loads a text encoder: the Recformer checkpoint of the embeddings run
 (`encoder/`, written by `align.method: recformer`), or `recformer.model` when `downstream.embeddings`
 is null. Epochs are chosen by valid NDCG@K (the first K) from the standard full-ranking evaluation;
-test is scored once, at the end. With `recformer.finetune.stage1_epochs` and `stage2_epochs` both 0 the
+test is scored once, at the end. With `recformer.finetune.epochs` and `frozen_items_epochs` both 0 the
 encoder is evaluated as it is (zero-shot). Imported lazily by `train`: the other kinds never see it.
 """
 
@@ -24,6 +24,7 @@ from pipeline.config import PipelineConfig, RecformerConfig
 from pipeline.embeddings import Embeddings
 from pipeline.errors import BadInput
 from pipeline.history import write_history
+from pipeline.schema.renamed import upgrade_saved
 from pipeline.store import write_json_atomic
 from stages.accelerator import stage_accelerator
 from stages.align.recformer_method import ENCODER_DIR
@@ -120,7 +121,7 @@ def train(folder: Path, config: PipelineConfig, dataset_dir: Path, dataset_run_i
         **runs.input_facts(folder, dataset_dir, dataset_run_id, embeddings),
         "embeddings_method": None if embeddings is None else embeddings.manifest.get("method"),
         "embedding_dim": encoder.hidden_size, "items_without_embedding": 0, "encoder_start": start,
-        "zero_shot": recformer.finetune.stage1_epochs + recformer.finetune.stage2_epochs == 0,
+        "zero_shot": recformer.finetune.epochs + recformer.finetune.frozen_items_epochs == 0,
         "num_items": seqs.num_items, "epochs": len(result.history), "best_epoch": best_epoch,
         "mixed_precision": accelerator.mixed_precision,
         "users": {"total": len(seqs.user_ids), "trained_on": len(np.unique(train_examples.user_ids))},
@@ -143,7 +144,7 @@ def _export(folder: Path, model: RecformerRecommender, tokenizer: PreTrainedToke
 
 def load(run_dir: Path, dataset_dir: Path) -> RecformerRecommender:
     """A published recformer run as a recommender (eval mode) over its dataset."""
-    recformer = RecformerConfig.model_validate(read_json(run_dir / RECFORMER_FILE))
+    recformer = RecformerConfig.model_validate(upgrade_saved("recformer", read_json(run_dir / RECFORMER_FILE)))
     encoder = checkpoint.load_encoder(run_dir / ENCODER_DIR)
     tokenizer = AutoTokenizer.from_pretrained(run_dir / ENCODER_DIR)
     table = read_tensors(run_dir / TABLE_FILE)["table"]

@@ -13,6 +13,7 @@ from pipeline.artifact_files import read_json, read_tensors
 from pipeline.config import DownstreamConfig, PipelineConfig, saved_section
 from pipeline.embeddings import Embeddings, align_to_items, read_embeddings
 from pipeline.errors import BadInput
+from pipeline.schema.renamed import upgrade_saved
 from pipeline.store import Output, read_manifest, workspace_output
 from pipeline.workspace import input_run, workspace_root
 from stages.downstream.item_encoder import WHITENING
@@ -91,7 +92,7 @@ def _run_config(path: Path) -> DownstreamConfig:
     if not isinstance(saved, dict):
         raise BadInput(f"{path}: not a downstream config (a JSON {type(saved).__name__}, not an object)")
     try:
-        return DownstreamConfig.model_validate(saved_section("downstream", saved))
+        return DownstreamConfig.model_validate(saved_section("downstream", upgrade_saved("downstream", saved)))
     except ValidationError as exc:
         raise BadInput(f"{path}: not a valid downstream config ({exc.error_count()} problems, first: "
                        f"{'.'.join(map(str, exc.errors()[0]['loc']))}: {exc.errors()[0]['msg']})") from None

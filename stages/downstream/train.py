@@ -130,7 +130,7 @@ def negative_sampling(seqs: Sequences, train: TrainConfig) -> torch.Tensor | Non
 
 def _fit(model: Recommender, seqs: Sequences, rows: torch.Tensor, config: DownstreamConfig,
          folder: Path, warm: bool) -> tuple[TrainState, Accelerator]:
-    """The training loop: epochs until max_epochs or patience runs out; the best weights in BEST_FILE.
+    """The training loop: epochs until `epochs` or patience runs out; the best weights in BEST_FILE.
 
     A warm-started model is scored before training as epoch 0, so training must beat where it started.
     """
@@ -150,7 +150,7 @@ def _fit(model: Recommender, seqs: Sequences, rows: torch.Tensor, config: Downst
         if accelerator.is_main_process:
             _save_weights(model, folder / BEST_FILE)
         events.emit("epoch", f"warm start: valid {metric} {valid[metric]:.4f} before training", epoch=0, valid=valid)
-    while state.epoch < train.max_epochs and state.bad_epochs < train.patience:
+    while state.epoch < train.epochs and state.bad_epochs < train.patience:
         started = time.perf_counter()
         loss = _train_epoch(objective, optimizer, accelerator, rows, lengths, targets_per_batch, train, state.epoch)
         seconds = time.perf_counter() - started
@@ -188,7 +188,7 @@ def _train(folder: Path, config: DownstreamConfig, dataset_dir: Path, dataset_ru
         events.emit("skipped_users", f"{one_interaction} users with one interaction skipped (nothing to predict)",
                     users=one_interaction)
     events.emit("training_plan", f"{config.model.kind} over {seqs.num_items:,} items: {len(rows):,} windows an "
-                f"epoch, at most {config.train.max_epochs} epochs, stopping after {config.train.patience} without "
+                f"epoch, at most {config.train.epochs} epochs, stopping after {config.train.patience} without "
                 f"a better valid score ({config.train.loss} loss; `run --dry-run` prices an epoch)",
                 windows=len(rows), items=seqs.num_items)
     set_seed(config.train.seed)

@@ -123,7 +123,7 @@ def finetune(encoder: RecformerEncoder, fmt: SequenceFormat, train: Examples, va
     """
     set_seed(config.seed)
     collate = _Collate(fmt, train)
-    optimizer = adamw(encoder, config.learning_rate, config.weight_decay)
+    optimizer = adamw(encoder, config.lr, config.weight_decay)
     wrapped, optimizer = accelerator.prepare(encoder, optimizer)
     model = accelerator.unwrap_model(wrapped)
     parts = resume.Parts([wrapped], [optimizer])
@@ -154,13 +154,13 @@ def finetune(encoder: RecformerEncoder, fmt: SequenceFormat, train: Examples, va
              f"epoch {position.epoch + 1}, batch {position.batch})", step=position.step)
     else:
         table = encode_table()
-        if config.stage1_epochs + config.stage2_epochs == 0:  # zero-shot: nothing to choose between
+        if config.epochs + config.frozen_items_epochs == 0:  # zero-shot: nothing to choose between
             return FinetuneResult(math.nan, table, [])
         position = Position(best_score=validate(table))
         best_table, best_state = table, _snapshot(model)
         emit("recformer_finetune", f"before fine-tuning: validation score {position.best_score:.4f}",
              score=position.best_score)
-    epochs = {1: config.stage1_epochs, 2: config.stage2_epochs}
+    epochs = {1: config.epochs, 2: config.frozen_items_epochs}
     while position.stage <= 2:
         if position.epoch == 0 and position.batch == 0:  # a stage starts from the best encoder and its table
             model.load_state_dict(best_state)

@@ -97,13 +97,13 @@ def item_item_loss(seq: torch.Tensor, items: torch.Tensor, seq_targets: torch.Te
     return nn.functional.cross_entropy(logits.masked_fill(duplicate, float("-inf")), positives)
 
 
-def adamw(model: nn.Module, learning_rate: float, weight_decay: float) -> torch.optim.AdamW:
+def adamw(model: nn.Module, lr: float, weight_decay: float) -> torch.optim.AdamW:
     """AdamW with no decay on biases and LayerNorm weights (every 1-d parameter)."""
     params = [p for p in model.parameters() if p.requires_grad]
     decay = [p for p in params if p.ndim >= 2]
     rest = [p for p in params if p.ndim < 2]
     return torch.optim.AdamW([{"params": decay, "weight_decay": weight_decay},
-                              {"params": rest, "weight_decay": 0.0}], lr=learning_rate)
+                              {"params": rest, "weight_decay": 0.0}], lr=lr)
 
 
 @dataclass
@@ -150,7 +150,7 @@ def pretrain(encoder: RecformerEncoder, fmt: SequenceFormat, examples: Examples,
         raise BadInput(f"recformer.pretrain.batch_size: {config.batch_size} per process exceeds the "
                        f"{len(examples)} training examples")
     total = per_epoch * config.epochs if config.max_steps is None else min(config.max_steps, per_epoch * config.epochs)
-    optimizer = adamw(model, config.learning_rate, config.weight_decay)
+    optimizer = adamw(model, config.lr, config.weight_decay)
     wrapped, optimizer = accelerator.prepare(model, optimizer)
     # Not prepared: Accelerate would step it once per process, and warmup counts optimizer steps.
     schedule = get_constant_schedule_with_warmup(optimizer, config.warmup_steps)
