@@ -29,7 +29,7 @@ def last_run(benchmark: Benchmark) -> str:
         return "not measured yet"
     record = json.loads(path.read_text())
     took = f", {record['run_wall_s']:.0f} s" if "run_wall_s" in record else ""
-    return f"{record['date'][:16].replace('T', ' ')}{took} ({path.name})"
+    return f"{record['date'][:16].replace('T', ' ')}{took} ({path.relative_to(results_dir())})"
 
 
 def listing() -> str:

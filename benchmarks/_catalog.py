@@ -46,7 +46,7 @@ _GPU = "SAID training on one H200, a {lm_params_m}M-parameter SmolLM2-shaped LM 
 
 BENCHMARKS: tuple[Benchmark, ...] = (
     Benchmark("prepare_bench", ("python -m benchmarks.prepare_bench",), "about 2 min here", (
-        Figure("prepare", "prepare, {rows:,} generated interactions",
+        Figure("prepare_bench", "prepare, {rows:,} generated interactions",
                "{wall_s} s median wall, {rows_per_s:,} rows/s, {peak_rss_gib} GiB peak RSS"),)),
     Benchmark("align_throughput", (
         f"python -m pipeline.cli prepare -c {SCIENTIFIC}",
@@ -57,7 +57,7 @@ BENCHMARKS: tuple[Benchmark, ...] = (
                "{tokens_per_s:,.0f} text tokens/s, {speedup_vs_naive}x the naive fp32 loop, "
                "{fraction_of_matmul_peak} of the measured {matmul_peak_dtype} matmul peak ({attention} attention)"),)),
     Benchmark("device_align", ("bash benchmarks/device_align.sh",), "about 5 min on one H200", tuple(
-        Figure(f"align_throughput_gpu_{variant}",
+        Figure(f"device_align/{variant}",
                _GPU + ("bf16 weights" if variant.endswith("bf16w") else "fp32 weights, bf16 autocast"),
                "{tokens_per_s:,.0f} text tokens/s, {fraction_of_matmul_peak} of the measured bf16 matmul peak"
                + (", {speedup_vs_naive}x the naive loop" if naive else ""))
@@ -85,17 +85,17 @@ BENCHMARKS: tuple[Benchmark, ...] = (
         " --set align.mixed_precision=bf16 --set align.lm_dtype=bfloat16"),
         f"python -m pipeline.cli prepare -c {SCIENTIFIC} --set workspace.root=artifacts/bench2",
         f"python -m pipeline.cli align -c {SCIENTIFIC} --set workspace.root=artifacts/bench2 --set align.method=text",
-        (f"python -m benchmarks.neighbour_check --name neighbours_scientific --runs said=artifacts/bench/{SCIENTIFIC_RUNS}"
+        (f"python -m benchmarks.neighbour_check --runs said=artifacts/bench/{SCIENTIFIC_RUNS}"
         f" text=artifacts/bench2/{SCIENTIFIC_RUNS}")),
         "about 100 min here (SAID with SmolLM2-135M on 4,385 items, bf16); the check itself under a minute", (
-        Figure("neighbours_scientific", "nearest neighbour shares the brand, UniSRec Scientific",
+        Figure("neighbour_check", "nearest neighbour shares the brand, UniSRec Scientific",
                "SAID {runs[said][brand][nearest_neighbour_share_rate]:.1%}, frozen text encoder "
                "{runs[text][brand][nearest_neighbour_share_rate]:.1%}, Recformer zero-shot "
                "{runs[recformer_zero_shot][brand][nearest_neighbour_share_rate]:.1%}; random pairs "
                "{runs[text][brand][random_pair_share_rate]:.1%}"),)),
     Benchmark("recformer_transfer", ("python -m benchmarks.recformer_transfer --finetune-seeds 3",),
               "about 15 min here without fine-tuning; each fine-tuning seed up to 6 h", (
-        Figure("recformer", "Recformer: pretrained on Office, zero-shot and fine-tuned on UniSRec Scientific",
+        Figure("recformer_transfer", "Recformer: pretrained on Office, zero-shot and fine-tuned on UniSRec Scientific",
                "test NDCG@10 zero-shot {zero_shot_ndcg10:.4f} (popularity {popularity_ndcg10:.4f}); fine-tuned "
                "{finetuned_ndcg10:.4f} (mean of {seeds} seeds) vs ID-only SASRec {id_sasrec_ndcg10:.4f}"),)),
     Benchmark("downstream_vs_recbole", (

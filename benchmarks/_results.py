@@ -1,7 +1,10 @@
 """Shared by every benchmark: machine facts, the measured matmul peak, and writing results.
 
 Each benchmark writes `benchmarks/results/<name>.json` (its figures, the machine, the date, the git commit,
-the exact command, its wall time) and a short Markdown table beside it; a later run replaces both.
+the exact command, its wall time) and a short Markdown table beside it; a later run replaces both, so the
+folder holds the current figures only and git holds their history. `<name>` is the benchmark module's name;
+a benchmark run in several settings writes one pair per setting into a folder named after it
+(`device_align/<setting>`).
 `SEQREC_BENCH_RESULTS=<folder>` sends them elsewhere (smoke runs write to a temporary folder, never over
 the committed figures). Benchmarks run as modules from the repository root: `python -m benchmarks.<name>`.
 """
@@ -122,10 +125,10 @@ def write(name: str, figures: dict[str, Any], table: list[tuple[str, Any]]) -> P
     """Write `<name>.json` (figures + machine + date + commit + command + wall time) and `<name>.md` (the
     table) into `results_dir()`; print the JSON."""
     folder = results_dir()
-    folder.mkdir(parents=True, exist_ok=True)
     record = {**figures, "machine": machine(), "date": datetime.now(UTC).isoformat(timespec="seconds"),
               "git_commit": git_commit(), "command": command(), "run_wall_s": round(time.time() - _STARTED, 1)}
     path = folder / f"{name}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(record, indent=2) + "\n")
     info = record["machine"]
     lines = [f"# {name}", "", "| figure | value |", "|---|---|", *(f"| {label} | {value} |" for label, value in table), "",

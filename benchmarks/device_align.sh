@@ -20,14 +20,14 @@ python3 -m pipeline.cli align $S --set align.method=text --set align.encoder=$D/
 
 ITEMS=$D/scientific-items.parquet
 B="python3 -m benchmarks.align_throughput --items $ITEMS --architecture $D/smollm2-arch --mixed-precision bf16 --repeats 3"
-$B --batch-size 8 --steps 10 --name align_throughput_gpu_135m_b8 | grep -E "tokens_per_s|fraction|speedup"
-$B --batch-size 256 --steps 10 --name align_throughput_gpu_135m_b256 | grep -E "tokens_per_s|fraction|speedup"
+$B --batch-size 8 --steps 10 --name device_align/135m_b8 | grep -E "tokens_per_s|fraction|speedup"
+$B --batch-size 256 --steps 10 --name device_align/135m_b256 | grep -E "tokens_per_s|fraction|speedup"
 BIG="--config-set hidden_size=2048 --config-set intermediate_size=8192 --config-set num_hidden_layers=24 --config-set num_attention_heads=32 --config-set num_key_value_heads=32"
-$B $BIG --batch-size 64 --steps 6 --name align_throughput_gpu_1.7b_b64 | grep -E "tokens_per_s|fraction|speedup"
-$B $BIG --batch-size 256 --steps 6 --skip-naive --name align_throughput_gpu_1.7b_b256 | grep -E "tokens_per_s|fraction|lm_params"
+$B $BIG --batch-size 64 --steps 6 --name device_align/1.7b_b64 | grep -E "tokens_per_s|fraction|speedup"
+$B $BIG --batch-size 256 --steps 6 --skip-naive --name device_align/1.7b_b256 | grep -E "tokens_per_s|fraction|lm_params"
 # The frozen weights kept in bfloat16 (align.lm_dtype) instead of float32 under autocast.
 W16="$B --lm-dtype bfloat16 --skip-naive"
-$W16 --batch-size 256 --steps 10 --name align_throughput_gpu_135m_b256_bf16w | grep -E "tokens_per_s|fraction"
-$W16 $BIG --batch-size 256 --steps 6 --name align_throughput_gpu_1.7b_b256_bf16w | grep -E "tokens_per_s|fraction"
-$W16 $BIG --batch-size 512 --steps 4 --name align_throughput_gpu_1.7b_b512_bf16w | grep -E "tokens_per_s|fraction"
-tar -cf $OUT/results.tar benchmarks/results/align_throughput_gpu_*
+$W16 --batch-size 256 --steps 10 --name device_align/135m_b256_bf16w | grep -E "tokens_per_s|fraction"
+$W16 $BIG --batch-size 256 --steps 6 --name device_align/1.7b_b256_bf16w | grep -E "tokens_per_s|fraction"
+$W16 $BIG --batch-size 512 --steps 4 --name device_align/1.7b_b512_bf16w | grep -E "tokens_per_s|fraction"
+tar -cf $OUT/results.tar benchmarks/results/device_align

@@ -5,7 +5,7 @@ For catalogs whose attributes exist only inside one rendered text, as in UniSRec
 expression (group 1), then each run's nearest neighbours are checked against it exactly as `align`
 does (`stages.align.evidence.neighbour_rate`, same queries for every run).
 
-    python -m benchmarks.neighbour_check --name neighbours_scientific \
+    python -m benchmarks.neighbour_check \
         --runs said=artifacts/bench/embeddings/amazon2018-scientific-unisrec/latest \
                text=artifacts/bench2/embeddings/amazon2018-scientific-unisrec/latest
 """
@@ -45,7 +45,7 @@ def labelled_run(text: str) -> tuple[str, Path]:
 @_args.reports_errors
 def main() -> None:
     parser = _args.parser(__doc__)
-    parser.add_argument("--name", default="neighbours_scientific", help="results file name")
+    parser.add_argument("--name", default="neighbour_check", help="results file name")
     parser.add_argument("--runs", nargs="+", required=True, type=labelled_run, help="label=embeddings run folder")
     parser.add_argument("--queries", type=int, default=2000)
     parser.add_argument("--seed", type=int, default=0)

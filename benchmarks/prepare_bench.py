@@ -75,7 +75,7 @@ def main() -> None:
     figures = {"rows": args.rows, "wall_s": round(wall, 2), "rows_per_s": round(args.rows / wall),
                "peak_rss_gib": round(peak_rss_gib, 3), "repeats_wall_s": [round(w, 2) for w in walls],
                "targets": {"wall_s": 60, "peak_rss_gib": 4}}
-    _results.write("prepare", figures, [
+    _results.write("prepare_bench", figures, [
         ("rows", f"{args.rows:,}"), ("wall s (median)", figures["wall_s"]),
         ("rows/s", f"{figures['rows_per_s']:,}"), ("peak RSS GiB", figures["peak_rss_gib"])])
 

@@ -45,7 +45,7 @@ FIRST_SEED = 42
 RECFORMER = ["recformer.attributes=[text]", "recformer.max_attribute_tokens=32", "recformer.max_items=10",
              "recformer.max_tokens=128", "recformer.pooling=mean"]
 # Fine-tuning as Recformer's code trains: one target drawn per user each epoch (8,442 examples, not all 34,101
-# train targets); an epoch with its validation is 15-40 min on one core here (`results/recformer_tries.md`).
+# train targets); an epoch with its validation is 15-40 min on one core here (`benchmarks/notes/recformer_recipes.md`).
 # One stage-1 epoch: with three, valid NDCG@10 stood at 0.0520 / 0.0512 / 0.0524 while stage 2 still rose at its
 # cap of two. Stage 2's valid NDCG@10 moves by up to 0.006 between epochs while it climbs: with patience 2, two of
 # three seeds stopped two epochs after their peak (valid 0.0609, 0.0607), so patience 4. The cap stays 8: the
@@ -194,7 +194,7 @@ def main() -> None:
               f"{reference['ndcg10']:.4f} (mean of {reference['seeds']} seeds, {reference['source']})"),
              ("pretraining", f"{record['pretraining']['steps']} steps on Office" + (f" in {pretrain_s:.0f} s" if made_now(
                  office, started) else " (run reused; its time is in the first invocation's results)"))]
-    _results.write("recformer", record, table)
+    _results.write("recformer_transfer", record, table)
 
 
 if __name__ == "__main__":

@@ -62,7 +62,7 @@ def test_recommend_latency_smoke(tmp_path) -> None:
 def test_prepare_bench_smoke(monkeypatch, tmp_path) -> None:
     results = run_benchmark(monkeypatch, tmp_path, "prepare_bench", "--rows", 3000, "--users", 200, "--items", 100,
                             "--repeats", 2)
-    record = published(results, "prepare", "prepare_bench")
+    record = published(results, "prepare_bench", "prepare_bench")
     assert record["rows"] == 3000 and len(record["repeats_wall_s"]) == 2
     assert record["rows_per_s"] > 0 and record["peak_rss_gib"] > 0
 
@@ -90,8 +90,8 @@ def test_device_align_part_that_runs_on_a_cpu(monkeypatch, tmp_path, tiny_llama,
     results = run_benchmark(monkeypatch, tmp_path, "align_throughput", "--items", items_parquet(small_dataset),
                             "--architecture", tiny_llama, "--config-set", "num_hidden_layers=1",
                             "--mixed-precision", "bf16", "--lm-dtype", "bfloat16", "--skip-naive", "--batch-size", 4,
-                            "--steps", 1, "--repeats", 1, "--peak-size", 256, "--name", "align_throughput_gpu_1.7b_b512_bf16w")
-    record = published(results, "align_throughput_gpu_1.7b_b512_bf16w", "align_throughput")
+                            "--steps", 1, "--repeats", 1, "--peak-size", 256, "--name", "device_align/1.7b_b512_bf16w")
+    record = published(results, "device_align/1.7b_b512_bf16w", "align_throughput")
     assert record["lm"].endswith("(random weights)") and record["config_overrides"] == ["num_hidden_layers=1"]
     assert "naive_tokens_per_s" not in record
 
@@ -104,7 +104,7 @@ def test_neighbour_check_smoke(monkeypatch, tmp_path) -> None:
     dataset = prepare.run(config).run_dir
     run = write_embeddings_run(root, dataset, dim=64)
     results = run_benchmark(monkeypatch, tmp_path, "neighbour_check", "--runs", f"text={run}", "--queries", 2000)
-    record = published(results, "neighbours_scientific", "neighbour_check", complete=False)  # one run of three
+    record = published(results, "neighbour_check", "neighbour_check", complete=False)  # one run of three
     assert record["runs"]["text"]["brand"]["queries"] == 2000
     assert record["runs"]["text"]["brand"]["lift"] > 2
 
@@ -134,7 +134,7 @@ def test_recformer_transfer_smoke(monkeypatch, tmp_path, tiny_bert) -> None:
         "--pretrain-steps", 1, "--finetune-seeds", 0, "--mixed-precision", "no",
         "--set", "recformer.pretrain.batch_size=4", "--set", "recformer.max_items=3", "--set", "recformer.max_tokens=64",
         "--set", "recformer.encode.batch_size=256", *FEW_USERS)
-    record = published(results, "recformer", "recformer_transfer", complete=False)  # no fine-tuning seeds
+    record = published(results, "recformer_transfer", "recformer_transfer", complete=False)  # no fine-tuning seeds
     assert record["pretraining"]["steps"] == 1 and record["seeds"] == 0
     assert 0 <= record["zero_shot_ndcg10"] <= 1 and record["popularity_ndcg10"] > 0
 

@@ -30,13 +30,15 @@ def test_a_row_quotes_its_result_file_and_a_missing_one_says_so(tmp_path: Path) 
               "date": "2026-11-30T12:34:56+00:00", "git_commit": "0123456789abcdef" * 2 + "01234567",
               "command": "python -m benchmarks.recommend_latency --items 1000"}
     (tmp_path / "recommend_latency.json").write_text(json.dumps(record))
-    (tmp_path / "said_tries.md").write_text("# by hand\n")
-    text = render_readme(tmp_path)
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    (notes / "said_variants.md").write_text("# SAID variants, by hand\n\nbody\n")
+    text = render_readme(tmp_path, notes)
     row = next(line for line in text.splitlines() if line.startswith("| recommend_latency |"))
     assert "p50 1.23 ms, p99 2.50 ms" in row and "`0123456789ab`" in row and "2026-11-30 12:34" in row
     assert "[recommend_latency.json](results/recommend_latency.json)" in row
     assert "| prepare_bench | prepare, — generated interactions | not measured yet |" in text
-    assert "- [said_tries.md](results/said_tries.md)" in text
+    assert "- [said_variants.md](notes/said_variants.md): SAID variants, by hand" in text
 
 
 def test_a_headline_shows_figures_a_run_left_out_as_missing() -> None:

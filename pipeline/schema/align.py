@@ -19,7 +19,7 @@ class SaidConfig(Section):
         "hidden width of the projector MLP (item_dim -> width -> k x LM hidden size)"))
     lr: float = Field(gt=0, description=(
         "AdamW learning rate of the projector MLP (peak, after warm-up); 1e-3 learns only what all items' texts share "
-        "in 3 epochs, 3e-2 diverges (README: SAID defaults)"))
+        "in 3 epochs, 3e-2 diverges (docs/defaults.md)"))
     item_lr: float = Field(gt=0, description=(
         "AdamW learning rate of the per-item vectors (each row gets one gradient per epoch)"))
     weight_decay: float = Field(ge=0, description="AdamW weight decay")
