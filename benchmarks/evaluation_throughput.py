@@ -25,7 +25,8 @@ from benchmarks import _args, _results
 from pipeline.config import load_config
 from pipeline.metrics import BlockedRanks
 from stages.downstream.evaluate import ITEM_BLOCK, evaluate_model, split_users
-from stages.downstream.recommender import Recommender, build
+from stages.downstream.kinds import build_recommender
+from stages.downstream.recommender import Recommender
 from stages.downstream.sequences import Sequences, padded
 
 
@@ -76,7 +77,7 @@ def main() -> None:
     # The product's own defaults (pipeline.yaml), ID-only: a setting added there reaches this benchmark too.
     config = load_config(None, ["downstream.embeddings=null", f"downstream.model.hidden_size={args.dim}",
                                 f"downstream.evaluate.batch_size={args.batch_size}"]).downstream
-    model = build(config.model, args.items, None, None).eval()
+    model = build_recommender(config.model, args.items, None, None).eval()
     max_length = config.model.max_length
     users = split_users(seqs, "test")
     started = time.perf_counter()

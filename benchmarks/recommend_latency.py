@@ -17,8 +17,8 @@ from benchmarks import _args, _results
 from benchmarks.evaluation_throughput import synthetic
 from pipeline.config import load_config
 from stages.downstream.item_index import build_index
+from stages.downstream.kinds import build_recommender
 from stages.downstream.recommend import Online
-from stages.downstream.recommender import build
 from stages.downstream.runs import Trained
 
 TARGET_P99_MS = 5.0
@@ -37,7 +37,7 @@ def main() -> None:
     torch.manual_seed(0)
     config = load_config(None, ["downstream.embeddings=null", "downstream.index.kind=hnsw"]).downstream
     seqs = synthetic(args.calls, args.items, args.history, seed=0)
-    model = build(config.model, args.items, None, None).eval()
+    model = build_recommender(config.model, args.items, None, None).eval()
     started = time.perf_counter()
     with torch.no_grad():
         index = build_index(model.items.all_items().numpy(), config.index)

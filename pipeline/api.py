@@ -133,10 +133,10 @@ def evaluate(config: ConfigLike = None, run: str = "latest", *,
     """A downstream run (latest, a run id or a folder) evaluated with `downstream.evaluate`'s settings; writes nothing,
     so a read-only workspace will do."""
     from stages.downstream import evaluate as evaluation
-    from stages.downstream import runs
+    from stages.downstream import kinds, runs
 
     cfg = as_config(config, overrides)
-    trained = runs.load_trained(runs.resolve(workspace_output(cfg, "downstream"), run, "downstream"))
+    trained = kinds.load_trained(runs.resolve(workspace_output(cfg, "downstream"), run, "downstream"))
     events.making(str(trained.manifest["run_id"]))
     metrics = evaluation.evaluate_all(trained.model, trained.seqs, cfg.downstream.evaluate,
                                       trained.config.model.max_length)

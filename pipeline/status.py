@@ -83,14 +83,12 @@ def _next_align(config: PipelineConfig, dataset_dir: Path | None) -> tuple[str, 
 def _next_train(config: PipelineConfig, dataset_dir: Path | None, embeddings_dir: Path | None) -> str:
     if dataset_dir is None or (config.downstream.embeddings == "latest" and embeddings_dir is None):
         return "trains after the stages before it publish new runs"
-    from stages.downstream import runs, train, warm_start
+    from stages.downstream import runs, train
 
     dataset_run = read_manifest(dataset_dir)["run_id"]
     config = train.concrete_loss(config, train.catalog_size(dataset_dir))
     embeddings = runs.embeddings_for(config, embeddings_dir)
-    warm = None
-    if config.downstream.model.kind != "recformer" and config.downstream.train.init == "previous":
-        warm = warm_start.find_source(config, dataset_run, embeddings)
+    warm = train.warm_source(config, dataset_run, embeddings)
     run_id = train.run_id(config, dataset_run, embeddings, warm)
     if workspace_output(config, "downstream").is_published(run_id):
         return f"inputs and settings unchanged: reuses run {run_id}"

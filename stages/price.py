@@ -24,7 +24,7 @@ from pipeline.errors import BadInput
 from pipeline.events import clock
 
 if TYPE_CHECKING:
-    from stages.align.stage import AlignPlan
+    from stages.align.method import AlignPlan
 
 WARMUP_STEPS = 3  # timed batches; one more runs first, untimed (allocations, kernel selection)
 SUGGEST_AFTER_S = 1800.0  # stage one estimated past half an hour gets a one-line cheaper path
@@ -58,9 +58,9 @@ def per_cell_seconds(batches: list[np.ndarray], cells: Callable[[np.ndarray], in
 def price_alignment(config: PipelineConfig, planned: AlignPlan) -> Price:
     """Stage one's plan priced on the configured model, with SAID's own length batches."""
     from stages.accelerator import stage_accelerator
-    from stages.align import said_method
     from stages.align.loss import token_nll
-    from stages.align.stage import load_model
+    from stages.align.said_method import SaidMethod, build_projector
+    from stages.align.text_method import TextMethod
     from stages.align.tokens import collate, tokenize
 
     align, rows = config.align, planned.rows
@@ -70,7 +70,8 @@ def price_alignment(config: PipelineConfig, planned: AlignPlan) -> Price:
         return Price(f"{len(rows.train):,} items to encode (Recformer pretraining is not priced)", None)
     texts = [planned.catalog.texts[i] for i in rows.train]
     own = align.method == "text"
-    loaded, _ = load_model(stage_accelerator(align.mixed_precision), align)  # the very model `align` trains
+    method = TextMethod() if own else SaidMethod()
+    loaded, _ = method.load(stage_accelerator(align.mixed_precision), align)  # the very model `align` trains
     tokens = tokenize(texts, loaded.tokenizer, align.max_text_tokens, special_tokens=own)
     pad = loaded.tokenizer.pad_token_id
     batches = length_batches(np.arange(len(texts)), tokens.lengths, align.batch_size, align.length_pool, align.seed)
@@ -87,7 +88,7 @@ def price_alignment(config: PipelineConfig, planned: AlignPlan) -> Price:
 
         seconds = per_cell_seconds(batches, cells, encode) * sum(cells(b) for b in batches)
         return Price(f"{len(texts):,} items to encode in {len(batches):,} batches", seconds)
-    projector = said_method.build_projector(align, loaded.model, len(texts))
+    projector = build_projector(align, loaded.model, len(texts))
     optimizer = torch.optim.AdamW(projector.parameters(), lr=align.said.lr)
 
     def train_step(batch: np.ndarray) -> None:
@@ -110,29 +111,29 @@ def price_alignment(config: PipelineConfig, planned: AlignPlan) -> Price:
 
 def price_training(config: PipelineConfig, dataset_dir: Path, embeddings_dir: Path | None) -> Price:
     """Stage two's epoch on the configured model, timed on its own first length batches."""
-    from stages.downstream import runs, train
+    from stages.downstream import fit, kinds, runs, train
     from stages.downstream.objective import Objective
-    from stages.downstream.recommender import build
     from stages.downstream.sequences import load_sequences
 
     config = train.concrete_loss(config, train.catalog_size(dataset_dir))
     downstream, settings = config.downstream, config.downstream.train
-    if downstream.model.kind == "recformer":
-        return Price("Recformer fine-tuning (not priced)", None)
+    kind = kinds.kind_of(downstream.model.kind)
+    if not isinstance(kind, kinds.SequenceKind):
+        return Price(f"{downstream.model.kind} fine-tuning (not priced)", None)
     seqs = load_sequences(dataset_dir)
     try:
         embeddings = runs.embeddings_for(config, embeddings_dir)
     except BadInput:  # not aligned yet: priced on ID vectors (the adapter costs little beside the softmax)
         embeddings = None
     vectors, has = runs.item_vectors(embeddings, seqs, downstream)
-    model = build(downstream.model, seqs.num_items, vectors, has)
-    rows, _ = train.training_rows(seqs, downstream.model.max_length)
+    model = kind.recommender(downstream.model, seqs.num_items, vectors, has)
+    rows, _ = fit.training_rows(seqs, downstream.model.max_length)
     lengths = (rows[:, :-1] != 0).sum(dim=1).numpy()
     budget = settings.batch_size * float(lengths.mean()) if settings.batch_by == "targets" else None
     batches = length_batches(np.arange(len(rows)), lengths, settings.batch_size, settings.length_pool, settings.seed,
                              budget)
     objective = Objective(model, settings.loss, settings.negatives, settings.batch_size * float(lengths.mean()),
-                          train.negative_sampling(seqs, settings))
+                          fit.negative_sampling(seqs, settings))
     optimizer = torch.optim.AdamW(objective.parameters(), lr=settings.lr)
 
     def cells(batch: np.ndarray) -> int:

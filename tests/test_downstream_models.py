@@ -6,10 +6,11 @@ import torch
 
 from pipeline.config import ModelConfig, TrainConfig
 from pipeline.embeddings import align_to_items, read_embeddings
+from pipeline.errors import BadInput
+from stages.downstream.fit import negative_sampling
+from stages.downstream.kinds import build_recommender
 from stages.downstream.objective import Objective
-from stages.downstream.recommender import build
 from stages.downstream.sequences import load_sequences, padded
-from stages.downstream.train import negative_sampling
 from tests.support import write_embeddings_run
 
 LENGTH = 10
@@ -49,7 +50,7 @@ def data(small_dataset: Path, tmp_path_factory):
 def test_each_model_learns_on_real_sequences(data, changes: dict, loss: str, with_embeddings: bool) -> None:
     seqs, vectors, has, rows = data
     torch.manual_seed(0)
-    model = build(_config(**changes), seqs.num_items, vectors if with_embeddings else None, has if with_embeddings else None)
+    model = build_recommender(_config(**changes), seqs.num_items, vectors if with_embeddings else None, has if with_embeddings else None)
     sampling = None
     if loss == "sampled-popularity":
         loss, sampling = "sampled", negative_sampling(seqs, TrainConfig.model_construct(loss="sampled", sampler="popularity"))
@@ -85,7 +86,7 @@ def test_a_target_weighs_the_same_in_a_batch_of_short_or_long_histories(data, lo
     up) does not."""
     seqs, vectors, has, rows = data
     torch.manual_seed(0)
-    objective = Objective(build(_config(), seqs.num_items, vectors, has), loss, negatives=50, targets_per_batch=100.0).eval()
+    objective = Objective(build_recommender(_config(), seqs.num_items, vectors, has), loss, negatives=50, targets_per_batch=100.0).eval()
     short, long = rows[:32].clone(), rows[32:]
     short[:, :-4] = 0  # right-aligned windows of 3 history items
 
@@ -102,7 +103,7 @@ def test_a_target_weighs_the_same_in_a_batch_of_short_or_long_histories(data, lo
                                             ("said_light", "pre")])
 def test_a_position_never_sees_later_items(data, kind: str, norm: str) -> None:
     seqs, vectors, has, rows = data
-    model = build(_config(kind=kind, norm=norm), seqs.num_items, vectors, has).eval()
+    model = build_recommender(_config(kind=kind, norm=norm), seqs.num_items, vectors, has).eval()
     history = rows[:8, :-1].clone()
     changed = history.clone()
     changed[:, -1] = (changed[:, -1] % seqs.num_items) + 1
@@ -118,7 +119,7 @@ def test_a_history_reads_the_same_alone_or_padded_in_a_batch_of_longer_ones(data
     """A batch pads each history on the left to its longest: a history's states may not depend on that padding."""
     seqs, vectors, has, rows = data
     torch.manual_seed(0)
-    model = build(_config(kind=kind, positions=positions), seqs.num_items, vectors, has).eval()
+    model = build_recommender(_config(kind=kind, positions=positions), seqs.num_items, vectors, has).eval()
     batch = rows[:8, 1:].clone()
     for row in range(8):
         batch[row, :row] = 0  # histories of 10, 9, ..., 3 items
@@ -137,7 +138,7 @@ def test_items_without_an_embedding_get_an_id_vector(data) -> None:
     seqs, vectors, has, _ = data
     has = has.copy()
     has[:5] = False
-    model = build(_config(), seqs.num_items, vectors, has)
+    model = build_recommender(_config(), seqs.num_items, vectors, has)
     ids = torch.tensor([1, 6, 0])
     with torch.no_grad():
         out = model.items(ids)
@@ -148,13 +149,13 @@ def test_items_without_an_embedding_get_an_id_vector(data) -> None:
 
 @pytest.mark.parametrize(("feedforward_size", "width"), [(None, 64), (24, 24)])
 def test_sasrec_feedforward_width_defaults_to_four_times_hidden(feedforward_size: int | None, width: int) -> None:
-    model = build(_config(feedforward_size=feedforward_size), 10, None, None)
+    model = build_recommender(_config(feedforward_size=feedforward_size), 10, None, None)
     assert {layer.linear1.out_features for layer in model.sequence.blocks.layers} == {width}
 
 
 @pytest.mark.parametrize(("norm", "norm_first", "final"), [("pre", True, torch.nn.LayerNorm), ("post", False, torch.nn.Identity)])
 def test_sasrec_blocks_normalise_before_or_after_as_configured(norm: str, norm_first: bool, final: type) -> None:
-    model = build(_config(norm=norm, layers=2), 10, None, None)
+    model = build_recommender(_config(norm=norm, layers=2), 10, None, None)
     assert {layer.norm_first for layer in model.sequence.blocks.layers} == {norm_first}
     assert isinstance(model.sequence.norm, final)
 
@@ -167,7 +168,7 @@ def test_sasrec_positions_from_the_oldest_read_a_prefix_as_inference_reads_that_
     Counting positions from the oldest item gives both the same state; counting back from the newest does not.
     """
     torch.manual_seed(0)
-    model = build(_config(positions=positions), 20, None, None).eval()
+    model = build_recommender(_config(positions=positions), 20, None, None).eval()
     batch = torch.tensor([[3, 7, 1, 9, 4],
                           [0, 0, 0, 3, 7]])  # the window's first two items, alone and left-padded
     with torch.no_grad():
@@ -177,7 +178,6 @@ def test_sasrec_positions_from_the_oldest_read_a_prefix_as_inference_reads_that_
 
 
 def test_a_kind_without_a_sequence_model_is_refused_by_name() -> None:
-    from stages.downstream.recommender import sequence_model
-
-    with pytest.raises(ValueError, match=r"kind 'recformer' has no sequence model here \(known: sasrec, gru4rec, said_light\)"):
-        sequence_model(_config(kind="recformer"))
+    with pytest.raises(BadInput, match=r"'recformer' is no sequence model over item vectors \(those are: sasrec, "
+                                       r"gru4rec, said_light\)"):
+        build_recommender(_config(kind="recformer"), 10, None, None)

@@ -15,7 +15,7 @@ from pipeline.errors import BadInput
 from pipeline.history import read_history
 from pipeline.store import Output, publish_run
 from stages import resume
-from stages.downstream import runs, train
+from stages.downstream import fit, kinds, runs, train
 from stages.downstream.sequences import load_sequences
 from tests.fault_support import plant, planted_sites
 from tests.support import write_embeddings_run
@@ -107,11 +107,11 @@ def test_embeddings_of_another_dimension_than_the_checkpoint_are_refused(workspa
     root, dataset_dir = Path(config.workspace.root), _dataset_dir(config)
     write_embeddings_run(root, dataset_dir, 16)
     run_dir = train.run(config).run_dir
-    assert runs.load_trained(run_dir).model.items.input_dim == 16
+    assert kinds.load_trained(run_dir).model.items.input_dim == 16
     shutil.rmtree(root / "embeddings")
     write_embeddings_run(root, dataset_dir, 24)  # same run id, now 24 wide
     with pytest.raises(BadInput, match="embeddings have dim 24, but .*model.safetensors was trained on dim 16"):
-        runs.load_trained(run_dir)
+        kinds.load_trained(run_dir)
 
 
 def _derived_dataset(workspace, name: str, keep, valid: bool = True) -> object:
@@ -157,7 +157,7 @@ def test_users_with_one_interaction_are_skipped_and_counted(workspace) -> None:
 
 def test_training_windows_cover_every_train_target_exactly_once(workspace) -> None:
     seqs = load_sequences(runs.dataset_dir(workspace()))
-    rows, without = train.training_rows(seqs, max_length=3)
+    rows, without = fit.training_rows(seqs, max_length=3)
     inputs, targets = rows[:, :-1], rows[:, 1:]
     assert torch.equal(inputs[:, 1:], targets[:, :-1])
     got = np.sort(targets[inputs != 0].numpy())
@@ -184,6 +184,6 @@ def test_a_run_saved_before_settings_were_added_still_loads(workspace) -> None:
     for key in ("init", "sampler", "full_softmax_max_items", "batch_by"):
         del saved["train"][key]
     (run_dir / "config.json").write_text(json.dumps(saved))
-    loaded = runs.load_trained(run_dir)
+    loaded = kinds.load_trained(run_dir)
     assert (loaded.config.train.init, loaded.config.train.sampler, loaded.config.train.batch_by) == \
         ("scratch", "uniform", "windows")  # what the older run did

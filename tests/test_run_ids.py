@@ -10,7 +10,7 @@ import pytest
 from pipeline import prepare, run_ids
 from pipeline.config import load_config
 from stages.align import stage as align
-from stages.downstream import train
+from stages.downstream import kinds, train
 
 SOURCES = [{"sha256": "raw-file-hash"}]
 
@@ -62,10 +62,13 @@ def test_code_identity_follows_the_code_a_run_runs(project: Path, module: str, e
 
 
 def test_each_method_and_kind_leaves_out_the_others_code() -> None:
-    said = run_ids.modules_run(("stages.align.stage",), tuple(m for k, m in align.METHOD_MODULES.items() if k != "said"))
-    assert "stages.align.said" in said and not any(name.startswith("stages.recformer") for name in said)
-    assert align.code("said") != align.code("text") != align.code("recformer")
-    assert len({train.code(kind) for kind in train.KIND_MODULES}) == len(train.KIND_MODULES)
+    said = run_ids.modules_run(("stages.align.stage",), tuple(type(method).__module__ for name, method
+                                                             in align.METHODS.items() if name != "said"))
+    assert "stages.align.said" in said and not any(name.startswith("stages.recformer.") for name in said)
+    assert len({align.code(method) for method in align.METHODS}) == len(align.METHODS)
+    sasrec = run_ids.modules_run(("stages.downstream.train",), tuple(kinds.OWN_CODE.values()))
+    assert "stages.downstream.sasrec" in sasrec and not any(name.startswith("stages.recformer.") for name in sasrec)
+    assert train.code("sasrec") == train.code("gru4rec") != train.code("recformer")  # the sequence kinds share code
 
 
 def test_a_setting_a_stage_does_not_read_keeps_its_run_and_one_it_reads_makes_a_new_one() -> None:
@@ -83,10 +86,11 @@ def test_a_setting_a_stage_does_not_read_keeps_its_run_and_one_it_reads_makes_a_
     model = {"sha256": "weights"}
     text = load_config(None, ["align.method=text"])
     said_only = load_config(None, ["align.method=text", "align.said.epochs=9"])
-    assert align._config_hash(said_only, model) == align._config_hash(text, model)
+    assert align._config_hash(align.METHODS["text"], said_only, model) == align._config_hash(align.METHODS["text"], text, model)
     said = load_config(None, ["align.method=said"])
-    assert align._config_hash(load_config(None, ["align.method=said", "align.said.epochs=9"]), model) \
-        != align._config_hash(said, model)
+    said_method = align.METHODS["said"]
+    assert align._config_hash(said_method, load_config(None, ["align.method=said", "align.said.epochs=9"]), model) \
+        != align._config_hash(said_method, said, model)
 
 
 def test_a_code_change_makes_a_new_run(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -22,9 +22,9 @@ from pipeline.config import PipelineConfig
 from pipeline.embeddings import read_embeddings
 from pipeline.errors import BadInput
 from pipeline.store import LOCK, read_manifest
-from stages.align import stage
-from stages.downstream import recommend, runs, train, warm_start
-from stages.downstream.recommender import build
+from stages.align import said_method, stage
+from stages.downstream import kinds, recommend, train, warm_start
+from stages.downstream.kinds import build_recommender
 from stages.downstream.sequences import load_sequences
 from tests.align_support import align_config, prepared, write_ml100k_slice
 from tests.support import REPO, TINY_MODEL, shared_dataset, write_embeddings_run
@@ -54,7 +54,7 @@ def test_an_interaction_only_change_reuses_stage_one_and_loads_no_model(tmp_path
     def no_model(*args, **kwargs):
         raise AssertionError("stage one loaded a model for an interaction-only change")
 
-    monkeypatch.setattr(stage, "load_causal_lm", no_model)
+    monkeypatch.setattr(said_method, "load_causal_lm", no_model)
     again = stage.run(second)
     assert again.reused and again.run_dir == aligned.run_dir
     assert stage.plan(second, day2).reason.startswith(f"catalog unchanged since run {aligned.run_dir.name}")
@@ -118,14 +118,14 @@ def test_warm_start_loads_matching_rows_and_rerunning_is_a_no_op(tmp_path: Path)
     # the adapter keeps the whitening it was trained behind, not one recomputed from today's larger table
     before, after = load_file(str(first.run_dir / "model.safetensors")), load_file(str(warm.run_dir / "model.safetensors"))
     assert torch.equal(before["items.adapter.matrix"], after["items.adapter.matrix"])
-    fresh_whitening = build(day2.downstream.model, 46, read_embeddings(embeddings2).vectors.copy(), None).state_dict()
+    fresh_whitening = build_recommender(day2.downstream.model, 46, read_embeddings(embeddings2).vectors.copy(), None).state_dict()
     assert not torch.equal(fresh_whitening["items.adapter.matrix"], before["items.adapter.matrix"])
     assert train.run(day2, embeddings_dir=embeddings2).reused  # its own run is never its source
     # rows matched by item id; new items keep a fresh start
-    source = warm_start.find_source(day2, "a later dataset run", read_embeddings(embeddings2))
+    source = train.warm_source(day2, "a later dataset run", read_embeddings(embeddings2))
     assert source is not None and source.run_id == warm.run_dir.name
-    seqs = runs.load_trained(warm.run_dir).seqs
-    model = build(day2.downstream.model, seqs.num_items, np.zeros((seqs.num_items, 16), np.float32), None)
+    seqs = kinds.load_trained(warm.run_dir).seqs
+    model = build_recommender(day2.downstream.model, seqs.num_items, np.zeros((seqs.num_items, 16), np.float32), None)
     fresh = model.state_dict()["items.ids.weight"].clone()
     warm_start.apply(model, source, seqs.item_ids)
     loaded = model.state_dict()["items.ids.weight"]
@@ -226,7 +226,7 @@ def test_status_says_what_run_would_do_and_gc_keeps_what_is_in_use(tmp_path: Pat
     assert not first.run_dir.exists() and second.run_dir.exists() and trained.exists()
     assert not any(p.name.startswith(".gc-") for p in first.run_dir.parent.iterdir())
     assert {run.run_dir for run in [*locked.deleted, *done.deleted]} == doomed  # the other outputs went first
-    kept_model = runs.load_trained(trained)  # what the kept model reads is still there
+    kept_model = kinds.load_trained(trained)  # what the kept model reads is still there
     assert kept_model.seqs.num_items == 43
 
 

@@ -13,11 +13,15 @@ from safetensors.torch import save_file
 from torch import nn
 
 from pipeline.artifact_files import read_tensors
-from pipeline.config import AlignConfig
+from pipeline.config import AlignConfig, PipelineConfig
 from pipeline.errors import BadInput
+from pipeline.history import write_history
+from stages.align import model_id
 from stages.align.catalog import RowPlan
 from stages.align.dist import gather_rows, my_rows, say
 from stages.align.evidence import prefix_losses
+from stages.align.lm import Loaded, load_causal_lm, use_attention
+from stages.align.method import CHECKPOINTS, STAGE_READS, AlignPlan, Embedded, check_dim, mean, tokens_to_embed
 from stages.align.projector import SAIDProjector, pool, token_rms
 from stages.align.said import Position, TrainPlan, enable_checkpointing, fit
 from stages.align.tokens import Tokens
@@ -143,3 +147,62 @@ def train_and_embed(accelerator: Accelerator, config: AlignConfig, lm: nn.Module
         evidence = prefix_losses(accelerator, lm, projector, tokens, config.evidence.items,
                                  config.batch_size, pad_id, config.seed)
     return Trained(vectors, projector, position, evidence)
+
+
+@dataclass(frozen=True)
+class SaidMethod:
+    """SAID as stage one's method table asks for it (`stages.align.method.Method`)."""
+
+    def model_name(self, config: PipelineConfig) -> str:
+        return config.align.lm
+
+    def pooling(self, config: PipelineConfig) -> str:
+        return config.align.said.pooling
+
+    def model_identity(self, config: PipelineConfig) -> dict[str, object]:
+        align = config.align
+        return model_id.identify(align.lm, "align.lm", align.model_cache, align.offline)
+
+    def settings_read(self, config: PipelineConfig) -> list[object]:
+        return [config.align.model_dump(mode="json", include=STAGE_READS | {"attention", "said"})]
+
+    def pretrain_dirs(self, config: PipelineConfig) -> list[Path]:
+        return []
+
+    def full_run_inputs(self, config: PipelineConfig, dataset_run: str, pretrain_dirs: list[Path]) -> list[object]:
+        return []
+
+    def describe(self, config: PipelineConfig, items: int) -> str:
+        said = config.align.said
+        steps = -(-items // config.align.batch_size) * said.epochs
+        return f"{said.epochs} epochs = about {min(steps, said.max_steps or steps):,} steps"
+
+    def load(self, accelerator: Accelerator, align: AlignConfig) -> tuple[Loaded, int]:
+        """The frozen causal LM and the dimension of the vectors SAID will give."""
+        with accelerator.main_process_first():  # one process converts a GGUF model; the others read the result
+            loaded = load_causal_lm(align.lm, "align.lm", align.model_cache, align.offline, align.lm_dtype)
+            use_attention(loaded.model, align.attention, accelerator.device)
+        return loaded, output_dim(align, loaded.model.config.hidden_size)
+
+    def embed(self, accelerator: Accelerator, config: PipelineConfig, planned: AlignPlan, dataset_dir: Path,
+              folder: Path) -> Embedded:
+        align, rows = config.align, planned.rows
+        loaded, dim = self.load(accelerator, align)
+        check_dim(planned.base, dim)
+        tokens = tokens_to_embed(accelerator, align, planned, loaded, folder, special_tokens=False)
+        pad_id = loaded.tokenizer.pad_token_id
+        projector = projector_for(align, loaded.model, tokens, planned.base_dir, rows.base_rows)
+        trained = train_and_embed(accelerator, align, loaded.model, tokens, projector, pad_id, folder / CHECKPOINTS)
+        losses = trained.position.losses
+        training = {"steps": trained.position.step, "resumed_from_step": trained.position.resumed_from,
+                    "first_loss": mean(losses[:5]), "last_loss": mean(losses[-5:])}
+
+        def save(out: Path) -> None:
+            save_projector(out / PROJECTOR_FILE, trained.projector, planned.base_dir, rows)
+            write_history(out, trained.position.history)
+
+        return Embedded(trained.vectors, {"training": training, "evidence": {"prefix_loss": trained.evidence}},
+                        loaded.source, tokens.truncated, save)
+
+    def carry_over(self, planned: AlignPlan, folder: Path) -> None:
+        save_projector(folder / PROJECTOR_FILE, None, planned.base_dir, planned.rows)

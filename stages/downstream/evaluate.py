@@ -9,6 +9,7 @@ never materialised.
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -18,7 +19,7 @@ from pipeline import events, metrics
 from pipeline.config import EvaluateConfig
 from pipeline.errors import BadInput
 from stages.downstream.recommender import Recommender
-from stages.downstream.sequences import Sequences, history_pairs, padded
+from stages.downstream.sequences import INTERACTIONS_FILE, Sequences, history_pairs, padded
 
 UserFn = Callable[[np.ndarray, np.ndarray], torch.Tensor]  # (users, history ends) -> (B, H) user vectors
 
@@ -32,6 +33,16 @@ def split_users(seqs: Sequences, split: str) -> np.ndarray:
     """Users with a target in `split` and at least one item before it."""
     target = seqs.valid if split == "valid" else seqs.test
     return np.flatnonzero((target > 0) & (seqs.split_end(split) > seqs.starts))
+
+
+def check_splits(seqs: Sequences, dataset_dir: Path) -> None:
+    """Fail before training when there is nothing to train on, select by, or test on."""
+    path = dataset_dir / INTERACTIONS_FILE
+    if not (seqs.n_train >= 2).any():
+        raise BadInput(f"{path}: no user has two train interactions; nothing to train on")
+    for split in ("valid", "test"):
+        if len(split_users(seqs, split)) == 0:
+            raise BadInput(f"{path}: no users with a {split} interaction and a history before it")
 
 
 def _ranks(encode: UserFn, items: torch.Tensor, seqs: Sequences, split: str, mask_history: bool, batch_size: int) -> torch.Tensor:

@@ -24,9 +24,10 @@ from pipeline.prepare import write_parquet
 from pipeline.run_ids import code_identity, stage_run_id
 from pipeline.store import RunResult, publish_run, read_manifest, sha256_file, workspace_output
 from pipeline.workspace import newest, sibling_output
-from stages.downstream import runs
+from stages.downstream import kinds, runs
 from stages.downstream.current import Current, on_current_data, read_histories
 from stages.downstream.item_index import read_index
+from stages.downstream.recommender import Recommender
 from stages.downstream.sequences import Sequences, history_pairs, load_sequences, padded
 
 RECOMMENDATIONS_FILE = "recommendations.parquet"
@@ -113,7 +114,7 @@ def _table(seqs: Sequences, users: np.ndarray, items: np.ndarray, scores: np.nda
 def _embeddings_now(trained: runs.Trained) -> Embeddings | None:
     """Today's embeddings for a model that reads them: the newest run of the same method and width."""
     method, dim = trained.manifest.get("embeddings_method"), trained.manifest.get("embedding_dim")
-    if trained.manifest.get("embeddings_run_id") is None or trained.config.model.kind == "recformer":
+    if trained.manifest.get("embeddings_run_id") is None or not isinstance(trained.model, Recommender):
         return None
     output = sibling_output(trained.run_dir, "embeddings")
     found = newest(output, lambda run: run.manifest.get("kind") == "embeddings"
@@ -143,7 +144,7 @@ def run(config: PipelineConfig, force: bool = False, run_dir: Path | None = None
     if histories is not None and not histories.is_file():
         raise BadInput(f"{histories}: histories file not found (expected Parquet or CSV: user_id, item_id)")
     run_dir = run_dir or runs.resolve(workspace_output(config, "downstream"), config.recommend.run, "downstream")
-    trained = runs.load_trained(run_dir)
+    trained = kinds.load_trained(run_dir)
     # Today's data comes from the model's own workspace (the configured one, unless recommend.run names a run
     # folder elsewhere, e.g. a read-only copy); the recommendations go to the configured workspace.
     dataset_dir = dataset_dir or sibling_output(run_dir, "datasets").require_latest(

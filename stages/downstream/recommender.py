@@ -1,6 +1,7 @@
 """A recommender = an item encoder + a sequence model; scores are dot products with every item's vector.
 
-`build` is the one place that maps `downstream.model` config to the models' flat constructor arguments.
+`build` maps `downstream.model` to the item side's flat constructor arguments; each kind in `kinds` builds its
+own sequence model.
 """
 
 from __future__ import annotations
@@ -12,10 +13,7 @@ import torch
 from torch import nn
 
 from pipeline.config import ModelConfig
-from stages.downstream.gru4rec import GRU4Rec
 from stages.downstream.item_encoder import ItemEncoder
-from stages.downstream.said_light import SAIDLight
-from stages.downstream.sasrec import SASRec
 
 
 class Recommender(nn.Module):
@@ -49,31 +47,13 @@ class Recommender(nn.Module):
         return self.user_vectors(history) @ table.T
 
 
-SEQUENCE_MODELS: dict[str, Callable[[ModelConfig], nn.Module]] = {
-    "sasrec": lambda c: SASRec(c.hidden_size, c.layers, c.heads, c.dropout, c.max_length,
-                               c.feedforward_size or 4 * c.hidden_size, c.norm, c.positions),
-    "gru4rec": lambda c: GRU4Rec(c.hidden_size, c.layers, c.dropout),
-    "said_light": lambda c: SAIDLight(c.hidden_size, c.layers, c.dropout, c.max_length, c.pooling),
-}
-
-
-def sequence_model(config: ModelConfig) -> nn.Module:
-    """The sequence model `downstream.model.kind` names, from its flat arguments.
-
-    Raises:
-        ValueError: a kind with no sequence model here (recformer has its own training and model).
-    """
-    if config.kind not in SEQUENCE_MODELS:
-        raise ValueError(f"downstream.model.kind {config.kind!r} has no sequence model here "
-                         f"(known: {', '.join(SEQUENCE_MODELS)})")
-    return SEQUENCE_MODELS[config.kind](config)
-
-
-def build(config: ModelConfig, num_items: int, embeddings: np.ndarray | None, has_embedding: np.ndarray | None) -> Recommender:
-    """The recommender `config` describes, over `embeddings` (N, D) in item order, or IDs alone when None."""
+def build(config: ModelConfig, sequence: Callable[[ModelConfig], nn.Module], num_items: int,
+          embeddings: np.ndarray | None, has_embedding: np.ndarray | None) -> Recommender:
+    """The sequence model `sequence` builds over the item side `config` describes: `embeddings` (N, D) in item
+    order, or IDs alone when None. The item side is built first: a seed gives the weights it always gave."""
     items = ItemEncoder(
         num_items, config.hidden_size,
         None if embeddings is None else torch.from_numpy(embeddings),
         None if has_embedding is None else torch.from_numpy(has_embedding),
         config.adapter, config.id_embedding, config.freeze_embeddings)
-    return Recommender(items, sequence_model(config))
+    return Recommender(items, sequence(config))

@@ -1,4 +1,4 @@
-"""Finding stage two's inputs (dataset run, embeddings run) and loading a trained downstream run back."""
+"""A downstream run's files, and finding stage two's inputs (dataset run, embeddings run)."""
 
 from __future__ import annotations
 
@@ -8,22 +8,24 @@ from typing import Any
 
 import numpy as np
 from pydantic import ValidationError
+from torch import nn
 
-from pipeline.artifact_files import read_json, read_tensors
+from pipeline.artifact_files import read_json
 from pipeline.config import DownstreamConfig, PipelineConfig, saved_section
 from pipeline.embeddings import Embeddings, align_to_items, read_embeddings
 from pipeline.errors import BadInput
 from pipeline.schema.renamed import upgrade_saved
 from pipeline.store import Output, read_manifest, workspace_output
-from pipeline.workspace import input_run, workspace_root
-from stages.downstream.item_encoder import WHITENING
-from stages.downstream.recommender import Recommender, build
-from stages.downstream.sequences import Sequences, load_sequences
+from pipeline.workspace import workspace_root
+from stages.downstream.sequences import Sequences
 
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.json"
 INDEX_FILE = "index.faiss"
+CHECKPOINTS = "checkpoints"
+BEST_FILE = "best.safetensors"
+SCRATCH = (CHECKPOINTS, BEST_FILE)  # resume state: removed by the store once the run is published
 
 
 def resolve(out: Output, ref: str, what: str) -> Path:
@@ -82,7 +84,7 @@ def embeddings_for(config: PipelineConfig, run_dir: Path | None = None) -> Embed
     return read_embeddings(run_dir)
 
 
-def _run_config(path: Path) -> DownstreamConfig:
+def run_config(path: Path) -> DownstreamConfig:
     """The downstream settings a run was trained with (settings added since at their old behaviour).
 
     Raises:
@@ -103,42 +105,7 @@ class Trained:
     """A published downstream run, loaded: its model (eval mode), data, config and manifest."""
 
     run_dir: Path
-    model: Recommender  # for kind recformer a RecformerRecommender (the same scoring interface)
+    model: nn.Module  # scores items as a `Recommender` does (`scores`, `user_vectors`, `items.all_items`)
     seqs: Sequences
     config: DownstreamConfig
     manifest: dict[str, Any]
-
-
-def load_trained(run_dir: Path) -> Trained:
-    """Rebuild a run's model from its config, dataset and embeddings, and load its weights.
-
-    Raises:
-        BadInput: the run, its dataset or its embeddings are gone, or the weights do not fit them
-            (e.g. embeddings of another dimension than the checkpoint was trained on).
-    """
-    manifest = read_manifest(run_dir)
-    if manifest.get("kind") != "downstream":
-        raise BadInput(f"{run_dir}: manifest kind is {manifest.get('kind')!r}, not 'downstream'")
-    config = _run_config(run_dir / CONFIG_FILE)
-    dataset = input_run(run_dir, manifest, "dataset")
-    assert dataset is not None  # every downstream run is trained on a dataset run
-    seqs = load_sequences(dataset)
-    if config.model.kind == "recformer":  # loads its text encoder: imported only for this kind
-        from stages.downstream import recformer_train
-
-        return Trained(run_dir, recformer_train.load(run_dir, dataset), seqs, config, manifest)
-    embeddings_dir = input_run(run_dir, manifest, "embeddings")
-    embeddings = None if embeddings_dir is None else read_embeddings(embeddings_dir)
-    if embeddings is not None and embeddings.dim != manifest["embedding_dim"]:
-        raise BadInput(f"{embeddings.run_dir}: embeddings have dim {embeddings.dim}, but {run_dir / WEIGHTS_FILE} "
-                       f"was trained on dim {manifest['embedding_dim']}")
-    vectors, has = item_vectors(embeddings, seqs, config)
-    model = build(config.model, seqs.num_items, vectors, has)
-    try:
-        missing, unexpected = model.load_state_dict(read_tensors(run_dir / WEIGHTS_FILE), strict=False)
-        if unexpected or set(missing) - set(WHITENING):  # runs saved before the whitening was kept lack only it
-            raise RuntimeError(f"missing {sorted(missing)}, unexpected {sorted(unexpected)}")
-    except RuntimeError as exc:
-        raise BadInput(f"{run_dir / WEIGHTS_FILE}: does not fit the model built from {CONFIG_FILE} "
-                       f"({' '.join(str(exc).split())[:300]})") from None
-    return Trained(run_dir, model.eval(), seqs, config, manifest)

@@ -1,241 +1,23 @@
-"""`seqrec-pipeline train-downstream`: train a sequential recommender on frozen item embeddings.
+"""`seqrec-pipeline train-downstream`: train a recommender of the configured kind on frozen item embeddings.
 
-Every position of each user's train sequence is a target in one pass (as SASRec trains), not every prefix
-as its own sample. Early stopping on valid NDCG; the best weights are kept; a killed run resumes from its
-last complete epoch checkpoint (weights, optimizer, RNG, epoch, best metric, patience counter).
+The kind (`kinds.KINDS`) is chosen once: it says what the run id hashes and trains the run (a sequence kind
+through `fit`, Recformer by fine-tuning its encoder).
 """
 
 from __future__ import annotations
 
-import math
-import time
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import torch
-from accelerate import Accelerator
-from accelerate.utils import set_seed
-from safetensors.torch import load_file, save_file
-
 from pipeline import events
 from pipeline.artifact_files import parquet_rows
-from pipeline.batching import length_batches, shard
-from pipeline.config import DownstreamConfig, ModelConfig, PipelineConfig, TrainConfig
+from pipeline.config import PipelineConfig
 from pipeline.embeddings import Embeddings
-from pipeline.errors import BadInput
-from pipeline.faults import crash_point
-from pipeline.history import write_history
 from pipeline.prepare import ITEMS_FILE
 from pipeline.run_ids import code_identity, stage_run_id
-from pipeline.store import RunResult, publish_run, read_manifest, workspace_output, write_json_atomic
-from stages import resume
-from stages.accelerator import stage_accelerator
-from stages.downstream import runs, warm_start
-from stages.downstream.evaluate import evaluate_all, evaluate_model, split_users
-from stages.downstream.item_index import build_index
-from stages.downstream.objective import Objective
-from stages.downstream.recommender import Recommender, build
-from stages.downstream.sequences import Sequences, load_sequences, padded
+from pipeline.store import RunResult, publish_run, read_manifest, workspace_output
+from stages.downstream import kinds, runs
 from stages.downstream.warm_start import WarmStart
-
-CHECKPOINTS = "checkpoints"
-BEST_FILE = "best.safetensors"
-SCRATCH = (CHECKPOINTS, BEST_FILE)  # resume state: removed by the store once the run is published
-
-
-@dataclass
-class TrainState:
-    """What a resumed run needs besides weights, optimizer and RNG (which Accelerate saves)."""
-
-    epoch: int = 0  # epochs completed
-    best_metric: float = -math.inf
-    best_epoch: int = 0
-    bad_epochs: int = 0  # epochs since the best one (the patience counter)
-    history: list[dict[str, Any]] = field(default_factory=list)
-    best_valid: dict[str, float] | None = None  # the best epoch's valid metrics: not evaluated again at the end
-
-
-def check_splits(seqs: Sequences, dataset_dir: Path) -> None:
-    """Fail before training when there is nothing to train on, select by, or test on."""
-    path = dataset_dir / "interactions.parquet"
-    if not (seqs.n_train >= 2).any():
-        raise BadInput(f"{path}: no user has two train interactions; nothing to train on")
-    for split in ("valid", "test"):
-        if len(split_users(seqs, split)) == 0:
-            raise BadInput(f"{path}: no users with a {split} interaction and a history before it")
-
-
-def training_rows(seqs: Sequences, max_length: int) -> tuple[torch.Tensor, int]:
-    """(W, L + 1) right-aligned windows that cover every train target exactly once, and how many users had none.
-
-    A train sequence longer than L + 1 is cut from its end into windows whose targets do not overlap
-    (each window's first input is the previous window's last target), so long histories are not
-    truncated to their last L items.
-    """
-    users = np.flatnonzero(seqs.n_train >= 2)
-    windows = -(-(seqs.n_train[users] - 1) // max_length)  # ceil((targets) / L) per user
-    owner = np.repeat(users, windows)
-    back = np.arange(windows.sum()) - np.repeat(np.cumsum(windows) - windows, windows)  # 0 = the last window
-    ends = seqs.split_end("train")[owner] - back * max_length
-    rows = padded(seqs, owner, ends, max_length + 1)
-    return torch.from_numpy(rows), int(len(seqs.user_ids) - len(users))
-
-
-def _resume(accelerator: Accelerator, folder: Path, parts: resume.Parts) -> TrainState:
-    restored = resume.restore(accelerator, folder / CHECKPOINTS, "epoch", parts)
-    if restored is None:
-        return TrainState()
-    path, saved = restored
-    state = TrainState(**saved)
-    events.emit("resumed", f"resuming after epoch {state.epoch} from {path}", epoch=state.epoch)
-    return state
-
-
-def _train_epoch(objective: torch.nn.Module, optimizer: torch.optim.Optimizer, accelerator: Accelerator,
-                 rows: torch.Tensor, lengths: np.ndarray, targets_per_batch: float, train: TrainConfig,
-                 epoch: int) -> float:
-    """One pass over this process's share of windows, batched by length and shuffled by (seed, epoch),
-    so a resumed run repeats it; the mean loss of its targets. A non-finite loss stops training."""
-    budget = targets_per_batch if train.batch_by == "targets" else None
-    batches = length_batches(np.arange(len(rows)), lengths, train.batch_size, train.length_pool, train.seed + epoch, budget)
-    batches = shard(batches, accelerator.process_index, accelerator.num_processes)
-    objective.train()
-    total, targets = 0.0, 0
-    with events.Tracker(f"epoch {epoch + 1}", sum(len(b) for b in batches), "sequences") as tracker:
-        for indices in batches:
-            batch = rows[torch.from_numpy(indices)].to(accelerator.device)  # (B, L + 1)
-            loss = objective(batch[:, :-1], batch[:, 1:])
-            value = loss.item()
-            resume.stop_if_diverged(value, f"epoch {epoch + 1}")
-            optimizer.zero_grad(set_to_none=True)
-            accelerator.backward(loss)
-            optimizer.step()
-            total += value * targets_per_batch  # the batch's summed loss
-            targets += int(lengths[indices].sum())
-            # Batches are sorted by length, so one batch's loss jumps; people see the epoch's running mean.
-            tracker.advance(len(batch), json_only={"batch_loss": round(value, 4)}, loss=f"{total / targets:.4f}")
-    return total / max(int(sum(lengths[b].sum() for b in batches)), 1)
-
-
-def negative_sampling(seqs: Sequences, train: TrainConfig) -> torch.Tensor | None:
-    """The probability of drawing each item as a negative: None (uniform), or train counts ^ 0.75 (word2vec's
-    smoothing: popular items are drawn often, rare ones still drawn), each count plus one."""
-    if train.sampler == "uniform" or train.loss == "ce":
-        return None
-    weights = torch.from_numpy(seqs.train_counts() + 1).double() ** 0.75
-    return (weights / weights.sum()).float()
-
-
-def _fit(model: Recommender, seqs: Sequences, rows: torch.Tensor, config: DownstreamConfig,
-         folder: Path, warm: bool) -> tuple[TrainState, Accelerator]:
-    """The training loop: epochs until `epochs` or patience runs out; the best weights in BEST_FILE.
-
-    A warm-started model is scored before training as epoch 0, so training must beat where it started.
-    """
-    train, metric = config.train, f"ndcg@{config.evaluate.ks[0]}"
-    accelerator = stage_accelerator()
-    lengths = (rows[:, :-1] != 0).sum(dim=1).numpy()  # targets (= history length) of each window
-    targets_per_batch = train.batch_size * float(lengths.mean())
-    objective = Objective(model, train.loss, train.negatives, targets_per_batch, negative_sampling(seqs, train))
-    optimizer = torch.optim.AdamW(objective.parameters(), lr=train.lr, weight_decay=train.weight_decay)
-    objective, optimizer = accelerator.prepare(objective, optimizer)
-    parts = resume.Parts([objective], [optimizer])
-    state = _resume(accelerator, folder, parts)
-    if warm and not state.history:
-        valid = evaluate_model(model, seqs, "valid", config.evaluate, config.model.max_length)
-        state.best_metric, state.best_valid = valid[metric], valid
-        state.history.append({"epoch": 0, f"valid_{metric}": valid[metric]})
-        if accelerator.is_main_process:
-            _save_weights(model, folder / BEST_FILE)
-        events.emit("epoch", f"warm start: valid {metric} {valid[metric]:.4f} before training", epoch=0, valid=valid)
-    while state.epoch < train.epochs and state.bad_epochs < train.patience:
-        started = time.perf_counter()
-        loss = _train_epoch(objective, optimizer, accelerator, rows, lengths, targets_per_batch, train, state.epoch)
-        seconds = time.perf_counter() - started
-        valid = evaluate_model(model, seqs, "valid", config.evaluate, config.model.max_length)
-        state.epoch += 1
-        state.history.append({"epoch": state.epoch, "loss": loss, "train_s": round(seconds, 3),
-                              "lr": optimizer.param_groups[0]["lr"], **{f"valid_{k}": v for k, v in valid.items()}})
-        if valid[metric] > state.best_metric:
-            state.best_metric, state.best_epoch, state.bad_epochs, state.best_valid = valid[metric], state.epoch, 0, valid
-            if accelerator.is_main_process:
-                _save_weights(model, folder / BEST_FILE)
-        else:
-            state.bad_epochs += 1
-        events.emit("epoch", f"epoch {state.epoch}: loss {loss:.4f}, valid {metric} {valid[metric]:.4f} "
-                    f"(best {state.best_metric:.4f} at epoch {state.best_epoch}), {seconds:.1f}s",
-                    epoch=state.epoch, loss=loss, valid=valid, train_s=seconds)
-        resume.save(accelerator, folder / CHECKPOINTS, "epoch", state.epoch, asdict(state), parts)
-    return state, accelerator
-
-
-def _save_weights(model: Recommender, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    save_file({name: tensor.contiguous() for name, tensor in model.state_dict().items()}, str(tmp))
-    tmp.replace(path)
-
-
-def _train(folder: Path, config: DownstreamConfig, dataset_dir: Path, dataset_run_id: str,
-           embeddings: Embeddings | None, warm: WarmStart | None) -> dict[str, Any]:
-    seqs = load_sequences(dataset_dir)
-    check_splits(seqs, dataset_dir)
-    vectors, has = runs.item_vectors(embeddings, seqs, config)
-    rows, not_trained = training_rows(seqs, config.model.max_length)
-    one_interaction = int((np.diff(seqs.offsets) == 1).sum())
-    if one_interaction:
-        events.emit("skipped_users", f"{one_interaction} users with one interaction skipped (nothing to predict)",
-                    users=one_interaction)
-    events.emit("training_plan", f"{config.model.kind} over {seqs.num_items:,} items: {len(rows):,} windows an "
-                f"epoch, at most {config.train.epochs} epochs, stopping after {config.train.patience} without "
-                f"a better valid score ({config.train.loss} loss; `run --dry-run` prices an epoch)",
-                windows=len(rows), items=seqs.num_items)
-    set_seed(config.train.seed)
-    model = build(config.model, seqs.num_items, vectors, has)
-    init: dict[str, Any] = {"init": "scratch"}
-    if warm is not None:
-        init = {"init": "previous", **warm_start.apply(model, warm, seqs.item_ids)}
-        events.emit("warm_start", f"warm start from run {warm.run_id}: {init['items_matched']:,} items matched, "
-                    f"{init['items_new']:,} new", **init)
-    state, accelerator = _fit(model, seqs, rows, config, folder, warm is not None)
-    accelerator.wait_for_everyone()
-    model.load_state_dict(load_file(folder / BEST_FILE))
-    results = evaluate_all(model, seqs, config.evaluate, config.model.max_length, valid=state.best_valid)
-    if accelerator.is_main_process:
-        _export(folder, model, config, {**results, "best_epoch": state.best_epoch, "history": state.history})
-        write_history(folder, [{**record, "best": record["epoch"] == state.best_epoch} for record in state.history])
-    accelerator.wait_for_everyone()
-    return {
-        "kind": "downstream", "model": config.model.kind, "seed": config.train.seed,
-        **runs.input_facts(folder, dataset_dir, dataset_run_id, embeddings),
-        "embeddings_method": None if embeddings is None else embeddings.manifest.get("method"),
-        "embedding_dim": None if embeddings is None else embeddings.dim,
-        "items_without_embedding": 0 if has is None else int((~has).sum()),
-        "num_items": seqs.num_items, "epochs": state.epoch, "best_epoch": state.best_epoch, **init,
-        "users": {"total": len(seqs.user_ids), "one_interaction_skipped": one_interaction,
-                  "trained_on": len(seqs.user_ids) - not_trained},
-        "metrics": {"valid": results["model"]["valid"], "test": results["model"]["test"]},
-    }
-
-
-def _export(folder: Path, model: Recommender, config: DownstreamConfig, metrics: dict[str, Any]) -> None:
-    """The published files: weights, config, metrics and the item index (resume state goes after the publish)."""
-    import faiss
-
-    _save_weights(model, folder / runs.WEIGHTS_FILE)
-    crash_point("export.halfway")
-    write_json_atomic(folder / runs.CONFIG_FILE, config.model_dump(mode="json"))
-    write_json_atomic(folder / runs.METRICS_FILE, metrics)
-    with torch.no_grad():
-        vectors = model.items.all_items().cpu().numpy()
-    faiss.write_index(build_index(vectors, config.index), str(folder / runs.INDEX_FILE))
-
-
-# `downstream` settings a recformer run does not read (its encoder and training are `recformer`'s): left out
-# of its run id, as align leaves SAID's section out of other methods', so changing SASRec's settings does not
-# re-train Recformer (hours on a CPU).
-RECFORMER_UNREAD = {"train": True, "model": set(ModelConfig.model_fields) - {"kind", "max_length"}}
 
 
 def catalog_size(dataset_dir: Path) -> int:
@@ -263,32 +45,29 @@ def concrete_loss(config: PipelineConfig, num_items: int) -> PipelineConfig:
     return config.model_copy(update={"downstream": downstream})
 
 
+def warm_source(config: PipelineConfig, dataset_run_id: str, embeddings: Embeddings | None) -> WarmStart | None:
+    """The run a `downstream.train.init: previous` run starts from, where its kind warm-starts and one is found."""
+    if config.downstream.train.init != "previous":
+        return None
+    return kinds.kind_of(config.downstream.model.kind).warm_source(config, dataset_run_id, embeddings)
+
+
 def run_id(config: PipelineConfig, dataset_run_id: str, embeddings: Embeddings | None,
            warm: WarmStart | None = None) -> str:
-    """A downstream run's id: the settings it reads, its dataset and embeddings runs, the run it warm-starts
-    from, and for recformer its config section and the starting checkpoint's weights."""
-    kind = config.downstream.model.kind
-    recformer: list[object] = []
-    if kind == "recformer":
-        from stages.align.recformer_method import model_identity  # loads transformers: recformer runs only
-
-        recformer = [config.recformer.model_dump(mode="json"), model_identity(config.recformer)]
-    settings = config.downstream.model_dump(mode="json", exclude=RECFORMER_UNREAD if kind == "recformer" else None)
-    settings.get("train", {}).pop("full_softmax_max_items", None)  # read only to resolve `loss: auto`
+    """A downstream run's id: the settings its kind reads, its dataset and embeddings runs, what else the kind
+    reads (Recformer: its config section and the starting checkpoint's weights) and the run it warm-starts from."""
+    name = config.downstream.model.kind
+    kind = kinds.kind_of(name)
     start = [] if warm is None else [f"init {warm.run_id}"]
-    return stage_run_id("train-downstream", settings, dataset_run_id,
-                        None if embeddings is None else embeddings.run_id, *recformer, *start, code=code(kind))
-
-
-KIND_MODULES = {"sasrec": ("stages.downstream.sasrec",), "gru4rec": ("stages.downstream.gru4rec",),
-                "said_light": ("stages.downstream.said_light",),
-                "recformer": ("stages.downstream.recformer_train", "stages.downstream.recformer_recommender")}
+    return stage_run_id("train-downstream", kind.settings_read(config), dataset_run_id,
+                        None if embeddings is None else embeddings.run_id, *kind.other_inputs(config), *start,
+                        code=code(name))
 
 
 def code(kind: str) -> str:
-    """The identity of the code that makes `kind`'s runs: stage two without the other kinds' modules."""
+    """The identity of the code that makes `kind`'s runs: stage two without the other kinds' own modules."""
     return code_identity(("stages.downstream.train",),
-                         tuple(m for name, modules in KIND_MODULES.items() if name != kind for m in modules))
+                         tuple(module for name, module in kinds.OWN_CODE.items() if name != kind))
 
 
 @events.in_stage("train-downstream")
@@ -303,24 +82,18 @@ def run(config: PipelineConfig, force: bool = False, dataset_dir: Path | None = 
     dataset_run_id = read_manifest(dataset_dir)["run_id"]
     config = concrete_loss(config, catalog_size(dataset_dir))
     embeddings = runs.embeddings_for(config, embeddings_dir)
-    kind = config.downstream.model.kind
-    warm = None
-    if kind != "recformer" and config.downstream.train.init == "previous":
-        warm = warm_start.find_source(config, dataset_run_id, embeddings)
+    name = config.downstream.model.kind
+    kind = kinds.kind_of(name)
+    warm = warm_source(config, dataset_run_id, embeddings)
 
     def build_run(folder: Path) -> dict[str, Any]:
-        if kind == "recformer":  # the one kind that loads a text encoder: imported only here, never for the others
-            from stages.downstream import recformer_train
-
-            facts = recformer_train.train(folder, config, dataset_dir, dataset_run_id, embeddings)
-        else:
-            if warm is None and config.downstream.train.init == "previous":
-                events.emit("warm_start", "downstream.train.init=previous: no earlier compatible run; a fresh start")
-            facts = _train(folder, config.downstream, dataset_dir, dataset_run_id, embeddings, warm)
-        return {**facts, "code_identity": code(kind)}
+        if warm is None and config.downstream.train.init == "previous":
+            events.emit("warm_start", "downstream.train.init=previous: no earlier compatible run; a fresh start")
+        facts = kind.train(folder, config, dataset_dir, dataset_run_id, embeddings, warm)
+        return {**facts, "code_identity": code(name)}
 
     made = run_id(config, dataset_run_id, embeddings, warm)
     events.making(made)
     return publish_run(workspace_output(config, "downstream"), made, build_run, force=force, keep_partial=True,
                        lock_wait_s=config.workspace.lock_wait_s, stale_lock_s=config.workspace.stale_lock_s,
-                       scratch=SCRATCH)
+                       scratch=runs.SCRATCH)

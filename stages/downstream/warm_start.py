@@ -33,8 +33,8 @@ class WarmStart:
     item_ids: list[str]
 
 
-def find_source(config: PipelineConfig, dataset_run_id: str, embeddings: Embeddings | None) -> WarmStart | None:
-    """The run to warm-start from, or None (no compatible run yet: a fresh start)."""
+def find_source(config: PipelineConfig, dataset_run_id: str, embeddings: Embeddings | None) -> Published | None:
+    """The run to warm-start from, or None (no compatible run yet: a fresh start); its kind loads it."""
     wanted_model = config.downstream.model.model_dump(mode="json")
     method = None if embeddings is None else embeddings.manifest.get("method")
     dim = None if embeddings is None else embeddings.dim
@@ -51,13 +51,7 @@ def find_source(config: PipelineConfig, dataset_run_id: str, embeddings: Embeddi
             return False
         return saved.get("model") == wanted_model
 
-    found = newest(workspace_output(config, "downstream"), compatible)
-    if found is None:
-        return None
-    # Loaded as a run, not its weights file alone: a run saved before its whitening was kept gets it
-    # recomputed from its own embeddings, the table its adapter was trained on.
-    source = runs.load_trained(found.run_dir)
-    return WarmStart(found.run_id, source.model.state_dict(), source.seqs.item_ids)
+    return newest(workspace_output(config, "downstream"), compatible)
 
 
 def apply(model: torch.nn.Module, source: WarmStart, item_ids: list[str]) -> dict[str, int | str]:

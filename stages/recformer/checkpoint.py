@@ -13,15 +13,28 @@ from pathlib import Path
 from safetensors.torch import load_model, save_model
 from transformers import AutoConfig, AutoModel, PreTrainedTokenizerBase
 
+from pipeline.config import RecformerConfig
 from pipeline.errors import BadInput
+from pipeline.integrity import sha256_file
 from stages.recformer.model import RecformerEncoder
 
+ENCODER_DIR = "encoder"  # where an embeddings or downstream run keeps its encoder
 WEIGHTS = "recformer.safetensors"
 ARGUMENTS = "recformer.json"
 
 
 def is_checkpoint(folder: Path) -> bool:
     return (folder / WEIGHTS).is_file() and (folder / ARGUMENTS).is_file()
+
+
+def model_identity(config: RecformerConfig) -> str | None:
+    """The sha256 of a checkpoint's weights when `recformer.model` is a Recformer checkpoint folder, else None.
+
+    Run ids hash it: a path such as `.../latest/encoder` stays the same while the weights behind it change.
+    """
+    if config.model is None or not is_checkpoint(Path(config.model)):
+        return None
+    return sha256_file(Path(config.model) / WEIGHTS)
 
 
 def save_encoder(encoder: RecformerEncoder, tokenizer: PreTrainedTokenizerBase, folder: Path) -> None:

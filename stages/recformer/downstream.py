@@ -1,14 +1,15 @@
-"""`train-downstream` with `downstream.model.kind: recformer`: the paper's two-stage fine-tuning.
+"""Recformer's stage-two entry point (`downstream.model.kind: recformer`): the paper's two-stage fine-tuning.
 
 Unlike the other kinds this one loads a text encoder: the Recformer checkpoint of the embeddings run
 (`encoder/`, written by `align.method: recformer`), or `recformer.model` when `downstream.embeddings`
 is null. Epochs are chosen by valid NDCG@K (the first K) from the standard full-ranking evaluation;
 test is scored once, at the end. With `recformer.finetune.epochs` and `frozen_items_epochs` both 0 the
-encoder is evaluated as it is (zero-shot). Imported lazily by `train`: the other kinds never see it.
+encoder is evaluated as it is (zero-shot). Stage two's kind table imports it only for this kind.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -17,28 +18,28 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from safetensors.torch import save_file
+from torch import nn
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
 from pipeline.artifact_files import read_json, read_tensors
-from pipeline.config import PipelineConfig, RecformerConfig
+from pipeline.config import DownstreamConfig, PipelineConfig, RecformerConfig
 from pipeline.embeddings import Embeddings
 from pipeline.errors import BadInput
 from pipeline.history import write_history
 from pipeline.schema.renamed import upgrade_saved
 from pipeline.store import write_json_atomic
 from stages.accelerator import stage_accelerator
-from stages.align.recformer_method import ENCODER_DIR
 from stages.downstream import runs
-from stages.downstream.evaluate import evaluate_all, evaluate_scores, split_users
+from stages.downstream.evaluate import check_splits, evaluate_all, evaluate_scores, split_users
 from stages.downstream.item_index import build_index
-from stages.downstream.recformer_recommender import RecformerRecommender
 from stages.downstream.sequences import Sequences, load_sequences
-from stages.downstream.train import CHECKPOINTS, check_splits
+from stages.downstream.warm_start import WarmStart
 from stages.recformer import build, checkpoint
 from stages.recformer.data import Examples, load_corpus
 from stages.recformer.finetune import finetune
 from stages.recformer.inputs import SequenceFormat
 from stages.recformer.model import RecformerEncoder
+from stages.recformer.recommender import RecformerRecommender
 
 TABLE_FILE = "item_table.safetensors"
 RECFORMER_FILE = "recformer.json"
@@ -65,7 +66,7 @@ def _encoder_folder(config: PipelineConfig, embeddings: Embeddings | None) -> st
     """Where fine-tuning starts: the embeddings run's encoder, or `recformer.model` without embeddings."""
     if embeddings is None:
         return build.model_path(config.recformer.model)
-    folder = embeddings.run_dir / ENCODER_DIR
+    folder = embeddings.run_dir / checkpoint.ENCODER_DIR
     if not checkpoint.is_checkpoint(folder):
         raise BadInput(f"{embeddings.run_dir}: no Recformer encoder (method {embeddings.manifest.get('method')!r}); "
                        "align with align.method=recformer, or set downstream.embeddings=null to start from "
@@ -106,7 +107,7 @@ def train(folder: Path, config: PipelineConfig, dataset_dir: Path, dataset_run_i
     accelerator = stage_accelerator(recformer.finetune.mixed_precision)
     train_examples = examples(seqs, "train")
     result = finetune(encoder, fmt, train_examples, valid, valid_score, recformer.temperature,
-                      recformer.finetune, recformer.encode, accelerator, folder / CHECKPOINTS)
+                      recformer.finetune, recformer.encode, accelerator, folder / runs.CHECKPOINTS)
     model = RecformerRecommender(accelerator.unwrap_model(encoder), fmt, result.table).to(accelerator.device)
     metrics = evaluate_all(model, seqs, downstream.evaluate, downstream.model.max_length)
     best_epoch = next((f"stage {h['stage']} epoch {h['epoch']}" for h in result.history
@@ -133,7 +134,7 @@ def _export(folder: Path, model: RecformerRecommender, tokenizer: PreTrainedToke
             metrics: dict[str, Any]) -> None:
     """The encoder (checkpoint folder), its item table, both configs, metrics and the item index."""
     model = model.cpu()
-    checkpoint.save_encoder(model.encoder, tokenizer, folder / ENCODER_DIR)
+    checkpoint.save_encoder(model.encoder, tokenizer, folder / checkpoint.ENCODER_DIR)
     save_file({"table": model.items.all_items().contiguous()}, str(folder / TABLE_FILE))
     write_json_atomic(folder / runs.CONFIG_FILE, config.downstream.model_dump(mode="json"))
     write_json_atomic(folder / RECFORMER_FILE, config.recformer.model_dump(mode="json"))
@@ -145,7 +146,38 @@ def _export(folder: Path, model: RecformerRecommender, tokenizer: PreTrainedToke
 def load(run_dir: Path, dataset_dir: Path) -> RecformerRecommender:
     """A published recformer run as a recommender (eval mode) over its dataset."""
     recformer = RecformerConfig.model_validate(upgrade_saved("recformer", read_json(run_dir / RECFORMER_FILE)))
-    encoder = checkpoint.load_encoder(run_dir / ENCODER_DIR)
-    tokenizer = AutoTokenizer.from_pretrained(run_dir / ENCODER_DIR)
+    encoder = checkpoint.load_encoder(run_dir / checkpoint.ENCODER_DIR)
+    tokenizer = AutoTokenizer.from_pretrained(run_dir / checkpoint.ENCODER_DIR)
     table = read_tensors(run_dir / TABLE_FILE)["table"]
     return RecformerRecommender(encoder, _format(recformer, dataset_dir, tokenizer), table).eval()
+
+
+# The `downstream` settings a recformer run reads; its encoder and training are the `recformer` section's,
+# so changing SASRec's settings does not re-train Recformer (hours on a CPU).
+READ = {"model": {"kind", "max_length"}, "embeddings": True, "missing_items": True, "evaluate": True, "index": True}
+
+
+@dataclass(frozen=True)
+class RecformerKind:
+    """Recformer as stage two's kind table asks for it (`stages.downstream.kinds.Kind`)."""
+
+    def settings_read(self, config: PipelineConfig) -> dict[str, Any]:
+        return config.downstream.model_dump(mode="json", include=READ)
+
+    def other_inputs(self, config: PipelineConfig) -> list[object]:
+        return [config.recformer.model_dump(mode="json"), checkpoint.model_identity(config.recformer)]
+
+    def warm_source(self, config: PipelineConfig, dataset_run_id: str,
+                    embeddings: Embeddings | None) -> WarmStart | None:
+        return None  # fine-tuning starts from the embeddings run's encoder, never from an earlier run
+
+    def train(self, folder: Path, config: PipelineConfig, dataset_dir: Path, dataset_run_id: str,
+              embeddings: Embeddings | None, warm: WarmStart | None) -> dict[str, Any]:
+        return train(folder, config, dataset_dir, dataset_run_id, embeddings)
+
+    def load(self, run_dir: Path, manifest: dict[str, Any], config: DownstreamConfig, dataset_dir: Path,
+             seqs: Sequences) -> nn.Module:
+        return load(run_dir, dataset_dir)
+
+
+RECFORMER = RecformerKind()

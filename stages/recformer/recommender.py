@@ -2,7 +2,7 @@
 
 Items are the rows of a fixed item table (the encoder's item vectors, L2-normalised); a user is their
 history's texts read by the encoder; a score is the cosine of the two (the paper's ranking; the
-temperature only scales the training softmax). Imported only for `downstream.model.kind: recformer`.
+temperature only scales the training softmax).
 """
 
 from __future__ import annotations
