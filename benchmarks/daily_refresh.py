@@ -30,7 +30,10 @@ import pyarrow.parquet as pq
 from benchmarks import _args, _results
 from benchmarks._cli import ROOT
 from pipeline.config import load_config
-from pipeline.embeddings import read_embeddings
+from pipeline.contracts.dataset import read_interactions, read_items
+from pipeline.contracts.downstream import read_metrics
+from pipeline.contracts.embeddings import read_embeddings
+from pipeline.contracts.recommendations import read_recommendations
 from stages.align.lm import load_causal_lm
 
 SOURCE = ROOT.parent / "shared" / "datasets" / "ml-100k" / "raw"
@@ -93,7 +96,7 @@ def manifest(run_dir: Path) -> dict:
 
 
 def items_text(dataset_dir: Path) -> dict[str, str]:
-    table = pq.read_table(dataset_dir / "items.parquet", columns=["item_id", "text"])
+    table = read_items(dataset_dir, ["item_id", "text"])
     return dict(zip(table.column("item_id").to_pylist(), table.column("text").to_pylist()))
 
 
@@ -109,13 +112,13 @@ def unchanged_rows_identical(before: Path, after: Path, changed: set[str]) -> bo
 
 
 def test_ndcg(run_dir: Path) -> float:
-    return json.loads((run_dir / "metrics.json").read_text())["model"]["test"]["ndcg@10"]
+    return read_metrics(run_dir)["model"]["test"]["ndcg@10"]
 
 
 def cold_start_cases(dataset_dir: Path, new_items: set[str]) -> dict[str, list[tuple[str, list[str], str]]]:
     """(case id, history, target) for day 2's test targets that are new items, and for every interaction with a
     new item that has a history before it (a larger sample of the same question)."""
-    inter = pq.read_table(dataset_dir / "interactions.parquet").sort_by([("user_id", "ascending"), ("position", "ascending")])
+    inter = read_interactions(dataset_dir).sort_by([("user_id", "ascending"), ("position", "ascending")])
     by_user: dict[str, list[dict]] = {}
     for row in inter.to_pylist():
         by_user.setdefault(row["user_id"], []).append(row)
@@ -138,7 +141,7 @@ def recall_at_10(workspace: Path, raw: Path, day1_run: str, cases: list[tuple[st
     events, _ = cli(workspace, raw, "recommend", "--histories", str(path), "--set", f"recommend.run={day1_run}",
                     "--set", "recommend.k=10", "--set", "recommend.filter_history=false")
     out = Path(next(e["run_dir"] for e in events if e["event"] in ("published", "reused")))
-    lists = {row["user_id"]: row["item_ids"] for row in pq.read_table(out / "recommendations.parquet").to_pylist()}
+    lists = {row["user_id"]: row["item_ids"] for row in read_recommendations(out).to_pylist()}
     scores = np.array([counts.get(item, 0) for item in catalog])
     model = sum(target in lists.get(case, []) for case, _, target in cases)
     # ties count against the target, as in evaluation
@@ -149,7 +152,7 @@ def recall_at_10(workspace: Path, raw: Path, day1_run: str, cases: list[tuple[st
 def cold_start(workspace: Path, raw: Path, day1_run: str, dataset_dir: Path, new_items: set[str]) -> dict[str, float | int]:
     """Day 1's model on day 2's histories (no retraining), on targets that are items new on day 2."""
     cases = cold_start_cases(dataset_dir, new_items)
-    train = pq.read_table(dataset_dir / "interactions.parquet", columns=["item_id", "split"]).to_pylist()
+    train = read_interactions(dataset_dir, ["item_id", "split"]).to_pylist()
     counts: dict[str, int] = {}
     for row in train:
         if row["split"] == "train":

@@ -31,7 +31,8 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import _args, _cli, _kept, _results
-from pipeline.embeddings import read_embeddings
+from pipeline.contracts.downstream import CONFIG_FILE, read_metrics
+from pipeline.contracts.embeddings import read_embeddings
 from stages.downstream import train
 
 ROOT = _cli.ROOT
@@ -87,7 +88,7 @@ def our_overrides(kind: str, embeddings: Path | None, seed: int, max_epochs: int
 def train_ours(workspace: Path, seed: int, overrides: list[str], max_epochs: int) -> dict[str, Any]:
     """One training run to early stopping, timed whole; its figures and the overrides that made it."""
     run_dir, seconds = cli(workspace, "train-downstream", *overrides, force=True)
-    metrics = json.loads((run_dir / "metrics.json").read_text())
+    metrics = read_metrics(run_dir)
     epochs = len(metrics["history"])
     return {"seed": seed, "run_dir": str(run_dir), "whole_run_s": round(seconds, 1), "epochs": epochs,
             "best_epoch": metrics["best_epoch"], "stopped_early": epochs < max_epochs,
@@ -251,7 +252,7 @@ def same_settings(run_dir: Path, wanted: list[str]) -> bool:
     """Whether a kept run was made with the settings `wanted` resolves to, by the current training code, its
     embeddings compared by content (a change in stage one's code re-publishes the same vectors under a new
     run id)."""
-    made = _kept.recorded(run_dir, "config.json")
+    made = _kept.recorded(run_dir, CONFIG_FILE)
     if made is None or not _kept.made_by(run_dir, train.code(made["model"]["kind"])):
         return False
     if not _kept.section_agrees(made, CONFIG, "downstream", wanted, skip=("embeddings",)):

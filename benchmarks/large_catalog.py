@@ -24,10 +24,13 @@ import pyarrow.parquet as pq
 
 from benchmarks import _args, _results
 from benchmarks._cli import ROOT
+from pipeline.contracts.downstream import read_metrics, read_saved_config
+
+RAW_INTERACTIONS, RAW_ITEMS = "events.parquet", "catalog.parquet"  # the raw table input prepare reads
 
 
 def generate(folder: Path, items: int, users: int, length: int, seed: int) -> None:
-    """interactions.parquet (user_id, item_id, timestamp) and items.parquet (item_id, title) in `folder`."""
+    """Raw input in `folder`: `RAW_INTERACTIONS` (user_id, item_id, timestamp) and `RAW_ITEMS` (item_id, title)."""
     rng = np.random.default_rng(seed)
     topics = max(items // 100, 1)
     topic_of = rng.integers(0, topics, items)
@@ -44,16 +47,16 @@ def generate(folder: Path, items: int, users: int, length: int, seed: int) -> No
                 item_ids.append(f"i{pool[rng.choice(len(pool), p=weights / weights.sum())]}")
     folder.mkdir(parents=True, exist_ok=True)
     pq.write_table(pa.table({"user_id": user_ids, "item_id": item_ids,
-                             "timestamp": np.arange(len(user_ids), dtype=np.int64)}), folder / "interactions.parquet")
+                             "timestamp": np.arange(len(user_ids), dtype=np.int64)}), folder / RAW_INTERACTIONS)
     pq.write_table(pa.table({"item_id": [f"i{i}" for i in range(items)],
                              "title": [f"item {i} of topic {topic_of[i]}" for i in range(items)]}),
-                   folder / "items.parquet")
+                   folder / RAW_ITEMS)
 
 
 def train(workspace: Path, raw: Path, loss: str, epochs: int, overrides: list[str]) -> dict:
     """One ID-only stage-two run through the CLI; its manifest, metrics and config."""
     sets = [f"workspace.root={workspace}", f"data.path={raw}", "data.name=large", "data.format=table",
-            "data.interactions_file=interactions.parquet", "data.items_file=items.parquet",
+            f"data.interactions_file={RAW_INTERACTIONS}", f"data.items_file={RAW_ITEMS}",
             "data.kcore_users=0", "data.kcore_items=0", "downstream.embeddings=null",
             f"downstream.train.loss={loss}", f"downstream.train.epochs={epochs}",
             f"downstream.train.patience={epochs}", *overrides]
@@ -66,8 +69,7 @@ def train(workspace: Path, raw: Path, loss: str, epochs: int, overrides: list[st
             _args.fail(f"{command} --set downstream.train.loss={loss} failed", done.returncode)
     run = Path(done.stdout.strip().splitlines()[-1])
     return {"manifest": json.loads((run / "manifest.json").read_text()),
-            "metrics": json.loads((run / "metrics.json").read_text()),
-            "config": json.loads((run / "config.json").read_text())}
+            "metrics": read_metrics(run), "config": read_saved_config(run)}
 
 
 @_args.reports_errors

@@ -17,10 +17,9 @@ import json
 import re
 from pathlib import Path
 
-import pyarrow.parquet as pq
-
 from benchmarks import _args, _results
-from pipeline.embeddings import align_to_items, read_embeddings
+from pipeline.contracts.dataset import read_items
+from pipeline.contracts.embeddings import align_to_items, read_embeddings
 from stages.align.evidence import neighbour_rate
 
 # UniSRec's rendering: "<title>. <category path>. <brand>." -- the last two sentences, read from the end.
@@ -59,7 +58,7 @@ def main() -> None:
         # The store's layout: <root>/embeddings/<name>/<run> was made from <root>/datasets/<name>/<dataset run>.
         dataset = embeddings.run_dir.parents[1].parent / "datasets" / embeddings.run_dir.parent.name / \
             embeddings.manifest["dataset_run_id"]
-        items = pq.read_table(dataset / "items.parquet", columns=["item_id", "text"])
+        items = read_items(dataset, ["item_id", "text"])
         vectors, _ = align_to_items(embeddings, items.column("item_id").to_pylist(), allow_missing=False)
         figures[label] = {"run": str(embeddings.run_dir), "method": embeddings.manifest.get("method"),
                           "dim": embeddings.dim}

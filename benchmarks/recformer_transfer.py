@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import _args, _cli, _kept, _results
+from pipeline.contracts.downstream import CONFIG_FILE, read_metrics
 from stages.downstream import train
 
 OFFICE = "configs/amazon2014-office-lcrec.yaml"
@@ -65,7 +66,7 @@ def made_now(run_dir: Path, started: float) -> bool:
 
 def test_ndcg(run_dir: Path) -> tuple[float, float, dict[str, Any]]:
     """The model's and popularity's test NDCG@10 of a downstream run, and its full metrics."""
-    metrics = json.loads((run_dir / "metrics.json").read_text())
+    metrics = read_metrics(run_dir)
     return metrics["model"]["test"]["ndcg@10"], metrics["popularity"]["test"]["ndcg@10"], metrics
 
 
@@ -75,7 +76,7 @@ def kept_finetuning(workspaces: list[Path], overrides: list[str]) -> Path | None
     manifests = (m for w in workspaces for m in sorted((w / "downstream" / SCIENTIFIC_NAME).glob("*/manifest.json")))
     for manifest in manifests:
         run = manifest.parent
-        recformer, downstream = _kept.recorded(run, "recformer.json"), _kept.recorded(run, "config.json")
+        recformer, downstream = _kept.recorded(run, "recformer.json"), _kept.recorded(run, CONFIG_FILE)
         if _kept.recorded(run, manifest.name).get("zero_shot", True) or recformer is None or downstream is None:
             continue
         if not _kept.made_by(run, train.code("recformer")):

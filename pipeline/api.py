@@ -113,13 +113,13 @@ def align(config: ConfigLike = None, *, overrides: Mapping[str, Any] | None = No
 def train_downstream(config: ConfigLike = None, *, overrides: Mapping[str, Any] | None = None, force: bool = False,
                      dataset_dir: Path | None = None, embeddings_dir: Path | None = None) -> StageResult:
     """Stage two: train, evaluate and publish a recommender; `metrics` holds its valid and test figures."""
+    from pipeline.contracts.downstream import read_metrics
     from stages.downstream import train
     from stages.downstream.evaluate import summary
-    from stages.downstream.runs import METRICS_FILE
 
     cfg = as_config(config, overrides)
     made = train.run(cfg, force=force, dataset_dir=dataset_dir, embeddings_dir=embeddings_dir)
-    metrics = json.loads((made.run_dir / METRICS_FILE).read_text())
+    metrics = read_metrics(made.run_dir)
     events.making(str(made.manifest["run_id"]))
     events.emit("evaluated", summary(metrics, cfg.downstream.evaluate.ks[0]), test=metrics["model"]["test"],
                 popularity=metrics["popularity"]["test"], best_epoch=metrics["best_epoch"])

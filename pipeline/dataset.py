@@ -15,12 +15,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipeline.config import DataConfig
+from pipeline.contracts.dataset import SPLITS, TEXT_COLUMN
 from pipeline.errors import BadInput
 from pipeline.ingest import RawData
 from pipeline.text import clean, render
 
-SPLITS = ("train", "valid", "test")
-TEXT_COLUMN = "text"  # the rendered item text in items.parquet
 _EXAMPLES = 5
 
 

@@ -9,6 +9,7 @@ import numpy as np
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from pipeline.contracts.dataset import read_interactions, read_items
 from pipeline.errors import BadInput
 from pipeline.store import LATEST, read_manifest
 
@@ -32,8 +33,8 @@ def distribution(values: np.ndarray) -> dict[str, float]:
 
 
 def dataset_facts(run_dir: Path) -> dict[str, Any]:
-    interactions = pq.read_table(run_dir / "interactions.parquet", columns=["user_id", "split"])
-    items = pq.read_table(run_dir / "items.parquet", columns=["text"])
+    interactions = read_interactions(run_dir, ["user_id", "split"])
+    items = read_items(run_dir, ["text"])
     lengths = pc.value_counts(interactions.column("user_id").combine_chunks()).field("counts").to_numpy()
     splits = pc.value_counts(interactions.column("split").combine_chunks())
     text_chars = pc.utf8_length(items.column("text")).to_numpy()

@@ -5,12 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from types import ModuleType
 
-import pyarrow as pa
-import pyarrow.parquet as pq
-
 from pipeline import dataset, events
 from pipeline.config import PipelineConfig
-from pipeline.faults import crash_point
+from pipeline.contracts.dataset import write_dataset
 from pipeline.ingest import amazon, lcrec, movielens, recbole, table, unisrec
 from pipeline.ingest.tabular import parquet_parts, require_file
 from pipeline.integrity import sha256_file
@@ -25,18 +22,8 @@ READERS: dict[str, ModuleType] = {
     "table": table,
     "amazon": amazon,
 }
-ITEMS_FILE = "items.parquet"
-INTERACTIONS_FILE = "interactions.parquet"
-ROW_GROUP_ROWS = 1 << 20
 FILTER_NAMES = {"unknown_items": "unknown items (data.drop_unknown_items)", "duplicates": "repeats (data.dedup)",
                 "kcore": "k-core (data.kcore_users, data.kcore_items)", "max_history": "data.max_history"}
-
-
-def write_parquet(table: pa.Table, path: Path, metadata: dict[str, str] | None = None) -> None:
-    """Parquet with zstd and fixed row groups, so readers can stream one group at a time."""
-    if metadata:
-        table = table.replace_schema_metadata({**(table.schema.metadata or {}), **metadata})
-    pq.write_table(table, path, compression="zstd", row_group_size=ROW_GROUP_ROWS)
 
 
 def _file_facts(path: Path) -> dict[str, object]:
@@ -85,9 +72,7 @@ def run(config: PipelineConfig, force: bool = False) -> RunResult:
             steps.advance(rows=raw.interactions.num_rows)
             canonical = dataset.build(raw, config.data)
             steps.advance()
-            write_parquet(canonical.items, folder / ITEMS_FILE)
-            crash_point("export.halfway")
-            write_parquet(canonical.interactions, folder / INTERACTIONS_FILE)
+            write_dataset(folder, canonical.items, canonical.interactions)
             steps.advance()
         counts, removed = canonical.facts["counts"], canonical.facts["removed"]
         dropped = ", ".join(f"{FILTER_NAMES[name]} {n:,}" for name, n in removed.items() if n) or "nothing"

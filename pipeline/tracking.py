@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.config import PipelineConfig
-from pipeline.history import read_history
+from pipeline.contracts.history import read_history
 
 
 def flat_config(tree: dict[str, Any], prefix: str = "") -> dict[str, int | float | str | bool]:

@@ -20,6 +20,7 @@ import pyarrow.parquet as pq
 
 from pipeline import lockfile
 from pipeline.artifact_files import read_faiss
+from pipeline.contracts.embeddings import EMBEDDINGS_FILE, INDEX_FILE
 from pipeline.errors import BadInput
 from pipeline.integrity import run_files, sha256_file
 from pipeline.store import KINDS, LATEST, LOCK, MANIFEST, REPLACED, read_manifest
@@ -86,9 +87,9 @@ def _check_readable(run_dir: Path, manifest: dict[str, Any], report: Report) -> 
         except (pa.ArrowException, OSError) as exc:
             report.findings.append(Finding(path, f"not readable as Parquet ({' '.join(str(exc).split())[:120]})"))
             continue
-        if path.name == "embeddings.parquet":
+        if path.name == EMBEDDINGS_FILE:
             rows = table.num_rows
-    index_path = run_dir / "index.faiss"
+    index_path = run_dir / INDEX_FILE
     if not index_path.exists():
         return
     try:

@@ -17,8 +17,8 @@ from safetensors.torch import load_file
 from typer.testing import CliRunner
 
 from pipeline.cli import app
-from pipeline.embeddings import check_index, read_embeddings
-from pipeline.history import read_history
+from pipeline.contracts.embeddings import check_index, read_embeddings
+from pipeline.contracts.history import read_history
 from stages import resume
 from stages.accelerator import cpu_has_fast_bf16
 from stages.align import stage

@@ -17,7 +17,7 @@ from accelerate import Accelerator
 
 from pipeline.batching import length_batches, shard
 from pipeline.config import load_config
-from pipeline.embeddings import check_index, read_embeddings
+from pipeline.contracts.embeddings import check_index, l2_normalise, read_embeddings, write_embeddings, write_index
 from pipeline.errors import BadInput, PipelineError
 from pipeline.store import latest_checkpoint
 from stages.align import export, said_method
@@ -186,7 +186,8 @@ def test_gradient_checkpointing_gives_the_same_gradients(tiny_llama: Path) -> No
 
 def _write(folder: Path, ids: list[str], vectors: np.ndarray) -> None:
     meta = {"method": "said", "model": "m", "normalisation": "none", "config_hash": "c", "dataset_run_id": "d"}
-    export.write_embeddings(folder, ids, vectors, ["0" * 64] * len(ids), meta)
+    export.require_finite(vectors, ids)
+    write_embeddings(folder, ids, vectors, ["0" * 64] * len(ids), meta)
 
 
 def test_export_round_trips_and_the_index_agrees(tmp_path: Path) -> None:
@@ -198,7 +199,7 @@ def test_export_round_trips_and_the_index_agrees(tmp_path: Path) -> None:
     assert pq.read_schema(tmp_path / "embeddings.parquet").field("embedding").type == pa.list_(pa.float32(), 16)
     for kind in ("flat", "hnsw", "ivfpq"):
         spec = export.IndexSpec(kind, hnsw_m=8, ivf_lists=4, pq_m=4)
-        facts = export.write_index(tmp_path, export.new_index(spec, export.l2_normalise(vectors)), vectors)
+        facts = write_index(tmp_path, export.new_index(spec, l2_normalise(vectors)), vectors)
         assert facts["ntotal"] == 300
         check_index(tmp_path, 300, 16)
     with pytest.raises(BadInput, match="holds 300 vectors of width 16"):

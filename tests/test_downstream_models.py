@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from pipeline.config import ModelConfig, TrainConfig
-from pipeline.embeddings import align_to_items, read_embeddings
+from pipeline.contracts.embeddings import align_to_items, read_embeddings
 from pipeline.errors import BadInput
 from stages.downstream.fit import negative_sampling
 from stages.downstream.kinds import build_recommender

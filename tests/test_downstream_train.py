@@ -11,8 +11,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from pipeline.contracts.history import read_history
 from pipeline.errors import BadInput
-from pipeline.history import read_history
 from pipeline.store import Output, publish_run
 from stages import resume
 from stages.downstream import fit, kinds, runs, train

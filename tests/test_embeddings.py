@@ -5,7 +5,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline.embeddings import align_to_items, read_embeddings
+from pipeline.contracts.embeddings import align_to_items, read_embeddings
 from pipeline.errors import BadInput
 from tests.support import write_embeddings_run
 

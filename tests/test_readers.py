@@ -13,6 +13,7 @@ import pytest
 
 from pipeline import prepare
 from pipeline.config import load_config
+from pipeline.contracts.dataset import INTERACTIONS_FILE, ITEMS_FILE
 from pipeline.errors import BadInput
 from pipeline.ingest import amazon, unisrec
 from tests.support import REPO, shared_dataset
@@ -25,8 +26,8 @@ def prepare_shared(tmp_path: Path, name: str, *overrides: str) -> tuple[dict, pa
     config = load_config(REPO / "configs" / f"{name}.yaml",
                          [f"workspace.root={tmp_path / 'artifacts'}", f"data.path={shared_dataset(name)}", *overrides])
     result = prepare.run(config)
-    return (result.manifest, pq.read_table(result.run_dir / prepare.ITEMS_FILE),
-            pq.read_table(result.run_dir / prepare.INTERACTIONS_FILE))
+    return (result.manifest, pq.read_table(result.run_dir / ITEMS_FILE),
+            pq.read_table(result.run_dir / INTERACTIONS_FILE))
 
 
 def sequence(interactions: pa.Table, user: str) -> list[tuple[str, str]]:
@@ -146,10 +147,10 @@ def test_table_reads_named_columns_from_csv_and_parquet(make_config, tmp_path: P
                          "data.items_file=things.parquet", "data.columns={user: who, item: what, timestamp: when}",
                          *FILTERS_OFF)
     result = prepare.run(config)
-    inter = pq.read_table(result.run_dir / prepare.INTERACTIONS_FILE).sort_by("position")
+    inter = pq.read_table(result.run_dir / INTERACTIONS_FILE).sort_by("position")
     assert inter.column("item_id").to_pylist() == ["a", "b", "c"]  # sorted by time
     assert inter.column("split").to_pylist() == ["train", "valid", "test"]
-    items = pq.read_table(result.run_dir / prepare.ITEMS_FILE).sort_by("item_id")
+    items = pq.read_table(result.run_dir / ITEMS_FILE).sort_by("item_id")
     assert items.column("text").to_pylist()[0] == "name: A\nyear: 2001"
 
 
@@ -159,7 +160,7 @@ def test_table_without_timestamps_keeps_row_order(make_config, tmp_path: Path) -
     (raw / "interactions.csv").write_text("user_id,item_id\nu1,b\nu1,a\nu1,c\n")
     (raw / "items.csv").write_text("item_id,title\na,A\nb,B\nc,C\n")
     config = make_config("data.format=table", f"data.path={raw}", "data.columns.timestamp=null", *FILTERS_OFF)
-    inter = pq.read_table(prepare.run(config).run_dir / prepare.INTERACTIONS_FILE).sort_by("position")
+    inter = pq.read_table(prepare.run(config).run_dir / INTERACTIONS_FILE).sort_by("position")
     assert inter.column("item_id").to_pylist() == ["b", "a", "c"]
     assert inter.column("timestamp").null_count == 3
 
@@ -191,12 +192,12 @@ def test_amazon_2014_shape_with_python_literal_metadata(make_config, tmp_path: P
     write_lines(tmp_path / "reviews.json.gz", [json.dumps(review) for review in REVIEWS])
     write_lines(tmp_path / "meta.json.gz", [repr(item) for item in META_2014])  # the 2014 dumps are `repr` dicts
     result = prepare.run(amazon_config(make_config, tmp_path, "reviews.json.gz", "meta.json.gz"))
-    items = {row["item_id"]: row for row in pq.read_table(result.run_dir / prepare.ITEMS_FILE).to_pylist()}
+    items = {row["item_id"]: row for row in pq.read_table(result.run_dir / ITEMS_FILE).to_pylist()}
     assert items["A1"]["categories"] == "Office Products, Office Supplies, Staplers"
     assert items["A1"]["text"] == ("title Stapler & staples brand Acme categories Office Products, Office Supplies, "
                                    "Staplers description A stapler.")
     assert items["A2"]["text"] == "title Pen categories Office Products"
-    inter = pq.read_table(result.run_dir / prepare.INTERACTIONS_FILE).sort_by("position")
+    inter = pq.read_table(result.run_dir / INTERACTIONS_FILE).sort_by("position")
     assert inter.column("item_id").to_pylist() == ["A2", "A1", "A1"]
     assert inter.column("timestamp").to_pylist() == [100, 200, 300]
 

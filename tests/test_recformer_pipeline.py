@@ -17,8 +17,8 @@ from safetensors.torch import load_file
 from typer.testing import CliRunner
 
 from pipeline.cli import app
-from pipeline.embeddings import check_index, read_embeddings
-from pipeline.history import read_history
+from pipeline.contracts.embeddings import check_index, read_embeddings
+from pipeline.contracts.history import read_history
 from tests.align_support import write_ml100k_slice
 from tests.support import shared_dataset, write_embeddings_run
 

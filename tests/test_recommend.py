@@ -1,12 +1,12 @@
 from pathlib import Path
 
 import numpy as np
-import pyarrow.parquet as pq
 import pytest
 
+from pipeline.contracts.downstream import read_index
+from pipeline.contracts.recommendations import read_recommendations
 from pipeline.errors import BadInput
 from stages.downstream import kinds, recommend, runs, train
-from stages.downstream.item_index import read_index
 from tests.support import write_embeddings_run
 
 
@@ -24,7 +24,7 @@ def _with(config, **recommend_changes):
 
 
 def _read(result) -> list[dict]:
-    return pq.read_table(result.run_dir / recommend.RECOMMENDATIONS_FILE).to_pylist()
+    return read_recommendations(result.run_dir).to_pylist()
 
 
 def _histories(loaded) -> dict[str, set[str]]:
@@ -59,7 +59,7 @@ def test_online_calls_match_the_batch_output(trained) -> None:
     config, loaded = trained
     batch = {row["user_id"]: row for row in _read(recommend.run(config))}
     seqs = loaded.seqs
-    index = read_index(loaded.run_dir / runs.INDEX_FILE, seqs.num_items, 16)
+    index = read_index(loaded.run_dir, seqs.num_items, 16)
     for online in (recommend.Online(loaded, None), recommend.Online(loaded, index)):
         for user in ("1", "42"):
             u = seqs.user_ids.index(user)

@@ -15,7 +15,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from pipeline.cli import app
-from pipeline.history import read_history
+from pipeline.contracts.history import read_history
 from pipeline.report import facts
 from tests.align_support import write_ml100k_slice
 from tests.browser_support import find_chromium, load_page

@@ -19,7 +19,7 @@ from safetensors.torch import load_file
 
 from pipeline import gc, status
 from pipeline.config import PipelineConfig
-from pipeline.embeddings import read_embeddings
+from pipeline.contracts.embeddings import read_embeddings
 from pipeline.errors import BadInput
 from pipeline.store import LOCK, read_manifest
 from stages.align import said_method, stage

@@ -12,6 +12,7 @@ import pytest
 
 from pipeline import prepare
 from pipeline.config import load_config
+from pipeline.contracts.dataset import INTERACTIONS_FILE
 from pipeline.errors import BadInput
 from tests.support import shared_dataset
 
@@ -35,7 +36,7 @@ def _prepare(tmp_path: Path, interactions_file: str, name: str) -> pa.Table:
                                 f"data.name={name}", "data.format=table", f"data.interactions_file={interactions_file}",
                                 "data.items_file=items.parquet", "data.kcore_users=0", "data.kcore_items=0"])
     result = prepare.run(config)
-    return pq.read_table(result.run_dir / prepare.INTERACTIONS_FILE).select(CANONICAL).sort_by(
+    return pq.read_table(result.run_dir / INTERACTIONS_FILE).select(CANONICAL).sort_by(
         [("user_id", "ascending"), ("position", "ascending")])
 
 

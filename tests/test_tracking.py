@@ -13,7 +13,7 @@ import pytest
 from typer.testing import CliRunner
 
 from pipeline.cli import app
-from pipeline.history import read_history
+from pipeline.contracts.history import read_history
 from tests.support import REPO, TINY_MODEL
 
 ID_ONLY = ["downstream.embeddings=null", "downstream.train.epochs=3", "downstream.train.patience=5"]

@@ -10,7 +10,8 @@ import numpy as np
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from pipeline.embeddings import read_embeddings
+from pipeline.contracts.dataset import items_path, read_interactions, read_items
+from pipeline.contracts.embeddings import read_embeddings
 from pipeline.report.runs import Run, Trained
 
 OTHER = "other"
@@ -28,11 +29,11 @@ class DatasetFacts:
 
 def dataset_facts(run: Run) -> DatasetFacts:
     """Counts from the manifest; the two distributions and the item texts from the dataset's Parquet files."""
-    interactions = pq.read_table(run.run_dir / "interactions.parquet", columns=["user_id", "item_id"])
+    interactions = read_interactions(run.run_dir, ["user_id", "item_id"])
     users = pc.value_counts(interactions.column("user_id").combine_chunks()).field("counts").to_numpy()
     items = pc.value_counts(interactions.column("item_id").combine_chunks())
     order = np.argsort(-items.field("counts").to_numpy(), kind="stable")
-    catalog = pq.read_table(run.run_dir / "items.parquet", columns=["item_id", "text"]).to_pydict()
+    catalog = read_items(run.run_dir, ["item_id", "text"]).to_pydict()
     return DatasetFacts(counts=run.manifest.get("counts", {}), split_rows=run.manifest.get("split_rows", {}),
                         history_lengths=users, item_counts=items.field("counts").to_numpy()[order],
                         texts=dict(zip(catalog["item_id"], catalog["text"])),
@@ -129,10 +130,10 @@ def item_attribute(run: Run, attribute: str | None) -> dict[str, str | None]:
     """Each item's raw `attribute` value from the dataset's items.parquet (empty when it has no such column)."""
     if attribute is None:
         return {}
-    schema = pq.read_schema(run.run_dir / "items.parquet")
+    schema = pq.read_schema(items_path(run.run_dir))
     if attribute not in schema.names:
         return {}
-    table = pq.read_table(run.run_dir / "items.parquet", columns=["item_id", attribute]).to_pydict()
+    table = read_items(run.run_dir, ["item_id", attribute]).to_pydict()
     return dict(zip(table["item_id"], table[attribute]))
 
 

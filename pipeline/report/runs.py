@@ -8,8 +8,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pipeline.contracts.downstream import CONFIG_FILE, read_metrics
+from pipeline.contracts.history import read_history
 from pipeline.errors import BadInput
-from pipeline.history import read_history
 from pipeline.run_ids import fingerprint
 from pipeline.store import Output, read_manifest
 from pipeline.workspace import input_run
@@ -59,7 +60,7 @@ class Trained:
 def read_run(run_dir: Path) -> Run:
     """A published run folder as a `Run` (its config.json is the resolved config a stage saved beside it)."""
     manifest = read_manifest(run_dir)
-    config_file = run_dir / "config.json"
+    config_file = run_dir / CONFIG_FILE
     config = json.loads(config_file.read_text()) if config_file.is_file() else manifest.get("config") or {}
     return Run(run_dir.resolve(), manifest, config, read_history(run_dir))
 
@@ -88,7 +89,7 @@ def read_trained(run_dir: Path) -> Trained:
     dataset = read_run(input_run(run_dir, downstream.manifest, "dataset"))
     folder = input_run(run_dir, downstream.manifest, "embeddings")
     embeddings = read_run(folder) if folder else None
-    metrics = json.loads((run_dir / "metrics.json").read_text())
+    metrics = read_metrics(run_dir)
     if not downstream.history:  # a run made before history.jsonl: its metrics.json kept the epochs
         downstream = Run(downstream.run_dir, downstream.manifest, downstream.config, metrics.get("history", []))
     return Trained(downstream, dataset, embeddings, metrics)

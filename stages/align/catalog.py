@@ -12,11 +12,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import pyarrow.parquet as pq
 
 from pipeline import events
-from pipeline.embeddings import Embeddings
-from pipeline.prepare import ITEMS_FILE
+from pipeline.contracts.dataset import read_items
+from pipeline.contracts.embeddings import Embeddings
 from pipeline.run_ids import fingerprint
 from stages.align.tokens import render, text_sha256
 
@@ -39,7 +38,7 @@ class Catalog:
 def read_catalog(dataset_dir: Path, template: str, attribute: str | None) -> Catalog:
     """The items of a dataset run, their texts under `align.template` and the evidence attribute (skipped,
     said in one line, where the items have no such column: the default `class` is ml-100k's)."""
-    table = pq.read_table(dataset_dir / ITEMS_FILE)
+    table = read_items(dataset_dir)
     if attribute is not None and attribute not in table.column_names:
         choices = ", ".join(name for name in table.column_names if name not in ("item_id", "text")) or "none"
         events.emit("evidence_skipped", f"align.evidence.attribute: the items have no column {attribute!r}; the "

@@ -17,8 +17,8 @@ import torch
 from accelerate import Accelerator
 from torch import nn
 
+from pipeline.contracts.embeddings import l2_normalise
 from stages.align.dist import my_rows
-from stages.align.export import l2_normalise
 from stages.align.loss import token_nll
 from stages.align.tokens import Tokens, collate
 

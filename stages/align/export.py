@@ -1,18 +1,17 @@
-"""The export every alignment method shares: embeddings.parquet, index.faiss (same row order), checks."""
+"""The export steps every alignment method shares: refuse non-finite vectors, the FAISS index to fill, the stored form.
+
+The files themselves are written by the embeddings contract (`pipeline.contracts.embeddings`).
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import faiss
 import numpy as np
-import pyarrow as pa
 
-from pipeline.embeddings import EMBEDDINGS_FILE, INDEX_FILE
+from pipeline.contracts.embeddings import l2_normalise
 from pipeline.errors import BadInput, PipelineError
-from pipeline.faults import crash_point
-from pipeline.prepare import write_parquet
 
 # faiss wants about this many training points per inverted list (it warns below it).
 _POINTS_PER_LIST = 39
@@ -25,11 +24,6 @@ class IndexSpec:
     hnsw_m: int
     ivf_lists: int
     pq_m: int
-
-
-def l2_normalise(vectors: np.ndarray) -> np.ndarray:
-    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-    return (vectors / np.maximum(norms, 1e-12)).astype(np.float32)
 
 
 def require_finite(vectors: np.ndarray, item_ids: list[str]) -> None:
@@ -61,27 +55,6 @@ def new_index(spec: IndexSpec, train: np.ndarray) -> faiss.Index:
     index = faiss.IndexIVFPQ(faiss.IndexFlatIP(dim), dim, lists, spec.pq_m, _PQ_BITS, faiss.METRIC_INNER_PRODUCT)
     index.train(train)
     return index
-
-
-def write_embeddings(folder: Path, item_ids: list[str], vectors: np.ndarray, text_sha: list[str],
-                     metadata: dict[str, str]) -> None:
-    """`embeddings.parquet`: item_id, embedding as fixed_size_list<float32>[dim], text_sha256, run facts."""
-    require_finite(vectors, item_ids)
-    dim = vectors.shape[1]
-    flat = pa.array(np.ascontiguousarray(vectors, dtype=np.float32).reshape(-1))
-    table = pa.table({"item_id": pa.array(item_ids, pa.string()),
-                      "embedding": pa.FixedSizeListArray.from_arrays(flat, dim),
-                      "text_sha256": pa.array(text_sha, pa.string())})
-    write_parquet(table, folder / EMBEDDINGS_FILE, {**metadata, "dim": str(dim)})
-    crash_point("export.halfway")
-
-
-def write_index(folder: Path, index: faiss.Index, added: np.ndarray) -> dict[str, object]:
-    """Add `added` (L2-normalised here) to `index`, write `index.faiss`, and return its facts."""
-    index.add(l2_normalise(added))
-    faiss.write_index(index, str(folder / INDEX_FILE))
-    return {"type": type(index).__name__, "ntotal": int(index.ntotal), "dim": int(index.d),
-            "metric": "inner_product", "vectors": "l2_normalised"}
 
 
 def stored(vectors: np.ndarray, normalise: str) -> np.ndarray:

@@ -14,8 +14,8 @@ from typing import Any, Literal, Protocol
 import numpy as np
 from accelerate import Accelerator
 
-from pipeline import embeddings as contract
 from pipeline.config import AlignConfig, PipelineConfig
+from pipeline.contracts import embeddings as contract
 from pipeline.errors import BadInput
 from stages.align.catalog import Catalog, RowPlan
 from stages.align.lm import Loaded

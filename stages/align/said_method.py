@@ -14,8 +14,8 @@ from torch import nn
 
 from pipeline.artifact_files import read_tensors
 from pipeline.config import AlignConfig, PipelineConfig
+from pipeline.contracts.history import write_history
 from pipeline.errors import BadInput
-from pipeline.history import write_history
 from stages.align import model_id
 from stages.align.catalog import RowPlan
 from stages.align.dist import gather_rows, my_rows, say

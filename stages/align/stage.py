@@ -22,12 +22,12 @@ import numpy as np
 from accelerate import Accelerator
 from accelerate.utils import set_seed
 
-from pipeline import embeddings as contract
 from pipeline import events
 from pipeline.artifact_files import read_faiss
 from pipeline.config import AlignConfig, PipelineConfig
+from pipeline.contracts import embeddings as contract
 from pipeline.run_ids import code_identity, fingerprint, stage_run_id
-from pipeline.store import RunResult, publish_run, read_manifest, reuse_run, workspace_output, write_json_atomic
+from pipeline.store import RunResult, publish_run, read_manifest, reuse_run, workspace_output
 from pipeline.workspace import newest
 from stages.accelerator import stage_accelerator
 from stages.align import export
@@ -98,12 +98,12 @@ def _index(config: AlignConfig, folder: Path, base_dir: Path | None, matrix: np.
     """The base index extended by the appended rows, or (first run, changed or removed rows) all rows."""
     spec = export.IndexSpec(config.export.index, config.export.hnsw_m, config.export.ivf_lists, config.export.pq_m)
     if base_dir is None:
-        return export.write_index(folder, export.new_index(spec, export.l2_normalise(matrix)), matrix)
+        return contract.write_index(folder, export.new_index(spec, contract.l2_normalise(matrix)), matrix)
     index = read_faiss(base_dir / contract.INDEX_FILE)
     if rows.extends_base(int(index.ntotal)):
-        return export.write_index(folder, index, matrix[index.ntotal:])
+        return contract.write_index(folder, index, matrix[index.ntotal:])
     index.reset()  # rows replaced or removed: refill the (already trained) index in row order
-    return export.write_index(folder, index, matrix)
+    return contract.write_index(folder, index, matrix)
 
 
 def _carry_over(method: Method, planned: AlignPlan) -> Embedded:
@@ -181,7 +181,8 @@ def _export(config: PipelineConfig, method: Method, planned: AlignPlan, embedded
             "config_hash": planned.config_hash, "code_identity": code(align.method),
             "dataset_run_id": planned.dataset_run_id,
             "catalog_sha256": planned.catalog.fingerprint, "pooling": method.pooling(config)}
-    export.write_embeddings(folder, rows.ids, matrix, rows.sha, meta)
+    export.require_finite(matrix, rows.ids)
+    contract.write_embeddings(folder, rows.ids, matrix, rows.sha, meta)
     index = _index(align, folder, base_dir, matrix, rows)
     facts = embedded.facts
     if planned.catalog.attribute is not None:
@@ -189,7 +190,7 @@ def _export(config: PipelineConfig, method: Method, planned: AlignPlan, embedded
         values = attribute_sets([by_id.get(item) for item in rows.ids], align.evidence.separator)
         facts["evidence"]["neighbours"] = {"attribute": align.evidence.attribute, **neighbour_rate(
             matrix, values, align.evidence.neighbour_queries, align.seed)}
-    write_json_atomic(folder / "config.json", config.model_dump(mode="json"))
+    contract.write_config(folder, config.model_dump(mode="json"))
     return {"kind": "embeddings", **meta, "dim": int(matrix.shape[1]), "rows": len(rows.ids), "index": index,
             "model_source": embedded.source, "model_identity": planned.model, "mode": planned.mode,
             "items_embedded": len(rows.train),

@@ -10,6 +10,7 @@ import numpy as np
 import pyarrow as pa
 import torch
 
+from pipeline.contracts.dataset import ITEMS_FILE
 from pipeline.errors import BadInput
 
 
@@ -39,7 +40,7 @@ def render(items: pa.Table, template: str) -> list[str]:
     try:
         texts = [template.format_map(row) for row in rows]
     except KeyError as exc:
-        raise BadInput(f"align.template: items.parquet has no column {exc.args[0]!r} "
+        raise BadInput(f"align.template: {ITEMS_FILE} has no column {exc.args[0]!r} "
                        f"(it has: {', '.join(items.column_names)})") from None
     empty = [row["item_id"] for row, text in zip(rows, texts) if not text.strip()]
     if empty:

@@ -20,7 +20,7 @@ import pyarrow.parquet as pq
 import torch
 from torch import nn
 
-from pipeline.embeddings import Embeddings
+from pipeline.contracts.embeddings import Embeddings
 from pipeline.errors import BadInput
 from stages.downstream.recommender import Recommender
 from stages.downstream.runs import Trained

@@ -17,9 +17,10 @@ import torch
 
 from pipeline import events, metrics
 from pipeline.config import EvaluateConfig
+from pipeline.contracts.dataset import interactions_path
 from pipeline.errors import BadInput
 from stages.downstream.recommender import Recommender
-from stages.downstream.sequences import INTERACTIONS_FILE, Sequences, history_pairs, padded
+from stages.downstream.sequences import Sequences, history_pairs, padded
 
 UserFn = Callable[[np.ndarray, np.ndarray], torch.Tensor]  # (users, history ends) -> (B, H) user vectors
 
@@ -37,7 +38,7 @@ def split_users(seqs: Sequences, split: str) -> np.ndarray:
 
 def check_splits(seqs: Sequences, dataset_dir: Path) -> None:
     """Fail before training when there is nothing to train on, select by, or test on."""
-    path = dataset_dir / INTERACTIONS_FILE
+    path = interactions_path(dataset_dir)
     if not (seqs.n_train >= 2).any():
         raise BadInput(f"{path}: no user has two train interactions; nothing to train on")
     for split in ("valid", "test"):

@@ -18,15 +18,15 @@ import numpy as np
 import torch
 from accelerate import Accelerator
 from accelerate.utils import set_seed
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 from pipeline import events
 from pipeline.batching import length_batches, shard
 from pipeline.config import DownstreamConfig, ModelConfig, TrainConfig
-from pipeline.embeddings import Embeddings
+from pipeline.contracts import downstream as downstream_run
+from pipeline.contracts.embeddings import Embeddings
+from pipeline.contracts.history import write_history
 from pipeline.faults import crash_point
-from pipeline.history import write_history
-from pipeline.store import write_json_atomic
 from stages import resume
 from stages.accelerator import stage_accelerator
 from stages.downstream import runs, warm_start
@@ -158,9 +158,7 @@ def _fit(model: Recommender, seqs: Sequences, rows: torch.Tensor, config: Downst
 
 
 def _save_weights(model: Recommender, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    save_file({name: tensor.contiguous() for name, tensor in model.state_dict().items()}, str(tmp))
-    tmp.replace(path)
+    downstream_run.save_tensors(path, model.state_dict())
 
 
 def train(folder: Path, config: DownstreamConfig, dataset_dir: Path, dataset_run_id: str,
@@ -208,12 +206,11 @@ def train(folder: Path, config: DownstreamConfig, dataset_dir: Path, dataset_run
 
 def _export(folder: Path, model: Recommender, config: DownstreamConfig, metrics: dict[str, Any]) -> None:
     """The published files: weights, config, metrics and the item index (resume state goes after the publish)."""
-    import faiss
 
-    _save_weights(model, folder / runs.WEIGHTS_FILE)
+    downstream_run.write_weights(folder, model.state_dict())
     crash_point("export.halfway")
-    write_json_atomic(folder / runs.CONFIG_FILE, config.model_dump(mode="json"))
-    write_json_atomic(folder / runs.METRICS_FILE, metrics)
+    downstream_run.write_config(folder, config.model_dump(mode="json"))
+    downstream_run.write_metrics(folder, metrics)
     with torch.no_grad():
         vectors = model.items.all_items().cpu().numpy()
-    faiss.write_index(build_index(vectors, config.index), str(folder / runs.INDEX_FILE))
+    downstream_run.write_index(folder, build_index(vectors, config.index))

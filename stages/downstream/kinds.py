@@ -16,9 +16,9 @@ from typing import Any, Protocol
 import numpy as np
 from torch import nn
 
-from pipeline.artifact_files import read_tensors
 from pipeline.config import DownstreamConfig, ModelConfig, PipelineConfig
-from pipeline.embeddings import Embeddings, read_embeddings
+from pipeline.contracts import downstream as downstream_run
+from pipeline.contracts.embeddings import Embeddings, read_embeddings
 from pipeline.errors import BadInput
 from pipeline.store import read_manifest
 from pipeline.workspace import input_run
@@ -89,17 +89,17 @@ class SequenceKind:
              seqs: Sequences) -> nn.Module:
         embeddings_dir = input_run(run_dir, manifest, "embeddings")
         embeddings = None if embeddings_dir is None else read_embeddings(embeddings_dir)
-        weights = run_dir / runs.WEIGHTS_FILE
+        weights = run_dir / downstream_run.WEIGHTS_FILE
         if embeddings is not None and embeddings.dim != manifest["embedding_dim"]:
             raise BadInput(f"{embeddings.run_dir}: embeddings have dim {embeddings.dim}, but {weights} "
                            f"was trained on dim {manifest['embedding_dim']}")
         model = self.recommender(config.model, seqs.num_items, *runs.item_vectors(embeddings, seqs, config))
         try:
-            missing, unexpected = model.load_state_dict(read_tensors(weights), strict=False)
+            missing, unexpected = model.load_state_dict(downstream_run.read_weights(run_dir), strict=False)
             if unexpected or set(missing) - set(WHITENING):  # runs saved before the whitening was kept lack only it
                 raise RuntimeError(f"missing {sorted(missing)}, unexpected {sorted(unexpected)}")
         except RuntimeError as exc:
-            raise BadInput(f"{weights}: does not fit the model built from {runs.CONFIG_FILE} "
+            raise BadInput(f"{weights}: does not fit the model built from {downstream_run.CONFIG_FILE} "
                            f"({' '.join(str(exc).split())[:300]})") from None
         return model.eval()
 
@@ -163,7 +163,7 @@ def load_trained(run_dir: Path) -> runs.Trained:
     manifest = read_manifest(run_dir)
     if manifest.get("kind") != "downstream":
         raise BadInput(f"{run_dir}: manifest kind is {manifest.get('kind')!r}, not 'downstream'")
-    config = runs.run_config(run_dir / runs.CONFIG_FILE)
+    config = downstream_run.read_config(run_dir)
     dataset = input_run(run_dir, manifest, "dataset")
     assert dataset is not None  # every downstream run is trained on a dataset run
     seqs = load_sequences(dataset)

@@ -18,20 +18,17 @@ import torch
 
 from pipeline import events
 from pipeline.config import PipelineConfig, RecommendConfig
-from pipeline.embeddings import Embeddings, read_embeddings
+from pipeline.contracts import downstream as downstream_run
+from pipeline.contracts.embeddings import Embeddings, read_embeddings
+from pipeline.contracts.recommendations import recommendations_table, write_recommendations
 from pipeline.errors import BadInput
-from pipeline.prepare import write_parquet
 from pipeline.run_ids import code_identity, stage_run_id
 from pipeline.store import RunResult, publish_run, read_manifest, sha256_file, workspace_output
 from pipeline.workspace import newest, sibling_output
 from stages.downstream import kinds, runs
 from stages.downstream.current import Current, on_current_data, read_histories
-from stages.downstream.item_index import read_index
 from stages.downstream.recommender import Recommender
 from stages.downstream.sequences import Sequences, history_pairs, load_sequences, padded
-
-RECOMMENDATIONS_FILE = "recommendations.parquet"
-SCHEMA = pa.schema([("user_id", pa.string()), ("item_ids", pa.list_(pa.string())), ("scores", pa.list_(pa.float32()))])
 
 
 def _drop_seen(candidates: np.ndarray, scores: np.ndarray, seen: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -104,11 +101,9 @@ def select_users(user_ids: list[str], wanted: list[str] | None) -> np.ndarray:
 def _table(seqs: Sequences, users: np.ndarray, items: np.ndarray, scores: np.ndarray) -> pa.Table:
     item_ids = np.array(seqs.item_ids, dtype=object)
     keep = items >= 0
-    return pa.table({
-        "user_id": [seqs.user_ids[u] for u in users],
-        "item_ids": [item_ids[row[ok]].tolist() for row, ok in zip(items, keep)],
-        "scores": [row[ok].tolist() for row, ok in zip(scores, keep)],
-    }, schema=SCHEMA)
+    return recommendations_table([seqs.user_ids[u] for u in users],
+                                 [item_ids[row[ok]].tolist() for row, ok in zip(items, keep)],
+                                 [row[ok].tolist() for row, ok in zip(scores, keep)])
 
 
 def _embeddings_now(trained: runs.Trained) -> Embeddings | None:
@@ -130,7 +125,7 @@ def _search_index(config: PipelineConfig, run_dir: Path, trained: runs.Trained, 
         events.emit("exact_search", "recommend.search=faiss: today's items differ from the ones the run's index "
                     "holds; scoring every item exactly instead")
         return None
-    return read_index(run_dir / runs.INDEX_FILE, trained.seqs.num_items, int(trained.model.items.all_items().shape[1]))
+    return downstream_run.read_index(run_dir, trained.seqs.num_items, int(trained.model.items.all_items().shape[1]))
 
 
 @events.in_stage("recommend")
@@ -167,7 +162,7 @@ def run(config: PipelineConfig, force: bool = False, run_dir: Path | None = None
         scored = Current(current.model, seqs, current.scoreable, facts)
         items, scores = top_k(scored, users, config.recommend, trained.config.model.max_length,
                               _search_index(config, run_dir, trained, current))
-        write_parquet(_table(seqs, users, items, scores), folder / RECOMMENDATIONS_FILE)
+        write_recommendations(folder, _table(seqs, users, items, scores))
         events.emit("recommended", f"top-{config.recommend.k} for {len(users):,} users over "
                     f"{facts['items_scoreable']:,} items ({facts['items_new_since_training']:,} new since training, "
                     f"{facts['items_left_out']:,} left out: no embedding or ID vector)", users=len(users), **facts)

@@ -1,4 +1,5 @@
-"""A downstream run's files, and finding stage two's inputs (dataset run, embeddings run)."""
+"""Finding stage two's inputs (dataset run, embeddings run) and a run's resume state; the published files' contract
+is `pipeline.contracts.downstream`."""
 
 from __future__ import annotations
 
@@ -7,22 +8,15 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from pydantic import ValidationError
 from torch import nn
 
-from pipeline.artifact_files import read_json
-from pipeline.config import DownstreamConfig, PipelineConfig, saved_section
-from pipeline.embeddings import Embeddings, align_to_items, read_embeddings
+from pipeline.config import DownstreamConfig, PipelineConfig
+from pipeline.contracts.embeddings import Embeddings, align_to_items, read_embeddings
 from pipeline.errors import BadInput
-from pipeline.schema.renamed import upgrade_saved
 from pipeline.store import Output, read_manifest, workspace_output
 from pipeline.workspace import workspace_root
 from stages.downstream.sequences import Sequences
 
-WEIGHTS_FILE = "model.safetensors"
-CONFIG_FILE = "config.json"
-METRICS_FILE = "metrics.json"
-INDEX_FILE = "index.faiss"
 CHECKPOINTS = "checkpoints"
 BEST_FILE = "best.safetensors"
 SCRATCH = (CHECKPOINTS, BEST_FILE)  # resume state: removed by the store once the run is published
@@ -82,22 +76,6 @@ def embeddings_for(config: PipelineConfig, run_dir: Path | None = None) -> Embed
                            "or set downstream.embeddings=null to train on item IDs alone")
         run_dir = resolve(output, config.downstream.embeddings, "embeddings")
     return read_embeddings(run_dir)
-
-
-def run_config(path: Path) -> DownstreamConfig:
-    """The downstream settings a run was trained with (settings added since at their old behaviour).
-
-    Raises:
-        BadInput: the file is unreadable or no longer a valid `downstream` section.
-    """
-    saved = read_json(path)
-    if not isinstance(saved, dict):
-        raise BadInput(f"{path}: not a downstream config (a JSON {type(saved).__name__}, not an object)")
-    try:
-        return DownstreamConfig.model_validate(saved_section("downstream", upgrade_saved("downstream", saved)))
-    except ValidationError as exc:
-        raise BadInput(f"{path}: not a valid downstream config ({exc.error_count()} problems, first: "
-                       f"{'.'.join(map(str, exc.errors()[0]['loc']))}: {exc.errors()[0]['msg']})") from None
 
 
 @dataclass

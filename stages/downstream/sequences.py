@@ -13,12 +13,10 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
+from pipeline.contracts.dataset import ITEMS_FILE, interactions_path, read_interactions, read_items
 from pipeline.errors import BadInput
 
-ITEMS_FILE = "items.parquet"
-INTERACTIONS_FILE = "interactions.parquet"
 _SPLIT_CODE = {"train": 0, "valid": 1, "test": 2}
 
 
@@ -52,28 +50,15 @@ class Sequences:
         return np.bincount(self.items[mask] - 1, minlength=self.num_items)
 
 
-def _read(path: Path, columns: list[str]) -> pa.Table:
-    try:
-        table = pq.read_table(path)
-    except FileNotFoundError:
-        raise BadInput(f"{path}: not found (run `seqrec-pipeline prepare` first)") from None
-    except (pa.ArrowInvalid, OSError) as exc:
-        raise BadInput(f"{path}: not a readable Parquet file ({' '.join(str(exc).split())})") from None
-    missing = [name for name in columns if name not in table.column_names]
-    if missing:
-        raise BadInput(f"{path}: no column {missing[0]!r}")
-    return table.select(columns)
-
-
 def load_sequences(dataset_dir: Path) -> Sequences:
     """Read a dataset run's items and interactions (sorted by user, then position).
 
     Raises:
         BadInput: missing files or columns, unknown items, or a split that is not train..., valid, test.
     """
-    item_ids = _read(dataset_dir / ITEMS_FILE, ["item_id"]).column("item_id").cast(pa.string())
-    path = dataset_dir / INTERACTIONS_FILE
-    inter = _read(path, ["user_id", "item_id", "position", "split"]).sort_by([("user_id", "ascending"), ("position", "ascending")])
+    item_ids = read_items(dataset_dir, ["item_id"]).column("item_id").cast(pa.string())
+    path = interactions_path(dataset_dir)
+    inter = read_interactions(dataset_dir, ["user_id", "item_id", "position", "split"]).sort_by([("user_id", "ascending"), ("position", "ascending")])
     codes = pc.index_in(inter.column("item_id").cast(pa.string()), value_set=item_ids)
     if codes.null_count:
         row = pc.index(pc.is_null(codes), True).as_py()

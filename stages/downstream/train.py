@@ -10,10 +10,9 @@ from pathlib import Path
 from typing import Any
 
 from pipeline import events
-from pipeline.artifact_files import parquet_rows
 from pipeline.config import PipelineConfig
-from pipeline.embeddings import Embeddings
-from pipeline.prepare import ITEMS_FILE
+from pipeline.contracts.dataset import item_count
+from pipeline.contracts.embeddings import Embeddings
 from pipeline.run_ids import code_identity, stage_run_id
 from pipeline.store import RunResult, publish_run, read_manifest, workspace_output
 from stages.downstream import kinds, runs
@@ -22,7 +21,7 @@ from stages.downstream.warm_start import WarmStart
 
 def catalog_size(dataset_dir: Path) -> int:
     """The dataset's item count, from the Parquet footer (nothing else is read)."""
-    return parquet_rows(dataset_dir / ITEMS_FILE)
+    return item_count(dataset_dir)
 
 
 def concrete_loss(config: PipelineConfig, num_items: int) -> PipelineConfig:

@@ -8,17 +8,16 @@ Per-item rows (ID vectors, unfrozen embeddings) are matched by item id; new item
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 
 import torch
 
 from pipeline.config import PipelineConfig
-from pipeline.embeddings import Embeddings
+from pipeline.contracts import downstream as downstream_run
+from pipeline.contracts.embeddings import Embeddings
 from pipeline.errors import BadInput
 from pipeline.store import workspace_output
 from pipeline.workspace import Published, newest
-from stages.downstream import runs
 
 # State-dict entries with one row per item id (row 0 = padding): matched by item id, not copied whole.
 ITEM_ROWS = ("items.ids.weight", "items.table")
@@ -46,8 +45,8 @@ def find_source(config: PipelineConfig, dataset_run_id: str, embeddings: Embeddi
         if (made.get("embeddings_method"), made.get("embedding_dim")) != (method, dim):
             return False
         try:
-            saved = json.loads((run.run_dir / runs.CONFIG_FILE).read_text(encoding="utf-8"))
-        except (OSError, ValueError):
+            saved = downstream_run.read_saved_config(run.run_dir)
+        except (BadInput, OSError):
             return False
         return saved.get("model") == wanted_model
 

@@ -19,7 +19,7 @@ from accelerate import Accelerator
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
 from pipeline.config import PipelineConfig, RecformerConfig
-from pipeline.history import write_history
+from pipeline.contracts.history import write_history
 from pipeline.run_ids import fingerprint
 from pipeline.store import read_manifest, workspace_output
 from stages.align.dist import gather_rows, my_rows

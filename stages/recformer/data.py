@@ -13,14 +13,11 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 from transformers import PreTrainedTokenizerBase
 
+from pipeline.contracts.dataset import interactions_path, items_path, read_interactions, read_items
 from pipeline.errors import BadInput
 from stages.recformer.inputs import ItemTokens, attribute_columns, tokenize_catalog
-
-ITEMS_FILE = "items.parquet"
-INTERACTIONS_FILE = "interactions.parquet"
 
 
 @dataclass(frozen=True)
@@ -87,12 +84,12 @@ def load_corpus(run_dirs: Sequence[Path], attributes: list[str] | None,
     name the examples whose target lies in that split (e.g. "train" to train on, "valid" to select by)."""
     catalogs, examples, offset = [], {split: [] for split in splits}, 0
     for run_dir in map(Path, run_dirs):
-        items = pq.read_table(run_dir / ITEMS_FILE)
-        columns = attribute_columns(items, attributes, str(run_dir / ITEMS_FILE))
+        items = read_items(run_dir)
+        columns = attribute_columns(items, attributes, str(items_path(run_dir)))
         catalogs.append(tokenize_catalog(items, columns, tokenizer, max_attribute_tokens))
-        interactions = pq.read_table(run_dir / INTERACTIONS_FILE, columns=["user_id", "item_id", "position", "split"])
+        interactions = read_interactions(run_dir, ["user_id", "item_id", "position", "split"])
         for split in splits:
             examples[split].append(cut_examples(interactions, items.column("item_id").combine_chunks(), offset,
-                                                {split}, str(run_dir / INTERACTIONS_FILE)))
+                                                {split}, str(interactions_path(run_dir))))
         offset += items.num_rows
     return ItemTokens.concat(catalogs), {split: Examples.concat(parts) for split, parts in examples.items()}

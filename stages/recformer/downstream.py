@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import faiss
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -23,9 +22,10 @@ from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
 from pipeline.artifact_files import read_json, read_tensors
 from pipeline.config import DownstreamConfig, PipelineConfig, RecformerConfig
-from pipeline.embeddings import Embeddings
+from pipeline.contracts import downstream as downstream_run
+from pipeline.contracts.embeddings import Embeddings
+from pipeline.contracts.history import write_history
 from pipeline.errors import BadInput
-from pipeline.history import write_history
 from pipeline.schema.renamed import upgrade_saved
 from pipeline.store import write_json_atomic
 from stages.accelerator import stage_accelerator
@@ -136,11 +136,10 @@ def _export(folder: Path, model: RecformerRecommender, tokenizer: PreTrainedToke
     model = model.cpu()
     checkpoint.save_encoder(model.encoder, tokenizer, folder / checkpoint.ENCODER_DIR)
     save_file({"table": model.items.all_items().contiguous()}, str(folder / TABLE_FILE))
-    write_json_atomic(folder / runs.CONFIG_FILE, config.downstream.model_dump(mode="json"))
+    downstream_run.write_config(folder, config.downstream.model_dump(mode="json"))
     write_json_atomic(folder / RECFORMER_FILE, config.recformer.model_dump(mode="json"))
-    write_json_atomic(folder / runs.METRICS_FILE, metrics)
-    faiss.write_index(build_index(model.items.all_items().numpy(), config.downstream.index),
-                      str(folder / runs.INDEX_FILE))
+    downstream_run.write_metrics(folder, metrics)
+    downstream_run.write_index(folder, build_index(model.items.all_items().numpy(), config.downstream.index))
 
 
 def load(run_dir: Path, dataset_dir: Path) -> RecformerRecommender:

@@ -1,11 +1,18 @@
 """The item-embeddings contract between stage one (writes it) and stage two (reads it).
 
-A run folder holds `embeddings.parquet` (`item_id` string, unique; `embedding`
-fixed_size_list<float32>[dim], finite; `text_sha256` string; schema metadata `method`, `dim`,
-`dataset_run_id` and, from `align`, `model`, `normalisation`, `config_hash`), `index.faiss` over the same
-rows in the same order, and `manifest.json` (kind "embeddings", `dataset_run_id`, `method`, `dim`).
-Only pyarrow and numpy here (faiss when an index is checked), so reading embeddings never pulls in a
-language model.
+An embeddings run folder holds:
+
+- `embeddings.parquet`: `item_id` (string, unique), `embedding` (fixed_size_list<float32>[dim], finite),
+  `text_sha256` (string: the sha256 of the item text it was embedded from); schema metadata `method`,
+  `dim`, `dataset_run_id` and, from `align`, `model`, `normalisation`, `config_hash`, `code_identity`,
+  `catalog_sha256`, `pooling`. Rows need not follow the dataset's item order: readers match by item id.
+- `index.faiss`: the same rows in the same order, L2-normalised, for inner-product search.
+- `config.json`: the resolved pipeline config the run was made with.
+- `manifest.json` (kind "embeddings", `dataset_run_id`, `method`, `dim`), and what the method keeps for
+  itself (SAID's projector, Recformer's encoder), which no other stage reads.
+
+Only pyarrow and numpy here (faiss when an index is written or checked), so reading embeddings never pulls
+in a language model.
 """
 
 from __future__ import annotations
@@ -18,11 +25,15 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from pipeline.contracts.parquet import check_schema, write_parquet
 from pipeline.errors import BadInput
-from pipeline.store import MANIFEST, read_manifest
+from pipeline.faults import crash_point
+from pipeline.store import MANIFEST, read_manifest, write_json_atomic
 
 EMBEDDINGS_FILE = "embeddings.parquet"
 INDEX_FILE = "index.faiss"
+CONFIG_FILE = "config.json"
+COLUMNS = ("item_id", "embedding", "text_sha256")
 REQUIRED_METADATA = ("method", "dim", "dataset_run_id")
 _EXAMPLES = 5
 
@@ -45,6 +56,48 @@ class Embeddings:
     @property
     def run_id(self) -> str:
         return str(self.manifest.get("run_id", self.run_dir.name))
+
+
+def schema(dim: int) -> pa.Schema:
+    """The columns of `embeddings.parquet` for vectors of width `dim`."""
+    return pa.schema([("item_id", pa.string()), ("embedding", pa.list_(pa.float32(), dim)),
+                      ("text_sha256", pa.string())])
+
+
+def l2_normalise(vectors: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    return (vectors / np.maximum(norms, 1e-12)).astype(np.float32)
+
+
+def write_embeddings(folder: Path, item_ids: list[str], vectors: np.ndarray, text_sha: list[str],
+                     metadata: dict[str, str]) -> None:
+    """Write `embeddings.parquet` into `folder`: one row per item, `metadata` and `dim` in the schema metadata.
+
+    The caller refuses non-finite vectors first (it knows what made them).
+    """
+    dim = vectors.shape[1]
+    flat = pa.array(np.ascontiguousarray(vectors, dtype=np.float32).reshape(-1))
+    table = pa.table({"item_id": pa.array(item_ids, pa.string()),
+                      "embedding": pa.FixedSizeListArray.from_arrays(flat, dim),
+                      "text_sha256": pa.array(text_sha, pa.string())})
+    check_schema(table, schema(dim), EMBEDDINGS_FILE)
+    write_parquet(table, folder / EMBEDDINGS_FILE, {**metadata, "dim": str(dim)})
+    crash_point("export.halfway")
+
+
+def write_index(folder: Path, index: Any, added: np.ndarray) -> dict[str, object]:
+    """Add `added` (L2-normalised here) to the FAISS `index`, write `index.faiss`, and return its facts."""
+    import faiss
+
+    index.add(l2_normalise(added))
+    faiss.write_index(index, str(folder / INDEX_FILE))
+    return {"type": type(index).__name__, "ntotal": int(index.ntotal), "dim": int(index.d),
+            "metric": "inner_product", "vectors": "l2_normalised"}
+
+
+def write_config(folder: Path, config: dict[str, Any]) -> None:
+    """`config.json`: the resolved config the run was made with."""
+    write_json_atomic(folder / CONFIG_FILE, config)
 
 
 def _read_table(path: Path) -> pa.Table:
@@ -88,7 +141,7 @@ def read_embeddings(path: Path) -> Embeddings:
     missing = [key for key in REQUIRED_METADATA if key not in metadata]
     if missing:
         raise BadInput(f"{file}: schema metadata lacks {', '.join(missing)}")
-    for name in ("item_id", "embedding", "text_sha256"):
+    for name in COLUMNS:
         if name not in table.column_names:
             raise BadInput(f"{file}: no column {name!r} (it has: {', '.join(table.column_names)})")
     ids = table.column("item_id").to_pylist()
@@ -114,7 +167,7 @@ def check_index(run_dir: Path, rows: int, dim: int) -> None:
     index = read_faiss(path)
     if index.ntotal != rows or index.d != dim:
         raise BadInput(f"{path}: index holds {index.ntotal} vectors of width {index.d}, "
-                       f"embeddings.parquet {rows} of width {dim}")
+                       f"{EMBEDDINGS_FILE} {rows} of width {dim}")
 
 
 def align_to_items(embeddings: Embeddings, item_ids: list[str], allow_missing: bool) -> tuple[np.ndarray, np.ndarray]:

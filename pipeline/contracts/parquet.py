@@ -1,0 +1,48 @@
+"""How every contract's Parquet files are written and read back (zstd, fixed row groups, damage as bad input)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from pipeline.errors import BadInput
+
+ROW_GROUP_ROWS = 1 << 20
+
+
+def write_parquet(table: pa.Table, path: Path, metadata: dict[str, str] | None = None) -> None:
+    """Parquet with zstd and fixed row groups, so readers can stream one group at a time."""
+    if metadata:
+        table = table.replace_schema_metadata({**(table.schema.metadata or {}), **metadata})
+    pq.write_table(table, path, compression="zstd", row_group_size=ROW_GROUP_ROWS)
+
+
+def read_parquet(path: Path, columns: list[str] | None = None, missing_hint: str = "") -> pa.Table:
+    """The table at `path` (only `columns`, in that order, when given), with its schema metadata.
+
+    Raises:
+        BadInput: the file is missing (`missing_hint` says what makes it), unreadable, or lacks a column.
+    """
+    try:
+        file = pq.ParquetFile(path)
+        names = file.schema_arrow.names
+        absent = [name for name in columns or () if name not in names]
+        if absent:
+            raise BadInput(f"{path}: no column {absent[0]!r}")
+        return file.read(columns=columns)
+    except FileNotFoundError:
+        raise BadInput(f"{path}: not found{missing_hint}") from None
+    except IsADirectoryError:
+        raise BadInput(f"{path}: not a file") from None
+    except (pa.ArrowException, OSError) as exc:
+        raise BadInput(f"{path}: not a readable Parquet file ({' '.join(str(exc).split())})") from None
+
+
+def check_schema(table: pa.Table, expected: pa.Schema, what: str) -> None:
+    """Raise ValueError unless `table` has `expected`'s columns with their types (a writer's own check)."""
+    for field in expected:
+        if field.name not in table.column_names or table.schema.field(field.name).type != field.type:
+            got = table.schema.field(field.name).type if field.name in table.column_names else "absent"
+            raise ValueError(f"{what}: column {field.name!r} must be {field.type}, got {got}")
