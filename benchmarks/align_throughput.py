@@ -29,6 +29,7 @@ from torch import nn
 
 from benchmarks import _args, _results
 from pipeline.batching import length_batches
+from pipeline.contracts.dataset import ITEMS_FILE
 from stages.align.lm import load_causal_lm, use_attention
 from stages.align.loss import token_nll
 from stages.align.projector import SAIDProjector, token_rms
@@ -164,7 +165,7 @@ def main() -> None:
     naive_lm = None if args.skip_naive else copy.deepcopy(lm).float()  # fp32, the model's default attention
     use_attention(lm, args.attention, device)
     if "text" not in pq.read_schema(args.items).names:
-        _args.fail(f"--items {args.items}: no `text` column (expected a dataset run's items.parquet)")
+        _args.fail(f"--items {args.items}: no `text` column (expected a dataset run's {ITEMS_FILE})")
     texts = pq.read_table(args.items, columns=["text"]).column("text").to_pylist()
     tokens = tokenize(texts, tokenizer, args.max_text_tokens, special_tokens=False)
     width = int(tokens.lengths.max())
