@@ -27,17 +27,21 @@ def read_parquet(path: Path, columns: list[str] | None = None, missing_hint: str
     """
     try:
         file = pq.ParquetFile(path)
-        names = file.schema_arrow.names
-        absent = [name for name in columns or () if name not in names]
-        if absent:
-            raise BadInput(f"{path}: no column {absent[0]!r}")
-        return file.read(columns=columns)
-    except FileNotFoundError:
-        raise BadInput(f"{path}: not found{missing_hint}") from None
-    except IsADirectoryError:
-        raise BadInput(f"{path}: not a file") from None
+        absent = [name for name in columns or () if name not in file.schema_arrow.names]
+        table = None if absent else file.read(columns=columns)
     except (pa.ArrowException, OSError) as exc:
-        raise BadInput(f"{path}: not a readable Parquet file ({' '.join(str(exc).split())})") from None
+        raise BadInput(_unreadable(path, exc, missing_hint)) from None
+    if table is None:
+        raise BadInput(f"{path}: no column {absent[0]!r}")
+    return table
+
+
+def _unreadable(path: Path, exc: BaseException, missing_hint: str) -> str:
+    if isinstance(exc, FileNotFoundError):
+        return f"{path}: not found{missing_hint}"
+    if isinstance(exc, IsADirectoryError):
+        return f"{path}: not a file"
+    return f"{path}: not a readable Parquet file ({' '.join(str(exc).split())})"
 
 
 def check_schema(table: pa.Table, expected: pa.Schema, what: str) -> None:
