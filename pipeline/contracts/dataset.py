@@ -2,9 +2,9 @@
 
 A dataset run folder holds:
 
-- `items.parquet`: one row per item, ids unique; `item_id` (string), then one string column per item
-  attribute the source had (cleaned), then `text` (string, the rendered item text, never empty). The row
-  order is the item order stage two numbers items by (item k is row k - 1).
+- `items.parquet`: one row per item, ids unique; `item_id` (string), one string column per item attribute
+  the source had (cleaned, in the source's order), and last `text` (string, the rendered item text, never
+  empty). The row order is the item order stage two numbers items by (item k is row k - 1).
 - `interactions.parquet`: `user_id` (string), `item_id` (string, always in `items.parquet`), `timestamp`
   (int64, null where the source had none), `position` (int32, a user's order, 0 first) and `split`
   (string: each user's `train` rows, then at most one `valid`, then at most one `test`).

@@ -1,4 +1,5 @@
-"""Training curves in a run folder: `history.jsonl`, one JSON object per optimizer step or epoch.
+"""The training-curves contract: `history.jsonl` in every training run folder, one JSON object per optimizer step
+or epoch, in order (what the records hold: docs/artifacts.md, "Training curves").
 
 JSON lines because every tool reads them (pandas, DuckDB, `jq`) and a record may grow keys without
 breaking readers. Each training loop keeps its records with its resumable state, so a resumed run writes
