@@ -20,7 +20,7 @@ padding-bottom: 4px; margin-top: 36px; } h3 { font-size: 16px; margin: 20px 0 6p
 img { max-width: 100%; height: auto; display: block; margin: 8px 0; }
 table { border-collapse: collapse; margin: 8px 0; font-size: 14px; }
 th, td { border-bottom: 1px solid #ddd; padding: 4px 10px; text-align: left; vertical-align: top; }
-td.num { text-align: right; font-variant-numeric: tabular-nums; }
+td.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
 .note { color: #555; font-size: 13px; } .muted { color: #777; }
 ol.nn { margin: 4px 0 14px; padding-left: 24px; } ol.nn li { margin: 2px 0; }
 pre { background: #f6f6f6; padding: 10px; overflow-x: auto; font-size: 12px; }

@@ -30,6 +30,13 @@ class Run:
         return str(self.manifest.get("run_id", self.run_dir.name))
 
     @property
+    def item_side(self) -> str:
+        """What a downstream run's items are made of: its embeddings' method (plus an ID vector), or IDs."""
+        method = self.manifest.get("embeddings_method")
+        with_ids = method is not None and self.config.get("model", {}).get("id_embedding")
+        return f"{method} + ID vector" if with_ids else method or "ID only"
+
+    @property
     def kind(self) -> str:
         return str(self.manifest.get("kind", "?"))
 
@@ -53,8 +60,7 @@ class Trained:
 
     @property
     def label(self) -> str:
-        method = self.downstream.manifest.get("embeddings_method") or "ID only"
-        return f"{self.downstream.manifest.get('model', '?')} on {method}"
+        return f"{self.downstream.manifest.get('model', '?')} on {self.downstream.item_side}"
 
 
 def read_run(run_dir: Path) -> Run:
