@@ -1,9 +1,12 @@
 """SAID training throughput: text tokens/s and achieved FLOP/s of projector steps through a frozen LM,
 side by side with a naive reference loop, against the machine's measured matmul peak.
 
-The optimised loop is the stage's own: token ids cached once, batches cut by length, logits only at text
-positions, autocast from `--mixed-precision`, the attention kernel the stage picks (`--attention`, as
-`align.attention`: eager on CPU). The naive loop tokenizes every batch, pads every text to the longest in
+The optimised loop is the product's: each step is `stages.align.said.train_step`, the very function `align`
+runs for every optimizer step, on the stage's batches (`said.batches_of`), optimizer (`said.make_trainer`) and
+Accelerator (`stage_accelerator`): token ids cached once, batches cut by length, logits only at text positions,
+autocast from `--mixed-precision` (float32 where the CPU would emulate bf16, as the stage does; the result
+records the precision that ran), the attention kernel the stage picks (`--attention`, as `align.attention`:
+eager on CPU). The naive loop, a reference kept here, tokenizes every batch, pads every text to the longest in
 the catalog, runs fp32 with the model's default attention and builds the full (B, T, vocab) logits. FLOPs count useful work only
 (no padding): 4 x linear weights x (prefix + text tokens) for the frozen LM's forward and input-gradient
 backward, 12 x layers x hidden x length^2 for attention, 4 x vocab x hidden x text tokens for the output
@@ -28,12 +31,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from benchmarks import _args, _results
-from pipeline.batching import length_batches
 from pipeline.contracts.dataset import ITEMS_FILE
+from stages.accelerator import stage_accelerator
+from stages.align import said
 from stages.align.lm import load_causal_lm, use_attention
-from stages.align.loss import token_nll
 from stages.align.projector import SAIDProjector, token_rms
-from stages.align.tokens import collate, tokenize
+from stages.align.tokens import tokenize
 
 SOFT_TOKENS = 4
 
@@ -78,23 +81,18 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-def optimised_steps(lm, projector, optimizer, tokens, batches, pad_id, device, dtype) -> Timing:
-    """The stage's loop: cached ids, length batches, text-position logits, autocast."""
-    total_tokens, flops = 0, 0.0
+def optimised_steps(trainer: said.Trainer, batches: list[np.ndarray]) -> Timing:
+    """The product's own optimizer step (`said.train_step`), one batch per step; FLOPs counted after the clock."""
+    device = trainer.accelerator.device
+    text_tokens = 0
     sync(device)
     started = time.perf_counter()
-    for rows in batches:
-        ids, mask = (t.to(device, non_blocking=True) for t in collate(tokens, rows, pad_id))
-        with torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
-            loss = token_nll(lm, projector(torch.as_tensor(rows, device=device)), ids, mask).sum() / mask.sum()
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        lengths = tokens.lengths[rows].tolist()
-        total_tokens += sum(lengths)
-        flops += useful_flops(lm, lengths)
+    for i, rows in enumerate(batches):
+        text_tokens += said.train_step(trainer, [rows], f"benchmark step {i + 1}").tokens
     sync(device)
-    return Timing(time.perf_counter() - started, total_tokens, flops)
+    seconds = time.perf_counter() - started
+    flops = sum(useful_flops(trainer.lm, trainer.tokens.lengths[rows].tolist()) for rows in batches)
+    return Timing(seconds, text_tokens, flops)
 
 
 def naive_steps(lm, projector, optimizer, texts, tokenizer, batches, width, device) -> Timing:
@@ -122,11 +120,17 @@ def naive_steps(lm, projector, optimizer, texts, tokenizer, batches, width, devi
     return Timing(time.perf_counter() - started, total_tokens, flops)
 
 
-def fresh_projector(lm: nn.Module, items: int, device: torch.device) -> tuple[nn.Module, torch.optim.Optimizer]:
+def fresh_projector(lm: nn.Module, items: int, device: torch.device) -> SAIDProjector:
     embedding = lm.get_input_embeddings()
-    projector = SAIDProjector(items, 64, 256, SOFT_TOKENS, lm.config.hidden_size,
-                              token_rms(embedding, embedding.num_embeddings)).to(device)
-    return projector, torch.optim.AdamW(projector.parameters(), lr=1e-3)
+    return SAIDProjector(items, 64, 256, SOFT_TOKENS, lm.config.hidden_size,
+                         token_rms(embedding, embedding.num_embeddings)).to(device)
+
+
+def train_plan(batch_size: int) -> said.TrainPlan:
+    """The stage's training settings where they shape the work (batching, one batch per step); rates do not."""
+    return said.TrainPlan(lr=1e-3, item_lr=1e-3, weight_decay=0.0, schedule="constant", warmup_steps=0, epochs=1,
+                          max_steps=None, grad_accum=1, batch_size=batch_size, length_pool=32, seed=0,
+                          checkpoint_every=0)
 
 
 def median_rate(timings: list[Timing]) -> tuple[float, float]:
@@ -158,8 +162,9 @@ def main() -> None:
     _args.add_peak_size(parser)
     args = parser.parse_args()
 
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dtype = {"no": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[args.mixed_precision]
+    accelerator = stage_accelerator(args.mixed_precision)  # the stage's: float32 where bf16 would be emulated
+    device, precision = accelerator.device, accelerator.mixed_precision
+    dtype = {"no": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
     lm, tokenizer = load_model(args)
     lm.to(device)
     naive_lm = None if args.skip_naive else copy.deepcopy(lm).float()  # fp32, the model's default attention
@@ -169,17 +174,21 @@ def main() -> None:
     texts = pq.read_table(args.items, columns=["text"]).column("text").to_pylist()
     tokens = tokenize(texts, tokenizer, args.max_text_tokens, special_tokens=False)
     width = int(tokens.lengths.max())
-    batches = length_batches(np.arange(len(texts)), tokens.lengths, args.batch_size, 32, seed=0)
+    plan = train_plan(args.batch_size)
+    batches = said.batches_of(accelerator, tokens, plan, epoch=0)
     per_repeat = args.steps + 1  # one warm-up step per repeat
     needed = [batches[i % len(batches)] for i in range(per_repeat * args.repeats)]
     optimised, naive = [], []
     for repeat in range(args.repeats):  # interleaved, so load changes hit both loops alike
         chunk = needed[repeat * per_repeat:(repeat + 1) * per_repeat]
-        projector, optimizer = fresh_projector(lm, len(texts), device)
-        optimised_steps(lm, projector, optimizer, tokens, chunk[:1], tokenizer.pad_token_id, device, dtype)
-        optimised.append(optimised_steps(lm, projector, optimizer, tokens, chunk[1:], tokenizer.pad_token_id, device, dtype))
+        trainer = said.make_trainer(accelerator, lm, fresh_projector(lm, len(texts), device), tokens, plan,
+                                    tokenizer.pad_token_id, total=per_repeat)
+        optimised_steps(trainer, chunk[:1])
+        optimised.append(optimised_steps(trainer, chunk[1:]))
+        accelerator.free_memory()  # the accelerator lets go of this repeat's projector and optimizer
         if not args.skip_naive:
-            projector, optimizer = fresh_projector(naive_lm, len(texts), device)
+            projector = fresh_projector(naive_lm, len(texts), device)
+            optimizer = torch.optim.AdamW(projector.parameters(), lr=1e-3)
             naive_steps(naive_lm, projector, optimizer, texts, tokenizer, chunk[:1], width, device)
             naive.append(naive_steps(naive_lm, projector, optimizer, texts, tokenizer, chunk[1:], width, device))
     peak_dtype = str(dtype).split(".")[1]  # the limit for the dtype the optimised loop computes in
@@ -189,7 +198,7 @@ def main() -> None:
     figures = {"tokens_per_s": round(tokens_per_s, 1), "achieved_gflops": round(gflops, 1),
                "matmul_peak_gflops": round(peak, 1), "matmul_peak_dtype": peak_dtype,
                "fraction_of_matmul_peak": round(gflops / peak, 3),
-               "device": device.type, "mixed_precision": args.mixed_precision, "batch_size": args.batch_size,
+               "device": device.type, "mixed_precision": precision, "batch_size": args.batch_size,
                "steps_per_repeat": args.steps, "repeats": args.repeats, "max_text_tokens": args.max_text_tokens,
                "catalog_items": len(texts), "catalog_longest_text_tokens": width,
                "lm_params_m": round(sum(p.numel() for p in lm.parameters()) / 1e6, 1),

@@ -19,6 +19,7 @@ from benchmarks._catalog import by_name
 from benchmarks._results import RESULTS_ENV
 from pipeline import prepare
 from pipeline.config import load_config
+from stages.align import said
 from tests.bench_support import BENCHMARKS_DIR, benchmark_modules, published, run_benchmark
 from tests.support import REPO, shared_dataset, write_embeddings_run
 
@@ -77,10 +78,19 @@ def test_item_encoding_smoke(monkeypatch, tmp_path, tiny_bert) -> None:
 
 
 def test_align_throughput_smoke(monkeypatch, tmp_path, tiny_llama, small_dataset) -> None:
+    """The optimised loop it times is the product's own step (`said.train_step`), not a copy of it."""
+    steps, product_step = [], said.train_step
+
+    def counted(*args: object) -> said.Step:
+        steps.append(product_step(*args))
+        return steps[-1]
+
+    monkeypatch.setattr(said, "train_step", counted)
     results = run_benchmark(monkeypatch, tmp_path, "align_throughput", "--items", items_parquet(small_dataset),
                             "--lm", tiny_llama, "--batch-size", 4, "--steps", 2, "--repeats", 2, "--peak-size", 256)
     record = published(results, "align_throughput", "align_throughput")
     assert (record["steps_per_repeat"], record["repeats"]) == (2, 2)
+    assert len(steps) == (2 + 1) * 2 and all(0 < step.items <= 4 < step.tokens for step in steps)  # + a warm-up
     assert record["tokens_per_s"] > 0 and record["naive_tokens_per_s"] > 0
 
 

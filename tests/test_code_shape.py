@@ -15,8 +15,8 @@ MAX_FUNCTION_LINES = 60
 LONG_FUNCTIONS = {
     "pipeline/dataset.py:build": "one pass of columnar steps (clean, dedup, k-core, truncate, split) over shared "
                                  "row arrays; split apart, each step would take and return the same five arrays",
-    "stages/align/said.py:fit": "the SAID training loop: resume, steps, checkpoints and progress read top to bottom",
-    "stages/recformer/pretrain.py:pretrain": "the Recformer pretraining loop, read top to bottom like SAID's",
+    "stages/recformer/pretrain.py:pretrain": "the Recformer pretraining loop: resume, steps, checkpoints and progress "
+                                           "read top to bottom",
     "stages/recformer/finetune.py:finetune": "Recformer's two fine-tuning stages share one loop and its early stopping",
     "benchmarks/downstream_vs_recbole.py:main": "a benchmark's script: its options, then its steps in order",
     "benchmarks/align_throughput.py:main": "a benchmark's script: its options, then its steps in order",
