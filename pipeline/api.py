@@ -168,6 +168,9 @@ def run(config: ConfigLike = None, *, overrides: Mapping[str, Any] | None = None
     helper processes of `accelerate launch`.
     """
     cfg = as_config(config, overrides)
+    from stages.downstream import kinds
+
+    kinds.kind_of(cfg.downstream.model.kind)  # an unknown kind fails now, not after hours of alignment
     dataset = prepare(cfg, force=force)
     aligned = None
     if cfg.downstream.embeddings is not None:

@@ -12,7 +12,7 @@ from pipeline.schema.base import Section
 class ModelConfig(Section):
     """The downstream model's architecture and its item side."""
 
-    kind: Literal["sasrec", "gru4rec", "said_light", "recformer"] = Field(description=(
+    kind: str = Field(min_length=1, description=(
         "sasrec (causal self-attention) | gru4rec | said_light (pooled history + MLP) | recformer: fine-tunes the "
         "text encoder of the embeddings run (its recformer checkpoint) in two stages (section recformer.finetune); "
         "the only kind that loads an encoder; epochs = frozen_items_epochs = 0 evaluates the encoder zero-shot"))

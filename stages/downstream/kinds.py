@@ -2,8 +2,8 @@
 
 A kind is asked once, where a run starts; the stage then calls it. A sequence kind is a sequence model over
 the item side (ID vectors or frozen embeddings through an adapter), trained by `fit`: adding one takes its
-model's file and a line in `KINDS` (and its name in `ModelConfig.kind`, which a test keeps equal to this
-table). Recformer, which fine-tunes a text encoder, lives in `stages/recformer/`.
+model's file and a line in `KINDS` (the config takes any name; this table refuses an unknown one, and the main
+job asks it before any stage runs). Recformer, which fine-tunes a text encoder, lives in `stages/recformer/`.
 """
 
 from __future__ import annotations
