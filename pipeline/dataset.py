@@ -15,7 +15,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipeline.config import DataConfig
-from pipeline.contracts.dataset import SPLITS, TEXT_COLUMN
+from pipeline.contracts.dataset import SPLITS, TEXT_COLUMN, TIMESTAMP
 from pipeline.errors import BadInput
 from pipeline.ingest import RawData
 from pipeline.text import clean, render
@@ -196,7 +196,8 @@ def build(raw: RawData, config: DataConfig) -> Canonical:
     interactions = pa.table({
         "user_id": user_dict.dictionary.take(pa.array(user_idx)),
         "item_id": out_items.column("item_id").take(pa.array(remap[item_idx])),
-        "timestamp": pa.array(timestamps, pa.int64()) if has_time else pa.nulls(len(rows), pa.int64()),
+        "timestamp": pa.array(timestamps, pa.timestamp("s", tz="UTC")).cast(TIMESTAMP) if has_time
+        else pa.nulls(len(rows), TIMESTAMP),  # sources give epoch seconds
         "position": pa.array(position, pa.int32()),
         "split": split,
     })

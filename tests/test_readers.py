@@ -199,7 +199,7 @@ def test_amazon_2014_shape_with_python_literal_metadata(make_config, tmp_path: P
     assert items["A2"]["text"] == "title Pen categories Office Products"
     inter = pq.read_table(result.run_dir / INTERACTIONS_FILE).sort_by("position")
     assert inter.column("item_id").to_pylist() == ["A2", "A1", "A1"]
-    assert inter.column("timestamp").to_pylist() == [100, 200, 300]
+    assert [t.timestamp() for t in inter.column("timestamp").to_pylist()] == [100, 200, 300]  # epoch seconds in
 
 
 def test_amazon_2018_shape_plain_json_lines(make_config, tmp_path: Path) -> None:

@@ -6,7 +6,7 @@ A dataset run folder holds:
   the source had (cleaned, in the source's order), and last `text` (string, the rendered item text, never
   empty). The row order is the item order stage two numbers items by (item k is row k - 1).
 - `interactions.parquet`: `user_id` (string), `item_id` (string, always in `items.parquet`), `timestamp`
-  (int64, null where the source had none), `position` (int32, a user's order, 0 first) and `split`
+  (timestamp[ms, UTC], null where the source had none), `position` (int32, a user's order, 0 first) and `split`
   (string: each user's `train` rows, then at most one `valid`, then at most one `test`).
 - `manifest.json` (kind "dataset": sources with sha256, counts, what each filter removed, the config).
 
@@ -28,7 +28,8 @@ INTERACTIONS_FILE = "interactions.parquet"
 TEXT_COLUMN = "text"  # the rendered item text
 SPLITS = ("train", "valid", "test")
 ITEMS_SCHEMA = pa.schema([("item_id", pa.string()), (TEXT_COLUMN, pa.string())])  # attribute columns between
-INTERACTIONS_SCHEMA = pa.schema([("user_id", pa.string()), ("item_id", pa.string()), ("timestamp", pa.int64()),
+TIMESTAMP = pa.timestamp("ms", tz="UTC")  # when an interaction happened (null: row order is time); Parquet keeps ms
+INTERACTIONS_SCHEMA = pa.schema([("user_id", pa.string()), ("item_id", pa.string()), ("timestamp", TIMESTAMP),
                                  ("position", pa.int32()), ("split", pa.string())])
 _MISSING = " (run `seqrec-pipeline prepare` first)"
 
