@@ -115,7 +115,7 @@ BENCHMARKS: tuple[Benchmark, ...] = (
         Figure("large_catalog", "stage two on {items:,} generated items, ID-only SASRec, {epochs} epochs each",
                "full softmax {ce_epoch_s} s/epoch, NDCG@10 {ce_ndcg10}; sampled ({negatives} popularity negatives, "
                "logQ) {sampled_epoch_s} s/epoch, NDCG@10 {sampled_ndcg10}; popularity {popularity_ndcg10}"),)),
-    Benchmark("daily_refresh", ("python -m benchmarks.daily_refresh",), "about 30 min here", (
+    Benchmark("daily_refresh", ("python -m benchmarks.daily_refresh",), "about 55 min here", (
         Figure("daily_refresh", "the scheduled refresh: ml-100k replayed as three days",
                "day 2 in {day2_over_day1_wall} of day 1's wall time ({day2_items_trained} items trained); "
                "warm / cold stage two: NDCG@10 {warm_over_cold_ndcg10}, epochs {warm_over_cold_epochs}; new items "

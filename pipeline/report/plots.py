@@ -90,11 +90,12 @@ def alignment_curve(history: list[dict[str, Any]], title: str) -> str:
     window = max(1, len(history) // 25)
     for n, name in enumerate(k for k in ("loss", "contrastive", "mlm") if k in history[0]):
         values = [h[name] for h in history]
-        left.plot(steps, values, color=OKABE_ITO[n], alpha=0.25, lw=1)
+        left.plot(steps, values, color=OKABE_ITO[n], alpha=0.25, lw=1, label=f"{name} per step" if window > 1 else None)
         left.plot(steps, running_mean(values, window), color=OKABE_ITO[n], lw=2,
                   label=f"{name} (mean of {window} steps)" if window > 1 else name)
-    for boundary in [h["step"] for a, h in itertools.pairwise(history) if h.get("epoch") != a.get("epoch")]:
-        left.axvline(boundary - 0.5, color=GREY, ls="--", lw=1)
+    boundaries = [h["step"] for a, h in itertools.pairwise(history) if h.get("epoch") != a.get("epoch")]
+    for n, boundary in enumerate(boundaries):
+        left.axvline(boundary - 0.5, color=GREY, ls="--", lw=1, label="a new epoch starts" if n == 0 else None)
     left.set(title=title, xlabel="optimizer step", ylabel="loss (nats per token)")
     left.legend(loc="upper right", fontsize=9)
     right.plot(steps, [h["lr"] for h in history], color=OKABE_ITO[2], lw=2)
