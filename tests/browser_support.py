@@ -69,7 +69,8 @@ class _Pipe:
         raw, self._buffer = self._buffer.split(b"\0", 1)
         return json.loads(raw)
 
-    def call(self, method: str, session: str | None = None, timeout: float = 30, **params: Any) -> dict[str, Any]:
+    # Generous: on a loaded CI machine Chromium can take tens of seconds to start or to render a page.
+    def call(self, method: str, session: str | None = None, timeout: float = 120, **params: Any) -> dict[str, Any]:
         self._next_id += 1
         message = {"id": self._next_id, "method": method, "params": params, **({"sessionId": session} if session else {})}
         os.write(self._write, json.dumps(message).encode() + b"\0")
@@ -82,7 +83,7 @@ class _Pipe:
                 return reply.get("result", {})
             self.events.append(reply)
 
-    def wait_for(self, method: str, timeout: float = 30) -> None:
+    def wait_for(self, method: str, timeout: float = 120) -> None:
         deadline = time.monotonic() + timeout
         while not any(e.get("method") == method for e in self.events):
             self.events.append(self._message(deadline))
