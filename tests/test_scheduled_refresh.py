@@ -129,11 +129,12 @@ def test_warm_start_loads_matching_rows_and_rerunning_is_a_no_op(tmp_path: Path)
     fresh = model.state_dict()["items.ids.weight"].clone()
     warm_start.apply(model, source, seqs.item_ids)
     loaded = model.state_dict()["items.ids.weight"]
-    assert torch.equal(loaded[1:], source.state["items.ids.weight"][1:])
-    source.item_ids.reverse()  # rows follow item ids, not positions
-    warm_start.apply(model, source, seqs.item_ids)
-    assert torch.equal(model.state_dict()["items.ids.weight"][1], source.state["items.ids.weight"][46])
-    assert not torch.equal(fresh[1], source.state["items.ids.weight"][1])
+    state, ids = source.read()
+    assert torch.equal(loaded[1:], state["items.ids.weight"][1:])
+    reversed_ids = warm_start.WarmStart(source.run_id, lambda: (state, ids[::-1]))  # rows follow ids, not positions
+    warm_start.apply(model, reversed_ids, seqs.item_ids)
+    assert torch.equal(model.state_dict()["items.ids.weight"][1], state["items.ids.weight"][46])
+    assert not torch.equal(fresh[1], state["items.ids.weight"][1])
 
 
 def _set_embedding(run_dir: Path, item: str, like: str) -> None:
@@ -194,7 +195,7 @@ def test_status_says_what_run_would_do_and_gc_keeps_what_is_in_use(tmp_path: Pat
     prepared(day1)
     first = stage.run(day1)
     train.run(day1)
-    day2 = _config(root, _day(tmp_path, 2, 43), tiny_llama, "downstream.train.epochs=1")
+    day2 = _config(root, _day(tmp_path, 2, 43), tiny_llama, "downstream.train.epochs=1", "downstream.train.init=previous")
     report = status.status(day2)
     assert report["published"]["align"]["latest"] == first.run_dir.name
     assert report["next"]["prepare"].startswith("new raw files or data settings")
@@ -205,7 +206,9 @@ def test_status_says_what_run_would_do_and_gc_keeps_what_is_in_use(tmp_path: Pat
     assert report["next"]["align"] == f"3 new items, 0 changed, 0 removed since run {first.run_dir.name}: incremental"
     second = stage.run(day2)
     trained = train.run(day2).run_dir
+    monkeypatch.setattr(kinds, "load_trained", lambda run_dir: pytest.fail("status loaded a model"))
     assert status.status(day2)["next"]["train-downstream"] == f"inputs and settings unchanged: reuses run {trained.name}"
+    monkeypatch.undo()
     assert not any(facts.get("latest_made_by_other_code") for facts in status.status(day2)["published"].values())
     monkeypatch.setattr(train, "code", lambda kind: "other-code")  # as if stage two's code had changed since
     other = status.status(day2)

@@ -76,10 +76,13 @@ class SequenceKind:
         found = warm_start.find_source(config, dataset_run_id, embeddings)
         if found is None:
             return None
-        # Loaded as a run, not its weights file alone: a run saved before its whitening was kept gets it
-        # recomputed from its own embeddings, the table its adapter was trained on.
-        source = load_trained(found.run_dir)
-        return WarmStart(found.run_id, source.model.state_dict(), source.seqs.item_ids)
+        def read() -> tuple[dict[str, Any], list[str]]:
+            # Loaded as a run, not its weights file alone: a run saved before its whitening was kept gets it
+            # recomputed from its own embeddings, the table its adapter was trained on.
+            source = load_trained(found.run_dir)
+            return source.model.state_dict(), source.seqs.item_ids
+
+        return WarmStart(found.run_id, read)
 
     def train(self, folder: Path, config: PipelineConfig, dataset_dir: Path, dataset_run_id: str,
               embeddings: Embeddings | None, warm: WarmStart | None) -> dict[str, Any]:

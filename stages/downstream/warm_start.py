@@ -8,6 +8,7 @@ Per-item rows (ID vectors, unfrozen embeddings) are matched by item id; new item
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -25,11 +26,11 @@ ITEM_ROWS = ("items.ids.weight", "items.table")
 
 @dataclass(frozen=True)
 class WarmStart:
-    """The weights to start from and the item ids their rows belong to (row k + 1 = item_ids[k])."""
+    """The run to start from, and how to read its weights and the item ids their rows belong to (row k + 1 =
+    item_ids[k]). Read only when training starts: run ids and `status` need the run id alone."""
 
     run_id: str
-    state: dict[str, torch.Tensor]
-    item_ids: list[str]
+    read: Callable[[], tuple[dict[str, torch.Tensor], list[str]]]
 
 
 def find_source(config: PipelineConfig, dataset_run_id: str, embeddings: Embeddings | None) -> Published | None:
@@ -55,13 +56,14 @@ def find_source(config: PipelineConfig, dataset_run_id: str, embeddings: Embeddi
 
 def apply(model: torch.nn.Module, source: WarmStart, item_ids: list[str]) -> dict[str, int | str]:
     """Load `source` into a freshly built `model` over `item_ids`; the facts the manifest records."""
-    row_of = {item: row + 1 for row, item in enumerate(source.item_ids)}
+    saved_state, saved_ids = source.read()
+    row_of = {item: row + 1 for row, item in enumerate(saved_ids)}
     rows = torch.tensor([row_of.get(item, 0) for item in item_ids], dtype=torch.long)
     known = rows > 0
     state = model.state_dict()
     with torch.no_grad():
         for name, tensor in state.items():
-            saved = source.state.get(name)
+            saved = saved_state.get(name)
             if saved is None:
                 continue
             if name in ITEM_ROWS:
