@@ -65,19 +65,3 @@ def read_json(path: Path) -> Any:
     except (UnicodeDecodeError, ValueError) as exc:
         raise BadInput(f"{path}: not valid JSON ({_reason(exc)})") from None
 
-
-def parquet_rows(path: Path) -> int:
-    """The row count in a Parquet file's footer (nothing else is read).
-
-    Raises:
-        BadInput: the file is missing, a folder, truncated or not Parquet.
-    """
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    if not path.is_file():
-        raise BadInput(f"{path}: not found" if not path.exists() else f"{path}: not a file")
-    try:
-        return pq.ParquetFile(path).metadata.num_rows
-    except (pa.ArrowException, OSError) as exc:
-        raise BadInput(f"{path}: not a readable Parquet file ({_reason(exc)})") from None

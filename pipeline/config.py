@@ -166,8 +166,9 @@ def explained(tree: dict[str, Any], key: str) -> list[str]:
 
 
 def saved_section(section: str, saved: dict[str, Any]) -> dict[str, Any]:
-    """A config section saved beside an older run, completed with the keys added since at today's default
-    (an added setting's default keeps what older runs did), so the run can still be loaded and served."""
+    """A config section saved beside an older run, under today's key names and completed with the keys added
+    since at today's default (an added setting's default keeps what older runs did), so the run can still be
+    loaded and served."""
     def complete(values: dict[str, Any], defaults: dict[str, Any]) -> dict[str, Any]:
         out = dict(values)
         for key, default in defaults.items():
@@ -177,7 +178,7 @@ def saved_section(section: str, saved: dict[str, Any]) -> dict[str, Any]:
                 out[key] = default
         return out
 
-    return complete(saved, _read_yaml(DEFAULTS_PATH)[section])
+    return complete(renamed.upgrade_saved(section, saved), _read_yaml(DEFAULTS_PATH)[section])
 
 
 @functools.cache

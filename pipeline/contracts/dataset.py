@@ -19,8 +19,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from pipeline.artifact_files import parquet_rows
-from pipeline.contracts.parquet import check_schema, read_parquet, write_parquet
+from pipeline.contracts.parquet import check_schema, parquet_rows, read_parquet, write_parquet
 from pipeline.faults import crash_point
 
 ITEMS_FILE = "items.parquet"

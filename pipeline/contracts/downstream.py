@@ -25,7 +25,6 @@ from pipeline.artifact_files import read_faiss, read_json, read_tensors
 from pipeline.config import DownstreamConfig, saved_section
 from pipeline.contracts.embeddings import CONFIG_FILE, INDEX_FILE
 from pipeline.errors import BadInput
-from pipeline.schema.renamed import upgrade_saved
 from pipeline.store import write_json_atomic
 
 WEIGHTS_FILE = "model.safetensors"
@@ -71,7 +70,7 @@ def read_config(run_dir: Path) -> DownstreamConfig:
     if not isinstance(saved, dict):
         raise BadInput(f"{path}: not a downstream config (a JSON {type(saved).__name__}, not an object)")
     try:
-        return DownstreamConfig.model_validate(saved_section("downstream", upgrade_saved("downstream", saved)))
+        return DownstreamConfig.model_validate(saved_section("downstream", saved))
     except ValidationError as exc:
         raise BadInput(f"{path}: not a valid downstream config ({exc.error_count()} problems, first: "
                        f"{'.'.join(map(str, exc.errors()[0]['loc']))}: {exc.errors()[0]['msg']})") from None

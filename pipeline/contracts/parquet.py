@@ -36,6 +36,18 @@ def read_parquet(path: Path, columns: list[str] | None = None, missing_hint: str
     return table
 
 
+def parquet_rows(path: Path) -> int:
+    """The row count in a Parquet file's footer (nothing else is read).
+
+    Raises:
+        BadInput: the file is missing, a folder, truncated or not Parquet.
+    """
+    try:
+        return pq.ParquetFile(path).metadata.num_rows
+    except (pa.ArrowException, OSError) as exc:
+        raise BadInput(_unreadable(path, exc, "")) from None
+
+
 def _unreadable(path: Path, exc: BaseException, missing_hint: str) -> str:
     if isinstance(exc, FileNotFoundError):
         return f"{path}: not found{missing_hint}"
