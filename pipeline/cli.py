@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import signal
 import sys
 from collections.abc import Callable
@@ -288,6 +289,9 @@ def stop_on_sigterm() -> None:
 
 def main() -> None:
     stop_on_sigterm()
+    # The stages print their own progress; the model libraries' loading bars would only interleave with it
+    # (read when transformers is first imported; HF_HUB_DISABLE_PROGRESS_BARS=0 brings them back).
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     app(prog_name="seqrec-pipeline")
 
 
