@@ -111,6 +111,13 @@ BENCHMARKS: tuple[Benchmark, ...] = (
                "GRU4Rec {ndcg10[ours_id_gru4rec]:.4f} vs RecBole {ndcg10[recbole_gru4rec]:.4f}; popularity "
                "{ndcg10[popularity]:.4f}"),),
         needs="RecBole's own virtual environment (.venv-recbole, made by benchmarks/recbole_setup.sh from PyPI)"),
+    Benchmark("quality", ("python -m benchmarks.quality --seeds 3 --jobs 2",),
+              "about 3 h here with SAID aligned (Scientific stage-two runs take 6-12 min each)", (
+        Figure("quality", "stage-two recipes on Scientific, Office and ml-100k, 3 seeds each (docs/defaults.md)",
+               "Scientific best {scientific[best_variant]} NDCG@10 {scientific[ndcg10_mean]}, Recall@10 "
+               "{scientific[recall10_mean]} (VQ-Rec {vq_rec[ndcg10]}, {vq_rec[recall10]}); default vs ID-only "
+               "NDCG@10: ml-100k {ml100k[default_ndcg10_mean]} vs {ml100k[id_sasrec_ndcg10_mean]}, Office "
+               "{office[default_ndcg10_mean]} vs {office[id_sasrec_ndcg10_mean]}"),)),
     Benchmark("large_catalog", ("python -m benchmarks.large_catalog",), "about 20 min here", (
         Figure("large_catalog", "stage two on {items:,} generated items, ID-only SASRec, {epochs} epochs each",
                "full softmax {ce_epoch_s} s/epoch, NDCG@10 {ce_ndcg10}; sampled ({negatives} popularity negatives, "

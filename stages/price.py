@@ -64,6 +64,8 @@ def price_alignment(config: PipelineConfig, planned: AlignPlan) -> Price:
     from stages.align.tokens import collate, tokenize
 
     align, rows = config.align, planned.rows
+    if planned.members:
+        return _price_members(config, planned)
     if planned.mode == "reuse" or not rows.train:
         return Price("nothing to embed", 0.0)
     if align.method == "recformer":
@@ -107,6 +109,17 @@ def price_alignment(config: PipelineConfig, planned: AlignPlan) -> Price:
                    "`--set align.method=text` embeds them with a frozen encoder in a fraction of that")
     return Price(f"{len(texts):,} items x {align.said.epochs} epochs = {int(steps * share):,} SAID steps",
                  seconds, cheaper)
+
+
+def _price_members(config: PipelineConfig, planned: AlignPlan) -> Price:
+    """A fused run: the members' work (joining them takes seconds)."""
+    from stages.align.fuse_method import member_configs
+
+    prices = [price_alignment(member, plan) for member, plan in zip(member_configs(config), planned.members)]
+    seconds = [price.seconds for price in prices]
+    return Price("; ".join(f"{method}: {price.work}" for method, price in zip(config.align.fuse, prices)),
+                 None if None in seconds else sum(s for s in seconds if s is not None),
+                 next((price.cheaper for price in prices if price.cheaper), None))
 
 
 def price_training(config: PipelineConfig, dataset_dir: Path, embeddings_dir: Path | None) -> Price:

@@ -239,3 +239,25 @@ def test_an_evidence_attribute_the_items_lack_is_skipped_in_one_line(tmp_path: P
     line = capsys.readouterr().err.strip().splitlines()[-1]
     assert line == ("align.evidence.attribute: the items have no column 'brand'; the neighbour check is skipped "
                     "(attributes here: movie_title, release_year, class; null silences this)")
+
+
+def test_fuse_aligns_its_members_first_then_joins_their_vectors(tmp_path: Path, slice40: Path, tiny_llama: Path,
+                                                                 tiny_bert: Path) -> None:
+    fuse = ("align.method=fuse", f"align.encoder={tiny_bert}")
+    config = align_config(tmp_path / "art", slice40, tiny_llama, *fuse)
+    prepared(config)
+    fused = stage.run(config)
+    members = fused.manifest["members"]
+    said, text = (read_embeddings(fused.run_dir.parent / members[m]["run_id"]) for m in ("said", "text"))
+    assert said.metadata["method"] == "said" and text.metadata["method"] == "text"
+    joined = read_embeddings(fused.run_dir)
+    assert joined.item_ids == said.item_ids == text.item_ids and joined.dim == 32 + 32
+    np.testing.assert_array_equal(joined.vectors, np.concatenate([said.vectors, text.vectors], axis=1))
+    assert joined.metadata["method"] == "fuse" and joined.metadata["model"] == "said+text"
+    assert stage.run(config).reused  # nothing changed: every run is reused
+    # a member made with other settings is a new member run, and so a new fused run over it
+    changed = align_config(tmp_path / "art", slice40, tiny_llama, *fuse, "align.said.epochs=2")
+    refused = stage.run(changed)
+    assert refused.manifest["run_id"] != fused.manifest["run_id"]
+    assert refused.manifest["members"]["said"]["run_id"] != members["said"]["run_id"]
+    assert refused.manifest["members"]["text"] == members["text"]

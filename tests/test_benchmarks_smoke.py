@@ -171,6 +171,20 @@ def test_large_catalog_smoke(monkeypatch, tmp_path) -> None:
     assert record["items"] > 100 and record["ce_epoch_s"] > 0 and 0 <= record["sampled_ndcg10"] <= 1
 
 
+def test_quality_smoke(monkeypatch, tmp_path, tiny_bert) -> None:
+    """ml-100k, IDs alone against text + ID vectors, one seed of three epochs on a tiny model."""
+    shared_dataset("ml-100k")
+    results = run_benchmark(monkeypatch, tmp_path, "quality", "--workspace", tmp_path / "ws", "--datasets", "ml100k",
+                            "--recipes", "id", "text_id", "--seeds", 1, "--jobs", 2,
+                            "--set", f"align.encoder={tiny_bert}", "--set", "align.batch_size=256",
+                            "--set", "downstream.train.epochs=3", "--set", "downstream.model.hidden_size=16",
+                            "--set", "downstream.model.max_length=10", "--set", "data.max_history=10")
+    record = published(results, "quality", "quality", complete=False)  # no Scientific or Office here
+    runs = record["by_dataset"]["ml100k"]
+    assert set(runs) == {"id", "text_id"} and all(s["epochs"] == [3] for s in runs.values())
+    assert 0 < record["ml100k"]["id_sasrec_valid_ndcg10_epoch3"] <= 1 and record["ml100k"]["best_variant"] in runs
+
+
 def test_fault_matrix_smoke(monkeypatch, tmp_path) -> None:
     """Two of the fault suite's tests instead of all of them: the log is counted into the published figures."""
     results = run_benchmark(monkeypatch, tmp_path, "fault_matrix", "--tests",

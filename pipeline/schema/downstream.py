@@ -32,12 +32,16 @@ class ModelConfig(Section):
     max_length: int = Field(ge=1, description="the most recent N items of a history are used")
     pooling: Literal["mean", "attention"] = Field(description=(
         "said_light: mean | attention (a learned query over the history)"))
-    adapter: Literal["linear", "mlp", "whiten"] = Field(description=(
+    adapter: Literal["linear", "mlp", "whiten", "init"] = Field(description=(
         "frozen embedding -> hidden_size: whiten (PCA whitening, then linear) | linear | mlp; whitening lets SAID's "
         "soft-token means, which share one large component, differ (ml-100k main job: test NDCG@10 0.0365 whiten vs "
-        "0.0152 linear)"))
+        "0.0152 linear) | init: the embeddings only start each item's ID vector (their top principal components), "
+        "then it is an ID-only model (new items cannot be scored)"))
     id_embedding: bool = Field(description="add a trainable per-item ID vector to the adapted embedding")
     freeze_embeddings: bool = Field(description="false: the embedding table itself is trained too")
+    temperature: float | None = Field(gt=0, description=(
+        "null: an item's score is the dot product of the user state and its vector (SASRec) | t: their cosine / t "
+        "(UniSRec 0.07, Recformer 0.05)"))
 
 
 class TrainConfig(Section):

@@ -45,6 +45,7 @@ class AlignPlan:
     dataset_run_id: str
     pretrain_dirs: list[Path] = field(default_factory=list)
     model: dict[str, Any] | None = None  # SAID / text: the frozen model's identity (model_id.identify)
+    members: list[AlignPlan] = field(default_factory=list)  # fuse: the member runs' plans, in align.fuse order
 
     @property
     def base_dir(self) -> Path | None:

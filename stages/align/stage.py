@@ -9,7 +9,8 @@ With no such run, or with `full`, every item is embedded.
 Runs unchanged on CPU, one GPU or under `accelerate launch`: every process trains or embeds its share,
 the vectors are gathered once, and only the main process writes, through `publish_run`. A killed run
 leaves its partial folder; the next run with the same config picks up its checkpoints.
-The method (`METHODS`: SAID, a frozen text encoder, Recformer, whose entry point is `stages/recformer/align.py`)
+The method (`METHODS`: SAID, a frozen text encoder, Recformer, whose entry point is `stages/recformer/align.py`,
+or the fusion of several, whose members are aligned first)
 is chosen once; it names the model and the settings the run id hashes, and embeds the rows.
 """
 
@@ -34,12 +35,14 @@ from stages.align import export
 from stages.align.catalog import RowPlan, plan_rows, read_catalog
 from stages.align.dist import say
 from stages.align.evidence import attribute_sets, neighbour_rate
+from stages.align.fuse_method import FuseMethod, member_configs
 from stages.align.method import CHECKPOINTS, TOKENS_CACHE, AlignPlan, Embedded, Method
 from stages.align.said_method import SaidMethod
 from stages.align.text_method import TextMethod
 from stages.recformer.align import RecformerMethod
 
-METHODS: dict[str, Method] = {"said": SaidMethod(), "text": TextMethod(), "recformer": RecformerMethod()}
+METHODS: dict[str, Method] = {"said": SaidMethod(), "text": TextMethod(), "recformer": RecformerMethod(),
+                              "fuse": FuseMethod()}
 
 
 def code(method: str) -> str:
@@ -48,12 +51,13 @@ def code(method: str) -> str:
                          tuple(type(other).__module__ for name, other in METHODS.items() if name != method))
 
 
-def _config_hash(method: Method, config: PipelineConfig, model: dict[str, Any] | None) -> str:
+def _config_hash(method: Method, config: PipelineConfig, model: dict[str, Any] | None,
+                 members: tuple[str, ...] = ()) -> str:
     """The settings the method reads, its frozen model by its files' sha256, not its name (new weights under
     the same name are a new run, never an extension of one made with the old weights; where the model is read
-    from and cached does not count), and the code that reads them (a base run made by other code is never
-    extended: its rows would mix two codes)."""
-    return fingerprint(*method.settings_read(config), *([] if model is None else [model["sha256"]]),
+    from and cached does not count), the member runs a fused run joins, and the code that reads them (a base
+    run made by other code is never extended: its rows would mix two codes)."""
+    return fingerprint(*method.settings_read(config), *([] if model is None else [model["sha256"]]), *members,
                        code(config.align.method))
 
 
@@ -63,7 +67,9 @@ def plan(config: PipelineConfig, dataset_dir: Path, full: bool = False) -> Align
     catalog = read_catalog(dataset_dir, config.align.template, config.align.evidence.attribute)
     method = METHODS[config.align.method]
     model = method.model_identity(config)
-    config_hash = _config_hash(method, config, model)
+    members = [plan(member, dataset_dir, full) for member in member_configs(config)] \
+        if config.align.method == "fuse" else []
+    config_hash = _config_hash(method, config, model, tuple(member.run_id for member in members))
     pretrain_dirs = method.pretrain_dirs(config)
     output = workspace_output(config, "embeddings")
     found = None if full else newest(output, lambda run: run.manifest.get("kind") == "embeddings"
@@ -71,7 +77,7 @@ def plan(config: PipelineConfig, dataset_dir: Path, full: bool = False) -> Align
     if found is not None and found.manifest.get("catalog_sha256") == catalog.fingerprint:
         return AlignPlan("reuse", f"catalog unchanged since run {found.run_id}: reused, nothing to embed",
                          found.run_id, catalog, plan_rows(catalog, None), None, config_hash, dataset_run, pretrain_dirs,
-                         model)
+                         model, members)
     base = None if found is None else contract.read_embeddings(found.run_dir)
     rows = plan_rows(catalog, base)
     inputs = method.full_run_inputs(config, dataset_run, pretrain_dirs) if base is None else [base.run_id]
@@ -80,7 +86,7 @@ def plan(config: PipelineConfig, dataset_dir: Path, full: bool = False) -> Align
         reason = (f"{rows.new:,} new items, {rows.changed:,} changed, {rows.removed:,} removed since run "
                   f"{base.run_id}: incremental")
         return AlignPlan("incremental", reason, run_id, catalog, rows, base, config_hash, dataset_run, pretrain_dirs,
-                         model)
+                         model, members)
     latest = output.latest()
     if full:
         reason = f"--full: all {len(catalog.ids):,} items"
@@ -90,7 +96,8 @@ def plan(config: PipelineConfig, dataset_dir: Path, full: bool = False) -> Align
                   f"{made.get('method')}, model {made.get('model')}): full alignment of {len(catalog.ids):,} items")
     else:
         reason = f"no embeddings run yet: full alignment of {len(catalog.ids):,} items"
-    return AlignPlan("full", reason, run_id, catalog, rows, None, config_hash, dataset_run, pretrain_dirs, model)
+    return AlignPlan("full", reason, run_id, catalog, rows, None, config_hash, dataset_run, pretrain_dirs, model,
+                     members)
 
 
 def _index(config: AlignConfig, folder: Path, base_dir: Path | None, matrix: np.ndarray,
@@ -126,6 +133,9 @@ def run(config: PipelineConfig, force: bool = False, full: bool = False,
     accelerator = stage_accelerator(align.mixed_precision)
     if dataset_dir is None:
         dataset_dir = workspace_output(config, "datasets").require_latest("no dataset yet: run `prepare` first")
+    if align.method == "fuse":  # the members first, each its own run (reused when published)
+        for member in member_configs(config):
+            run(member, full=full, dataset_dir=dataset_dir)
     output = workspace_output(config, "embeddings")
     planned = plan(config, dataset_dir, full)
     if planned.mode == "reuse" and force:

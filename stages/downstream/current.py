@@ -112,7 +112,7 @@ def on_current_data(trained: Trained, seqs: Sequences, embeddings: Embeddings | 
     if isinstance(trained.model, Recommender):
         item_ids = _candidates(seqs, embeddings)
         vectors, scoreable = _item_vectors(trained, item_ids, embeddings)
-        model: nn.Module = Recommender(FixedItems(vectors), trained.model.sequence).eval()
+        model: nn.Module = Recommender(FixedItems(vectors), trained.model.sequence, trained.model.temperature).eval()
         current, history_dropped = keep_items(dataclasses.replace(seqs, item_ids=item_ids), scoreable)
     else:
         item_ids = trained.seqs.item_ids

@@ -10,6 +10,7 @@ from collections.abc import Callable
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from pipeline.config import ModelConfig
@@ -20,12 +21,15 @@ class Recommender(nn.Module):
     """Args:
         items: maps item ids (1..N, 0 = padding) to (H,) vectors.
         sequence: maps (B, L, H) item vectors and a (B, L) padding mask to (B, L, H) user states.
+        temperature: None scores by dot product; t scores by cosine / t: the states come out L2-normalised and
+            divided by t, and `items` must give L2-normalised vectors.
     """
 
-    def __init__(self, items: ItemEncoder, sequence: nn.Module) -> None:
+    def __init__(self, items: nn.Module, sequence: nn.Module, temperature: float | None = None) -> None:
         super().__init__()
         self.items = items
         self.sequence = sequence
+        self.temperature = temperature
 
     def forward(self, history: torch.Tensor) -> torch.Tensor:
         """(B, L) right-aligned item ids -> (B, L', H): state t predicts the item after position t.
@@ -35,7 +39,8 @@ class Recommender(nn.Module):
         """
         first = int((history != 0).any(dim=0).int().argmax()) if history.numel() else 0
         history = history[:, first:]
-        return self.sequence(self.items(history), history == 0)
+        states = self.sequence(self.items(history), history == 0)
+        return states if self.temperature is None else F.normalize(states, dim=-1) / self.temperature
 
     def user_vectors(self, history: torch.Tensor) -> torch.Tensor:
         """(B, L) histories -> (B, H): the state after the last item, which scores the next one."""
@@ -55,5 +60,5 @@ def build(config: ModelConfig, sequence: Callable[[ModelConfig], nn.Module], num
         num_items, config.hidden_size,
         None if embeddings is None else torch.from_numpy(embeddings),
         None if has_embedding is None else torch.from_numpy(has_embedding),
-        config.adapter, config.id_embedding, config.freeze_embeddings)
-    return Recommender(items, sequence(config))
+        config.adapter, config.id_embedding, config.freeze_embeddings, normalise=config.temperature is not None)
+    return Recommender(items, sequence(config), config.temperature)

@@ -1,0 +1,231 @@
+"""Which stage-two recipe wins, on every shared dataset: item sides and model settings, several seeds each.
+
+Each recipe is an item side (IDs alone, or an embeddings run of one method, with or without an ID vector) and
+model settings; `default` is whatever `pipeline.yaml` ships. Every run goes through the real CLI
+(`prepare`, `align`, `train-downstream`) and is reported at convergence (test metrics at the best valid epoch,
+early stopping as configured) and at a small budget (valid NDCG@10 after 3 epochs, read from the run's
+history). Runs are published by run id, so a second invocation reuses every finished run; `--jobs` trains
+that many runs at once, each in a workspace of its own over the shared dataset runs.
+
+    python -m benchmarks.quality --workspace artifacts/quality --seeds 3 --jobs 2
+
+`--embeddings METHOD=RUN_FOLDER` uses an embeddings run made elsewhere instead of aligning here (SAID over
+Scientific takes about an hour on this machine's one core).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from benchmarks import _args, _cli, _results
+from pipeline.contracts.downstream import read_metrics
+
+FIRST_SEED = 2020
+BUDGET_EPOCH = 3  # the small budget: valid NDCG@10 after this many epochs
+DATASETS = {"scientific": "configs/amazon2018-scientific-unisrec.yaml", "office": "configs/amazon2014-office-lcrec.yaml",
+            "ml100k": "configs/ml-100k.yaml"}
+ID_VECTOR = ("downstream.model.id_embedding=true",)
+# UniSRec's SASRec on Scientific (RecBole's defaults, hidden size 300), as benchmarks/downstream_vs_recbole runs it.
+WIDE = ("downstream.model.hidden_size=300", "downstream.model.feedforward_size=256", "downstream.model.dropout=0.5",
+        "downstream.train.batch_size=512", "downstream.train.loss=ce")
+COSINE = ("downstream.model.temperature=0.07",)  # UniSRec's fine-tuning temperature
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """An item side (`method`: an align method, "default" for pipeline.yaml's, None for IDs alone) and the
+    overrides that make the rest of the recipe."""
+
+    method: str | None
+    overrides: tuple[str, ...] = ()
+
+
+RECIPES = {
+    "id": Recipe(None),
+    "default": Recipe("default"),
+    "said_id": Recipe("said", ID_VECTOR),
+    "text_id": Recipe("text", ID_VECTOR),
+    "fuse_id": Recipe("fuse", ID_VECTOR),
+    "id_wide": Recipe(None, WIDE),
+    "text_id_wide": Recipe("text", (*ID_VECTOR, "downstream.model.adapter=linear", *WIDE)),
+    "text_id_wide_cosine": Recipe("text", (*ID_VECTOR, "downstream.model.adapter=linear", *WIDE, *COSINE)),
+    "fuse_id_wide": Recipe("fuse", (*ID_VECTOR, *WIDE)),
+}
+# What each dataset runs unless --recipes says otherwise; Scientific's best is compared with VQ-Rec's figures.
+PLAN = {"scientific": ("id_wide", "text_id_wide", "fuse_id_wide", "default", "id"),
+        "office": ("default", "id"), "ml100k": ("default", "id")}
+VQREC = {"ndcg10": 0.0645, "recall10": 0.1238, "ndcg50": 0.0901, "recall50": 0.2409}  # its README, checkpoint 0315
+
+
+@dataclass(frozen=True)
+class Task:
+    dataset: str
+    recipe: str
+    seed: int
+
+
+def log(message: str) -> None:
+    print(f"[quality] {message}", flush=True)
+
+
+def embeddings_runs(workspace: Path, dataset: str, methods: set[str], given: dict[str, Path],
+                    settings: list[str]) -> dict[str, Path]:
+    """An embeddings run folder per method: given ones as they are, the others aligned here."""
+    runs: dict[str, Path] = {}
+    for method in sorted(methods):
+        if method in given:
+            runs[method] = given[method]
+            continue
+        choice = () if method == "default" else (f"align.method={method}",)
+        runs[method], seconds = _cli.pipeline(DATASETS[dataset], workspace, "align", *choice, *settings)
+        log(f"{dataset}: {method} embeddings {runs[method]} ({seconds:.0f} s)")
+    return runs
+
+
+def train(workspace: Path, task: Task, embeddings: Path | None, settings: list[str]) -> dict[str, Any]:
+    """One run to early stopping in its own workspace (jobs never wait on each other's locks); its figures."""
+    own = workspace / "train" / task.dataset / f"{task.recipe}-{task.seed}"
+    own.mkdir(parents=True, exist_ok=True)
+    if not (own / "datasets").exists():
+        (own / "datasets").symlink_to((workspace / "datasets").resolve())
+    recipe = RECIPES[task.recipe]
+    side = f"downstream.embeddings={embeddings or 'null'}"
+    run_dir, seconds = _cli.pipeline(DATASETS[task.dataset], own, "train-downstream", side, *recipe.overrides,
+                                     f"downstream.train.seed={task.seed}", "downstream.index.kind=flat", *settings)
+    metrics = read_metrics(run_dir)
+    budget = [e for e in metrics["history"] if e["epoch"] == BUDGET_EPOCH]
+    test = metrics["model"]["test"]
+    log(f"{task}: test NDCG@10 {test['ndcg@10']:.4f} ({seconds:.0f} s)")
+    return {"dataset": task.dataset, "recipe": task.recipe, "seed": task.seed, "run_dir": str(run_dir),
+            "wall_s": round(seconds, 1), "epochs": len(metrics["history"]), "best_epoch": metrics["best_epoch"],
+            "valid_ndcg10_epoch3": budget[0]["valid_ndcg@10"] if budget else None,
+            "test": {key: test[key] for key in ("ndcg@10", "recall@10", "ndcg@50", "recall@50")},
+            "popularity_ndcg10": metrics["popularity"]["test"]["ndcg@10"]}
+
+
+def mean(values: list[float]) -> float:
+    return round(statistics.fmean(values), 5)
+
+
+def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per recipe: means (and NDCG@10's spread) over its seeds."""
+    def of(key: str) -> float:
+        return mean([run["test"][key] for run in runs])
+
+    budget = [run["valid_ndcg10_epoch3"] for run in runs if run["valid_ndcg10_epoch3"] is not None]
+    ndcg = [run["test"]["ndcg@10"] for run in runs]
+    return {"seeds": sorted(run["seed"] for run in runs), "ndcg10_mean": of("ndcg@10"),
+            "ndcg10_std": round(statistics.stdev(ndcg), 5) if len(ndcg) > 1 else 0.0,
+            "recall10_mean": of("recall@10"), "ndcg50_mean": of("ndcg@50"), "recall50_mean": of("recall@50"),
+            "valid_ndcg10_epoch3": mean(budget) if budget else None,
+            "epochs": [run["epochs"] for run in runs], "wall_s_mean": mean([run["wall_s"] for run in runs])}
+
+
+def figures(runs: list[dict[str, Any]], seeds: int) -> dict[str, Any]:
+    """The published keys: per dataset its recipes, Scientific's best recipe, the default against ID-only."""
+    recipes: dict[str, dict[str, Any]] = {}
+    for run in runs:
+        recipes.setdefault(run["dataset"], {}).setdefault(run["recipe"], []).append(run)
+    table = {dataset: {name: summarise(found) for name, found in by_recipe.items()}
+             for dataset, by_recipe in recipes.items()}
+    out: dict[str, Any] = {"recipes": {name: {"method": r.method, "overrides": list(r.overrides)}
+                                       for name, r in RECIPES.items()}, "by_dataset": table, "vq_rec": VQREC}
+    for dataset, found in table.items():
+        entry: dict[str, Any] = {"seeds": seeds}
+        for side, name in (("default", "default"), ("id_sasrec", "id")):
+            if name in found:
+                entry[f"{side}_ndcg10_mean"] = found[name]["ndcg10_mean"]
+                entry[f"{side}_valid_ndcg10_epoch3"] = found[name]["valid_ndcg10_epoch3"]
+        complete = {name: s for name, s in found.items() if len(s["seeds"]) == seeds}
+        if complete:
+            best = max(complete, key=lambda name: complete[name]["ndcg10_mean"])
+            entry.update({"best_variant": best, **{k: complete[best][k] for k in (
+                "ndcg10_mean", "ndcg10_std", "recall10_mean", "ndcg50_mean", "recall50_mean")}})
+            wide = best.endswith("_wide") or "_wide_" in best
+            same_model = "id_wide" if wide else "id"
+            if same_model in found:
+                entry["id_sasrec_same_model_ndcg10_mean"] = found[same_model]["ndcg10_mean"]
+        out[dataset] = entry
+    sci = table.get("scientific", {})
+    for fused, text in (("fuse_id_wide", "text_id_wide"), ("fuse_id", "text_id")):
+        if fused in sci and text in sci:
+            out["said_text_id_vs_text_id"] = round(sci[fused]["ndcg10_mean"] / sci[text]["ndcg10_mean"], 4)
+            out["said_text_id_vs_text_id_recipes"] = [fused, text]
+            break
+    return out
+
+
+def rows(out: dict[str, Any]) -> list[tuple[str, Any]]:
+    table = []
+    for dataset, found in out["by_dataset"].items():
+        for name, s in sorted(found.items(), key=lambda item: -item[1]["ndcg10_mean"]):
+            budget = "-" if s["valid_ndcg10_epoch3"] is None else f"{s['valid_ndcg10_epoch3']:.4f}"
+            figure = (f"NDCG@10 {s['ndcg10_mean']:.4f} ± {s['ndcg10_std']:.4f}, Recall@10 {s['recall10_mean']:.4f}, "
+                      f"NDCG@50 {s['ndcg50_mean']:.4f}, Recall@50 {s['recall50_mean']:.4f}; "
+                      f"valid NDCG@10 after {BUDGET_EPOCH} epochs {budget}")
+            table.append((f"{dataset} {name} (seeds {s['seeds']}; epochs {s['epochs']})", figure))
+    if "said_text_id_vs_text_id" in out:
+        table.append(("SAID + text + ID / text + ID, NDCG@10 on Scientific", out["said_text_id_vs_text_id"]))
+    table.append(("VQ-Rec on Scientific (its README)", ", ".join(f"{k} {v}" for k, v in VQREC.items())))
+    return table
+
+
+def method_choice(text: str) -> tuple[str, Path]:
+    method, _, folder = text.partition("=")
+    return method, _args.existing_dir(folder)
+
+
+def parse_args() -> argparse.Namespace:
+    parser = _args.parser(__doc__)
+    parser.add_argument("--workspace", type=Path, default=Path("artifacts/quality"))
+    parser.add_argument("--datasets", nargs="+", choices=sorted(DATASETS), default=sorted(DATASETS))
+    parser.add_argument("--recipes", nargs="+", choices=sorted(RECIPES),
+                        help="run these on every dataset (default: each dataset's PLAN)")
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--jobs", type=int, default=1, help="training runs at once (one torch thread each)")
+    parser.add_argument("--embeddings", nargs="*", type=method_choice, default=[], metavar="METHOD=RUN_FOLDER",
+                        help="use these embeddings runs (one dataset at a time) instead of aligning")
+    _args.add_overrides(parser)
+    return parser.parse_args()
+
+
+def run_all(tasks: list[Task], jobs: int, one: Callable[[Task], dict[str, Any]]) -> list[dict[str, Any]]:
+    if jobs > 1:
+        os.environ.setdefault("OMP_NUM_THREADS", "1")
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        return list(pool.map(one, tasks))
+
+
+@_args.reports_errors
+def main() -> None:
+    args = parse_args()
+    workspace = args.workspace.resolve()
+    given = dict(args.embeddings)
+    tasks, inputs = [], {}
+    for dataset in args.datasets:
+        _cli.pipeline(DATASETS[dataset], workspace, "prepare", *args.overrides)
+        recipes = args.recipes or PLAN[dataset]
+        methods = {RECIPES[name].method for name in recipes} - {None}
+        inputs[dataset] = embeddings_runs(workspace, dataset, methods, given, args.overrides)  # type: ignore[arg-type]
+        tasks += [Task(dataset, name, FIRST_SEED + k) for name in recipes for k in range(args.seeds)]
+
+    def one(task: Task) -> dict[str, Any]:
+        method = RECIPES[task.recipe].method
+        return train(workspace, task, None if method is None else inputs[task.dataset][method], args.overrides)
+
+    runs = run_all(tasks, args.jobs, one)
+    out = figures(runs, args.seeds)
+    out["embeddings"] = {dataset: {m: str(p) for m, p in found.items()} for dataset, found in inputs.items()}
+    out["runs"] = runs
+    _results.write("quality", out, rows(out))
+
+
+if __name__ == "__main__":
+    main()
