@@ -47,8 +47,10 @@ def data(small_dataset: Path, tmp_path_factory):
     ({"kind": "gru4rec"}, "bce", False),  # the ID-only baseline
     ({"kind": "sasrec"}, "sampled-popularity", False),  # what `loss: auto` trains large catalogs with
     ({"kind": "sasrec", "adapter": "whiten", "id_embedding": True, "temperature": 0.07}, "ce", True),
+    ({"kind": "sasrec", "adapter": "init"}, "ce", True),
 ], ids=["sasrec", "sasrec-post-norm-id-only", "gru4rec", "said-attention", "said-mean-mlp-sampled",
-        "sasrec-whiten-id-unfrozen", "gru4rec-id-only-bce", "sasrec-sampled-popularity-logq", "sasrec-cosine"])
+        "sasrec-whiten-id-unfrozen", "gru4rec-id-only-bce", "sasrec-sampled-popularity-logq", "sasrec-cosine",
+        "sasrec-semantic-id-start"])
 def test_each_model_learns_on_real_sequences(data, changes: dict, loss: str, with_embeddings: bool) -> None:
     seqs, vectors, has, rows = data
     torch.manual_seed(0)
@@ -77,7 +79,7 @@ def test_each_model_learns_on_real_sequences(data, changes: dict, loss: str, wit
         optimizer.step()
     after = measured()
     assert np.isfinite(after) and after < 0.98 * before
-    if with_embeddings and changes.get("freeze_embeddings", True):
+    if with_embeddings and changes.get("freeze_embeddings", True) and changes.get("adapter") != "init":
         assert "items.table" not in model.state_dict()  # the frozen table is an input, not a weight
 
 
@@ -208,3 +210,22 @@ def test_a_temperature_scores_by_cosine_over_it(data) -> None:
         assert torch.allclose(users.norm(dim=1), torch.full((len(users),), 1 / 0.05), atol=1e-3)
         scores = model.scores(rows[:, :-1])
     assert float(scores.abs().max()) <= 1 / 0.05 + 1e-3
+
+
+def test_semantic_id_start_puts_similar_items_close_at_the_id_scale() -> None:
+    from stages.downstream.item_encoder import ID_INIT_STD, ItemEncoder
+
+    torch.manual_seed(0)
+    groups = torch.randn(5, 32) * 3
+    table = groups.repeat_interleave(40, dim=0) + 0.3 * torch.randn(200, 32)  # 5 groups of 40 similar items
+    has = torch.ones(200, dtype=torch.bool)
+    has[7] = False  # an item without an embedding starts as a plain ID vector
+    encoder = ItemEncoder(200, 16, table, has, "init", id_embedding=False, freeze=True)
+    assert not encoder.uses_embeddings and "items.table" not in encoder.state_dict()
+    start = torch.nn.functional.normalize(encoder.ids.weight[1:].detach(), dim=1)
+    same = torch.tensor([[i // 40 == j // 40 for j in range(200)] for i in range(200)])
+    similarity = start @ start.T
+    known = has[:, None] & has[None, :] & ~torch.eye(200, dtype=torch.bool)
+    # whitened components weigh alike, so the 12 noise components dilute the 4 the groups span; still apart
+    assert similarity[same & known].mean() > similarity[~same & known].mean() + 0.2
+    assert float(encoder.ids.weight[1:].std()) == pytest.approx(ID_INIT_STD, rel=0.1)
