@@ -9,8 +9,8 @@ that many runs at once, each in a workspace of its own over the shared dataset r
 
     python -m benchmarks.quality --workspace artifacts/quality --seeds 3 --jobs 2
 
-`--embeddings METHOD=RUN_FOLDER` uses an embeddings run made elsewhere instead of aligning here (SAID over
-Scientific takes about an hour on this machine's one core).
+`--embeddings DATASET.METHOD=RUN_FOLDER` uses an embeddings run made elsewhere instead of aligning here (SAID
+over Scientific takes about an hour on this machine's one core).
 """
 
 from __future__ import annotations
@@ -29,13 +29,11 @@ from pipeline.contracts.downstream import read_metrics
 
 FIRST_SEED = 2020
 BUDGET_EPOCH = 3  # the small budget: valid NDCG@10 after this many epochs
-DATASETS = {"scientific": "configs/amazon2018-scientific-unisrec.yaml", "office": "configs/amazon2014-office-lcrec.yaml",
-            "ml100k": "configs/ml-100k.yaml"}
-ID_VECTOR = ("downstream.model.id_embedding=true",)
-# UniSRec's SASRec on Scientific (RecBole's defaults, hidden size 300), as benchmarks/downstream_vs_recbole runs it.
-WIDE = ("downstream.model.hidden_size=300", "downstream.model.feedforward_size=256", "downstream.model.dropout=0.5",
-        "downstream.train.batch_size=512", "downstream.train.loss=ce")
-COSINE = ("downstream.model.temperature=0.07",)  # UniSRec's fine-tuning temperature
+# ml-100k as the main job reads it: pipeline.yaml's data settings over the shared copy of the default data.
+DATASETS = {"scientific": ("configs/amazon2018-scientific-unisrec.yaml", ()),
+            "office": ("configs/amazon2014-office-lcrec.yaml", ()),
+            "ml100k": ("pipeline.yaml", ("data.path=../shared/datasets/ml-100k/raw",))}
+FROZEN_WITH_ID = ("downstream.model.adapter=whiten", "downstream.model.id_embedding=true")
 
 
 @dataclass(frozen=True)
@@ -50,17 +48,12 @@ class Recipe:
 RECIPES = {
     "id": Recipe(None),
     "default": Recipe("default"),
-    "said_id": Recipe("said", ID_VECTOR),
-    "text_id": Recipe("text", ID_VECTOR),
-    "fuse_id": Recipe("fuse", ID_VECTOR),
-    "id_wide": Recipe(None, WIDE),
-    "text_id_wide": Recipe("text", (*ID_VECTOR, "downstream.model.adapter=linear", *WIDE)),
-    "text_id_wide_cosine": Recipe("text", (*ID_VECTOR, "downstream.model.adapter=linear", *WIDE, *COSINE)),
-    "fuse_id_wide": Recipe("fuse", (*ID_VECTOR, *WIDE)),
+    "text_id": Recipe("text", FROZEN_WITH_ID),  # frozen text vectors, whitened, plus an ID vector
+    "said_id": Recipe("said", FROZEN_WITH_ID),
+    "fuse_id": Recipe("fuse", FROZEN_WITH_ID),  # SAID and text vectors joined
 }
 # What each dataset runs unless --recipes says otherwise; Scientific's best is compared with VQ-Rec's figures.
-PLAN = {"scientific": ("id_wide", "text_id_wide", "fuse_id_wide", "default", "id"),
-        "office": ("default", "id"), "ml100k": ("default", "id")}
+PLAN = {"scientific": ("default", "id", "text_id", "fuse_id"), "office": ("default", "id"), "ml100k": ("default", "id")}
 VQREC = {"ndcg10": 0.0645, "recall10": 0.1238, "ndcg50": 0.0901, "recall50": 0.2409}  # its README, checkpoint 0315
 
 
@@ -75,16 +68,17 @@ def log(message: str) -> None:
     print(f"[quality] {message}", flush=True)
 
 
-def embeddings_runs(workspace: Path, dataset: str, methods: set[str], given: dict[str, Path],
+def embeddings_runs(workspace: Path, dataset: str, methods: set[str], given: dict[tuple[str, str], Path],
                     settings: list[str]) -> dict[str, Path]:
     """An embeddings run folder per method: given ones as they are, the others aligned here."""
     runs: dict[str, Path] = {}
     for method in sorted(methods):
-        if method in given:
-            runs[method] = given[method]
+        if (dataset, method) in given:
+            runs[method] = given[dataset, method]
             continue
+        config, data = DATASETS[dataset]
         choice = () if method == "default" else (f"align.method={method}",)
-        runs[method], seconds = _cli.pipeline(DATASETS[dataset], workspace, "align", *choice, *settings)
+        runs[method], seconds = _cli.pipeline(config, workspace, "align", *data, *choice, *settings)
         log(f"{dataset}: {method} embeddings {runs[method]} ({seconds:.0f} s)")
     return runs
 
@@ -96,9 +90,9 @@ def train(workspace: Path, task: Task, embeddings: Path | None, settings: list[s
     if not (own / "datasets").exists():
         (own / "datasets").symlink_to((workspace / "datasets").resolve())
     recipe = RECIPES[task.recipe]
-    side = f"downstream.embeddings={embeddings or 'null'}"
-    run_dir, seconds = _cli.pipeline(DATASETS[task.dataset], own, "train-downstream", side, *recipe.overrides,
-                                     f"downstream.train.seed={task.seed}", "downstream.index.kind=flat", *settings)
+    config, data = DATASETS[task.dataset]
+    run_dir, seconds = _cli.pipeline(config, own, "train-downstream", *data, f"downstream.embeddings={embeddings or 'null'}",
+                                     *recipe.overrides, f"downstream.train.seed={task.seed}", *settings)
     metrics = read_metrics(run_dir)
     budget = [e for e in metrics["history"] if e["epoch"] == BUDGET_EPOCH]
     test = metrics["model"]["test"]
@@ -148,17 +142,10 @@ def figures(runs: list[dict[str, Any]], seeds: int) -> dict[str, Any]:
             best = max(complete, key=lambda name: complete[name]["ndcg10_mean"])
             entry.update({"best_variant": best, **{k: complete[best][k] for k in (
                 "ndcg10_mean", "ndcg10_std", "recall10_mean", "ndcg50_mean", "recall50_mean")}})
-            wide = best.endswith("_wide") or "_wide_" in best
-            same_model = "id_wide" if wide else "id"
-            if same_model in found:
-                entry["id_sasrec_same_model_ndcg10_mean"] = found[same_model]["ndcg10_mean"]
         out[dataset] = entry
     sci = table.get("scientific", {})
-    for fused, text in (("fuse_id_wide", "text_id_wide"), ("fuse_id", "text_id")):
-        if fused in sci and text in sci:
-            out["said_text_id_vs_text_id"] = round(sci[fused]["ndcg10_mean"] / sci[text]["ndcg10_mean"], 4)
-            out["said_text_id_vs_text_id_recipes"] = [fused, text]
-            break
+    if "fuse_id" in sci and "text_id" in sci:
+        out["said_text_id_vs_text_id"] = round(sci["fuse_id"]["ndcg10_mean"] / sci["text_id"]["ndcg10_mean"], 4)
     return out
 
 
@@ -177,9 +164,13 @@ def rows(out: dict[str, Any]) -> list[tuple[str, Any]]:
     return table
 
 
-def method_choice(text: str) -> tuple[str, Path]:
-    method, _, folder = text.partition("=")
-    return method, _args.existing_dir(folder)
+def given_run(text: str) -> tuple[tuple[str, str], Path]:
+    """argparse type: DATASET.METHOD=RUN_FOLDER."""
+    key, _, folder = text.partition("=")
+    dataset, _, method = key.partition(".")
+    if dataset not in DATASETS or not method:
+        raise argparse.ArgumentTypeError(f"{text}: expected DATASET.METHOD=RUN_FOLDER, DATASET one of {sorted(DATASETS)}")
+    return (dataset, method), _args.existing_dir(folder)
 
 
 def parse_args() -> argparse.Namespace:
@@ -190,8 +181,8 @@ def parse_args() -> argparse.Namespace:
                         help="run these on every dataset (default: each dataset's PLAN)")
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--jobs", type=int, default=1, help="training runs at once (one torch thread each)")
-    parser.add_argument("--embeddings", nargs="*", type=method_choice, default=[], metavar="METHOD=RUN_FOLDER",
-                        help="use these embeddings runs (one dataset at a time) instead of aligning")
+    parser.add_argument("--embeddings", nargs="*", type=given_run, default=[], metavar="DATASET.METHOD=RUN_FOLDER",
+                        help="use these embeddings runs instead of aligning")
     _args.add_overrides(parser)
     return parser.parse_args()
 
@@ -210,7 +201,8 @@ def main() -> None:
     given = dict(args.embeddings)
     tasks, inputs = [], {}
     for dataset in args.datasets:
-        _cli.pipeline(DATASETS[dataset], workspace, "prepare", *args.overrides)
+        config, data = DATASETS[dataset]
+        _cli.pipeline(config, workspace, "prepare", *data, *args.overrides)
         recipes = args.recipes or PLAN[dataset]
         methods = {RECIPES[name].method for name in recipes} - {None}
         inputs[dataset] = embeddings_runs(workspace, dataset, methods, given, args.overrides)  # type: ignore[arg-type]

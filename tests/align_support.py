@@ -77,7 +77,7 @@ def write_ml100k_slice(source: Path, target: Path, items: int, retitle: dict[str
 def align_config(root: Path, raw: Path, lm: Path, *overrides: str) -> PipelineConfig:
     """A config on `raw` with no k-core filter and a quick SAID run on the tiny LM."""
     return load_config(None, [f"workspace.root={root}", f"data.path={raw}", "data.kcore_users=0",
-                              "data.kcore_items=0", f"align.lm={lm}", "align.said.lr=0.05",
+                              "data.kcore_items=0", "align.method=said", f"align.lm={lm}", "align.said.lr=0.05",
                               "align.said.warmup_steps=2", "align.said.epochs=4", "align.evidence.items=16",
                               "align.evidence.neighbour_queries=50", *overrides])
 

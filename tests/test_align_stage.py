@@ -165,7 +165,7 @@ def test_text_baseline_can_pool_the_causal_lm(tmp_path: Path, slice40: Path, tin
 def test_cli_aligns_then_reuses_and_reports_bad_models_in_one_line(tmp_path: Path, slice40: Path,
                                                                     tiny_llama: Path) -> None:
     sets = [f"workspace.root={tmp_path / 'art'}", f"data.path={slice40}", "data.kcore_users=0", "data.kcore_items=0",
-            f"align.lm={tiny_llama}", "align.said.max_steps=3", "align.evidence.items=8"]
+            "align.method=said", f"align.lm={tiny_llama}", "align.said.max_steps=3", "align.evidence.items=8"]
     args = [arg for s in sets for arg in ("--set", s)]
     runner = CliRunner()
     assert runner.invoke(app, ["prepare", *args]).exit_code == 0
@@ -192,7 +192,7 @@ def test_two_processes_under_accelerate_launch_with_bf16_export_every_item_once(
     prepared(single)
     expected = read_embeddings(stage.run(single).run_dir)
     sets = [f"workspace.root={tmp_path / 'two'}", f"data.path={slice40}", "data.kcore_users=0",
-            "data.kcore_items=0", f"align.lm={tiny_llama}", "align.mixed_precision=bf16", *overrides]
+            "data.kcore_items=0", "align.method=said", f"align.lm={tiny_llama}", "align.mixed_precision=bf16", *overrides]
     args = [arg for s in sets for arg in ("--set", s)]
     # `--cpu` alone launches one process; torchrun-style processes plus ACCELERATE_USE_CPU give gloo on CPU.
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "ACCELERATE_USE_CPU": "true"}

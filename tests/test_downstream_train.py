@@ -103,7 +103,7 @@ def test_embeddings_must_exist_and_cover_the_datasets_items_whatever_run_made_th
 
 
 def test_embeddings_of_another_dimension_than_the_checkpoint_are_refused(workspace) -> None:
-    config = workspace("downstream.train.epochs=1")
+    config = workspace("downstream.train.epochs=1", "downstream.model.adapter=whiten")
     root, dataset_dir = Path(config.workspace.root), _dataset_dir(config)
     write_embeddings_run(root, dataset_dir, 16)
     run_dir = train.run(config).run_dir

@@ -18,7 +18,7 @@ from stages.downstream import train
 from tests.align_support import align_config, prepared, write_ml100k_slice
 from tests.support import TINY_MODEL, shared_dataset
 
-SETTINGS = ["align.checkpoint_every=0", "align.said.epochs=2", "align.evidence.items=0", *TINY_MODEL,
+SETTINGS = ["align.method=said", "align.checkpoint_every=0", "align.said.epochs=2", "align.evidence.items=0", *TINY_MODEL,
             "downstream.embeddings=null", "downstream.train.epochs=2", "downstream.train.patience=2"]
 
 

@@ -74,7 +74,7 @@ def test_a_missing_model_says_where_it_looked_and_leaves_no_partial_run(tmp_path
     config = align_config(tmp_path / "art", slice30, tiny_llama)
     prepared(config)
     settings = [f"workspace.root={tmp_path / 'art'}", f"data.path={slice30}", "data.kcore_users=0",
-                "data.kcore_items=0"]
+                "data.kcore_items=0", "align.method=said"]
 
     def align(lm: str) -> list[str]:
         options = [arg for setting in [*settings, f"align.lm={lm}"] for arg in ("--set", setting)]

@@ -36,12 +36,14 @@ def _cli(*args: str) -> list[str]:
 
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory: pytest.TempPathFactory, tiny_llama: Path) -> dict:
-    """The main job (`run`) on 120 movies of ml-100k with the tiny LM, two more seeds and an ID-only run."""
+    """The main job (`run`) on 120 movies of ml-100k with SAID on the tiny LM behind the whitening adapter, two
+    more seeds and an ID-only run."""
     base = tmp_path_factory.mktemp("report")
     raw = write_ml100k_slice(shared_dataset("ml-100k"), base / "raw", items=120)
     settings = [f"workspace.root={base / 'art'}", f"data.path={raw}", "data.kcore_users=0", "data.kcore_items=0",
-                f"align.lm={tiny_llama}", "align.said.lr=0.05", "align.said.warmup_steps=2", "align.said.epochs=2",
-                "align.evidence.items=16", "align.evidence.neighbour_queries=50", "report.examples=2", *TINY_MODEL,
+                "align.method=said", f"align.lm={tiny_llama}", "align.said.lr=0.05", "align.said.warmup_steps=2",
+                "align.said.epochs=2", "align.evidence.items=16", "align.evidence.neighbour_queries=50",
+                "downstream.model.adapter=whiten", "report.examples=2", *TINY_MODEL,
                 "downstream.train.epochs=4"]
     printed = _cli("run", *_sets(*settings))
     runs = [Path(printed[2])] + [Path(_cli("train-downstream", *_sets(*settings, f"downstream.train.seed={seed}"))[-1])

@@ -35,7 +35,8 @@ def _day(tmp_path: Path, day: int, items: int, **slice_args) -> Path:
 
 
 def _config(root: Path, raw: Path, lm: Path, *overrides: str) -> PipelineConfig:
-    return align_config(root, raw, lm, "align.said.epochs=1", "align.evidence.items=0", *TINY_MODEL, *overrides)
+    return align_config(root, raw, lm, "align.said.epochs=1", "align.evidence.items=0", *TINY_MODEL,
+                        "downstream.model.adapter=whiten", *overrides)  # new items scored from their vectors
 
 
 def test_an_interaction_only_change_reuses_stage_one_and_loads_no_model(tmp_path: Path, tiny_llama: Path,
