@@ -255,6 +255,8 @@ def test_fuse_aligns_its_members_first_then_joins_their_vectors(tmp_path: Path, 
     np.testing.assert_array_equal(joined.vectors, np.concatenate([said.vectors, text.vectors], axis=1))
     assert joined.metadata["method"] == "fuse" and joined.metadata["model"] == "said+text"
     assert stage.run(config).reused  # nothing changed: every run is reused
+    forced = stage.run(config, force=True)  # --force remakes the fused run over the same members
+    assert forced.manifest["run_id"] == fused.manifest["run_id"] and forced.manifest["members"] == members
     # a member made with other settings is a new member run, and so a new fused run over it
     changed = align_config(tmp_path / "art", slice40, tiny_llama, *fuse, "align.said.epochs=2")
     refused = stage.run(changed)

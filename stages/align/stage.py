@@ -67,7 +67,8 @@ def plan(config: PipelineConfig, dataset_dir: Path, full: bool = False) -> Align
     catalog = read_catalog(dataset_dir, config.align.template, config.align.evidence.attribute)
     method = METHODS[config.align.method]
     model = method.model_identity(config)
-    members = [plan(member, dataset_dir, full) for member in member_configs(config)] \
+    # a fused run's members as published (`run` aligns them first, with --full where asked)
+    members = [plan(member, dataset_dir) for member in member_configs(config)] \
         if config.align.method == "fuse" else []
     config_hash = _config_hash(method, config, model, tuple(member.run_id for member in members))
     pretrain_dirs = method.pretrain_dirs(config)
