@@ -117,7 +117,9 @@ BENCHMARKS: tuple[Benchmark, ...] = (
                "Scientific best {scientific[best_variant]} NDCG@10 {scientific[ndcg10_mean]}, Recall@10 "
                "{scientific[recall10_mean]} (VQ-Rec {vq_rec[ndcg10]}, {vq_rec[recall10]}); default vs ID-only "
                "NDCG@10: ml-100k {ml100k[default_ndcg10_mean]} vs {ml100k[id_sasrec_ndcg10_mean]}, Office "
-               "{office[default_ndcg10_mean]} vs {office[id_sasrec_ndcg10_mean]}"),)),
+               "{office[default_ndcg10_mean]} vs {office[id_sasrec_ndcg10_mean]}, Scientific "
+               "{scientific[default_ndcg10_mean]} vs {scientific[id_sasrec_ndcg10_mean]}; SAID + text + ID / text + "
+               "ID on Scientific {said_text_id_vs_text_id}"),)),
     Benchmark("large_catalog", ("python -m benchmarks.large_catalog",), "about 50 min here", (
         Figure("large_catalog", "stage two on {items:,} generated items, ID-only SASRec, {epochs} epochs each",
                "full softmax {ce_epoch_s} s/epoch, NDCG@10 {ce_ndcg10}; sampled ({negatives} popularity negatives, "
