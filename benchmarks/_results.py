@@ -30,6 +30,11 @@ MATMUL_FLAGS = ("avx", "amx", "fma", "f16c")
 _STARTED = time.time()  # imported as a benchmark starts: `run_wall_s` counts from here to `write`
 
 
+def training_seconds(metrics: dict[str, Any]) -> float:
+    """A stage-two run's own epoch times summed (from its metrics, so a reused run reports its real cost)."""
+    return round(sum(epoch.get("train_s", 0.0) for epoch in metrics["history"]), 1)
+
+
 def results_dir() -> Path:
     """Where results are written: `$SEQREC_BENCH_RESULTS` if set, else the committed `benchmarks/results/`."""
     return Path(os.environ.get(RESULTS_ENV) or RESULTS)

@@ -92,7 +92,7 @@ def train_ours(workspace: Path, seed: int, overrides: list[str], max_epochs: int
     epochs = len(metrics["history"])
     return {"seed": seed, "run_dir": str(run_dir), "whole_run_s": round(seconds, 1), "epochs": epochs,
             "best_epoch": metrics["best_epoch"], "stopped_early": epochs < max_epochs,
-            "epochs_train_s": round(sum(e["train_s"] for e in metrics["history"]), 1),
+            "epochs_train_s": _results.training_seconds(metrics),
             "valid_ndcg10": metrics["model"]["valid"]["ndcg@10"],
             "test": {k: metrics["model"]["test"][k] for k in ("recall@10", "ndcg@10", "ndcg@50", "mrr")},
             "popularity_test": {k: metrics["popularity"]["test"][k] for k in ("recall@10", "ndcg@10")},

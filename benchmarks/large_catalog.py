@@ -95,7 +95,7 @@ def main() -> None:
         return round(statistics.median(h["train_s"] for h in run["metrics"]["history"] if "train_s" in h), 2)
 
     def train_s(run: dict) -> float:
-        return round(sum(h.get("train_s", 0.0) for h in run["metrics"]["history"]), 1)
+        return _results.training_seconds(run["metrics"])
 
     ce, sampled = runs["ce"], runs["auto"]
     matched_epochs = max(args.epochs, int(train_s(ce) // max(epoch_s(sampled), 1e-9)))

@@ -97,10 +97,8 @@ def train(workspace: Path, task: Task, embeddings: Path | None, settings: list[s
     budget = [e for e in metrics["history"] if e["epoch"] == BUDGET_EPOCH]
     test = metrics["model"]["test"]
     log(f"{task}: test NDCG@10 {test['ndcg@10']:.4f} ({seconds:.0f} s)")
-    # the run's own epoch times: a run published by an earlier invocation is reused in seconds
-    train_s = sum(epoch.get("train_s", 0.0) for epoch in metrics["history"])
     return {"dataset": task.dataset, "recipe": task.recipe, "seed": task.seed, "run_dir": str(run_dir),
-            "epochs_train_s": round(train_s, 1), "epochs": len(metrics["history"]), "best_epoch": metrics["best_epoch"],
+            "epochs_train_s": _results.training_seconds(metrics), "epochs": len(metrics["history"]), "best_epoch": metrics["best_epoch"],
             "valid_ndcg10_epoch3": budget[0]["valid_ndcg@10"] if budget else None,
             "test": {key: test[key] for key in ("ndcg@10", "recall@10", "ndcg@50", "recall@50")},
             "popularity_ndcg10": metrics["popularity"]["test"]["ndcg@10"]}

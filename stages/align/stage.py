@@ -32,7 +32,7 @@ from pipeline.store import RunResult, publish_run, read_manifest, reuse_run, wor
 from pipeline.workspace import newest
 from stages.accelerator import stage_accelerator
 from stages.align import export
-from stages.align.catalog import RowPlan, plan_rows, read_catalog
+from stages.align.catalog import Catalog, RowPlan, plan_rows, read_catalog
 from stages.align.dist import say
 from stages.align.evidence import attribute_sets, neighbour_rate
 from stages.align.fuse_method import FuseMethod, member_configs
@@ -61,14 +61,16 @@ def _config_hash(method: Method, config: PipelineConfig, model: dict[str, Any] |
                        code(config.align.method))
 
 
-def plan(config: PipelineConfig, dataset_dir: Path, full: bool = False) -> AlignPlan:
-    """Reuse, extend or redo: decided from the catalog and the published runs made with the same settings."""
+def plan(config: PipelineConfig, dataset_dir: Path, full: bool = False, catalog: Catalog | None = None) -> AlignPlan:
+    """Reuse, extend or redo: decided from the catalog (read here unless given) and the published runs made with
+    the same settings."""
     dataset_run = read_manifest(dataset_dir)["run_id"]
-    catalog = read_catalog(dataset_dir, config.align.template, config.align.evidence.attribute)
+    if catalog is None:
+        catalog = read_catalog(dataset_dir, config.align.template, config.align.evidence.attribute)
     method = METHODS[config.align.method]
     model = method.model_identity(config)
     # a fused run's members as published (`run` aligns them first, with --full where asked)
-    members = [plan(member, dataset_dir) for member in member_configs(config)] \
+    members = [plan(member, dataset_dir, catalog=catalog) for member in member_configs(config)] \
         if config.align.method == "fuse" else []
     config_hash = _config_hash(method, config, model, tuple(member.run_id for member in members))
     pretrain_dirs = method.pretrain_dirs(config)
