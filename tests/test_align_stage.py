@@ -24,7 +24,7 @@ from stages.accelerator import cpu_has_fast_bf16
 from stages.align import stage
 from stages.align.lm import load_encoder
 from stages.align.text_encoder import mean_pooled
-from tests.align_support import align_config, prepared, write_ml100k_slice
+from tests.align_support import align_config, align_sets, launch, prepared, write_ml100k_slice
 from tests.fault_support import plant, planted_sites
 from tests.support import REPO, shared_dataset
 
@@ -191,17 +191,9 @@ def test_two_processes_under_accelerate_launch_with_bf16_export_every_item_once(
     single = align_config(tmp_path / "one", slice40, tiny_llama, *overrides)
     prepared(single)
     expected = read_embeddings(stage.run(single).run_dir)
-    sets = [f"workspace.root={tmp_path / 'two'}", f"data.path={slice40}", "data.kcore_users=0",
-            "data.kcore_items=0", "align.method=said", f"align.lm={tiny_llama}", "align.mixed_precision=bf16", *overrides]
-    args = [arg for s in sets for arg in ("--set", s)]
-    # `--cpu` alone launches one process; torchrun-style processes plus ACCELERATE_USE_CPU give gloo on CPU.
-    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "ACCELERATE_USE_CPU": "true"}
-    subprocess.run([sys.executable, "-m", "pipeline.cli", "prepare", *args], cwd=REPO, env=env, check=True,
-                   capture_output=True)
-    launched = subprocess.run([sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-                               "--num_machines", "1", "--mixed_precision", "bf16", "--dynamo_backend", "no",
-                               "-m", "pipeline.cli", "align", *args], cwd=REPO, env=env, capture_output=True,
-                              text=True, timeout=300, check=False)
+    sets = align_sets(tmp_path / "two", slice40, tiny_llama, *overrides)
+    prepared(align_config(tmp_path / "two", slice40, tiny_llama, *overrides))
+    launched = launch("align", [*sets, "align.mixed_precision=bf16"], precision="bf16")
     assert launched.returncode == 0, launched.stderr[-8000:]
     run_dirs = launched.stdout.strip().splitlines()
     assert len(run_dirs) == 1  # only the main process reports

@@ -142,8 +142,9 @@ def test_fit_trains_only_the_projector_and_the_lm_stays_bit_identical(lm, tmp_pa
     embedding = lm.model.get_input_embeddings()
     projector = SAIDProjector(len(TEXTS), 8, 32, 2, 32, token_rms(embedding, embedding.num_embeddings))
     plan = TrainPlan(lr=0.05, item_lr=0.05, weight_decay=0.0, schedule="constant", warmup_steps=0, epochs=20,
-                     max_steps=None, grad_accum=2, batch_size=2, length_pool=2, seed=0, checkpoint_every=15)
-    position = fit(Accelerator(cpu=True), lm.model, projector, tokens, plan, lm.tokenizer.pad_token_id, tmp_path)
+                     max_steps=None, grad_accum=2, batch_size=2, length_pool=2, seed=0, checkpoint_every=15,
+                     shards=None)
+    position, _ = fit(Accelerator(cpu=True), lm.model, projector, tokens, plan, lm.tokenizer.pad_token_id, tmp_path)
     assert position.step == 40
     assert np.mean(position.losses[-5:]) < np.mean(position.losses[:5]) - 0.5
     assert not any(p.requires_grad for p in lm.model.parameters()) and not lm.model.training

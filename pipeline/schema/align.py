@@ -29,7 +29,11 @@ class SaidConfig(Section):
     epochs: int = Field(ge=1, description="passes over the items")
     max_steps: int | None = Field(ge=1, description=(
         "stop after this many optimizer steps (null = all epochs); for smoke runs"))
-    grad_accum: int = Field(ge=1, description="batches per optimizer step")
+    grad_accum: int = Field(ge=1, description="batches per optimizer step and shard")
+    shards: int | None = Field(ge=1, description=(
+        "items cut into this many shards, each process owning shards / processes of them (its rows of the item "
+        "table stay there; only the MLP is synchronised); null = one per process. The vectors depend on it, not on "
+        "the process count"))
     gradient_checkpointing: bool = Field(description=(
         "recompute the frozen LM's activations in backward: less memory, ~30% slower"))
     pooling: Literal["mean", "concat"] = Field(description=(

@@ -46,7 +46,12 @@ class SAIDProjector(nn.Module):
         self.items.weight[rows] = (means - self.text_mean) @ self.text_basis
 
     def forward(self, rows: torch.Tensor) -> torch.Tensor:
-        x = self.mlp(self.items(rows)).view(-1, self.soft_tokens, self.hidden)  # (B, k, H)
+        return self.soft_tokens_of(self.mlp(self.items(rows)))
+
+    def soft_tokens_of(self, mapped: torch.Tensor) -> torch.Tensor:
+        """The MLP's output (B, k*H) as k soft tokens (B, k, H) at the LM's token scale (training calls the MLP
+        itself, wrapped for synchronisation, on its own rows of the item table)."""
+        x = mapped.view(-1, self.soft_tokens, self.hidden)
         rms = x.pow(2).mean(dim=-1, keepdim=True).add(1e-6).sqrt()
         return x / rms * self.token_rms
 

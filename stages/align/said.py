@@ -2,8 +2,11 @@
 
 Resumable: every `checkpoint_every` optimizer steps the full state (projector, optimizer, scheduler, RNG,
 position in the epoch) is saved under `<partial>/checkpoints/step-N/`, and counts only once its
-`COMPLETE` marker exists. Batches are a pure function of (seed, epoch), so a resumed run skips exactly
+`COMPLETE` marker exists. Batches are a pure function of (seed, epoch, shard), so a resumed run skips exactly
 the batches it had done.
+
+Partitioned by item (`item_shards`): each process trains only the item-table rows of the shards it owns,
+kept and checkpointed there alone; the processes exchange only the MLP's gradients, once per step.
 """
 
 from __future__ import annotations
@@ -20,10 +23,12 @@ import torch
 from accelerate import Accelerator
 from torch import nn
 
-from pipeline.batching import length_batches, shard
+from pipeline.batching import length_batches
 from stages import resume
-from stages.align.dist import progress, say
+from stages.align.dist import gather_rows, progress, say
+from stages.align.item_shards import Shards, owned, shard_seed
 from stages.align.loss import token_nll
+from stages.align.projector import SAIDProjector
 from stages.align.tokens import Tokens, collate
 
 
@@ -41,16 +46,17 @@ class TrainPlan:
     length_pool: int
     seed: int
     checkpoint_every: int
+    shards: int | None  # align.said.shards (null: one per process)
 
 
 @dataclass
 class Position:
     step: int = 0  # optimizer steps done
     epoch: int = 0
-    batch: int = 0  # batches of `epoch` done by this process
+    batch: int = 0  # batches of `epoch` done by each shard
     losses: list[float] = field(default_factory=list)  # mean text loss of each optimizer step
     resumed_from: int | None = None
-    # Per optimizer step: step, epoch, loss, both learning rates, items/s and text tokens/s (all processes).
+    # Per optimizer step: step, epoch, loss, both learning rates, items, items/s and text tokens/s (all processes).
     # Kept here, with the resumable state, so a resumed run still publishes the whole curve.
     history: list[dict[str, float]] = field(default_factory=list)
 
@@ -93,78 +99,155 @@ class Trainer:
 
     accelerator: Accelerator
     lm: nn.Module  # frozen
-    projector: nn.Module  # prepared by `accelerator`
+    projector: SAIDProjector  # its MLP is trained (through `mlp`), its item table only starts `items`
+    items: nn.Embedding  # this process's rows of the item table (`shards.rows`): never synchronised
+    mlp: nn.Module  # the projector's MLP, wrapped by `accelerator` to synchronise it across processes
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LambdaLR
     tokens: Tokens
     pad_id: int
     grad_accum: int
+    shards: Shards
+
+    def soft_tokens(self, rows: np.ndarray) -> torch.Tensor:
+        """The prefixes of catalog rows `rows` (all owned by this process): (B, k, H)."""
+        local = torch.as_tensor(rows - self.shards.rows.start, device=self.accelerator.device)
+        return self.projector.soft_tokens_of(self.mlp(self.items(local)))
+
+    @property
+    def synchronised(self) -> list[nn.Parameter]:
+        """The parameters the processes all-reduce each step (none in one process or with a frozen MLP)."""
+        if not isinstance(self.mlp, nn.parallel.DistributedDataParallel):
+            return []
+        return [p for p in self.mlp.module.parameters() if p.requires_grad]
 
 
 @dataclass(frozen=True)
 class Step:
     """One optimizer step, over every process."""
 
-    loss: float  # mean text loss of the step's batches, averaged over the processes
+    loss: float  # mean text loss of the step's batches, all shards
     items: int  # items in the step's batches, all processes
     tokens: int  # text tokens in them, all processes
 
 
-def batches_of(accelerator: Accelerator, tokens: Tokens, plan: TrainPlan, epoch: int) -> list[np.ndarray]:
-    """This process's batches of `epoch`, cut by length: a pure function of (seed, epoch)."""
-    rows = np.arange(len(tokens.lengths))
-    batches = length_batches(rows, tokens.lengths, plan.batch_size, plan.length_pool, plan.seed + epoch)
-    return shard(batches, accelerator.process_index, accelerator.num_processes)
+def batches_of(shards: Shards, tokens: Tokens, plan: TrainPlan, epoch: int) -> list[list[np.ndarray]]:
+    """The batches of `epoch` of each shard this process owns, cut by length: a pure function of (seed, epoch,
+    shard), so every item is in exactly one batch an epoch whatever the number of processes."""
+    out = []
+    for shard in shards.mine:
+        rows = np.arange(*shards.bounds(shard))
+        out.append(length_batches(rows, tokens.lengths, plan.batch_size, plan.length_pool,
+                                  shard_seed(plan.seed, epoch, shard)))
+    return out
 
 
-def make_trainer(accelerator: Accelerator, lm: nn.Module, projector: nn.Module, tokens: Tokens, plan: TrainPlan,
+def steps_per_epoch(shards: Shards, tokens: Tokens, plan: TrainPlan) -> int:
+    """Optimizer steps an epoch takes: set by the largest shard (shard 0), the same on every process."""
+    rows = np.arange(*shards.bounds(0))
+    batches = length_batches(rows, tokens.lengths, plan.batch_size, plan.length_pool, shard_seed(plan.seed, 0, 0))
+    return math.ceil(len(batches) / plan.grad_accum)
+
+
+def step_batches(per_shard: list[list[np.ndarray]], step: int, grad_accum: int) -> list[np.ndarray]:
+    """The batches optimizer step `step` of an epoch takes: the next `grad_accum` of each shard (fewer, or none,
+    where a shard's epoch ends first)."""
+    return [rows for batches in per_shard for rows in batches[step * grad_accum:(step + 1) * grad_accum]]
+
+
+def make_trainer(accelerator: Accelerator, lm: nn.Module, projector: SAIDProjector, tokens: Tokens, plan: TrainPlan,
                  pad_id: int, total: int) -> Trainer:
-    """AdamW (the item vectors and the MLP at their own rates), its schedule over `total` steps, both prepared."""
-    optimizer = torch.optim.AdamW([{"params": projector.items.parameters(), "lr": plan.item_lr},
+    """This process's rows of the item table and the MLP (wrapped for synchronisation), AdamW over both at their
+    own rates and its schedule over `total` steps.
+
+    Raises:
+        BadInput: `align.said.shards` cannot be dealt out evenly to the processes.
+    """
+    shards = owned(len(tokens.lengths), plan.shards, accelerator.process_index, accelerator.num_processes)
+    rows = shards.rows
+    items = nn.Embedding.from_pretrained(projector.items.weight[rows.start:rows.stop].detach().clone(), freeze=False)
+    projector.to(accelerator.device)
+    items.to(accelerator.device)
+    optimizer = torch.optim.AdamW([{"params": items.parameters(), "lr": plan.item_lr},
                                    {"params": projector.mlp.parameters(), "lr": plan.lr}],
                                   weight_decay=plan.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(plan.schedule, plan.warmup_steps, total))
-    projector, optimizer = accelerator.prepare(projector, optimizer)
-    return Trainer(accelerator, lm, projector, optimizer, scheduler, tokens, pad_id, plan.grad_accum)
+    trains_mlp = any(p.requires_grad for p in projector.mlp.parameters())  # frozen when extending a run
+    mlp = accelerator.prepare_model(projector.mlp) if trains_mlp else projector.mlp
+    optimizer = accelerator.prepare_optimizer(optimizer)
+    return Trainer(accelerator, lm, projector, items, mlp, optimizer, scheduler, tokens, pad_id, plan.grad_accum,
+                   shards)
+
+
+def _synchronise(trainer: Trainer) -> None:
+    """All-reduce the MLP's gradients (DDP averages them over the processes on a backward outside `no_sync`;
+    this one adds zero) and scale them to the mean over shards. Item rows get no such step: each process's
+    gradients for its own rows are already whole."""
+    accelerator = trainer.accelerator
+    if trainer.synchronised:
+        idle = torch.zeros(1, trainer.projector.items.embedding_dim, device=accelerator.device)
+        accelerator.backward(trainer.mlp(idle).sum() * 0.0)
+    scale = accelerator.num_processes / trainer.shards.count
+    if scale != 1.0:
+        for parameter in trainer.projector.mlp.parameters():
+            if parameter.grad is not None:
+                parameter.grad.mul_(scale)
 
 
 def train_step(trainer: Trainer, batches: list[np.ndarray], where: str) -> Step:
-    """One optimizer step over `batches` (at most `grad_accum` of them; fewer at the end of an epoch, where
-    each batch's loss still counts 1/grad_accum).
+    """One optimizer step over this process's `batches` (at most `grad_accum` per shard it owns; fewer at the end
+    of an epoch, where each batch's loss still counts 1/grad_accum).
 
-    Gradients are synchronised across processes on the last batch only. One collective gives the step's
-    loss (mean) and the items and tokens of every process (sum) before the step: every process sees the
-    same loss, and all stop before a NaN reaches the weights (`where` names the step in that error).
+    The MLP's gradient is the mean over shards of each shard's summed batch losses / grad_accum, exchanged
+    once per step; an item's gradient comes from its own batch alone. One collective gives the step's mean
+    loss and the items and tokens of every process before the step: every process sees the same loss, and
+    all stop before a NaN reaches the weights (`where` names the step in that error).
     """
-    accelerator, projector, device = trainer.accelerator, trainer.projector, trainer.accelerator.device
-    step_loss, step_items, step_tokens = 0.0, 0, 0
-    for i, rows in enumerate(batches):
-        ids, mask = (t.to(device) for t in collate(trainer.tokens, rows, trainer.pad_id))
-        with contextlib.ExitStack() as stack:
-            if i + 1 < len(batches):
-                stack.enter_context(accelerator.no_sync(projector))
+    accelerator, device = trainer.accelerator, trainer.accelerator.device
+    loss_sum, step_items, step_tokens = 0.0, 0, 0
+    with accelerator.no_sync(trainer.mlp) if trainer.synchronised else contextlib.nullcontext():
+        for rows in batches:
+            ids, mask = (t.to(device) for t in collate(trainer.tokens, rows, trainer.pad_id))
             with accelerator.autocast():
-                prefix = projector(torch.as_tensor(rows, device=device))  # (B, k, H)
-                loss = token_nll(trainer.lm, prefix, ids, mask).sum() / mask.sum()
+                loss = token_nll(trainer.lm, trainer.soft_tokens(rows), ids, mask).sum() / mask.sum()
             accelerator.backward(loss / trainer.grad_accum)
-        step_loss += loss.item() / trainer.grad_accum
-        step_items, step_tokens = step_items + len(rows), step_tokens + int(mask.sum())
-    summed = accelerator.reduce(torch.tensor([step_loss, step_items, step_tokens], device=device), "sum").tolist()
-    mean_loss = summed[0] / accelerator.num_processes
+            loss_sum += loss.item()
+            step_items, step_tokens = step_items + len(rows), step_tokens + int(mask.sum())
+    _synchronise(trainer)
+    summed = accelerator.reduce(torch.tensor([loss_sum, len(batches), step_items, step_tokens], device=device),
+                                "sum").tolist()
+    mean_loss = summed[0] / max(summed[1], 1)
     resume.stop_if_diverged(mean_loss, where)
     trainer.optimizer.step()
     trainer.scheduler.step()
     trainer.optimizer.zero_grad()
-    return Step(mean_loss, int(summed[1]), int(summed[2]))
+    return Step(mean_loss, int(summed[2]), int(summed[3]))
 
 
-def fit(accelerator: Accelerator, lm: nn.Module, projector: nn.Module, tokens: Tokens, plan: TrainPlan,
-        pad_id: int, checkpoints: Path) -> Position:
-    """Train `projector` (row i = tokens' item i) so that `lm` reproduces each item's text behind it."""
-    per_epoch = math.ceil(len(batches_of(accelerator, tokens, plan, 0)) / plan.grad_accum)
+def gather_items(trainer: Trainer) -> None:
+    """Put every process's trained rows back into the projector's item table, on every process."""
+    rows = np.arange(trainer.shards.rows.start, trainer.shards.rows.stop)
+    table = gather_rows(trainer.accelerator, rows, trainer.items.weight.detach(), trainer.shards.total)
+    with torch.no_grad():
+        trainer.projector.items.weight.copy_(torch.from_numpy(table))
+
+
+def synchronised_facts(trainer: Trainer) -> dict[str, object]:
+    """What the processes exchange each step (for the manifest): the parameters DDP wraps, and their gradients' bytes."""
+    names = {id(p): f"mlp.{name}" for name, p in trainer.projector.mlp.named_parameters()}
+    return {"parameters": [names[id(p)] for p in trainer.synchronised],
+            "allreduce_bytes_per_step": sum(p.numel() * p.element_size() for p in trainer.synchronised)}
+
+
+def fit(accelerator: Accelerator, lm: nn.Module, projector: SAIDProjector, tokens: Tokens, plan: TrainPlan,
+        pad_id: int, checkpoints: Path) -> tuple[Position, dict[str, object]]:
+    """Train `projector` (row i = tokens' item i) so that `lm` reproduces each item's text behind it; every process
+    ends with the whole trained projector. Also returns what the processes synchronised (`synchronised_facts`)."""
+    shards = owned(len(tokens.lengths), plan.shards, accelerator.process_index, accelerator.num_processes)
+    per_epoch = steps_per_epoch(shards, tokens, plan)
     total = min(per_epoch * plan.epochs, plan.max_steps or per_epoch * plan.epochs)
     trainer = make_trainer(accelerator, lm, projector, tokens, plan, pad_id, total)
-    parts = resume.Parts([trainer.projector], [trainer.optimizer], [trainer.scheduler])
+    parts = resume.Parts([trainer.items, trainer.mlp], [trainer.optimizer], [trainer.scheduler], per_process=True)
     position = Position()
     restored = resume.restore(accelerator, checkpoints, "step", parts)
     if restored is not None:
@@ -176,22 +259,23 @@ def fit(accelerator: Accelerator, lm: nn.Module, projector: nn.Module, tokens: T
     with progress(accelerator, "SAID alignment", total, "steps") as bar:
         bar.resume_at(position.step)
         while position.step < total:
-            batches = batches_of(accelerator, tokens, plan, position.epoch)
-            while position.batch < len(batches) and position.step < total:
-                group = batches[position.batch:position.batch + plan.grad_accum]
+            per_shard = batches_of(shards, tokens, plan, position.epoch)
+            while position.batch < per_epoch * plan.grad_accum and position.step < total:
+                group = step_batches(per_shard, position.batch // plan.grad_accum, plan.grad_accum)
                 item_lr, lr = (g["lr"] for g in trainer.optimizer.param_groups)  # the rates this step uses
                 started = time.perf_counter()
                 step = train_step(trainer, group, f"SAID step {position.step + 1}")
                 seconds = max(time.perf_counter() - started, 1e-9)
-                position.step, position.batch = position.step + 1, position.batch + len(group)
+                position.step, position.batch = position.step + 1, position.batch + plan.grad_accum
                 position.losses.append(step.loss)
                 position.history.append({"step": position.step, "epoch": position.epoch + 1, "loss": step.loss,
-                                         "lr": lr, "item_lr": item_lr, "items_per_s": step.items / seconds,
-                                         "tokens_per_s": step.tokens / seconds})
+                                         "lr": lr, "item_lr": item_lr, "items": step.items,
+                                         "items_per_s": step.items / seconds, "tokens_per_s": step.tokens / seconds})
                 bar.advance(1, loss=f"{step.loss:.3f}")
                 # The last step is saved too: a crash while exporting then resumes straight to the export.
                 if plan.checkpoint_every and (position.step % plan.checkpoint_every == 0 or position.step >= total):
                     resume.save(accelerator, checkpoints, "step", position.step, asdict(position), parts)
             if position.step < total:  # the epoch is done; a run ending on its last batch stays in it
                 position.epoch, position.batch = position.epoch + 1, 0
-    return position
+    gather_items(trainer)
+    return position, synchronised_facts(trainer)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from accelerate import Accelerator
+from accelerate import Accelerator, PartialState
 from accelerate.utils import set_seed
 from safetensors.torch import save_file
 from torch import nn
@@ -20,6 +20,7 @@ from stages.align import model_id
 from stages.align.catalog import RowPlan
 from stages.align.dist import gather_rows, my_rows, say
 from stages.align.evidence import prefix_losses
+from stages.align.item_shards import shard_count
 from stages.align.lm import Loaded, load_causal_lm, use_attention
 from stages.align.method import CHECKPOINTS, STAGE_READS, AlignPlan, Embedded, check_dim, mean, tokens_to_embed
 from stages.align.projector import SAIDProjector, pool, token_rms
@@ -35,6 +36,7 @@ class Trained:
     projector: SAIDProjector
     position: Position
     evidence: dict[str, object]
+    synchronised: dict[str, object]  # said.synchronised_facts
 
 
 def output_dim(config: AlignConfig, hidden: int) -> int:
@@ -123,8 +125,9 @@ def save_projector(path: Path, projector: SAIDProjector | None, base_dir: Path |
 def plan_of(config: AlignConfig) -> TrainPlan:
     s = config.said
     return TrainPlan(lr=s.lr, item_lr=s.item_lr, weight_decay=s.weight_decay, schedule=s.schedule,
-                     warmup_steps=s.warmup_steps, epochs=s.epochs, max_steps=s.max_steps, grad_accum=s.grad_accum, batch_size=config.batch_size,
-                     length_pool=config.length_pool, seed=config.seed, checkpoint_every=config.checkpoint_every)
+                     warmup_steps=s.warmup_steps, epochs=s.epochs, max_steps=s.max_steps, grad_accum=s.grad_accum,
+                     batch_size=config.batch_size, length_pool=config.length_pool, seed=config.seed,
+                     checkpoint_every=config.checkpoint_every, shards=s.shards)
 
 
 def train_and_embed(accelerator: Accelerator, config: AlignConfig, lm: nn.Module, tokens: Tokens,
@@ -133,8 +136,7 @@ def train_and_embed(accelerator: Accelerator, config: AlignConfig, lm: nn.Module
     lm.to(accelerator.device)
     if config.said.gradient_checkpointing:
         enable_checkpointing(lm)
-    position = fit(accelerator, lm, projector, tokens, plan_of(config), pad_id, checkpoints)
-    projector = accelerator.unwrap_model(projector)
+    position, synchronised = fit(accelerator, lm, projector, tokens, plan_of(config), pad_id, checkpoints)
     total = len(tokens.lengths)
     rows = my_rows(accelerator, np.arange(total))
     with torch.no_grad():
@@ -146,7 +148,7 @@ def train_and_embed(accelerator: Accelerator, config: AlignConfig, lm: nn.Module
                          f"{min(config.evidence.items, total)} items")
         evidence = prefix_losses(accelerator, lm, projector, tokens, config.evidence.items,
                                  config.batch_size, pad_id, config.seed)
-    return Trained(vectors, projector, position, evidence)
+    return Trained(vectors, projector, position, evidence, synchronised)
 
 
 @dataclass(frozen=True)
@@ -164,7 +166,10 @@ class SaidMethod:
         return model_id.identify(align.lm, "align.lm", align.model_cache, align.offline)
 
     def settings_read(self, config: PipelineConfig) -> list[object]:
-        return [config.align.model_dump(mode="json", include=STAGE_READS | {"attention", "said"})]
+        """The settings, with the number of item shards the run trains in (null: one per process, so a run
+        launched over more processes is another run)."""
+        shards = shard_count(config.align.said.shards, PartialState().num_processes)
+        return [config.align.model_dump(mode="json", include=STAGE_READS | {"attention", "said"}), {"shards": shards}]
 
     def pretrain_dirs(self, config: PipelineConfig) -> list[Path]:
         return []
@@ -195,7 +200,8 @@ class SaidMethod:
         trained = train_and_embed(accelerator, align, loaded.model, tokens, projector, pad_id, folder / CHECKPOINTS)
         losses = trained.position.losses
         training = {"steps": trained.position.step, "resumed_from_step": trained.position.resumed_from,
-                    "first_loss": mean(losses[:5]), "last_loss": mean(losses[-5:])}
+                    "first_loss": mean(losses[:5]), "last_loss": mean(losses[-5:]), "shards": shard_count(
+                        align.said.shards, accelerator.num_processes), "synchronised": trained.synchronised}
 
         def save(out: Path) -> None:
             save_projector(out / PROJECTOR_FILE, trained.projector, planned.base_dir, rows)
