@@ -20,7 +20,7 @@ import pyarrow.parquet as pq
 
 from pipeline import lockfile
 from pipeline.artifact_files import read_faiss
-from pipeline.contracts.embeddings import EMBEDDINGS_FILE, INDEX_FILE
+from pipeline.contracts.embeddings import INDEX_FILE, LEGACY_FILE, PARTS_DIR
 from pipeline.errors import BadInput
 from pipeline.integrity import run_files, sha256_file
 from pipeline.store import KINDS, LATEST, LOCK, MANIFEST, REPLACED, read_manifest
@@ -81,14 +81,14 @@ def _check_recorded(run_dir: Path, recorded: dict[str, Any], scratch: list[str],
 def _check_readable(run_dir: Path, manifest: dict[str, Any], report: Report) -> None:
     """Parquet files read back; the FAISS index reads back and holds one vector per row."""
     rows = None
-    for path in sorted(run_dir.glob("*.parquet")):
+    for path in sorted([*run_dir.glob("*.parquet"), *(run_dir / PARTS_DIR).glob("*.parquet")]):
         try:
             table = pq.read_table(path)
         except (pa.ArrowException, OSError) as exc:
             report.findings.append(Finding(path, f"not readable as Parquet ({' '.join(str(exc).split())[:120]})"))
             continue
-        if path.name == EMBEDDINGS_FILE:
-            rows = table.num_rows
+        if path.name == LEGACY_FILE or path.parent.name == PARTS_DIR:  # an embeddings run's rows
+            rows = (rows or 0) + table.num_rows
     index_path = run_dir / INDEX_FILE
     if not index_path.exists():
         return

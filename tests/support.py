@@ -40,9 +40,9 @@ def write_embeddings_run(root: Path, dataset_dir: Path, dim: int, item_ids: list
 
     import faiss
     import numpy as np
-    import pyarrow as pa
     import pyarrow.parquet as pq
 
+    from pipeline.contracts.embeddings import write_embeddings
     from pipeline.store import Output, publish_run, read_manifest
 
     items = pq.read_table(dataset_dir / "items.parquet").to_pylist()
@@ -58,13 +58,9 @@ def write_embeddings_run(root: Path, dataset_dir: Path, dim: int, item_ids: list
     dataset_run_id = dataset_run_id or read_manifest(dataset_dir)["run_id"]
 
     def build(folder: Path) -> dict:
-        table = pa.table({
-            "item_id": pa.array([item["item_id"] for item in items], pa.string()),
-            "embedding": pa.FixedSizeListArray.from_arrays(pa.array(vectors.ravel(), pa.float32()), dim),
-            "text_sha256": pa.array([hashlib.sha256(item["text"].encode()).hexdigest() for item in items]),
-        }).replace_schema_metadata({b"method": b"text_hash", b"dim": str(dim).encode(),
-                                    b"dataset_run_id": dataset_run_id.encode()})
-        pq.write_table(table, folder / "embeddings.parquet")
+        write_embeddings(folder, [item["item_id"] for item in items], vectors,
+                         [hashlib.sha256(item["text"].encode()).hexdigest() for item in items],
+                         {"method": "text_hash", "dataset_run_id": dataset_run_id})
         index = faiss.IndexFlatIP(dim)
         index.add(vectors)
         faiss.write_index(index, str(folder / "index.faiss"))

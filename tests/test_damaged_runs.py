@@ -22,7 +22,7 @@ from tests.support import TINY_MODEL, shared_dataset, write_embeddings_run
 DAMAGE = ("empty", "truncated", "garbage", "folder", "missing")
 READERS = {  # kind of run -> files the commands read -> the commands
     "datasets": (("items.parquet", "interactions.parquet", "manifest.json"), (("train-downstream", "--force"),)),
-    "embeddings": (("embeddings.parquet", "manifest.json"), (("train-downstream", "--force"),)),
+    "embeddings": (("embeddings/part-00000.parquet", "manifest.json"), (("train-downstream", "--force"),)),
     "downstream": (("model.safetensors", "config.json", "manifest.json"), (("evaluate",), ("recommend", "--force"))),
     "downstream-index": (("index.faiss",), (("recommend", "--force", "--set", "recommend.search=faiss"),)),
 }

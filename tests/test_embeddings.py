@@ -51,6 +51,6 @@ def test_an_index_that_disagrees_with_the_rows_is_refused(tmp_path: Path, datase
 
 def test_a_corrupt_parquet_file_names_itself(tmp_path: Path, dataset_dir: Path) -> None:
     run = write_embeddings_run(tmp_path, dataset_dir, 8)
-    (run / "embeddings.parquet").write_bytes(b"not parquet")
-    with pytest.raises(BadInput, match=r"embeddings.parquet: not a readable Parquet file"):
+    (run / "embeddings" / "part-00000.parquet").write_bytes(b"not parquet")
+    with pytest.raises(BadInput, match=r"embeddings/part-00000.parquet: not a readable Parquet file"):
         read_embeddings(run)

@@ -64,7 +64,7 @@ def pretrained(tmp_path_factory, raws: dict[str, Path], tiny_bert: Path) -> tupl
 def test_align_pretrains_on_two_datasets_and_exports_agreeing_files(pretrained, raws, tiny_bert) -> None:
     root, run = pretrained
     manifest = json.loads((run / "manifest.json").read_text())
-    assert sorted(p.name for p in run.iterdir()) == ["config.json", "embeddings.parquet", "encoder", "history.jsonl",
+    assert sorted(p.name for p in run.iterdir()) == ["config.json", "embeddings", "encoder", "history.jsonl",
                                                     "index.faiss", "manifest.json"]
     items = pq.read_table(root / "datasets" / "a" / "latest" / "items.parquet").to_pylist()
     embeddings = read_embeddings(run)
@@ -98,10 +98,10 @@ def test_incremental_embeds_only_new_and_changed_items_without_training(pretrain
     assert manifest["items_embedded"] == 7 and manifest["rows"] == 46 and "training" not in manifest
     assert manifest["incremental_base_run_id"] == base.name
     old, new = read_embeddings(base), read_embeddings(grown)
-    assert new.item_ids[:40] == old.item_ids and new.item_ids[40:] == [str(i) for i in range(41, 47)]
-    unchanged = [row for row, item in enumerate(old.item_ids) if item != "3"]
-    assert np.array_equal(new.vectors[unchanged], old.vectors[unchanged])
-    assert not np.allclose(new.vectors[2], old.vectors[2])
+    unchanged = [row for row, item in enumerate(old.item_ids) if item != "3"]  # kept first, then re-embedded
+    assert new.item_ids == [old.item_ids[row] for row in unchanged] + ["3"] + [str(i) for i in range(41, 47)]
+    assert np.array_equal(new.vectors[:39], old.vectors[unchanged])
+    assert not np.allclose(new.vectors[39], old.vectors[2])
     check_index(grown, 46, 32)
 
 

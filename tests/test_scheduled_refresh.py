@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import faiss
 import numpy as np
-import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import torch
@@ -19,7 +19,7 @@ from safetensors.torch import load_file
 
 from pipeline import gc, status
 from pipeline.config import PipelineConfig
-from pipeline.contracts.embeddings import read_embeddings
+from pipeline.contracts.embeddings import read_embeddings, write_embeddings
 from pipeline.errors import BadInput
 from pipeline.store import LOCK, read_manifest
 from stages.align import said_method, stage
@@ -76,7 +76,8 @@ def test_a_refresh_embeds_exactly_the_new_and_changed_items_and_drops_removed_on
     assert facts["items_embedded"] == 7 and facts["rows"] == 44 and facts["training"]["steps"] == 1  # 7 items, batch 8
     old, new = read_embeddings(base.run_dir), read_embeddings(grown.run_dir)
     assert "1" not in new.item_ids and "2" not in new.item_ids
-    assert new.item_ids == [str(i) for i in range(3, 47)]
+    kept = ["3", "4", *(str(i) for i in range(6, 41))]  # first, in the base's order; then the re-embedded rows
+    assert new.item_ids == [*kept, "5", *(str(i) for i in range(41, 47))]
     for item in new.item_ids[:38]:  # kept rows: bit for bit, changed one: re-embedded
         same = np.array_equal(new.vectors[new.item_ids.index(item)], old.vectors[old.item_ids.index(item)])
         assert same == (item != "5"), item
@@ -91,7 +92,7 @@ def test_a_refresh_embeds_exactly_the_new_and_changed_items_and_drops_removed_on
     prepared(shrunk)  # only removals: nothing to embed, no model needed
     carried = stage.run(shrunk)
     assert carried.manifest["items_embedded"] == 0 and carried.manifest["items_removed"] == 4
-    assert read_embeddings(carried.run_dir).item_ids == [str(i) for i in range(5, 45)]
+    assert read_embeddings(carried.run_dir).item_ids == [*kept[2:], "5", *(str(i) for i in range(41, 45))]
 
 
 def _two_days(tmp_path: Path, *overrides: str) -> list[tuple[PipelineConfig, Path, Path]]:
@@ -143,9 +144,8 @@ def _set_embedding(run_dir: Path, item: str, like: str) -> None:
     made = read_embeddings(run_dir)
     vectors = made.vectors.copy()
     vectors[made.item_ids.index(item)] = vectors[made.item_ids.index(like)]
-    table = pq.read_table(run_dir / "embeddings.parquet")
-    column = pa.FixedSizeListArray.from_arrays(pa.array(vectors.ravel(), pa.float32()), made.dim)
-    pq.write_table(table.set_column(1, "embedding", column), run_dir / "embeddings.parquet")
+    shutil.rmtree(run_dir / "embeddings")
+    write_embeddings(run_dir, made.item_ids, vectors, made.text_sha256, made.metadata)
 
 
 def test_yesterdays_model_recommends_an_item_that_arrived_today(tmp_path: Path) -> None:

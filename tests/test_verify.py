@@ -27,8 +27,8 @@ def test_a_sound_workspace_passes_and_every_kind_of_damage_is_named(workspace) -
     assert clean.exit_code == 0, clean.stderr
     assert clean.stderr.splitlines()[-1] == f"1 runs checked under {root}: 0 findings"
 
-    table = pq.read_table(run / "embeddings.parquet")
-    pq.write_table(table.slice(0, 10), run / "embeddings.parquet")  # fewer rows than the index: size, hash, count
+    part = run / "embeddings" / "part-00000.parquet"
+    pq.write_table(pq.read_table(part).slice(0, 10), part)  # fewer rows than the index: size, hash, count
     (run / "stray.txt").write_text("added later")
     (output / ".partial-abc").mkdir()
     (output / ".replaced-hash0001-7").mkdir()
@@ -36,7 +36,7 @@ def test_a_sound_workspace_passes_and_every_kind_of_damage_is_named(workspace) -
     damaged = verify(str(output))
     lines = damaged.stderr.splitlines()
     assert damaged.exit_code == 2 and lines[-1] == f"error: {output}: 6 findings"
-    assert any(line.startswith(f"{run / 'embeddings.parquet'}: size ") for line in lines)
+    assert any(line.startswith(f"{part}: size ") for line in lines)
     assert f"{run / 'stray.txt'}: not recorded in the manifest (added after the publish)" in lines
     assert any(line.startswith(f"{run / 'index.faiss'}: holds ") and "for 10 rows" in line for line in lines)
     assert sum(line.endswith("[leftover]") for line in lines) == 3

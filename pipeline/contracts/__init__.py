@@ -3,7 +3,7 @@
 | module | run folder | files |
 |---|---|---|
 | `dataset` | `datasets/<name>/<run_id>/` (`prepare`) | `items.parquet`, `interactions.parquet` |
-| `embeddings` | `embeddings/<name>/<run_id>/` (`align`) | `embeddings.parquet`, `index.faiss`, `config.json` |
+| `embeddings` | `embeddings/<name>/<run_id>/` (`align`) | `embeddings/part-*.parquet`, `index.faiss`, `config.json` |
 | `downstream` | `downstream/<name>/<run_id>/` (`train-downstream`) | weights, `config.json`, `metrics.json`, `index.faiss` |
 | `recommendations` | `recommendations/<name>/<run_id>/` (`recommend`) | `recommendations.parquet` |
 | `history` | every training run folder | `history.jsonl` |

@@ -10,13 +10,14 @@ import pyarrow.parquet as pq
 from pipeline.errors import BadInput
 
 ROW_GROUP_ROWS = 1 << 20
+COMPRESSION = "zstd"
 
 
 def write_parquet(table: pa.Table, path: Path, metadata: dict[str, str] | None = None) -> None:
     """Parquet with zstd and fixed row groups, so readers can stream one group at a time."""
     if metadata:
         table = table.replace_schema_metadata({**(table.schema.metadata or {}), **metadata})
-    pq.write_table(table, path, compression="zstd", row_group_size=ROW_GROUP_ROWS)
+    pq.write_table(table, path, compression=COMPRESSION, row_group_size=ROW_GROUP_ROWS)
 
 
 def read_parquet(path: Path, columns: list[str] | None = None, missing_hint: str = "") -> pa.Table:

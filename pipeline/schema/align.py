@@ -42,10 +42,11 @@ class SaidConfig(Section):
 
 class ExportConfig(Section):
     normalise: Literal["none", "l2"] = Field(description=(
-        "none | l2: the vectors written to embeddings.parquet (the index always holds L2-normalised vectors and "
+        "none | l2: the vectors written to the embeddings parts (the index always holds L2-normalised vectors and "
         "scores by inner product, i.e. cosine)"))
-    index: Literal["flat", "hnsw", "ivfpq"] = Field(description=(
-        "flat (exact, small catalogs) | hnsw | ivfpq (millions of items)"))
+    index: Literal["auto", "flat", "hnsw", "ivfpq"] = Field(description=(
+        "auto (flat up to 1,000,000 items, ivfpq above) | flat (exact) | hnsw | ivfpq (millions of items; trained on "
+        "a sample, filled part by part)"))
     hnsw_m: int = Field(ge=2, description="hnsw: neighbours per node")
     ivf_lists: int = Field(ge=1, description=(
         "ivfpq: inverted lists (capped at items / 39, the training points faiss wants per list)"))

@@ -51,17 +51,23 @@ def read_catalog(dataset_dir: Path, template: str, attribute: str | None) -> Cat
 
 @dataclass(frozen=True)
 class RowPlan:
-    """The rows of the run to publish, each kept from the base run or embedded now.
+    """The rows of the run to publish: first the rows kept from the base run, in the base's order, then the rows
+    embedded now (`train`: items whose text changed, in the base's order, then new items in catalog order).
 
-    Rows kept from the base stay in the base's order; new items are appended in catalog order.
+    Kept rows first lets the kept part be copied from the base run's parts as they stream past, and an
+    unchanged base's index be extended by the appended rows.
     """
 
     ids: list[str]
     sha: list[str]
-    from_base: np.ndarray  # (rows,) int64: the row's row in the base run, -1 when embedded now
-    train: list[int]  # catalog rows to embed now, in row order of the run
+    from_base: np.ndarray  # (kept,) int64: each kept row's row in the base run, ascending
+    train: list[int]  # catalog rows to embed now, in row order of the run (after the kept rows)
     base_rows: list[int | None]  # for each of `train`: its base row (text changed) or None (new item)
     removed: int  # base rows whose item is no longer in the catalog
+
+    @property
+    def kept(self) -> int:
+        return len(self.from_base)
 
     @property
     def new(self) -> int:
@@ -72,45 +78,37 @@ class RowPlan:
         return len(self.train) - self.new
 
     def assemble(self, kept: np.ndarray | None, trained: np.ndarray) -> np.ndarray:
-        """Stack per-row values: `kept[from_base[r]]` for kept rows, `trained[k]` for the k-th embedded row."""
-        out = np.empty((len(self.ids), *trained.shape[1:]), dtype=trained.dtype)
-        keep = self.from_base >= 0
-        if keep.any():
-            out[keep] = kept[self.from_base[keep]]
-        out[~keep] = trained
-        return out
+        """Stack per-row values: `kept[from_base[r]]` for the kept rows, then `trained` (one per embedded row)."""
+        if not self.kept:
+            return trained
+        assert kept is not None  # kept rows come from a base
+        return np.concatenate([kept[self.from_base], trained])
 
     def extends_base(self, base_rows: int) -> bool:
         """The run is the base's rows, untouched and in order, plus appended ones (an index can be extended)."""
-        return np.array_equal(self.from_base[:base_rows], np.arange(base_rows)) and self.removed == 0
+        return np.array_equal(self.from_base, np.arange(base_rows)) and self.removed == 0
 
 
 def plan_rows(catalog: Catalog, base: Embeddings | None) -> RowPlan:
-    """Every catalog item embedded (no base), or only what differs from `base`."""
+    """Every catalog item embedded (no base), or only what differs from `base` (its ids and text sha256)."""
     if base is None:
         rows = list(range(len(catalog.ids)))
-        return RowPlan(list(catalog.ids), list(catalog.sha), np.full(len(rows), -1, np.int64), rows,
-                       [None] * len(rows), 0)
+        return RowPlan(list(catalog.ids), list(catalog.sha), np.zeros(0, np.int64), rows, [None] * len(rows), 0)
     row_of = {item: row for row, item in enumerate(catalog.ids)}
-    ids, sha, from_base, train, base_rows = [], [], [], [], []
+    kept: list[int] = []
+    changed: list[tuple[int, int]] = []  # (catalog row, base row)
     for base_row, (item, old_sha) in enumerate(zip(base.item_ids, base.text_sha256)):
         row = row_of.get(item)
         if row is None:
             continue
-        ids.append(item)
-        sha.append(catalog.sha[row])
-        kept = catalog.sha[row] == old_sha
-        from_base.append(base_row if kept else -1)
-        if not kept:
-            train.append(row)
-            base_rows.append(base_row)
+        if catalog.sha[row] == old_sha:
+            kept.append(base_row)
+        else:
+            changed.append((row, base_row))
     in_base = set(base.item_ids)
-    for row, item in enumerate(catalog.ids):
-        if item not in in_base:
-            ids.append(item)
-            sha.append(catalog.sha[row])
-            from_base.append(-1)
-            train.append(row)
-            base_rows.append(None)
-    removed = len(base.item_ids) - sum(1 for item in base.item_ids if item in row_of)
-    return RowPlan(ids, sha, np.asarray(from_base, np.int64), train, base_rows, removed)
+    new = [row for row, item in enumerate(catalog.ids) if item not in in_base]
+    train = [row for row, _ in changed] + new
+    ids = [base.item_ids[r] for r in kept] + [catalog.ids[row] for row in train]
+    sha = [base.text_sha256[r] for r in kept] + [catalog.sha[row] for row in train]
+    removed = len(base.item_ids) - len(kept) - len(changed)
+    return RowPlan(ids, sha, np.asarray(kept, np.int64), train, [b for _, b in changed] + [None] * len(new), removed)

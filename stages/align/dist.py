@@ -1,4 +1,4 @@
-"""Accelerate helpers shared by the alignment methods: sharding item rows and gathering them back once."""
+"""Accelerate helpers shared by the alignment methods: each process's share of the item rows, gathering rows."""
 
 from __future__ import annotations
 
@@ -15,6 +15,14 @@ from pipeline import events
 def my_rows(accelerator: Accelerator, rows: np.ndarray) -> np.ndarray:
     """This process's contiguous share of `rows` (shares differ by at most one row)."""
     return np.array_split(rows, accelerator.num_processes)[accelerator.process_index]
+
+
+def my_range(accelerator: Accelerator, total: int) -> range:
+    """This process's contiguous share of rows 0..total-1, as `my_rows` cuts them."""
+    size, extra = divmod(total, accelerator.num_processes)
+    rank = accelerator.process_index
+    start = rank * size + min(rank, extra)
+    return range(start, start + size + (rank < extra))
 
 
 def gather_rows(accelerator: Accelerator, rows: np.ndarray, vectors: torch.Tensor, total: int) -> np.ndarray:

@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import faiss
 import numpy as np
@@ -66,17 +67,24 @@ def attribute_sets(values: list[str | None], separator: str | None) -> list[froz
     return [split(v) for v in values]
 
 
-def neighbour_rate(vectors: np.ndarray, values: list[frozenset[str]], queries: int, seed: int) -> dict[str, object]:
-    """Share rate of the nearest neighbour (cosine, self excluded) vs random pairs, over items with a value."""
+def neighbour_rate(index: faiss.Index, read_rows: Callable[[np.ndarray], np.ndarray], values: list[frozenset[str]],
+                   queries: int, seed: int, depth: int = 10) -> dict[str, object]:
+    """Share rate of the nearest neighbour (cosine, self excluded) vs random pairs, over items with a value.
+
+    Looked up in the run's own `index` (row i = values[i]): the first of the `depth` nearest that has a value is
+    the neighbour; `read_rows(rows)` gives the asked items' vectors, so no more than those are read.
+    """
     eligible = np.array([i for i, v in enumerate(values) if v])
     if len(eligible) < 3:
         return {"skipped": f"only {len(eligible)} items have the attribute"}
     rng = np.random.default_rng(seed)
     asked = rng.choice(eligible, size=min(queries, len(eligible)), replace=False)
-    index = faiss.IndexFlatIP(vectors.shape[1])
-    index.add(l2_normalise(vectors[eligible]))
-    _, found = index.search(l2_normalise(vectors[asked]), 2)  # (Q, 2): usually itself, then its neighbour
-    neighbours = [eligible[row[1]] if eligible[row[0]] == q else eligible[row[0]] for q, row in zip(asked, found)]
+    _, found = index.search(l2_normalise(read_rows(asked)), min(depth, int(index.ntotal)))
+    matched = [(q, n) for q, n in ((q, next((int(n) for n in row if n >= 0 and n != q and values[n]), None))
+                                   for q, row in zip(asked, found)) if n is not None]
+    if not matched:
+        return {"skipped": f"no item with the attribute among the {depth} nearest of any asked item"}
+    asked, neighbours = np.array([q for q, _ in matched]), [n for _, n in matched]
     shared = np.mean([bool(values[q] & values[nb]) for q, nb in zip(asked, neighbours)])
     first = rng.choice(eligible, size=len(asked))
     second = rng.choice(eligible, size=len(asked))

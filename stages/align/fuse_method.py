@@ -18,6 +18,7 @@ from accelerate import Accelerator
 from pipeline.config import PipelineConfig
 from pipeline.contracts import embeddings as contract
 from pipeline.store import workspace_output
+from stages.align.dist import my_range
 from stages.align.method import AlignPlan, Embedded
 
 READS = {"method", "fuse", "seed", "export", "evidence"}
@@ -65,8 +66,9 @@ class FuseMethod:
         output = workspace_output(config, "embeddings")
         runs = [contract.read_embeddings(output.run_dir(member.run_id)) for member in planned.members]
         members = {method: {"run_id": run.run_id, "dim": run.dim} for method, run in zip(config.align.fuse, runs)}
-        vectors = join(runs, [planned.catalog.ids[row] for row in planned.rows.train])
-        return Embedded(vectors, {"evidence": {}, "members": members}, None, None, lambda _folder: None)
+        mine = my_range(accelerator, len(planned.rows.train))
+        vectors = join(runs, [planned.catalog.ids[row] for row in planned.rows.train[mine.start:mine.stop]])
+        return Embedded(vectors, {"evidence": {}, "members": members}, None, None, lambda _folder: None, mine.start)
 
     def carry_over(self, planned: AlignPlan, folder: Path) -> None:
         return None

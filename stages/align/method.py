@@ -54,13 +54,15 @@ class AlignPlan:
 
 @dataclass
 class Embedded:
-    """The vectors of the rows embedded now (row k = plan.rows.train[k]) and how to save the method's files."""
+    """The vectors this process embedded now (row i = plan.rows.train[offset + i]; each process holds a
+    contiguous share, which it writes as its own part) and how to save the method's files."""
 
     vectors: np.ndarray
     facts: dict[str, Any]
     source: str | None
     truncated: int | None
-    save: Callable[[Path], None]  # the method's files (projector, encoder) in the run's row order
+    save: Callable[[Path], None]  # the method's files (projector, encoder) in the run's row order (main process)
+    offset: int = 0
 
 
 class Method(Protocol):
@@ -89,7 +91,7 @@ class Method(Protocol):
 
     def embed(self, accelerator: Accelerator, config: PipelineConfig, planned: AlignPlan, dataset_dir: Path,
               folder: Path) -> Embedded:
-        """Vectors for the rows `planned.rows.train`, on every process."""
+        """Vectors for the rows `planned.rows.train`: each process its contiguous share (`Embedded.offset`)."""
 
     def carry_over(self, planned: AlignPlan, folder: Path) -> None:
         """The method's files when nothing is embedded (only removals): the base run's, in the new row order."""

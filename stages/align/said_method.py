@@ -18,9 +18,9 @@ from pipeline.contracts.history import write_history
 from pipeline.errors import BadInput
 from stages.align import model_id
 from stages.align.catalog import RowPlan
-from stages.align.dist import gather_rows, my_rows, say
+from stages.align.dist import say
 from stages.align.evidence import prefix_losses
-from stages.align.item_shards import shard_count
+from stages.align.item_shards import owned, shard_count
 from stages.align.lm import Loaded, load_causal_lm, use_attention
 from stages.align.method import CHECKPOINTS, STAGE_READS, AlignPlan, Embedded, check_dim, mean, tokens_to_embed
 from stages.align.projector import SAIDProjector, pool, token_rms
@@ -28,11 +28,13 @@ from stages.align.said import Position, TrainPlan, enable_checkpointing, fit
 from stages.align.tokens import Tokens
 
 PROJECTOR_FILE = "projector.safetensors"
+EMBED_CHUNK = 4096  # items pooled at a time after training: bounds the soft tokens held
 
 
 @dataclass
 class Trained:
-    vectors: np.ndarray  # (items trained, dim), row i = tokens' item i
+    vectors: np.ndarray  # (this process's items, dim), row i = tokens' item offset + i
+    offset: int
     projector: SAIDProjector
     position: Position
     evidence: dict[str, object]
@@ -132,23 +134,24 @@ def plan_of(config: AlignConfig) -> TrainPlan:
 
 def train_and_embed(accelerator: Accelerator, config: AlignConfig, lm: nn.Module, tokens: Tokens,
                     projector: SAIDProjector, pad_id: int, checkpoints: Path) -> Trained:
-    """Train the projector, then embed every trained item (each process its share, gathered once)."""
+    """Train the projector, then embed the items of this process's shards (its part of the run)."""
     lm.to(accelerator.device)
     if config.said.gradient_checkpointing:
         enable_checkpointing(lm)
     position, synchronised = fit(accelerator, lm, projector, tokens, plan_of(config), pad_id, checkpoints)
     total = len(tokens.lengths)
-    rows = my_rows(accelerator, np.arange(total))
+    mine = owned(total, config.said.shards, accelerator.process_index, accelerator.num_processes).rows
     with torch.no_grad():
-        local = pool(projector(torch.as_tensor(rows, device=accelerator.device)), config.said.pooling)
-    vectors = gather_rows(accelerator, rows, local, total)
+        chunks = [pool(projector(torch.arange(start, min(start + EMBED_CHUNK, mine.stop), device=accelerator.device)),
+                       config.said.pooling).float().cpu().numpy() for start in range(mine.start, mine.stop, EMBED_CHUNK)]
+    vectors = np.concatenate(chunks) if chunks else np.zeros((0, output_dim(config, lm.config.hidden_size)), np.float32)
     evidence: dict[str, object] = {}
     if config.evidence.items and total > 1:
         say(accelerator)("evidence", f"scoring item text with learned / no / other prefix on "
                          f"{min(config.evidence.items, total)} items")
         evidence = prefix_losses(accelerator, lm, projector, tokens, config.evidence.items,
                                  config.batch_size, pad_id, config.seed)
-    return Trained(vectors, projector, position, evidence, synchronised)
+    return Trained(vectors, mine.start, projector, position, evidence, synchronised)
 
 
 @dataclass(frozen=True)
@@ -208,7 +211,7 @@ class SaidMethod:
             write_history(out, trained.position.history)
 
         return Embedded(trained.vectors, {"training": training, "evidence": {"prefix_loss": trained.evidence}},
-                        loaded.source, tokens.truncated, save)
+                        loaded.source, tokens.truncated, save, trained.offset)
 
     def carry_over(self, planned: AlignPlan, folder: Path) -> None:
         save_projector(folder / PROJECTOR_FILE, None, planned.base_dir, planned.rows)

@@ -24,15 +24,15 @@ from accelerate import Accelerator
 from accelerate.utils import set_seed
 
 from pipeline import events
-from pipeline.artifact_files import read_faiss
-from pipeline.config import AlignConfig, PipelineConfig
+from pipeline.config import PipelineConfig
 from pipeline.contracts import embeddings as contract
+from pipeline.faults import crash_point
 from pipeline.run_ids import code_identity, fingerprint, stage_run_id
 from pipeline.store import RunResult, publish_run, read_manifest, reuse_run, workspace_output
 from pipeline.workspace import newest
 from stages.accelerator import stage_accelerator
 from stages.align import export
-from stages.align.catalog import Catalog, RowPlan, plan_rows, read_catalog
+from stages.align.catalog import Catalog, plan_rows, read_catalog
 from stages.align.dist import say
 from stages.align.evidence import attribute_sets, neighbour_rate
 from stages.align.fuse_method import FuseMethod, member_configs
@@ -81,7 +81,7 @@ def plan(config: PipelineConfig, dataset_dir: Path, full: bool = False, catalog:
         return AlignPlan("reuse", f"catalog unchanged since run {found.run_id}: reused, nothing to embed",
                          found.run_id, catalog, plan_rows(catalog, None), None, config_hash, dataset_run, pretrain_dirs,
                          model, members)
-    base = None if found is None else contract.read_embeddings(found.run_dir)
+    base = None if found is None else contract.read_embeddings(found.run_dir, vectors=False)
     rows = plan_rows(catalog, base)
     inputs = method.full_run_inputs(config, dataset_run, pretrain_dirs) if base is None else [base.run_id]
     run_id = stage_run_id("align", config_hash, catalog.fingerprint, *inputs, code=code(config.align.method))
@@ -101,19 +101,6 @@ def plan(config: PipelineConfig, dataset_dir: Path, full: bool = False, catalog:
         reason = f"no embeddings run yet: full alignment of {len(catalog.ids):,} items"
     return AlignPlan("full", reason, run_id, catalog, rows, None, config_hash, dataset_run, pretrain_dirs, model,
                      members)
-
-
-def _index(config: AlignConfig, folder: Path, base_dir: Path | None, matrix: np.ndarray,
-           rows: RowPlan) -> dict[str, object]:
-    """The base index extended by the appended rows, or (first run, changed or removed rows) all rows."""
-    spec = export.IndexSpec(config.export.index, config.export.hnsw_m, config.export.ivf_lists, config.export.pq_m)
-    if base_dir is None:
-        return contract.write_index(folder, export.new_index(spec, contract.l2_normalise(matrix)), matrix)
-    index = read_faiss(base_dir / contract.INDEX_FILE)
-    if rows.extends_base(int(index.ntotal)):
-        return contract.write_index(folder, index, matrix[index.ntotal:])
-    index.reset()  # rows replaced or removed: refill the (already trained) index in row order
-    return contract.write_index(folder, index, matrix)
 
 
 def _carry_over(method: Method, planned: AlignPlan) -> Embedded:
@@ -163,7 +150,9 @@ def run(config: PipelineConfig, force: bool = False, full: bool = False,
             embedded = method.embed(accelerator, config, planned, dataset_dir, folder)
         else:
             embedded = _carry_over(method, planned)
-        accelerator.wait_for_everyone()
+        export.write_embedded(accelerator, folder, rows, embedded.vectors, embedded.offset, align.export.normalise,
+                              _metadata(config, method, planned))
+        accelerator.wait_for_everyone()  # every process's part is written
         if not accelerator.is_main_process:
             return embedded.facts
         return _export(config, method, planned, embedded, folder, accelerator)
@@ -181,30 +170,39 @@ def run(config: PipelineConfig, force: bool = False, full: bool = False,
     return result
 
 
+def _metadata(config: PipelineConfig, method: Method, planned: AlignPlan) -> dict[str, str]:
+    """What every part's schema metadata says about the run."""
+    align = config.align
+    return {"method": align.method, "model": method.model_name(config), "normalisation": align.export.normalise,
+            "config_hash": planned.config_hash, "code_identity": code(align.method),
+            "dataset_run_id": planned.dataset_run_id, "catalog_sha256": planned.catalog.fingerprint,
+            "pooling": method.pooling(config)}
+
+
 def _export(config: PipelineConfig, method: Method, planned: AlignPlan, embedded: Embedded, folder: Path,
             accelerator: Accelerator) -> dict[str, object]:
-    """Write the run's files (main process) and return its manifest facts."""
+    """After every process wrote its part (main process): the kept rows, the method's files, the index and the
+    evidence; the manifest facts."""
     align, rows, base = config.align, planned.rows, planned.base
     base_dir = None if base is None else base.run_dir
-    # Base rows are copied as stored (bit for bit); only the rows embedded now are normalised.
-    matrix = rows.assemble(None if base is None else base.vectors,
-                           export.stored(embedded.vectors, align.export.normalise))
+    dim = embedded.vectors.shape[1]
+    meta = _metadata(config, method, planned)
+    if base_dir is not None:  # kept rows are copied as stored (bit for bit); only rows embedded now are normalised
+        export.copy_kept(folder, base_dir, rows, dim, meta)
+    crash_point("export.halfway")
     embedded.save(folder)
-    meta = {"method": align.method, "model": method.model_name(config), "normalisation": align.export.normalise,
-            "config_hash": planned.config_hash, "code_identity": code(align.method),
-            "dataset_run_id": planned.dataset_run_id,
-            "catalog_sha256": planned.catalog.fingerprint, "pooling": method.pooling(config)}
-    export.require_finite(matrix, rows.ids)
-    contract.write_embeddings(folder, rows.ids, matrix, rows.sha, meta)
-    index = _index(align, folder, base_dir, matrix, rows)
+    spec = export.IndexSpec(align.export.index, align.export.hnsw_m, align.export.ivf_lists, align.export.pq_m)
+    index = export.fill_index(spec, folder, base_dir, rows, dim, align.seed)
     facts = embedded.facts
     if planned.catalog.attribute is not None:
         by_id = dict(zip(planned.catalog.ids, planned.catalog.attribute))
         values = attribute_sets([by_id.get(item) for item in rows.ids], align.evidence.separator)
         facts["evidence"]["neighbours"] = {"attribute": align.evidence.attribute, **neighbour_rate(
-            matrix, values, align.evidence.neighbour_queries, align.seed)}
+            index, lambda asked: contract.read_rows(folder, asked), values, align.evidence.neighbour_queries,
+            align.seed)}
+    index_facts = contract.write_index(folder, index)
     contract.write_config(folder, config.model_dump(mode="json"))
-    return {"kind": "embeddings", **meta, "dim": int(matrix.shape[1]), "rows": len(rows.ids), "index": index,
+    return {"kind": "embeddings", **meta, "dim": dim, "rows": len(rows.ids), "index": index_facts,
             "model_source": embedded.source, "model_identity": planned.model, "mode": planned.mode,
             "items_embedded": len(rows.train),
             "items_new": rows.new, "items_changed": rows.changed, "items_removed": rows.removed,

@@ -7,7 +7,7 @@ import torch
 from accelerate import Accelerator
 from torch import nn
 
-from stages.align.dist import gather_rows, my_rows, progress
+from stages.align.dist import my_range, progress
 from stages.align.tokens import Tokens, collate
 
 
@@ -19,23 +19,22 @@ def mean_pooled(model: nn.Module, ids: torch.Tensor, mask: torch.Tensor) -> torc
     return (hidden * weights).sum(dim=1) / weights.sum(dim=1)
 
 
-def encode(accelerator: Accelerator, model: nn.Module, tokens: Tokens, batch_size: int, pad_id: int) -> np.ndarray:
-    """Every item's vector, (items, H) on every process; each process encodes its share, in length order.
+def encode(accelerator: Accelerator, model: nn.Module, tokens: Tokens, batch_size: int, pad_id: int
+           ) -> tuple[range, np.ndarray]:
+    """This process's share of the items and their vectors (share, H) in row order; each process encodes its
+    share in length order.
 
-    Only one batch of activations and the finished vectors are ever held, so memory stays bounded.
+    Only one batch of activations and the finished vectors of the share are ever held, so memory stays bounded.
     """
-    total = len(tokens.lengths)
-    mine = my_rows(accelerator, np.arange(total))
-    mine = mine[np.argsort(tokens.lengths[mine], kind="stable")]  # similar lengths together: little padding
+    mine = my_range(accelerator, len(tokens.lengths))
+    order = np.argsort(tokens.lengths[mine.start:mine.stop], kind="stable")  # similar lengths together: little padding
     model.to(accelerator.device)
-    vectors = []
-    with progress(accelerator, "embedding items", total, "items") as bar:
-        for start in range(0, len(mine), batch_size):
-            batch = mine[start:start + batch_size]
-            ids, mask = (t.to(accelerator.device) for t in collate(tokens, batch, pad_id))
+    vectors = np.zeros((len(mine), model.config.hidden_size), np.float32)
+    with progress(accelerator, "embedding items", len(tokens.lengths), "items") as bar:
+        for start in range(0, len(order), batch_size):
+            batch = order[start:start + batch_size]
+            ids, mask = (t.to(accelerator.device) for t in collate(tokens, batch + mine.start, pad_id))
             with accelerator.autocast():
-                vectors.append(mean_pooled(model, ids, mask).float().cpu())
+                vectors[batch] = mean_pooled(model, ids, mask).float().cpu().numpy()
             bar.advance(len(batch) * accelerator.num_processes)
-    width = model.config.hidden_size
-    local = torch.cat(vectors) if vectors else torch.zeros((0, width))
-    return gather_rows(accelerator, mine, local, total)
+    return mine, vectors

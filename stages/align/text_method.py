@@ -54,8 +54,8 @@ class TextMethod:
         loaded, dim = self.load(accelerator, align)
         check_dim(planned.base, dim)
         tokens = tokens_to_embed(accelerator, align, planned, loaded, folder, special_tokens=True)
-        vectors = encode(accelerator, loaded.model, tokens, align.batch_size, loaded.tokenizer.pad_token_id)
-        return Embedded(vectors, {"evidence": {}}, loaded.source, tokens.truncated, lambda _folder: None)
+        mine, vectors = encode(accelerator, loaded.model, tokens, align.batch_size, loaded.tokenizer.pad_token_id)
+        return Embedded(vectors, {"evidence": {}}, loaded.source, tokens.truncated, lambda _folder: None, mine.start)
 
     def carry_over(self, planned: AlignPlan, folder: Path) -> None:
         return None  # nothing but the vectors

@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 from accelerate import Accelerator
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
@@ -22,7 +21,7 @@ from pipeline.config import PipelineConfig, RecformerConfig
 from pipeline.contracts.history import write_history
 from pipeline.run_ids import fingerprint
 from pipeline.store import read_manifest, workspace_output
-from stages.align.dist import gather_rows, my_rows
+from stages.align.dist import my_range
 from stages.align.method import CHECKPOINTS, MODEL_PLACES, STAGE_READS, AlignPlan, Embedded, check_dim, mean
 from stages.recformer import build, checkpoint
 from stages.recformer.data import load_corpus
@@ -48,7 +47,8 @@ def dataset_run_ids(dirs: list[Path]) -> list[str]:
 
 @dataclass
 class Encoded:
-    vectors: np.ndarray  # (len(rows), H) float32
+    vectors: np.ndarray  # (this process's share of rows, H) float32: rows[offset:offset + len(vectors)]
+    offset: int
     encoder: RecformerEncoder
     tokenizer: PreTrainedTokenizerBase
     facts: dict[str, object]
@@ -68,7 +68,7 @@ def embed(accelerator: Accelerator, config: RecformerConfig, dataset_dirs: list[
     """Pretrain (unless incremental or `pretrain.epochs` is 0), then encode dataset rows `rows` of dataset_dirs[0].
 
     Every process pretrains its share (DDP), resuming from a complete checkpoint in `checkpoints`, then
-    encodes its share of the rows; the vectors are gathered once.
+    encodes its share of the rows (its part of the run).
     """
     encoder, tokenizer = _start(config, base_dir)
     train = base_dir is None and config.pretrain.epochs != 0
@@ -87,15 +87,14 @@ def embed(accelerator: Accelerator, config: RecformerConfig, dataset_dirs: list[
                                 (("first", history[:5]), ("last", history[-5:]))
                                 for name in ("loss", "contrastive", "mlm")}}
     encoder.to(accelerator.device)
-    share = my_rows(accelerator, np.arange(len(rows)))  # each process encodes its share, gathered once
+    share = my_range(accelerator, len(rows))  # each process encodes its share and writes it as its part
     local = np.empty((len(share), encoder.hidden_size), np.float32)
     done = 0
     for _, chunk in encode_catalog(encoder, fmt, config.encode.batch_size, config.encode.chunk_items,
-                                   np.asarray(rows, np.int64)[share]):
+                                   np.asarray(rows, np.int64)[share.start:share.stop]):
         local[done:done + len(chunk)] = chunk
         done += len(chunk)
-    vectors = gather_rows(accelerator, share, torch.from_numpy(local), len(rows))
-    return Encoded(vectors, encoder, tokenizer, facts, history)
+    return Encoded(local, share.start, encoder, tokenizer, facts, history)
 
 
 def save(embedded: Encoded, folder: Path) -> None:
@@ -140,7 +139,8 @@ class RecformerMethod:
         check_dim(planned.base, encoded.vectors.shape[1])
         facts = {**encoded.facts, "pretrain_datasets": dict(zip(recformer.pretrain.datasets,
                                                                  dataset_run_ids(planned.pretrain_dirs)))}
-        return Embedded(encoded.vectors, facts, self.model_name(config), None, lambda out: save(encoded, out))
+        return Embedded(encoded.vectors, facts, self.model_name(config), None, lambda out: save(encoded, out),
+                        encoded.offset)
 
     def carry_over(self, planned: AlignPlan, folder: Path) -> None:
         assert planned.base_dir is not None  # nothing to embed happens only over a base run
