@@ -68,6 +68,12 @@ BENCHMARKS: tuple[Benchmark, ...] = (
                                ("1.7b_b512_bf16w", False))),
         needs="a GPU and artifacts/device/ (wheels, model configs, data: see the script's header); "
         "align_throughput's smoke test runs its random-weights path on the CPU"),
+    Benchmark("align_scale", ("python -m benchmarks.align_scale",), "about 10 min here", (
+        Figure("align_scale", "SAID over {items:,} generated items on {processes} CPU processes (tiny Llama, width "
+               "{dim}), partitioned by item",
+               "{items_per_s:,.0f} items/s; {allreduce_bytes_per_step:,} bytes all-reduced a step (the item table "
+               "it keeps local: {item_table_bytes:,}); peak RSS {peak_rss_gib_per_process} GiB a process (target "
+               "{targets[peak_rss_gib_per_process]}); export + {index} index {export_index_s} s"),)),
     Benchmark("evaluation_throughput", ("python -m benchmarks.evaluation_throughput",), "about 4 min here", (
         Figure("evaluation_throughput", "full-ranking evaluation, {users:,} users x {items:,} items, dim {dim}",
                "scoring + ranking {users_per_s:,.0f} users/s, {fraction_of_matmul_peak} of the matmul peak; end to "

@@ -111,14 +111,17 @@ def align(config: ConfigLike = None, *, overrides: Mapping[str, Any] | None = No
 
 @events.in_stage("train-downstream")
 def train_downstream(config: ConfigLike = None, *, overrides: Mapping[str, Any] | None = None, force: bool = False,
-                     dataset_dir: Path | None = None, embeddings_dir: Path | None = None) -> StageResult:
-    """Stage two: train, evaluate and publish a recommender; `metrics` holds its valid and test figures."""
+                     dataset_dir: Path | None = None, embeddings_dir: Path | None = None) -> StageResult | None:
+    """Stage two: train, evaluate and publish a recommender; `metrics` holds its valid and test figures. None on
+    helper processes of `accelerate launch` (they train their share of the batches)."""
     from pipeline.contracts.downstream import read_metrics
     from stages.downstream import train
     from stages.downstream.evaluate import summary
 
     cfg = as_config(config, overrides)
     made = train.run(cfg, force=force, dataset_dir=dataset_dir, embeddings_dir=embeddings_dir)
+    if made is None:
+        return None
     metrics = read_metrics(made.run_dir)
     events.making(str(made.manifest["run_id"]))
     events.emit("evaluated", summary(metrics, cfg.downstream.evaluate.ks[0]), test=metrics["model"]["test"],
@@ -168,19 +171,30 @@ def run(config: ConfigLike = None, *, overrides: Mapping[str, Any] | None = None
     helper processes of `accelerate launch`.
     """
     cfg = as_config(config, overrides)
+    from accelerate.utils import broadcast_object_list
+
+    from stages.accelerator import process_state
     from stages.downstream import kinds
 
     kinds.kind_of(cfg.downstream.model.kind)  # an unknown kind fails now, not after hours of alignment
-    dataset = prepare(cfg, force=force)
+    state = process_state()
+
+    def from_main(made: StageResult | None) -> Path | None:
+        """The run the main process made, on every process (helpers get None from a stage)."""
+        return broadcast_object_list([None if made is None else made.run_dir])[0]
+
+    dataset = prepare(cfg, force=force) if state.is_main_process else None  # helpers wait for it
+    dataset_dir = from_main(dataset)
     aligned = None
-    if cfg.downstream.embeddings is not None:
-        aligned = align(cfg, force=force, full=full, dataset_dir=dataset.run_dir)
-        if aligned is None:
-            return None
-    embeddings_dir = aligned.run_dir if aligned is not None and cfg.downstream.embeddings == "latest" else None
-    trained = train_downstream(cfg, force=force, dataset_dir=dataset.run_dir, embeddings_dir=embeddings_dir)
-    made = recommend(cfg, force=force, run_dir=trained.run_dir, dataset_dir=dataset.run_dir,
-                     embeddings_dir=embeddings_dir)
+    if cfg.downstream.embeddings is not None:  # every process aligns its share
+        aligned = align(cfg, force=force, full=full, dataset_dir=dataset_dir)
+    embeddings_run = from_main(aligned) if cfg.downstream.embeddings is not None else None
+    embeddings_dir = embeddings_run if cfg.downstream.embeddings == "latest" else None
+    trained = train_downstream(cfg, force=force, dataset_dir=dataset_dir, embeddings_dir=embeddings_dir)
+    if not state.is_main_process:  # recommending is one process's work: the helpers are done
+        return None
+    assert dataset is not None and trained is not None
+    made = recommend(cfg, force=force, run_dir=trained.run_dir, dataset_dir=dataset_dir, embeddings_dir=embeddings_dir)
     return MainJob(dataset, aligned, trained, made)
 
 

@@ -137,7 +137,9 @@ def fetch_default_data(config: ConfigOption = None, set_: SetOption = None, log_
 def train_downstream(config: ConfigOption = None, set_: SetOption = None, force: ForceOption = False,
                      log_format: LogOption = "text") -> None:
     """Train a sequential recommender on the latest dataset and item embeddings; evaluate; publish."""
-    typer.echo(api.train_downstream(_config(config, set_), force=force).run_dir)
+    trained = api.train_downstream(_config(config, set_), force=force)
+    if trained is not None:  # None: a helper process under `accelerate launch`
+        typer.echo(trained.run_dir)
 
 
 @app.command()

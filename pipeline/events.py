@@ -68,7 +68,9 @@ def set_format(fmt: LogFormat) -> None:
     """Print events as the command line does, human (`text`) or machine (`json`), for the whole process.
 
     In `json` mode Hugging Face libraries' own progress bars are switched off too (read when they are
-    first imported, which happens later, inside the stages), so stderr holds only JSON lines.
+    first imported, which happens later, inside the stages), so stderr holds only JSON lines. Under
+    `accelerate launch` only the first process (RANK 0) prints every event; the others print warnings and
+    errors, so a stage all processes run is told once.
     """
     _state["format"] = fmt
     if fmt == "json":
@@ -76,7 +78,10 @@ def set_format(fmt: LogFormat) -> None:
     logger = logging.getLogger(LOGGER)
     for handler in [h for h in logger.handlers if isinstance(h, CliHandler)]:
         logger.removeHandler(handler)
-    logger.addHandler(CliHandler(fmt))
+    handler = CliHandler(fmt)
+    if os.environ.get("RANK", "0") != "0":
+        handler.setLevel(logging.WARNING)
+    logger.addHandler(handler)
     logger.setLevel(logging.INFO)
 
 

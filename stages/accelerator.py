@@ -14,12 +14,18 @@ it ran in.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
 import torch
-from accelerate import Accelerator
+from accelerate import Accelerator, PartialState
 from accelerate.state import AcceleratorState
+from accelerate.utils import parse_flag_from_env
 
 from pipeline.config import MixedPrecision
 from pipeline.events import emit
+from pipeline.store import Output, RunResult, publish_run
 
 
 def cpu_has_fast_bf16() -> bool:
@@ -38,3 +44,35 @@ def stage_accelerator(mixed_precision: MixedPrecision = "no") -> Accelerator:
                  "many times slower than float32), so this stage runs in float32", requested="bf16", running="no")
         return stage_accelerator("no")
     return accelerator
+
+
+def process_state() -> PartialState:
+    """The processes `accelerate launch` started. Accelerator reads ACCELERATE_USE_CPU; a bare PartialState()
+    does not and, made first, would see one process on CPU, for every later Accelerator too."""
+    return PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU"))
+
+
+def publish_on_every_process(output: Output, run_id: str, build: Callable[[Path], dict[str, Any]], *,
+                             force: bool = False, **publishing: Any) -> RunResult | None:
+    """`publish_run` for a stage every process of `accelerate launch` takes part in: the main process publishes
+    as usual; each helper runs `build` into the same partial folder, once the main process has prepared it
+    (cleared under `force`, or kept to resume from), and returns None. A published run is reused by the main
+    process alone."""
+    state = process_state()
+
+    def together(folder: Path) -> dict[str, Any]:
+        state.wait_for_everyone()  # the main process has prepared `folder`
+        return build(folder)
+
+    if state.num_processes == 1:
+        return publish_run(output, run_id, build, force=force, **publishing)
+    if not state.is_main_process:
+        if not force and output.is_published(run_id):
+            return None
+        together(output.partial_dir(run_id))
+        state.wait_for_everyone()  # until the main process has published
+        return None
+    result = publish_run(output, run_id, together, force=force, **publishing)
+    if not result.reused:
+        state.wait_for_everyone()
+    return result

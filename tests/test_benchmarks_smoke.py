@@ -94,6 +94,17 @@ def test_align_throughput_smoke(monkeypatch, tmp_path, tiny_llama, small_dataset
     assert record["tokens_per_s"] > 0 and record["naive_tokens_per_s"] > 0
 
 
+def test_align_scale_smoke(monkeypatch, tmp_path, tiny_llama) -> None:
+    """Two processes under accelerate launch: only the MLP is all-reduced, each process writes its own part."""
+    results = run_benchmark(monkeypatch, tmp_path, "align_scale", "--items", 3000, "--steps", 3, "--lm", tiny_llama)
+    record = published(results, "align_scale", "align_scale")
+    assert (record["items"], record["processes"], record["steps"]) == (3000, 2, 3)
+    assert record["parts"] == ["part-00001.parquet", "part-00002.parquet"]
+    assert record["synchronised_parameters"] == ["mlp.0.weight", "mlp.0.bias", "mlp.2.weight", "mlp.2.bias"]
+    assert 0 < record["allreduce_bytes_per_step"] < record["item_table_bytes"]
+    assert record["items_per_s"] > 0 and 0 < record["peak_rss_gib_per_process"] < 4
+
+
 def test_device_align_part_that_runs_on_a_cpu(monkeypatch, tmp_path, tiny_llama, small_dataset) -> None:
     """`device_align.sh` needs a GPU; its benchmark path (random weights of an architecture folder, config
     overrides, bf16 weights, no naive loop) runs here on the CPU."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import resource
 from collections.abc import Callable, Iterator
 
 import numpy as np
@@ -44,6 +45,17 @@ def gather_rows(accelerator: Accelerator, rows: np.ndarray, vectors: torch.Tenso
     out = np.empty((total, all_vectors.shape[1]), dtype=np.float32)
     out[all_rows] = all_vectors
     return out
+
+
+def own_peak_rss_gib() -> float:
+    """This process's peak resident memory so far (Linux reports KiB)."""
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 3)
+
+
+def peak_rss_gib(accelerator: Accelerator) -> list[float]:
+    """Every process's peak resident memory so far, in process order (every process calls)."""
+    mine = torch.tensor([own_peak_rss_gib()], dtype=torch.float64, device=accelerator.device)
+    return [round(value, 3) for value in accelerator.gather(mine).tolist()]
 
 
 def say(accelerator: Accelerator) -> Callable[..., None]:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from accelerate import Accelerator, PartialState
+from accelerate import Accelerator
 from accelerate.utils import set_seed
 from safetensors.torch import save_file
 from torch import nn
@@ -16,6 +16,7 @@ from pipeline.artifact_files import read_tensors
 from pipeline.config import AlignConfig, PipelineConfig
 from pipeline.contracts.history import write_history
 from pipeline.errors import BadInput
+from stages.accelerator import process_state
 from stages.align import model_id
 from stages.align.catalog import RowPlan
 from stages.align.dist import say
@@ -171,7 +172,7 @@ class SaidMethod:
     def settings_read(self, config: PipelineConfig) -> list[object]:
         """The settings, with the number of item shards the run trains in (null: one per process, so a run
         launched over more processes is another run)."""
-        shards = shard_count(config.align.said.shards, PartialState().num_processes)
+        shards = shard_count(config.align.said.shards, process_state().num_processes)
         return [config.align.model_dump(mode="json", include=STAGE_READS | {"attention", "said"}), {"shards": shards}]
 
     def pretrain_dirs(self, config: PipelineConfig) -> list[Path]:
@@ -182,7 +183,8 @@ class SaidMethod:
 
     def describe(self, config: PipelineConfig, items: int) -> str:
         said = config.align.said
-        steps = -(-items // config.align.batch_size) * said.epochs
+        shards = shard_count(said.shards, process_state().num_processes)
+        steps = -(-items // (config.align.batch_size * shards * said.grad_accum)) * said.epochs
         return f"{said.epochs} epochs = about {min(steps, said.max_steps or steps):,} steps"
 
     def load(self, accelerator: Accelerator, align: AlignConfig) -> tuple[Loaded, int]:

@@ -16,6 +16,7 @@ is chosen once; it names the model and the settings the run id hashes, and embed
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -28,12 +29,12 @@ from pipeline.config import PipelineConfig
 from pipeline.contracts import embeddings as contract
 from pipeline.faults import crash_point
 from pipeline.run_ids import code_identity, fingerprint, stage_run_id
-from pipeline.store import RunResult, publish_run, read_manifest, reuse_run, workspace_output
+from pipeline.store import RunResult, read_manifest, reuse_run, workspace_output
 from pipeline.workspace import newest
-from stages.accelerator import stage_accelerator
+from stages.accelerator import publish_on_every_process, stage_accelerator
 from stages.align import export
 from stages.align.catalog import Catalog, plan_rows, read_catalog
-from stages.align.dist import say
+from stages.align.dist import own_peak_rss_gib, peak_rss_gib, say
 from stages.align.evidence import attribute_sets, neighbour_rate
 from stages.align.fuse_method import FuseMethod, member_configs
 from stages.align.method import CHECKPOINTS, TOKENS_CACHE, AlignPlan, Embedded, Method
@@ -135,11 +136,8 @@ def run(config: PipelineConfig, force: bool = False, full: bool = False,
     if planned.mode == "reuse":
         return reuse_run(output, planned.run_id, config.workspace.lock_wait_s, config.workspace.stale_lock_s) \
             if accelerator.is_main_process else None
-    if output.is_published(planned.run_id) and not force and not accelerator.is_main_process:
-        return None
 
     def build(folder: Path) -> dict[str, object]:
-        accelerator.wait_for_everyone()  # the main process has prepared `folder` (cleared if --force)
         set_seed(align.seed)
         rows, base = planned.rows, planned.base
         work = method.describe(config, len(rows.train)) if rows.train else ""
@@ -150,24 +148,20 @@ def run(config: PipelineConfig, force: bool = False, full: bool = False,
             embedded = method.embed(accelerator, config, planned, dataset_dir, folder)
         else:
             embedded = _carry_over(method, planned)
+        started = time.perf_counter()
         export.write_embedded(accelerator, folder, rows, embedded.vectors, embedded.offset, align.export.normalise,
                               _metadata(config, method, planned))
-        accelerator.wait_for_everyone()  # every process's part is written
+        memory = peak_rss_gib(accelerator)  # every process's part is written
         if not accelerator.is_main_process:
             return embedded.facts
-        return _export(config, method, planned, embedded, folder, accelerator)
+        facts = _export(config, method, planned, embedded, folder, accelerator)
+        memory[0] = own_peak_rss_gib()  # the main process also copied kept rows and filled the index
+        return {**facts, "export_seconds": round(time.perf_counter() - started, 2), "peak_rss_gib": memory}
 
-    if not accelerator.is_main_process:
-        build(output.partial_dir(planned.run_id))
-        accelerator.wait_for_everyone()
-        return None
     # The tokens and checkpoints go only once the run is published: until then a crash resumes from them.
-    result = publish_run(output, planned.run_id, build, force=force, keep_partial=True,
-                         scratch=(CHECKPOINTS, TOKENS_CACHE),
-                         lock_wait_s=config.workspace.lock_wait_s, stale_lock_s=config.workspace.stale_lock_s)
-    if accelerator.num_processes > 1 and not result.reused:
-        accelerator.wait_for_everyone()
-    return result
+    return publish_on_every_process(output, planned.run_id, build, force=force, keep_partial=True,
+                                    scratch=(CHECKPOINTS, TOKENS_CACHE), lock_wait_s=config.workspace.lock_wait_s,
+                                    stale_lock_s=config.workspace.stale_lock_s)
 
 
 def _metadata(config: PipelineConfig, method: Method, planned: AlignPlan) -> dict[str, str]:

@@ -198,6 +198,7 @@ def train(folder: Path, config: DownstreamConfig, dataset_dir: Path, dataset_run
         "embedding_dim": None if embeddings is None else embeddings.dim,
         "items_without_embedding": 0 if has is None else int((~has).sum()),
         "num_items": seqs.num_items, "epochs": state.epoch, "best_epoch": state.best_epoch, **init,
+        "processes": accelerator.num_processes,
         "users": {"total": len(seqs.user_ids), "one_interaction_skipped": one_interaction,
                   "trained_on": len(seqs.user_ids) - not_trained},
         "metrics": {"valid": results["model"]["valid"], "test": results["model"]["test"]},

@@ -14,7 +14,8 @@ from pipeline.config import PipelineConfig
 from pipeline.contracts.dataset import item_count
 from pipeline.contracts.embeddings import Embeddings
 from pipeline.run_ids import code_identity, stage_run_id
-from pipeline.store import RunResult, publish_run, read_manifest, workspace_output
+from pipeline.store import RunResult, read_manifest, workspace_output
+from stages.accelerator import publish_on_every_process
 from stages.downstream import kinds, runs
 from stages.downstream.warm_start import WarmStart
 
@@ -71,11 +72,12 @@ def code(kind: str) -> str:
 
 @events.in_stage("train-downstream")
 def run(config: PipelineConfig, force: bool = False, dataset_dir: Path | None = None,
-        embeddings_dir: Path | None = None) -> RunResult:
+        embeddings_dir: Path | None = None) -> RunResult | None:
     """Train, evaluate and publish under `<root>/downstream/<data.name>/<run_id>`; a no-op when published.
 
     `dataset_dir` and `embeddings_dir` name the input runs (a scheduled job passes the ones it just
     published, so a concurrent job cannot swap them); by default the latest and `downstream.embeddings`.
+    Under `accelerate launch` every process trains its share of the batches (DDP); None on helper processes.
     """
     dataset_dir = dataset_dir or runs.dataset_dir(config)
     dataset_run_id = read_manifest(dataset_dir)["run_id"]
@@ -93,6 +95,6 @@ def run(config: PipelineConfig, force: bool = False, dataset_dir: Path | None = 
 
     made = run_id(config, dataset_run_id, embeddings, warm)
     events.making(made)
-    return publish_run(workspace_output(config, "downstream"), made, build_run, force=force, keep_partial=True,
-                       lock_wait_s=config.workspace.lock_wait_s, stale_lock_s=config.workspace.stale_lock_s,
-                       scratch=runs.SCRATCH)
+    return publish_on_every_process(workspace_output(config, "downstream"), made, build_run, force=force,
+                                    keep_partial=True, lock_wait_s=config.workspace.lock_wait_s,
+                                    stale_lock_s=config.workspace.stale_lock_s, scratch=runs.SCRATCH)
