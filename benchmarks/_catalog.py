@@ -47,9 +47,14 @@ class Benchmark:
 _GPU = "SAID training on one H200, a {lm_params_m}M-parameter SmolLM2-shaped LM (random weights), batch {batch_size}, "
 
 BENCHMARKS: tuple[Benchmark, ...] = (
-    Benchmark("prepare_bench", ("python -m benchmarks.prepare_bench",), "about 2 min here", (
+    Benchmark("prepare_bench", ("python -m benchmarks.prepare_bench",
+                                "python -m benchmarks.prepare_bench --rows 100000000"),
+              "about 2 min here, and 15 more for 100M rows", (
         Figure("prepare_bench", "prepare, {rows:,} generated interactions",
-               "{wall_s} s median wall, {rows_per_s:,} rows/s, {peak_rss_gib} GiB peak RSS"),)),
+               "{wall_s} s median wall, {rows_per_s:,} rows/s, {peak_rss_gib} GiB peak RSS"),
+        Figure("prepare_100m", "prepare out of core, {rows:,} generated interactions ({users:,} users, {items:,} "
+               "items; {engine} engine, data.memory_limit_gib {memory_limit_gib})",
+               "{wall_s} s wall, {rows_per_s:,} rows/s, {peak_rss_gib} GiB peak RSS"))),
     Benchmark("align_throughput", (
         f"python -m pipeline.cli prepare -c {SCIENTIFIC}",
         (f"python -m benchmarks.align_throughput --items artifacts/datasets/amazon2018-scientific-unisrec/latest/{ITEMS_FILE}"

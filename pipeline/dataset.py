@@ -20,7 +20,8 @@ from pipeline.errors import BadInput
 from pipeline.ingest import RawData
 from pipeline.text import clean, render
 
-_EXAMPLES = 5
+EXAMPLES = 5
+FILTERS = ("unknown_items", "duplicates", "kcore", "max_history")  # the manifest's `removed` keys, in the order applied
 
 
 @dataclass
@@ -53,7 +54,7 @@ def _clean_items(items: pa.Table, source: str) -> pa.Table:
     conflicting = [item for item, variants in texts.items() if len(variants) > 1]
     if conflicting:
         raise BadInput(f"{source}: {len(conflicting)} item ids appear twice with different text "
-                       f"(e.g. {', '.join(conflicting[:_EXAMPLES])})")
+                       f"(e.g. {', '.join(conflicting[:EXAMPLES])})")
     first = pc.equal(_first_occurrence(items.column("item_id")), True)
     return items.filter(first)
 
@@ -78,7 +79,7 @@ def _render_text(items: pa.Table, config: DataConfig, source: str) -> pa.Table:
     empty = pc.equal(pc.utf8_length(text), 0)
     n_empty = pc.sum(empty).as_py() or 0
     if n_empty and not config.drop_empty_text:
-        examples = pc.filter(items.column("item_id"), empty).to_pylist()[:_EXAMPLES]
+        examples = pc.filter(items.column("item_id"), empty).to_pylist()[:EXAMPLES]
         raise BadInput(f"{source}: {n_empty} items have empty text (e.g. {', '.join(examples)}); "
                        "set data.drop_empty_text=true to drop them")
     return items.append_column(TEXT_COLUMN, text).filter(pc.invert(empty))
@@ -111,18 +112,52 @@ def _kcore(users: np.ndarray, items: np.ndarray, min_user: int, min_item: int) -
     return keep
 
 
+def _repeated_records(users: np.ndarray, items: np.ndarray, timestamps: np.ndarray) -> np.ndarray:
+    """For rows sorted by (user, time, row): the rows repeating an earlier row's user, item and time (a duplicated
+    record, dropped whatever data.dedup says), wherever other items at that time lie between them."""
+    by_item = np.lexsort((items, timestamps, users))  # stable: each (user, time, item) group stays in row order
+    u, t, i = users[by_item], timestamps[by_item], items[by_item]
+    repeat = np.zeros(len(users), dtype=bool)
+    repeat[by_item[1:][(u[1:] == u[:-1]) & (t[1:] == t[:-1]) & (i[1:] == i[:-1])]] = True
+    return repeat
+
+
 def _counts(users: np.ndarray, items: np.ndarray) -> dict[str, int]:
     return {"users": len(np.unique(users)), "items": len(np.unique(items)), "interactions": len(users)}
 
 
 def _check_source_split_kept(source_split: pa.Array, rows: np.ndarray, raw: RawData) -> None:
-    """A pre-split source's valid and test rows must all survive the filters, or its split silently changes."""
     evaluated = pc.is_in(source_split, pa.array(SPLITS[1:])).to_numpy(zero_copy_only=False)
     lost = int(evaluated.sum() - evaluated[rows].sum())
     if lost:
-        raise BadInput(f"{raw.interactions_file}: the filters would remove {lost} valid/test rows of the source's own "
-                       "split; turn them off (data.dedup=none, data.kcore_users=0, data.kcore_items=0, "
-                       "data.drop_unknown_items=false) or set data.split=leave_one_out")
+        raise source_split_lost_error(raw.interactions_file, lost)
+
+
+def catalog(items: pa.Table, config: DataConfig, source: str) -> pa.Table:
+    """A reader's items cleaned, de-duplicated and with their rendered text: the rows interactions are matched
+    against, in source order (every engine starts from this table; it is small beside the log).
+
+    Raises:
+        BadInput: conflicting item ids, an item without id, or empty text (unless allowed).
+    """
+    return _render_text(_clean_items(items, source), config, source)
+
+
+def unknown_items_error(interactions_file: object, count: int, items_file: object, examples: list[str]) -> BadInput:
+    return BadInput(f"{interactions_file}: {count} interactions name items absent from {items_file} or without "
+                    f"text (e.g. {', '.join(examples)}); set data.drop_unknown_items=true to drop them")
+
+
+def nothing_left_error(interactions_file: object, config: DataConfig) -> BadInput:
+    return BadInput(f"{interactions_file}: no interactions left after filtering "
+                    f"(data.kcore_users={config.kcore_users}, data.kcore_items={config.kcore_items})")
+
+
+def source_split_lost_error(interactions_file: object, lost: int) -> BadInput:
+    """A pre-split source's valid and test rows must all survive the filters, or its split silently changes."""
+    return BadInput(f"{interactions_file}: the filters would remove {lost} valid/test rows of the source's own "
+                    "split; turn them off (data.dedup=none, data.kcore_users=0, data.kcore_items=0, "
+                    "data.drop_unknown_items=false) or set data.split=leave_one_out")
 
 
 def build(raw: RawData, config: DataConfig) -> Canonical:
@@ -132,7 +167,7 @@ def build(raw: RawData, config: DataConfig) -> Canonical:
         BadInput: empty text, conflicting item ids, unknown items (unless allowed), or nothing left.
     """
     items_source = str(raw.items_file)
-    items = _render_text(_clean_items(raw.items, items_source), config, items_source)
+    items = catalog(raw.items, config, items_source)
     inter = raw.interactions
     raw_counts = {"users": pc.count_distinct(inter.column("user_id")).as_py(),
                   "items": pc.count_distinct(inter.column("item_id")).as_py(),
@@ -141,10 +176,8 @@ def build(raw: RawData, config: DataConfig) -> Canonical:
     unknown = np.isnan(item_codes) if item_codes.dtype.kind == "f" else np.zeros(len(item_codes), bool)
     dropped_unknown = int(unknown.sum())
     if dropped_unknown and not config.drop_unknown_items:
-        examples = list(Counter(pc.filter(inter.column("item_id"), pa.array(unknown)).to_pylist()))[:_EXAMPLES]
-        raise BadInput(f"{raw.interactions_file}: {dropped_unknown} interactions name items absent from "
-                       f"{items_source} or without text (e.g. {', '.join(map(str, examples))}); "
-                       "set data.drop_unknown_items=true to drop them")
+        examples = list(Counter(pc.filter(inter.column("item_id"), pa.array(unknown)).to_pylist()))[:EXAMPLES]
+        raise unknown_items_error(raw.interactions_file, dropped_unknown, items_source, list(map(str, examples)))
     rows = np.flatnonzero(~unknown)
     item_idx = np.nan_to_num(item_codes[rows]).astype(np.int64) if unknown.any() else item_codes.astype(np.int64)
     user_dict = inter.column("user_id").combine_chunks().dictionary_encode()
@@ -159,9 +192,9 @@ def build(raw: RawData, config: DataConfig) -> Canonical:
     order = np.lexsort((rows, timestamps, user_idx))
     rows, user_idx, item_idx, timestamps = rows[order], user_idx[order], item_idx[order], timestamps[order]
     n_before = len(rows)
-    if has_time:  # the same user, item and time twice is a duplicated record, whatever dedup says
-        same = np.r_[False, (user_idx[1:] == user_idx[:-1]) & (item_idx[1:] == item_idx[:-1]) & (timestamps[1:] == timestamps[:-1])]
-        rows, user_idx, item_idx, timestamps = rows[~same], user_idx[~same], item_idx[~same], timestamps[~same]
+    if has_time and config.dedup != "first":  # `first` keeps one row per (user, item) anyway
+        repeat = _repeated_records(user_idx, item_idx, timestamps)
+        rows, user_idx, item_idx, timestamps = rows[~repeat], user_idx[~repeat], item_idx[~repeat], timestamps[~repeat]
     if config.dedup == "first":
         _, first = np.unique(user_idx * (len(items) + 1) + item_idx, return_index=True)
         keep = np.sort(first)
@@ -178,8 +211,7 @@ def build(raw: RawData, config: DataConfig) -> Canonical:
         rows, user_idx, item_idx, timestamps = rows[recent], user_idx[recent], item_idx[recent], timestamps[recent]
         position, length = _user_groups(user_idx)
     if len(rows) == 0:
-        raise BadInput(f"{raw.interactions_file}: no interactions left after filtering "
-                       f"(data.kcore_users={config.kcore_users}, data.kcore_items={config.kcore_items})")
+        raise nothing_left_error(raw.interactions_file, config)
 
     if use_source_split:
         _check_source_split_kept(source_split, rows, raw)
@@ -202,14 +234,22 @@ def build(raw: RawData, config: DataConfig) -> Canonical:
         "split": split,
     })
     split_counts = {name: int(pc.sum(pc.equal(split, name)).as_py() or 0) for name in SPLITS}
-    facts = {
+    facts = manifest_facts(raw_counts, _counts(user_idx, item_idx), split_counts, use_source_split,
+                           [dropped_unknown, duplicates, kcore_removed, truncated], len(items) - len(used_items),
+                           has_time)
+    return Canonical(out_items, interactions, facts)
+
+
+def manifest_facts(raw_counts: dict[str, int], counts: dict[str, int], split_rows: dict[str, int],
+                   use_source_split: bool, removed: list[int], items_without_interactions: int,
+                   has_time: bool) -> dict[str, Any]:
+    """What the manifest says about how the dataset was made; `removed` in FILTERS order."""
+    return {
         "counts_raw": raw_counts,
-        "counts": _counts(user_idx, item_idx),
-        "split_rows": split_counts,
+        "counts": counts,
+        "split_rows": {name: int(split_rows.get(name, 0)) for name in SPLITS},
         "split_source": "source" if use_source_split else "leave_one_out",
-        "removed": {"unknown_items": dropped_unknown, "duplicates": int(duplicates),
-                    "kcore": int(kcore_removed), "max_history": truncated},
-        "items_without_interactions": int(len(items) - len(used_items)),
+        "removed": {name: int(n) for name, n in zip(FILTERS, removed, strict=True)},
+        "items_without_interactions": int(items_without_interactions),
         "has_timestamps": bool(has_time),
     }
-    return Canonical(out_items, interactions, facts)

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from benchmarks import prepare_bench
 from benchmarks._catalog import by_name
 from benchmarks._results import RESULTS_ENV
 from pipeline import prepare
@@ -62,10 +63,13 @@ def test_recommend_latency_smoke(tmp_path) -> None:
 
 def test_prepare_bench_smoke(monkeypatch, tmp_path) -> None:
     results = run_benchmark(monkeypatch, tmp_path, "prepare_bench", "--rows", 3000, "--users", 200, "--items", 100,
-                            "--repeats", 2)
+                            "--repeats", 2, "--engine", "duckdb", "--memory-limit-gib", 1)
     record = published(results, "prepare_bench", "prepare_bench")
     assert record["rows"] == 3000 and len(record["repeats_wall_s"]) == 2
+    assert (record["engine"], record["memory_limit_gib"]) == ("duckdb", 1)
     assert record["rows_per_s"] > 0 and record["peak_rss_gib"] > 0
+    assert [prepare_bench.result_name(rows) for rows in (3000, 10**7, 10**8)] == [
+        "prepare_bench", "prepare_bench", "prepare_100m"]  # each size above 10M its own file
 
 
 def test_item_encoding_smoke(monkeypatch, tmp_path, tiny_bert) -> None:

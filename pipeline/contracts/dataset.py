@@ -15,11 +15,12 @@ Both files are zstd Parquet with row groups of at most 2**20 rows (`contracts.pa
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 
 import pyarrow as pa
 
-from pipeline.contracts.parquet import check_schema, parquet_rows, read_parquet, write_parquet
+from pipeline.contracts.parquet import check_schema, parquet_rows, read_parquet, write_parquet, write_parquet_batches
 from pipeline.faults import crash_point
 
 ITEMS_FILE = "items.parquet"
@@ -33,17 +34,22 @@ INTERACTIONS_SCHEMA = pa.schema([("user_id", pa.string()), ("item_id", pa.string
 _MISSING = " (run `seqrec-pipeline prepare` first)"
 
 
-def write_dataset(folder: Path, items: pa.Table, interactions: pa.Table) -> None:
-    """Write both files of a dataset run into `folder`.
+def write_dataset(folder: Path, items: pa.Table, interactions: pa.Table | Iterable[pa.RecordBatch]) -> None:
+    """Write both files of a dataset run into `folder`; `interactions` is a table or, from the out-of-core engine,
+    batches in INTERACTIONS_SCHEMA, written as they come.
 
     Raises:
         ValueError: a table lacks a contract column or has it in another type (a bug of the writer's caller).
     """
     check_schema(items, ITEMS_SCHEMA, ITEMS_FILE)
-    check_schema(interactions, INTERACTIONS_SCHEMA, INTERACTIONS_FILE)
+    if isinstance(interactions, pa.Table):
+        check_schema(interactions, INTERACTIONS_SCHEMA, INTERACTIONS_FILE)
     write_parquet(items, folder / ITEMS_FILE)
     crash_point("export.halfway")
-    write_parquet(interactions, folder / INTERACTIONS_FILE)
+    if isinstance(interactions, pa.Table):
+        write_parquet(interactions, folder / INTERACTIONS_FILE)
+    else:
+        write_parquet_batches(interactions, INTERACTIONS_SCHEMA, folder / INTERACTIONS_FILE)
 
 
 def items_path(run_dir: Path) -> Path:

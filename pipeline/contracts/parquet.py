@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 
 import pyarrow as pa
@@ -18,6 +19,14 @@ def write_parquet(table: pa.Table, path: Path, metadata: dict[str, str] | None =
     if metadata:
         table = table.replace_schema_metadata({**(table.schema.metadata or {}), **metadata})
     pq.write_table(table, path, compression=COMPRESSION, row_group_size=ROW_GROUP_ROWS)
+
+
+def write_parquet_batches(batches: Iterable[pa.RecordBatch], schema: pa.Schema, path: Path) -> None:
+    """`write_parquet` for a table that arrives in batches and never lies whole in memory; batches of
+    ROW_GROUP_ROWS rows give the same row groups, so the same file."""
+    with pq.ParquetWriter(path, schema, compression="zstd") as writer:
+        for batch in batches:
+            writer.write_batch(batch, row_group_size=ROW_GROUP_ROWS)
 
 
 def read_parquet(path: Path, columns: list[str] | None = None, missing_hint: str = "") -> pa.Table:

@@ -1,7 +1,9 @@
 """Readers: one per raw format, each turning source files into a `RawData` of string tables.
 
 Each reader module has `files(config) -> list[Path]` (every file it will read, hashed into the run id
-before anything is parsed) and `read(config) -> RawData`.
+before anything is parsed) and `read(config) -> RawData`. Readers whose interactions are one delimited or
+Parquet table also have `read_items(config) -> pa.Table` and `interactions_source(config) -> InteractionsSource`,
+so the out-of-core engine (`pipeline.dataset_sql`) can read the interactions itself, never all in memory.
 
 A reader only parses and checks its files; de-duplication, filtering, sorting and splitting happen
 once, for every format, in `pipeline.dataset`.
@@ -37,6 +39,22 @@ class RawData:
     items: pa.Table
     interactions_file: Path
     items_file: Path
+
+
+@dataclass(frozen=True)
+class InteractionsSource:
+    """Where a reader's interactions lie, for an engine that reads them itself.
+
+    `path` is a delimited file (`delimiter` set, `names` its header) or Parquet (a file, or a folder of parts with
+    hive `key=value/` folders; `delimiter` None, `names` its columns). `columns` maps the reader contract's
+    columns (user_id, item_id, timestamp, split) to source column names; one absent from it is null.
+    """
+
+    path: Path
+    columns: dict[str, str]
+    names: list[str]
+    delimiter: str | None = None
+    quoted: bool = True
 
 
 def interactions_table(user_id: pa.Array, item_id: pa.Array, timestamp: pa.Array | None = None,

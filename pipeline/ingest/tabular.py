@@ -15,9 +15,11 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
+import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from pipeline.errors import BadInput
+from pipeline.ingest import InteractionsSource
 
 
 def require_file(path: Path) -> Path:
@@ -62,9 +64,7 @@ def read_delimited(path: Path, delimiter: str = ",", quoted: bool = True,
     try:
         header_names = names
         if names is None:
-            with path.open("rb") as handle:
-                first = handle.readline().decode("utf-8").rstrip("\r\n")
-            names = next(csv.reader([first], delimiter=delimiter, quoting=csv.QUOTE_MINIMAL if quoted else csv.QUOTE_NONE))
+            names = header(path, delimiter, quoted)
         table = pacsv.read_csv(
             path,
             read_options=pacsv.ReadOptions(block_size=1 << 24, column_names=header_names),
@@ -80,6 +80,17 @@ def read_delimited(path: Path, delimiter: str = ",", quoted: bool = True,
     _refuse_line_breaks(table, path)
     require_columns(table, required or [], path)
     return table
+
+
+def header(path: Path, delimiter: str, quoted: bool) -> list[str]:
+    """The column names on a delimited file's first line.
+
+    Raises:
+        UnicodeDecodeError: the line is not UTF-8.
+    """
+    with path.open("rb") as handle:
+        first = handle.readline().decode("utf-8").rstrip("\r\n")
+    return next(csv.reader([first], delimiter=delimiter, quoting=csv.QUOTE_MINIMAL if quoted else csv.QUOTE_NONE))
 
 
 def _odd_quotes(path: Path) -> bool:
@@ -150,12 +161,42 @@ def read_table(path: Path, required: list[str] | None = None) -> pa.Table:
     return read_delimited(path, "\t" if suffix in {".tsv", ".tab"} else ",", quoted=True, required=required)
 
 
+def table_source(path: Path, columns: dict[str, str], keys: dict[str, str] | None = None) -> InteractionsSource:
+    """What `read_table` would read, described for an engine that reads it itself: only the header (or the Parquet
+    footers) is read here.
+
+    Raises:
+        BadInput: the file is missing or unreadable, or lacks a column of `columns`.
+    """
+    try:
+        if path.is_dir():
+            if not parquet_parts(path):
+                raise BadInput(f"{path}: a folder with no Parquet files")
+            source = InteractionsSource(path, columns, ds.dataset(path, partitioning="hive").schema.names)
+        elif path.suffix.lower() in {".parquet", ".pq"}:
+            source = InteractionsSource(path, columns, pq.read_schema(require_file(path)).names)
+        else:
+            delimiter = "\t" if path.suffix.lower() in {".tsv", ".tab"} else ","
+            source = InteractionsSource(path, columns, header(require_file(path), delimiter, True), delimiter, True)
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise BadInput(f"{path}: not a readable Parquet file or folder ({' '.join(str(exc).split())})") from None
+    except UnicodeDecodeError:
+        raise BadInput(f"{path}: line 1: not UTF-8") from None
+    require_names(source.names, list(columns.values()), path, keys)
+    return source
+
+
 def require_columns(table: pa.Table, required: list[str], path: Path, keys: dict[str, str] | None = None) -> None:
     """Raise BadInput naming the first missing column and, from `keys`, the setting that names it."""
-    missing = [name for name in required if name not in table.column_names]
+    require_names(table.column_names, required, path, keys)
+
+
+def require_names(names: list[str], required: list[str], path: Path, keys: dict[str, str] | None = None) -> None:
+    """`require_columns` for a file's column names (read from its header or footer, the rows left unread)."""
+    missing = [name for name in required if name not in names]
     if missing:
         fix = f"; set {keys[missing[0]]}" if keys and missing[0] in keys else ""
-        raise BadInput(f"{path}: missing column {missing[0]!r} (columns: {', '.join(table.column_names)}){fix}")
+        raise BadInput(f"{path}: missing column {missing[0]!r} (columns: {', '.join(names)}){fix}")
 
 
 def to_epoch(column: pa.ChunkedArray | pa.Array, path: Path, name: str) -> pa.ChunkedArray | pa.Array:
@@ -197,10 +238,13 @@ def _iso_times(column: pa.ChunkedArray | pa.Array, path: Path, name: str) -> pa.
         try:
             moment = None if text is None else datetime.fromisoformat(text)
         except ValueError:
-            raise BadInput(f"{path}: column {name!r}, row {row}: {text!r} is neither an epoch number nor an "
-                           "ISO-8601 time") from None
+            raise not_a_time(path, name, row, text) from None
         times.append(moment if moment is None or moment.tzinfo else moment.replace(tzinfo=UTC))
     return pa.array(times, pa.timestamp("ns", tz="UTC"))
+
+
+def not_a_time(path: Path, name: str, row: int, text: str | None) -> BadInput:
+    return BadInput(f"{path}: column {name!r}, row {row}: {text!r} is neither an epoch number nor an ISO-8601 time")
 
 
 def to_string(column: pa.ChunkedArray | pa.Array, path: Path, name: str) -> pa.ChunkedArray | pa.Array:

@@ -38,8 +38,9 @@ class TextConfig(Section):
 class DataConfig(Section):
     name: str = Field(pattern=NAME_PATTERN, description=(
         "dataset name: the output folder <root>/datasets/<name>"))
-    format: Literal["recbole_atomic", "unisrec", "lcrec", "movielens", "table", "amazon"] = Field(description=(
-        "recbole_atomic | unisrec | lcrec | movielens | table | amazon"))
+    format: Literal["recbole_atomic", "unisrec", "lcrec", "movielens", "table", "amazon", "canonical"] = Field(
+        description=("recbole_atomic | unisrec | lcrec | movielens | table | amazon | canonical (items.parquet and "
+                     "interactions.parquet, files or Spark's folders of parts: docs/canonical-dataset.md)"))
     path: str = Field(description=(
         "folder with the raw files; null = <workspace.root>/raw/<data.name> (`seqrec-pipeline fetch-default-data` "
         "fills artifacts/raw/ml-100k by default)"))
@@ -65,3 +66,9 @@ class DataConfig(Section):
         "drop interactions naming items missing from the item table (else an error)"))
     drop_empty_text: bool = Field(description=(
         "drop items whose rendered text is empty, with their interactions (else an error)"))
+    engine: Literal["auto", "memory", "duckdb"] = Field(description=(
+        "memory: in memory, fastest | duckdb: out of core, within data.memory_limit_gib, spilling to disk "
+        "(recbole_atomic, table, canonical) | auto: memory while its peak (about 220 bytes per interaction) fits "
+        "data.memory_limit_gib, else duckdb; the same dataset either way"))
+    memory_limit_gib: float = Field(ge=0.5, description=(
+        "the memory prepare may use: DuckDB's bound (it spills beyond it) and auto's threshold"))
