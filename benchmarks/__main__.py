@@ -2,7 +2,7 @@
 
     python -m benchmarks                       # every benchmark: full-size commands, run time here, last result
     python -m benchmarks run NAME [NAME ...] [-- ARGS]   # their documented commands; ARGS go to each benchmark
-    python -m benchmarks table [--check]       # write benchmarks/README.md from the result files (--check: compare)
+    python -m benchmarks table [--check]       # write benchmarks/README.md and README.md's scale figures (--check: compare)
 
 Exit codes as the product's: 2 for an unknown name or option, a failed command's own code otherwise.
 """
@@ -18,7 +18,7 @@ import sys
 from benchmarks import _args
 from benchmarks._catalog import BENCHMARKS, Benchmark, by_name
 from benchmarks._results import ROOT, results_dir
-from benchmarks._table import README, render_readme
+from benchmarks._table import README, TOP_README, render_readme, render_top_readme
 from pipeline.errors import EXIT_FAILURE
 
 
@@ -72,13 +72,14 @@ def run(names: list[str], extra: list[str]) -> None:
 
 
 def table(check: bool) -> None:
-    """Write benchmarks/README.md, or with `check` exit 1 when the committed one differs from the rendering."""
-    text = render_readme()
-    if not check:
-        README.write_text(text)
-    elif README.read_text() != text:
-        _args.fail(f"{README.relative_to(ROOT)} differs from the result files: run `python -m benchmarks table`",
-                   EXIT_FAILURE)
+    """Write benchmarks/README.md and the top-level README's scale figures, or with `check` exit 1 when a
+    committed one differs from the rendering."""
+    for path, text in ((README, render_readme()), (TOP_README, render_top_readme(TOP_README.read_text()))):
+        if not check:
+            path.write_text(text)
+        elif path.read_text() != text:
+            _args.fail(f"{path.relative_to(ROOT)} differs from the result files: run `python -m benchmarks table`",
+                       EXIT_FAILURE)
 
 
 def main(argv: list[str]) -> None:

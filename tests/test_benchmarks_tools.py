@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from benchmarks._catalog import BENCHMARKS, MISSING, Figure, render
-from benchmarks._table import README, render_readme
+from benchmarks._table import README, SCALE_BEGIN, TOP_README, render_readme, render_top_readme
 from pipeline.errors import EXIT_BAD_INPUT
 from tests.bench_support import run_benchmark
 from tests.support import REPO
@@ -23,6 +23,8 @@ def benchmarks_cli(*args: str) -> subprocess.CompletedProcess:
 
 def test_the_committed_benchmarks_readme_is_the_rendering_of_the_result_files() -> None:
     assert README.read_text() == render_readme(), "run `python -m benchmarks table` and commit benchmarks/README.md"
+    top = TOP_README.read_text()
+    assert SCALE_BEGIN in top and top == render_top_readme(top), "run `python -m benchmarks table` and commit README.md"
 
 
 def test_a_row_quotes_its_result_file_and_a_missing_one_says_so(tmp_path: Path) -> None:

@@ -21,8 +21,7 @@ in a language model.
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,7 +30,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline.contracts.parquet import COMPRESSION, ROW_GROUP_ROWS, parquet_rows
+from pipeline.contracts.parquet import parquet_rows, write_parquet_batches
 from pipeline.errors import BadInput
 from pipeline.store import MANIFEST, read_manifest, write_json_atomic
 
@@ -80,30 +79,28 @@ def part_path(folder: Path, part: int) -> Path:
     return folder / PARTS_DIR / f"part-{part:05d}.parquet"
 
 
-@contextlib.contextmanager
-def part_writer(folder: Path, part: int, dim: int, metadata: dict[str, str]) -> Iterator[Callable[..., None]]:
-    """Write part `part` of the run in `folder` in pieces: `write(item_ids, vectors, text_sha)` appends rows,
-    so a part copied from another run's parts never needs them all in memory. `metadata` and `dim` go into
-    the schema metadata. The caller refuses non-finite vectors first (it knows what made them)."""
+def write_part(folder: Path, part: int, dim: int, metadata: dict[str, str],
+               chunks: Iterable[tuple[list[str], np.ndarray, list[str]]]) -> None:
+    """Write part `part` of the run in `folder` from `(item_ids, vectors, text_sha)` chunks, so a part copied from
+    another run's parts never lies whole in memory. `metadata` and `dim` go into the schema metadata. The caller
+    refuses non-finite vectors first (it knows what made them)."""
+    target = schema(dim).with_metadata({**metadata, "dim": str(dim)})
+
+    def batches() -> Iterator[pa.RecordBatch]:
+        for item_ids, vectors, text_sha in chunks:
+            flat = pa.array(np.ascontiguousarray(vectors, dtype=np.float32).reshape(-1))
+            yield pa.record_batch([pa.array(item_ids, pa.string()), pa.FixedSizeListArray.from_arrays(flat, dim),
+                                   pa.array(text_sha, pa.string())], schema=target)
+
     path = part_path(folder, part)
     path.parent.mkdir(exist_ok=True)
-    target = schema(dim).with_metadata({**metadata, "dim": str(dim)})
-    with pq.ParquetWriter(path, target, compression=COMPRESSION) as writer:
-        def write(item_ids: list[str], vectors: np.ndarray, text_sha: list[str]) -> None:
-            flat = pa.array(np.ascontiguousarray(vectors, dtype=np.float32).reshape(-1))
-            table = pa.table({"item_id": pa.array(item_ids, pa.string()),
-                              "embedding": pa.FixedSizeListArray.from_arrays(flat, dim),
-                              "text_sha256": pa.array(text_sha, pa.string())}, schema=target)
-            writer.write_table(table, row_group_size=ROW_GROUP_ROWS)
-
-        yield write
+    write_parquet_batches(batches(), target, path)
 
 
 def write_embeddings(folder: Path, item_ids: list[str], vectors: np.ndarray, text_sha: list[str],
                      metadata: dict[str, str], part: int = 0) -> None:
     """Write one part of the run in `folder` from rows in memory (the whole run where it is the only part)."""
-    with part_writer(folder, part, vectors.shape[1], metadata) as write:
-        write(item_ids, vectors, text_sha)
+    write_part(folder, part, vectors.shape[1], metadata, [(item_ids, vectors, text_sha)])
 
 
 def write_index(folder: Path, index: Any) -> dict[str, object]:

@@ -24,7 +24,7 @@ def write_parquet(table: pa.Table, path: Path, metadata: dict[str, str] | None =
 def write_parquet_batches(batches: Iterable[pa.RecordBatch], schema: pa.Schema, path: Path) -> None:
     """`write_parquet` for a table that arrives in batches and never lies whole in memory; batches of
     ROW_GROUP_ROWS rows give the same row groups, so the same file."""
-    with pq.ParquetWriter(path, schema, compression="zstd") as writer:
+    with pq.ParquetWriter(path, schema, compression=COMPRESSION) as writer:
         for batch in batches:
             writer.write_batch(batch, row_group_size=ROW_GROUP_ROWS)
 

@@ -8,6 +8,7 @@ index is filled chunk by chunk (an IVF-PQ index is trained on a sample first).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -80,13 +81,16 @@ def copy_kept(folder: Path, base_dir: Path, rows: RowPlan, dim: int, metadata: d
         return
     keep = np.zeros(contract.count_rows(base_dir), bool)
     keep[rows.from_base] = True
-    offset = 0
-    with contract.part_writer(folder, KEPT_PART, dim, metadata) as write:
+
+    def kept_chunks() -> Iterator[tuple[list[str], np.ndarray, list[str]]]:
+        offset = 0
         for _, ids, vectors, sha, _ in contract.iter_chunks(base_dir):
             mask = keep[offset:offset + len(ids)]
             offset += len(ids)
             if mask.any():
-                write([i for i, m in zip(ids, mask) if m], vectors[mask], [h for h, m in zip(sha, mask) if m])
+                yield [i for i, m in zip(ids, mask) if m], vectors[mask], [h for h, m in zip(sha, mask) if m]
+
+    contract.write_part(folder, KEPT_PART, dim, metadata, kept_chunks())
 
 
 def new_index(spec: IndexSpec, dim: int, items: int, sample: np.ndarray | None) -> faiss.Index:
