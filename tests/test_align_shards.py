@@ -13,9 +13,10 @@ from safetensors.torch import load_file
 from pipeline.contracts.embeddings import read_embeddings
 from pipeline.contracts.history import read_history
 from pipeline.errors import BadInput
-from stages.align import stage
+from stages.align import dist, said, said_items, stage
 from stages.align.item_shards import owned
 from stages.align.said import TrainPlan, batches_of, step_batches, steps_per_epoch
+from stages.align.said_items import read_item_table
 from stages.align.tokens import Tokens
 from tests.align_support import align_config, align_sets, launch, prepared, write_ml100k_slice
 from tests.support import shared_dataset
@@ -85,6 +86,12 @@ def test_two_processes_train_disjoint_shards_resume_after_a_kill_and_match_one_p
     mlp_bytes = sum(v.numel() * 4 for k, v in load_file(str(run_dir / "projector.safetensors")).items()
                     if k.startswith("mlp."))
     assert training["synchronised"] == {"parameters": MLP, "allreduce_bytes_per_step": mlp_bytes}  # no item row
+    # each process wrote the 20 rows it trained as its own part of the item table; none gathered the table
+    parts = sorted((run_dir / said_items.ITEMS_DIR).iterdir())
+    assert [p.name for p in parts] == ["part-00001.safetensors", "part-00002.safetensors"]
+    assert [load_file(str(p))["weight"].shape for p in parts] == [(20, 64), (20, 64)]
+    assert not hasattr(said, "gather_items") and not hasattr(dist, "gather_rows")
+    np.testing.assert_allclose(read_item_table(run_dir), read_item_table(one.run_dir), atol=1e-5)
     history = read_history(run_dir)
     assert [sum(h["items"] for h in history if h["epoch"] == epoch) for epoch in (1, 2)] == [40, 40]
     assert run_dir.name == one.run_dir.name  # same shards, same run

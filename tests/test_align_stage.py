@@ -20,6 +20,7 @@ from stages import resume
 from stages.accelerator import cpu_has_fast_bf16
 from stages.align import stage
 from stages.align.lm import load_encoder
+from stages.align.said_items import read_item_table
 from stages.align.text_encoder import mean_pooled
 from tests.align_support import align_config, align_sets, launch, prepared, write_ml100k_slice
 from tests.fault_support import plant, planted_sites
@@ -41,7 +42,8 @@ def test_said_trains_exports_agreeing_files_and_reuses(tmp_path: Path, slice40: 
     result = stage.run(config)
     manifest = result.manifest
     assert sorted(p.name for p in result.run_dir.iterdir()) == [
-        "config.json", "embeddings", "history.jsonl", "index.faiss", "manifest.json", "projector.safetensors"]
+        "config.json", "embeddings", "history.jsonl", "index.faiss", "manifest.json", "projector-items",
+        "projector.safetensors"]
     assert [p.name for p in (result.run_dir / "embeddings").iterdir()] == ["part-00001.parquet"]  # one process
     embeddings = read_embeddings(result.run_dir)
     assert embeddings.item_ids == [row["item_id"] for row in items]
@@ -49,7 +51,9 @@ def test_said_trains_exports_agreeing_files_and_reuses(tmp_path: Path, slice40: 
     assert embeddings.vectors.shape == (40, 32) and manifest["rows"] == 40 and manifest["dim"] == 32
     check_index(result.run_dir, 40, 32)
     assert embeddings.metadata["method"] == "said" and embeddings.metadata["dataset_run_id"] == manifest["dataset_run_id"]
-    assert load_file(str(result.run_dir / "projector.safetensors"))["items.weight"].shape == (40, 64)
+    assert [p.name for p in (result.run_dir / "projector-items").iterdir()] == ["part-00001.safetensors"]
+    assert read_item_table(result.run_dir).shape == (40, 64)
+    assert "items.weight" not in load_file(str(result.run_dir / "projector.safetensors"))
     assert manifest["training"]["last_loss"] < manifest["training"]["first_loss"] - 0.3
     losses = manifest["evidence"]["prefix_loss"]
     assert losses["learned_prefix"]["loss"] < losses["no_prefix"]["loss"]
@@ -119,9 +123,10 @@ def test_incremental_embeds_only_new_and_changed_items(tmp_path: Path, tiny_llam
     assert np.array_equal(new.vectors[:39], old.vectors[unchanged])
     assert not np.array_equal(new.vectors[39], old.vectors[2]) and new.text_sha256[39] != old.text_sha256[2]
     check_index(grown.run_dir, 46, 32)
-    table = load_file(str(grown.run_dir / "projector.safetensors"))["items.weight"]
-    base_table = load_file(str(base.run_dir / "projector.safetensors"))["items.weight"]
+    table, base_table = read_item_table(grown.run_dir), read_item_table(base.run_dir)
     assert table.shape == (46, 64) and torch.equal(table[:39], base_table[unchanged])
+    assert sorted(p.name for p in (grown.run_dir / "projector-items").iterdir()) == [
+        "part-00000.safetensors", "part-00001.safetensors"]  # mirrors embeddings/
     if item_init == "text":  # the base run's map from text to start vectors is carried over, not refitted
         for name in ("text_mean", "text_basis"):
             base_map = load_file(str(base.run_dir / "projector.safetensors"))[name]

@@ -13,6 +13,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from accelerate import Accelerator
+from safetensors.torch import load_file, save_file
 
 from pipeline.batching import length_batches, shard
 from pipeline.config import load_config
@@ -28,7 +29,7 @@ from pipeline.contracts.embeddings import (
 )
 from pipeline.errors import BadInput, PipelineError
 from pipeline.store import latest_checkpoint
-from stages.align import export, said_method
+from stages.align import export, said_items, said_method
 from stages.align.catalog import RowPlan
 from stages.align.evidence import attribute_sets, neighbour_rate
 from stages.align.lm import load_causal_lm, use_attention
@@ -152,7 +153,7 @@ def test_fit_trains_only_the_projector_and_the_lm_stays_bit_identical(lm, tmp_pa
     plan = TrainPlan(lr=0.05, item_lr=0.05, weight_decay=0.0, schedule="constant", warmup_steps=0, epochs=20,
                      max_steps=None, grad_accum=2, batch_size=2, length_pool=2, seed=0, checkpoint_every=15,
                      shards=None)
-    position, _ = fit(Accelerator(cpu=True), lm.model, projector, tokens, plan, lm.tokenizer.pad_token_id, tmp_path)
+    position = fit(Accelerator(cpu=True), lm.model, projector, tokens, plan, lm.tokenizer.pad_token_id, tmp_path).position
     assert position.step == 40
     assert np.mean(position.losses[-5:]) < np.mean(position.losses[:5]) - 0.5
     assert not any(p.requires_grad for p in lm.model.parameters()) and not lm.model.training
@@ -224,6 +225,34 @@ def test_parts_written_by_two_processes_read_back_as_one_run_and_fill_every_inde
     with pytest.raises(BadInput, match="holds 300 vectors of width 16"):
         check_index(tmp_path, 299, 16)
     assert export.IndexSpec("auto", 8, 4, 4).resolved(export.FLAT_MAX_ITEMS + 1) == "ivfpq"
+
+
+def test_item_parts_read_any_rows_across_parts_and_a_legacy_table_reads_the_same(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """SAID's item table in parts (spans of 7 rows here) and, for runs published before parts, as `items.weight`
+    inside projector.safetensors: the same rows either way, kept rows copied chunk by chunk."""
+    monkeypatch.setattr(said_items, "CHUNK_ROWS", 7)
+    table = torch.randn(30, 4)
+    parts, legacy = tmp_path / "parts", tmp_path / "legacy"
+    for run in (parts, legacy, tmp_path / "kept-parts", tmp_path / "kept-legacy"):
+        run.mkdir()
+    said_items.write_part(parts, 1, table[:12])
+    said_items.write_part(parts, 2, table[12:])
+    published = SAIDProjector(30, item_dim=4, width=8, soft_tokens=2, hidden=16, token_rms=1.0)
+    save_file({**published.state_dict(), "items.weight": table}, str(legacy / said_items.PROJECTOR_FILE))
+    rows = np.array([29, 3, 12, 11, 3, 20])
+    for run in (parts, legacy):
+        assert torch.equal(said_items.read_rows(run, rows), table[rows])
+        assert torch.equal(said_items.read_item_table(run), table)
+        kept = tmp_path / f"kept-{run.name}"
+        said_items.copy_kept(kept, run, np.array([0, 6, 7, 13, 29]))
+        assert torch.equal(load_file(str(said_items.part_path(kept, 0)))["weight"], table[[0, 6, 7, 13, 29]])
+        with pytest.raises(BadInput, match="asked for item row 30, the run's item table has 30 rows"):
+            said_items.read_rows(run, np.array([30]))
+    extended = SAIDProjector(3, item_dim=4, width=8, soft_tokens=2, hidden=16, token_rms=1.0)
+    said_method.continue_from(extended, legacy, [29, None, 3])  # a legacy base still warm-starts a run
+    assert torch.equal(extended.items.weight[[0, 2]], table[[29, 3]])
+    assert torch.equal(extended.mlp[0].weight, published.mlp[0].weight)
 
 
 def test_export_refuses_nan_and_bad_index_settings(tmp_path: Path) -> None:

@@ -23,6 +23,7 @@ from pipeline.contracts.embeddings import read_embeddings, write_embeddings
 from pipeline.errors import BadInput
 from pipeline.store import LOCK, read_manifest
 from stages.align import said_method, stage
+from stages.align.said_items import read_item_table
 from stages.downstream import kinds, recommend, train, warm_start
 from stages.downstream.kinds import build_recommender
 from stages.downstream.sequences import load_sequences
@@ -85,14 +86,15 @@ def test_a_refresh_embeds_exactly_the_new_and_changed_items_and_drops_removed_on
     stored = index.reconstruct_n(0, index.ntotal)
     normalised = new.vectors / np.linalg.norm(new.vectors, axis=1, keepdims=True)
     np.testing.assert_allclose(stored, normalised, atol=1e-6)  # the removed items' vectors are gone too
-    table = load_file(str(grown.run_dir / "projector.safetensors"))["items.weight"]
-    base_table = load_file(str(base.run_dir / "projector.safetensors"))["items.weight"]
+    table, base_table = read_item_table(grown.run_dir), read_item_table(base.run_dir)
     assert table.shape[0] == 44 and torch.equal(table[0], base_table[2])  # item 3 keeps its trained row
     shrunk = _config(root, _day(tmp_path, 3, 40, skip=4, retitle={"5": "Copycat Returns"}), tiny_llama)
     prepared(shrunk)  # only removals: nothing to embed, no model needed
     carried = stage.run(shrunk)
     assert carried.manifest["items_embedded"] == 0 and carried.manifest["items_removed"] == 4
-    assert read_embeddings(carried.run_dir).item_ids == [*kept[2:], "5", *(str(i) for i in range(41, 45))]
+    carried_ids = read_embeddings(carried.run_dir).item_ids
+    assert carried_ids == [*kept[2:], "5", *(str(i) for i in range(41, 45))]
+    assert torch.equal(read_item_table(carried.run_dir), table[[new.item_ids.index(item) for item in carried_ids]])
 
 
 def _two_days(tmp_path: Path, *overrides: str) -> list[tuple[PipelineConfig, Path, Path]]:

@@ -30,6 +30,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from pipeline.chunked_rows import take_rows
 from pipeline.contracts.parquet import parquet_rows, write_parquet_batches
 from pipeline.errors import BadInput
 from pipeline.store import MANIFEST, read_manifest, write_json_atomic
@@ -207,18 +208,10 @@ def count_rows(path: Path) -> int:
 
 def read_rows(path: Path, rows: np.ndarray) -> np.ndarray:
     """The vectors of rows `rows` (in that order), streaming past the parts: only those rows are kept."""
-    order = np.argsort(rows, kind="stable")
-    wanted = np.asarray(rows)[order]
-    out: np.ndarray | None = None
-    offset = 0
-    for _, ids, vectors, _, _ in iter_chunks(path):
-        if out is None:
-            out = np.empty((len(rows), vectors.shape[1]), np.float32)
-        lo, hi = np.searchsorted(wanted, [offset, offset + len(ids)])
-        out[order[lo:hi]] = vectors[wanted[lo:hi] - offset]
-        offset += len(ids)
-    if out is None or (len(wanted) and wanted[-1] >= offset):
-        raise BadInput(f"{path}: asked for row {int(wanted[-1]) if len(wanted) else 0}, the run has {offset} rows")
+    rows = np.asarray(rows)
+    out, total = take_rows(rows, iter_chunks(path), lambda chunk: len(chunk[1]), lambda chunk, local: chunk[2][local])
+    if out is None or (len(rows) and rows.max() >= total):
+        raise BadInput(f"{path}: asked for row {int(rows.max()) if len(rows) else 0}, the run has {total} rows")
     return out
 
 

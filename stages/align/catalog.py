@@ -77,13 +77,6 @@ class RowPlan:
     def changed(self) -> int:
         return len(self.train) - self.new
 
-    def assemble(self, kept: np.ndarray | None, trained: np.ndarray) -> np.ndarray:
-        """Stack per-row values: `kept[from_base[r]]` for the kept rows, then `trained` (one per embedded row)."""
-        if not self.kept:
-            return trained
-        assert kept is not None  # kept rows come from a base
-        return np.concatenate([kept[self.from_base], trained])
-
     def extends_base(self, base_rows: int) -> bool:
         """The run is the base's rows, untouched and in order, plus appended ones (an index can be extended)."""
         return np.array_equal(self.from_base, np.arange(base_rows)) and self.removed == 0

@@ -1,4 +1,4 @@
-"""Accelerate helpers shared by the alignment methods: each process's share of the item rows, gathering rows."""
+"""Accelerate helpers shared by the alignment methods: each process's share of the item rows, memory, logging."""
 
 from __future__ import annotations
 
@@ -24,27 +24,6 @@ def my_range(accelerator: Accelerator, total: int) -> range:
     rank = accelerator.process_index
     start = rank * size + min(rank, extra)
     return range(start, start + size + (rank < extra))
-
-
-def gather_rows(accelerator: Accelerator, rows: np.ndarray, vectors: torch.Tensor, total: int) -> np.ndarray:
-    """Put every process's (rows, vectors) into one (total, dim) float32 matrix, each row exactly once.
-
-    Raises:
-        RuntimeError: a row came back twice or never (a sharding bug must not publish silently).
-    """
-    device = accelerator.device
-    local_rows = torch.as_tensor(rows, dtype=torch.long, device=device)
-    padded_rows = accelerator.pad_across_processes(local_rows, pad_index=-1)
-    padded = accelerator.pad_across_processes(vectors.float().to(device), pad_index=0)
-    all_rows = accelerator.gather(padded_rows).cpu().numpy()
-    all_vectors = accelerator.gather(padded).cpu().numpy()
-    keep = all_rows >= 0
-    all_rows, all_vectors = all_rows[keep], all_vectors[keep]
-    if len(all_rows) != total or len(np.unique(all_rows)) != total:
-        raise RuntimeError(f"gathered {len(all_rows)} rows ({len(np.unique(all_rows))} distinct) for {total} items")
-    out = np.empty((total, all_vectors.shape[1]), dtype=np.float32)
-    out[all_rows] = all_vectors
-    return out
 
 
 def own_peak_rss_gib() -> float:

@@ -19,7 +19,6 @@ from accelerate import Accelerator
 from torch import nn
 
 from pipeline.contracts.embeddings import l2_normalise
-from stages.align.dist import my_rows
 from stages.align.loss import token_nll
 from stages.align.tokens import Tokens, collate
 
@@ -27,24 +26,28 @@ CONDITIONS = ("learned_prefix", "no_prefix", "other_item_prefix")
 
 
 @torch.no_grad()
-def prefix_losses(accelerator: Accelerator, lm: nn.Module, projector: nn.Module, tokens: Tokens, sample: int,
-                  batch_size: int, pad_id: int, seed: int) -> dict[str, object]:
-    """Mean loss and perplexity under the three conditions on `sample` random items (shared across processes)."""
+def prefix_losses(accelerator: Accelerator, lm: nn.Module, soft_tokens: Callable[[np.ndarray], torch.Tensor],
+                  owned: range, tokens: Tokens, sample: int, batch_size: int, pad_id: int, seed: int) -> dict[str, object]:
+    """Mean loss and perplexity under the three conditions on `sample` random items (the same draw on every process).
+
+    Each process scores the drawn items among the catalog rows it `owned` and gives each the prefix of the one
+    drawn before it among them (never its own where it owns two or more), so prefixes come from the item rows it
+    holds (`soft_tokens(rows)`) and only the sums cross processes.
+    """
     n = len(tokens.lengths)
     rng = np.random.default_rng(seed)
     chosen = rng.permutation(n)[:min(sample, n)]
-    donors = np.roll(chosen, 1)  # each item gets the prefix of the item before it: never its own
-    order = my_rows(accelerator, np.arange(len(chosen)))
+    mine = chosen[(chosen >= owned.start) & (chosen < owned.stop)]
+    donors = np.roll(mine, 1)
     device = accelerator.device
     sums = torch.zeros(len(CONDITIONS), dtype=torch.float64, device=device)
     count = torch.zeros((), dtype=torch.float64, device=device)
-    for start in range(0, len(order), batch_size):
-        picked = order[start:start + batch_size]
-        ids, mask = (t.to(device) for t in collate(tokens, chosen[picked], pad_id))
+    for start in range(0, len(mine), batch_size):
+        picked = slice(start, start + batch_size)
+        ids, mask = (t.to(device) for t in collate(tokens, mine[picked], pad_id))
         scored = mask.clone()
         scored[:, 0] = 0
-        own = projector(torch.as_tensor(chosen[picked], device=device))
-        other = projector(torch.as_tensor(donors[picked], device=device))
+        own, other = soft_tokens(mine[picked]), soft_tokens(donors[picked])
         with accelerator.autocast():
             for c, prefix in enumerate((own, None, other)):
                 sums[c] += (token_nll(lm, prefix, ids, mask) * scored).sum().double()

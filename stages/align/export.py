@@ -18,6 +18,7 @@ import torch
 from accelerate import Accelerator
 
 from pipeline.artifact_files import read_faiss
+from pipeline.chunked_rows import rows_in_chunks
 from pipeline.contracts import embeddings as contract
 from pipeline.contracts.embeddings import l2_normalise
 from pipeline.errors import BadInput, PipelineError
@@ -30,7 +31,7 @@ _PQ_BITS = 8
 # bytes per item and scans them all per query: 1M items of 384 dims are 1.5 GiB; IVF-PQ holds pq_m bytes
 # per item and scans a few lists (benchmarks/results/align_scale.json times both).
 FLAT_MAX_ITEMS = 1_000_000
-KEPT_PART = 0  # the rows copied from the base run; process p writes part 1 + p
+KEPT_PART = 0  # the rows copied from the base run; process p writes part 1 + p (`own_part`)
 
 
 @dataclass(frozen=True)
@@ -63,6 +64,11 @@ def stored(vectors: np.ndarray, normalise: str) -> np.ndarray:
     return l2_normalise(vectors) if normalise == "l2" else vectors.astype(np.float32)
 
 
+def own_part(accelerator: Accelerator) -> int:
+    """The number of the part this process writes: the rows it embedded (a method's per-row files mirror it)."""
+    return KEPT_PART + 1 + accelerator.process_index
+
+
 def write_embedded(accelerator: Accelerator, folder: Path, rows: RowPlan, vectors: np.ndarray, offset: int,
                    normalise: str, metadata: dict[str, str]) -> None:
     """This process's part: its vectors are the embedded rows `offset`.. of `rows.train` (every process calls)."""
@@ -72,23 +78,19 @@ def write_embedded(accelerator: Accelerator, folder: Path, rows: RowPlan, vector
     require_finite(accelerator, vectors, ids)
     if len(vectors):
         contract.write_embeddings(folder, ids, vectors, rows.sha[first:first + len(vectors)], metadata,
-                                  part=KEPT_PART + 1 + accelerator.process_index)
+                                  part=own_part(accelerator))
 
 
 def copy_kept(folder: Path, base_dir: Path, rows: RowPlan, dim: int, metadata: dict[str, str]) -> None:
     """The base run's kept rows, stored values bit for bit, copied chunk by chunk into the kept part."""
     if not rows.kept:
         return
-    keep = np.zeros(contract.count_rows(base_dir), bool)
-    keep[rows.from_base] = True
 
     def kept_chunks() -> Iterator[tuple[list[str], np.ndarray, list[str]]]:
-        offset = 0
-        for _, ids, vectors, sha, _ in contract.iter_chunks(base_dir):
-            mask = keep[offset:offset + len(ids)]
-            offset += len(ids)
-            if mask.any():
-                yield [i for i, m in zip(ids, mask) if m], vectors[mask], [h for h, m in zip(sha, mask) if m]
+        for (_, ids, vectors, sha, _), local in rows_in_chunks(rows.from_base, contract.iter_chunks(base_dir),
+                                                               lambda chunk: len(chunk[1])):
+            if len(local):
+                yield [ids[i] for i in local], vectors[local], [sha[i] for i in local]
 
     contract.write_part(folder, KEPT_PART, dim, metadata, kept_chunks())
 

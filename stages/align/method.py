@@ -63,6 +63,9 @@ class Embedded:
     truncated: int | None
     save: Callable[[Path], None]  # the method's files (projector, encoder) in the run's row order (main process)
     offset: int = 0
+    # This process's share of the method's per-row files (SAID's item rows), beside its own embeddings part
+    # (every process, before the main process's `save`).
+    save_part: Callable[[Path], None] = lambda folder: None
 
 
 class Method(Protocol):

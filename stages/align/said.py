@@ -25,7 +25,7 @@ from torch import nn
 
 from pipeline.batching import length_batches
 from stages import resume
-from stages.align.dist import gather_rows, progress, say
+from stages.align.dist import progress, say
 from stages.align.item_shards import Shards, owned, shard_seed
 from stages.align.loss import token_nll
 from stages.align.projector import SAIDProjector
@@ -93,6 +93,22 @@ def enable_checkpointing(lm: nn.Module) -> None:
             module.training = True
 
 
+@dataclass(frozen=True)
+class OwnItems:
+    """This process's trained rows of the item table (catalog rows `rows`), which never leave it, and the
+    projector that maps them to prefixes."""
+
+    projector: SAIDProjector
+    table: nn.Embedding
+    rows: range
+
+    def soft_tokens(self, rows: np.ndarray, mlp: nn.Module | None = None) -> torch.Tensor:
+        """The prefixes of catalog rows `rows` (all in `self.rows`): (B, k, H), through `mlp` (training passes the
+        MLP wrapped for synchronisation) or the projector's own."""
+        local = torch.as_tensor(rows - self.rows.start, device=self.table.weight.device)
+        return self.projector.soft_tokens_of((self.projector.mlp if mlp is None else mlp)(self.table(local)))
+
+
 @dataclass
 class Trainer:
     """What one SAID optimizer step needs (`train_step`); `make_trainer` builds it."""
@@ -109,10 +125,14 @@ class Trainer:
     grad_accum: int
     shards: Shards
 
+    @property
+    def own(self) -> OwnItems:
+        """This process's rows of the item table, as trained so far."""
+        return OwnItems(self.projector, self.items, self.shards.rows)
+
     def soft_tokens(self, rows: np.ndarray) -> torch.Tensor:
-        """The prefixes of catalog rows `rows` (all owned by this process): (B, k, H)."""
-        local = torch.as_tensor(rows - self.shards.rows.start, device=self.accelerator.device)
-        return self.projector.soft_tokens_of(self.mlp(self.items(local)))
+        """The prefixes of catalog rows `rows` (all owned by this process) through the synchronised MLP."""
+        return self.own.soft_tokens(rows, self.mlp)
 
     @property
     def synchronised(self) -> list[nn.Parameter]:
@@ -120,6 +140,16 @@ class Trainer:
         if not isinstance(self.mlp, nn.parallel.DistributedDataParallel):
             return []
         return [p for p in self.mlp.module.parameters() if p.requires_grad]
+
+
+@dataclass(frozen=True)
+class Fitted:
+    """What training leaves: where it stopped, what the processes exchanged (`synchronised_facts`) and this
+    process's trained rows."""
+
+    position: Position
+    synchronised: dict[str, object]
+    items: OwnItems
 
 
 @dataclass(frozen=True)
@@ -224,14 +254,6 @@ def train_step(trainer: Trainer, batches: list[np.ndarray], where: str) -> Step:
     return Step(mean_loss, int(summed[2]), int(summed[3]))
 
 
-def gather_items(trainer: Trainer) -> None:
-    """Put every process's trained rows back into the projector's item table, on every process."""
-    rows = np.arange(trainer.shards.rows.start, trainer.shards.rows.stop)
-    table = gather_rows(trainer.accelerator, rows, trainer.items.weight.detach(), trainer.shards.total)
-    with torch.no_grad():
-        trainer.projector.items.weight.copy_(torch.from_numpy(table))
-
-
 def synchronised_facts(trainer: Trainer) -> dict[str, object]:
     """What the processes exchange each step (for the manifest): the parameters DDP wraps, and their gradients' bytes."""
     names = {id(p): f"mlp.{name}" for name, p in trainer.projector.mlp.named_parameters()}
@@ -240,9 +262,10 @@ def synchronised_facts(trainer: Trainer) -> dict[str, object]:
 
 
 def fit(accelerator: Accelerator, lm: nn.Module, projector: SAIDProjector, tokens: Tokens, plan: TrainPlan,
-        pad_id: int, checkpoints: Path) -> tuple[Position, dict[str, object]]:
-    """Train `projector` (row i = tokens' item i) so that `lm` reproduces each item's text behind it; every process
-    ends with the whole trained projector. Also returns what the processes synchronised (`synchronised_facts`)."""
+        pad_id: int, checkpoints: Path) -> Fitted:
+    """Train `projector` (row i = tokens' item i) so that `lm` reproduces each item's text behind it: each process
+    its own rows of the item table, which stay there (the projector's own table keeps its start values), and the
+    shared MLP."""
     shards = owned(len(tokens.lengths), plan.shards, accelerator.process_index, accelerator.num_processes)
     per_epoch = steps_per_epoch(shards, tokens, plan)
     total = min(per_epoch * plan.epochs, plan.max_steps or per_epoch * plan.epochs)
@@ -277,5 +300,4 @@ def fit(accelerator: Accelerator, lm: nn.Module, projector: SAIDProjector, token
                     resume.save(accelerator, checkpoints, "step", position.step, asdict(position), parts)
             if position.step < total:  # the epoch is done; a run ending on its last batch stays in it
                 position.epoch, position.batch = position.epoch + 1, 0
-    gather_items(trainer)
-    return position, synchronised_facts(trainer)
+    return Fitted(position, synchronised_facts(trainer), trainer.own)

@@ -17,26 +17,26 @@ from pipeline.config import AlignConfig, PipelineConfig
 from pipeline.contracts.history import write_history
 from pipeline.errors import BadInput
 from stages.accelerator import process_state
-from stages.align import model_id
+from stages.align import model_id, said_items
 from stages.align.catalog import RowPlan
 from stages.align.dist import say
 from stages.align.evidence import prefix_losses
-from stages.align.item_shards import owned, shard_count
+from stages.align.export import own_part
+from stages.align.item_shards import shard_count
 from stages.align.lm import Loaded, load_causal_lm, use_attention
 from stages.align.method import CHECKPOINTS, STAGE_READS, AlignPlan, Embedded, check_dim, mean, tokens_to_embed
 from stages.align.projector import SAIDProjector, pool, token_rms
-from stages.align.said import Position, TrainPlan, enable_checkpointing, fit
+from stages.align.said import OwnItems, Position, TrainPlan, enable_checkpointing, fit
+from stages.align.said_items import LEGACY_TENSOR, PROJECTOR_FILE
 from stages.align.tokens import Tokens
 
-PROJECTOR_FILE = "projector.safetensors"
 EMBED_CHUNK = 4096  # items pooled at a time after training: bounds the soft tokens held
 
 
 @dataclass
 class Trained:
-    vectors: np.ndarray  # (this process's items, dim), row i = tokens' item offset + i
-    offset: int
-    projector: SAIDProjector
+    vectors: np.ndarray  # (this process's items, dim), row i = tokens' item `items.rows.start` + i
+    items: OwnItems  # the rows of the item table this process trained
     position: Position
     evidence: dict[str, object]
     synchronised: dict[str, object]  # said.synchronised_facts
@@ -86,43 +86,54 @@ def projector_for(config: AlignConfig, lm: nn.Module, tokens: Tokens, base_dir: 
     return projector
 
 
+def shared_state(projector: SAIDProjector) -> dict[str, torch.Tensor]:
+    """The projector's tensors other than its item table (the MLP and buffers): what PROJECTOR_FILE holds."""
+    return {name: tensor for name, tensor in projector.state_dict().items() if not name.startswith("items.")}
+
+
+def published_state(run_dir: Path) -> dict[str, torch.Tensor]:
+    """A published run's projector tensors other than its item table (never read, even where a run published
+    before item parts holds it in the same file)."""
+    return read_tensors(run_dir / PROJECTOR_FILE, exclude=frozenset({LEGACY_TENSOR}))
+
+
 def continue_from(projector: SAIDProjector, base_dir: Path, base_rows: list[int | None]) -> None:
-    """Take a published run's MLP (frozen, so its rows stay valid) and warm-start items it already had.
+    """Take a published run's MLP (frozen, so its rows stay valid) and warm-start items it already had, reading
+    only their rows of its item table.
 
     `base_rows[i]` is item i's row in the published run, or None for a new item.
 
     Raises:
         BadInput: the published projector has other shapes (soft tokens, widths, LM).
     """
-    state = read_tensors(base_dir / PROJECTOR_FILE)
-    mine = projector.state_dict()
+    state = published_state(base_dir)
+    mine = shared_state(projector)
     optional = {"text_mean", "text_basis"}  # absent from runs made before item_init existed: left at zero
-    mismatched = [k for k, mine_k in mine.items() if k != "items.weight"
-                  and (state[k].shape != mine_k.shape if k in state else k not in optional)]
+    mismatched = [k for k, mine_k in mine.items() if (state[k].shape != mine_k.shape if k in state else k not in optional)]
     if mismatched:
         raise BadInput(f"{base_dir / PROJECTOR_FILE}: projector shapes differ from align.said "
                        f"({', '.join(mismatched)}); run align with --full")
+    warm = [i for i, row in enumerate(base_rows) if row is not None]
     with torch.no_grad():
         for name, tensor in state.items():
-            if name != "items.weight":
-                mine[name].copy_(tensor)
-        for i, row in enumerate(base_rows):
-            if row is not None:
-                projector.items.weight[i].copy_(state["items.weight"][row])
+            mine[name].copy_(tensor)
+        if warm:
+            projector.items.weight[warm] = said_items.read_rows(base_dir, np.array([base_rows[i] for i in warm]))
     projector.mlp.requires_grad_(False)
 
 
-def save_projector(path: Path, projector: SAIDProjector | None, base_dir: Path | None, rows: RowPlan) -> None:
-    """Write the projector with its item table in the run's row order: kept rows from the base run's table,
-    the k-th row embedded now from row k of `projector`'s table (None: nothing was trained, the base's MLP)."""
-    base = read_tensors(base_dir / PROJECTOR_FILE) if base_dir is not None else None
-    source = base if projector is None else projector.state_dict()
-    assert source is not None  # a run with nothing trained always has a base
-    state = {k: v.detach().cpu().contiguous() for k, v in source.items()}
-    trained = state["items.weight"] if projector is not None else state["items.weight"][:0]
-    kept = None if base is None else base["items.weight"].numpy()
-    state["items.weight"] = torch.from_numpy(rows.assemble(kept, trained.numpy()))
-    save_file(state, str(path))
+def save_projector(folder: Path, projector: SAIDProjector | None, base_dir: Path | None, rows: RowPlan) -> None:
+    """The main process's share of the projector's files: PROJECTOR_FILE (`projector`'s MLP and buffers, or the
+    base run's where nothing was trained) and the item table's kept part, copied from the base run's table.
+    Each process writes the rows it trained itself (`said_items.write_part`)."""
+    if projector is not None:
+        state = shared_state(projector)
+    else:
+        assert base_dir is not None  # a run with nothing trained always has a base
+        state = published_state(base_dir)
+    save_file({name: tensor.detach().cpu().contiguous() for name, tensor in state.items()}, str(folder / PROJECTOR_FILE))
+    if base_dir is not None:
+        said_items.copy_kept(folder, base_dir, rows.from_base)
 
 
 def plan_of(config: AlignConfig) -> TrainPlan:
@@ -135,24 +146,26 @@ def plan_of(config: AlignConfig) -> TrainPlan:
 
 def train_and_embed(accelerator: Accelerator, config: AlignConfig, lm: nn.Module, tokens: Tokens,
                     projector: SAIDProjector, pad_id: int, checkpoints: Path) -> Trained:
-    """Train the projector, then embed the items of this process's shards (its part of the run)."""
+    """Train the projector, then embed the items of this process's shards (its part of the run) from the rows of
+    the item table it trained, which never leave it."""
     lm.to(accelerator.device)
     if config.said.gradient_checkpointing:
         enable_checkpointing(lm)
-    position, synchronised = fit(accelerator, lm, projector, tokens, plan_of(config), pad_id, checkpoints)
-    total = len(tokens.lengths)
-    mine = owned(total, config.said.shards, accelerator.process_index, accelerator.num_processes).rows
+    fitted = fit(accelerator, lm, projector, tokens, plan_of(config), pad_id, checkpoints)
+    own = fitted.items
     with torch.no_grad():
-        chunks = [pool(projector(torch.arange(start, min(start + EMBED_CHUNK, mine.stop), device=accelerator.device)),
-                       config.said.pooling).float().cpu().numpy() for start in range(mine.start, mine.stop, EMBED_CHUNK)]
+        chunks = [pool(own.soft_tokens(np.arange(start, min(start + EMBED_CHUNK, own.rows.stop))),
+                       config.said.pooling).float().cpu().numpy() for start in range(own.rows.start, own.rows.stop,
+                                                                                      EMBED_CHUNK)]
     vectors = np.concatenate(chunks) if chunks else np.zeros((0, output_dim(config, lm.config.hidden_size)), np.float32)
+    total = len(tokens.lengths)
     evidence: dict[str, object] = {}
     if config.evidence.items and total > 1:
         say(accelerator)("evidence", f"scoring item text with learned / no / other prefix on "
                          f"{min(config.evidence.items, total)} items")
-        evidence = prefix_losses(accelerator, lm, projector, tokens, config.evidence.items,
+        evidence = prefix_losses(accelerator, lm, own.soft_tokens, own.rows, tokens, config.evidence.items,
                                  config.batch_size, pad_id, config.seed)
-    return Trained(vectors, mine.start, projector, position, evidence, synchronised)
+    return Trained(vectors, own, fitted.position, evidence, fitted.synchronised)
 
 
 @dataclass(frozen=True)
@@ -209,11 +222,15 @@ class SaidMethod:
                         align.said.shards, accelerator.num_processes), "synchronised": trained.synchronised}
 
         def save(out: Path) -> None:
-            save_projector(out / PROJECTOR_FILE, trained.projector, planned.base_dir, rows)
+            save_projector(out, trained.items.projector, planned.base_dir, rows)
             write_history(out, trained.position.history)
 
+        def save_part(out: Path) -> None:
+            if len(trained.items.rows):  # as the embeddings part: only a process with rows writes one
+                said_items.write_part(out, own_part(accelerator), trained.items.table.weight)
+
         return Embedded(trained.vectors, {"training": training, "evidence": {"prefix_loss": trained.evidence}},
-                        loaded.source, tokens.truncated, save, trained.offset)
+                        loaded.source, tokens.truncated, save, trained.items.rows.start, save_part)
 
     def carry_over(self, planned: AlignPlan, folder: Path) -> None:
-        save_projector(folder / PROJECTOR_FILE, None, planned.base_dir, planned.rows)
+        save_projector(folder, None, planned.base_dir, planned.rows)

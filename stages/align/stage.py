@@ -6,9 +6,10 @@ same catalog that run is reused as it is (no model loaded); over a changed catal
 items whose text changed are embedded, every other row is kept bit for bit and removed items are dropped.
 With no such run, or with `full`, every item is embedded.
 
-Runs unchanged on CPU, one GPU or under `accelerate launch`: every process trains or embeds its share,
-the vectors are gathered once, and only the main process writes, through `publish_run`. A killed run
-leaves its partial folder; the next run with the same config picks up its checkpoints.
+Runs unchanged on CPU, one GPU or under `accelerate launch`: every process trains or embeds its share and
+writes it as its own part; the main process writes the rest (kept rows, index, manifest) through
+`publish_run`. A killed run leaves its partial folder; the next run with the same config picks up its
+checkpoints.
 The method (`METHODS`: SAID, a frozen text encoder, Recformer, whose entry point is `stages/recformer/align.py`,
 or the fusion of several, whose members are aligned first)
 is chosen once; it names the model and the settings the run id hashes, and embeds the rows.
@@ -151,7 +152,8 @@ def run(config: PipelineConfig, force: bool = False, full: bool = False,
         started = time.perf_counter()
         export.write_embedded(accelerator, folder, rows, embedded.vectors, embedded.offset, align.export.normalise,
                               _metadata(config, method, planned))
-        memory = peak_rss_gib(accelerator)  # every process's part is written
+        embedded.save_part(folder)
+        memory = peak_rss_gib(accelerator)  # every process's parts are written
         if not accelerator.is_main_process:
             return embedded.facts
         facts = _export(config, method, planned, embedded, folder, accelerator)
