@@ -118,8 +118,8 @@ def test_two_processes_killed_at_a_checkpoint_resume_to_the_same_run(tmp_path: P
     """Under `accelerate launch`, each process restores its own generators: the resumed run is the same run."""
     raw = write_ml100k_slice(shared_dataset("ml-100k"), tmp_path / "raw", items=40)
     sets = [f"workspace.root={tmp_path / 'artifacts'}", "data.name=two", f"data.path={raw}", "data.kcore_users=0",
-            "data.kcore_items=0", f"align.lm={tiny_llama}", "align.said.epochs=2", "align.checkpoint_every=2",
-            "align.evidence.items=0"]
+            "data.kcore_items=0", "align.method=said", f"align.lm={tiny_llama}", "align.said.epochs=2",
+            "align.checkpoint_every=2", "align.evidence.items=0"]
     args = [arg for s in sets for arg in ("--set", s)]
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "ACCELERATE_USE_CPU": "true"}
     env.pop(ENV, None)
