@@ -31,7 +31,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline.chunked_rows import take_rows
-from pipeline.contracts.parquet import parquet_rows, write_parquet_batches
+from pipeline.contracts.parquet import write_parquet_batches
 from pipeline.errors import BadInput
 from pipeline.store import MANIFEST, read_manifest, write_json_atomic
 
@@ -199,11 +199,6 @@ def iter_chunks(path: Path, vectors: bool = True, chunk_rows: int = CHUNK_ROWS
                 yield file, ids, matrix, table.column("text_sha256").to_pylist(), metadata
         except (pa.ArrowException, OSError) as exc:
             raise _unreadable(file, exc) from None
-
-
-def count_rows(path: Path) -> int:
-    """Rows over all parts, from the Parquet footers alone."""
-    return sum(parquet_rows(file) for file in part_files(path)[1])
 
 
 def read_rows(path: Path, rows: np.ndarray) -> np.ndarray:

@@ -6,24 +6,16 @@ import contextlib
 import resource
 from collections.abc import Callable, Iterator
 
-import numpy as np
 import torch
 from accelerate import Accelerator
 
 from pipeline import events
-
-
-def my_rows(accelerator: Accelerator, rows: np.ndarray) -> np.ndarray:
-    """This process's contiguous share of `rows` (shares differ by at most one row)."""
-    return np.array_split(rows, accelerator.num_processes)[accelerator.process_index]
+from stages.align.item_shards import owned
 
 
 def my_range(accelerator: Accelerator, total: int) -> range:
-    """This process's contiguous share of rows 0..total-1, as `my_rows` cuts them."""
-    size, extra = divmod(total, accelerator.num_processes)
-    rank = accelerator.process_index
-    start = rank * size + min(rank, extra)
-    return range(start, start + size + (rank < extra))
+    """This process's contiguous share of rows 0..total-1: one shard per process, cut as SAID's item shards are."""
+    return owned(total, None, accelerator.process_index, accelerator.num_processes).rows
 
 
 def own_peak_rss_gib() -> float:
