@@ -83,7 +83,7 @@ def _train_epoch(objective: torch.nn.Module, optimizer: torch.optim.Optimizer, a
                  rows: torch.Tensor, lengths: np.ndarray, targets_per_batch: float, train: TrainConfig,
                  epoch: int) -> float:
     """One pass over this process's share of windows, batched by length and shuffled by (seed, epoch),
-    so a resumed run repeats it; the mean loss of its targets. A non-finite loss stops training."""
+    so a resumed run repeats it; the mean loss of every process's targets. A non-finite loss stops training."""
     budget = targets_per_batch if train.batch_by == "targets" else None
     batches = length_batches(np.arange(len(rows)), lengths, train.batch_size, train.length_pool, train.seed + epoch, budget)
     batches = shard(batches, accelerator.process_index, accelerator.num_processes)
@@ -102,7 +102,9 @@ def _train_epoch(objective: torch.nn.Module, optimizer: torch.optim.Optimizer, a
             targets += int(lengths[indices].sum())
             # Batches are sorted by length, so one batch's loss jumps; people see the epoch's running mean.
             tracker.advance(len(batch), json_only={"batch_loss": round(value, 4)}, loss=f"{total / targets:.4f}")
-    return total / max(int(sum(lengths[b].sum() for b in batches)), 1)
+    summed = accelerator.reduce(torch.tensor([total, float(sum(lengths[b].sum() for b in batches))],
+                                             dtype=torch.float64, device=accelerator.device), "sum").tolist()
+    return summed[0] / max(summed[1], 1.0)
 
 
 def negative_sampling(seqs: Sequences, train: TrainConfig) -> torch.Tensor | None:
