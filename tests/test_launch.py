@@ -9,6 +9,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+from typer.testing import CliRunner
+
+from pipeline.cli import app
+from pipeline.contracts.downstream import read_metrics
 from tests.align_support import align_sets, launch, write_ml100k_slice
 from tests.support import TINY_MODEL, shared_dataset
 
@@ -28,6 +33,11 @@ def test_run_under_accelerate_launch_runs_every_stage_then_reuses_them(tmp_path:
     downstream = json.loads((made[2] / "manifest.json").read_text())
     assert downstream["processes"] == 2 and downstream["embeddings_run_id"] == made[1].name
     assert (made[3] / "manifest.json").is_file()
+    # Both processes ranked half the users each; one process re-ranking them all gets the same figures.
+    alone = CliRunner().invoke(app, ["evaluate", str(made[2]), *(a for s in sets for a in ("--set", s))])
+    assert alone.exit_code == 0, alone.output
+    test = json.loads(alone.stdout)["model"]["test"]
+    assert test == pytest.approx(read_metrics(made[2])["model"]["test"], abs=1e-6)
     again = launch("run", sets)
     assert again.returncode == 0, again.stderr[-8000:]
     assert [Path(line) for line in again.stdout.split()] == made  # the same runs, reused

@@ -14,11 +14,13 @@ from typing import Any
 
 import numpy as np
 import torch
+from accelerate.utils import gather_object
 
 from pipeline import events, metrics
 from pipeline.config import EvaluateConfig
 from pipeline.contracts.dataset import interactions_path
 from pipeline.errors import BadInput
+from stages.accelerator import process_state
 from stages.downstream.recommender import Recommender
 from stages.downstream.sequences import Sequences, history_pairs, padded
 
@@ -49,12 +51,16 @@ def check_splits(seqs: Sequences, dataset_dir: Path) -> None:
 def _ranks(encode: UserFn, items: torch.Tensor, seqs: Sequences, split: str, mask_history: bool, batch_size: int) -> torch.Tensor:
     """Ranks of every evaluated user's target among all items, scored as `encode(users) @ items.T`.
 
-    Users go in order of history length, so a batch of short histories is not padded to a long one.
+    Users go in order of history length, so a batch of short histories is not padded to a long one. Under
+    `accelerate launch` each process ranks every P-th of them (similar lengths for all) and the ranks are
+    gathered: every process gets all of them, in no particular order (the metrics are means).
     """
     users = split_users(seqs, split)
     users = users[np.argsort(seqs.split_end(split)[users] - seqs.starts[users], kind="stable")]
     if len(users) == 0:
         raise BadInput(f"dataset has no users with a {split} interaction and a history before it; nothing to evaluate")
+    state = process_state()
+    users = users[state.process_index::state.num_processes]
     targets_all = (seqs.valid if split == "valid" else seqs.test)[users] - 1
     ends_all = seqs.split_end(split)[users]
     rank = metrics.BlockedRanks(items, ITEM_BLOCK)
@@ -69,7 +75,8 @@ def _ranks(encode: UserFn, items: torch.Tensor, seqs: Sequences, split: str, mas
                 masked = (torch.from_numpy(rows).to(items.device), torch.from_numpy(columns - 1).to(items.device))
             ranks.append(rank(encode(batch, ends), targets, masked).cpu())
             tracker.advance(len(batch))
-    return torch.cat(ranks)
+    mine = torch.cat(ranks) if ranks else torch.zeros(0, dtype=torch.long)
+    return mine if state.num_processes == 1 else torch.cat(gather_object([mine]))
 
 
 @torch.no_grad()
