@@ -5,10 +5,12 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from pipeline import prepare, run_ids
 from pipeline.config import load_config
+from pipeline.contracts.embeddings import Embeddings
 from stages.align import stage as align
 from stages.downstream import kinds, train
 
@@ -78,6 +80,11 @@ def test_a_setting_a_stage_does_not_read_keeps_its_run_and_one_it_reads_makes_a_
     assert train.run_id(load_config(None, ["downstream.embeddings=null", "downstream.train.lr=0.01"]),
                         "dataset-run", None) != downstream
     assert train.run_id(base, "another-dataset-run", None) != downstream
+    embedded = Embeddings(Path("/w/embeddings/ml-100k/run1"), [], np.zeros((0, 4), np.float32), [], {"dim": "4"},
+                          {"run_id": "run1"})
+    by_word = train.run_id(load_config(None, ["downstream.embeddings=latest"]), "dataset-run", embedded)
+    by_path = train.run_id(load_config(None, [f"downstream.embeddings={embedded.run_dir}"]), "dataset-run", embedded)
+    assert by_word == by_path != downstream  # the embeddings run counts by its id, however it was named
 
     dataset = prepare.run_id(base, SOURCES)
     assert prepare.run_id(load_config(None, ["data.path=/elsewhere"]), SOURCES) == dataset  # read by content

@@ -61,8 +61,10 @@ class SequenceKind:
     sequence: Callable[[ModelConfig], nn.Module]
 
     def settings_read(self, config: PipelineConfig) -> dict[str, Any]:
-        # full_softmax_max_items is read only to resolve `loss: auto`, and the resolved loss is hashed
-        return config.downstream.model_dump(mode="json", exclude={"train": {"full_softmax_max_items"}})
+        # full_softmax_max_items is read only to resolve `loss: auto`, and the resolved loss is hashed; the
+        # embeddings run counts by its id (an input), not by the path or word (`latest`) that named it
+        return config.downstream.model_dump(mode="json", exclude={"embeddings": True,
+                                                                   "train": {"full_softmax_max_items"}})
 
     def other_inputs(self, config: PipelineConfig) -> list[object]:
         return []

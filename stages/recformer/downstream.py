@@ -153,7 +153,8 @@ def load(run_dir: Path, dataset_dir: Path) -> RecformerRecommender:
 
 # The `downstream` settings a recformer run reads; its encoder and training are the `recformer` section's,
 # so changing SASRec's settings does not re-train Recformer (hours on a CPU).
-READ = {"model": {"kind", "max_length"}, "embeddings": True, "missing_items": True, "evaluate": True, "index": True}
+# The embeddings run counts by its id (an input), not by the path or word that named it.
+READ = {"model": {"kind", "max_length"}, "missing_items": True, "evaluate": True, "index": True}
 
 
 @dataclass(frozen=True)
