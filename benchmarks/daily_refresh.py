@@ -1,8 +1,8 @@
 """The scheduled refresh, measured: ml-100k replayed as three days through the real CLI.
 
 Day 1 holds the interactions up to the 90% time quantile, day 2 up to 95%, day 3 all of them with five
-existing items' titles edited. Each day runs the scheduled job (`seqrec-pipeline run` with SAID and the
-default LM, stage two warm-started: `downstream.train.init=previous`), then the same stage two from scratch
+existing items' titles edited. Each day runs the scheduled job (`seqrec-pipeline run -c examples/daily.yaml`
+with SAID and the default LM, stage two warm-started: `downstream.train.init=previous`), then the same stage two from scratch
 for comparison. On day 2, before any retraining, the day-1 model recommends from day-2 histories
 (`recommend --histories`): Recall@10 on the day-2 test targets that are items new on day 2, beside
 popularity counted on day 2's train split; and the same on every day-2 interaction with a new item that
