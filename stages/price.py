@@ -58,8 +58,8 @@ def per_cell_seconds(batches: list[np.ndarray], cells: Callable[[np.ndarray], in
 def price_alignment(config: PipelineConfig, planned: AlignPlan) -> Price:
     """Stage one's plan priced on the configured model, with SAID's own length batches."""
     from stages.accelerator import stage_accelerator
-    from stages.align.loss import token_nll
-    from stages.align.said_method import SaidMethod, build_projector
+    from stages.align import said
+    from stages.align.said_method import SaidMethod, build_projector, plan_of
     from stages.align.text_method import TextMethod
     from stages.align.tokens import collate, tokenize
 
@@ -73,7 +73,8 @@ def price_alignment(config: PipelineConfig, planned: AlignPlan) -> Price:
     texts = [planned.catalog.texts[i] for i in rows.train]
     own = align.method == "text"
     method = TextMethod() if own else SaidMethod()
-    loaded, _ = method.load(stage_accelerator(align.mixed_precision), align)  # the very model `align` trains
+    accelerator = stage_accelerator(align.mixed_precision)
+    loaded, _ = method.load(accelerator, align)  # the very model `align` trains
     tokens = tokenize(texts, loaded.tokenizer, align.max_text_tokens, special_tokens=own)
     pad = loaded.tokenizer.pad_token_id
     batches = length_batches(np.arange(len(texts)), tokens.lengths, align.batch_size, align.length_pool, align.seed)
@@ -90,15 +91,12 @@ def price_alignment(config: PipelineConfig, planned: AlignPlan) -> Price:
 
         seconds = per_cell_seconds(batches, cells, encode) * sum(cells(b) for b in batches)
         return Price(f"{len(texts):,} items to encode in {len(batches):,} batches", seconds)
-    projector = build_projector(align, loaded.model, len(texts))
-    optimizer = torch.optim.AdamW(projector.parameters(), lr=align.said.lr)
+    # The product's own optimizer step (`said.train_step`) on a fresh projector of the run's size.
+    trainer = said.make_trainer(accelerator, loaded.model, build_projector(align, loaded.model, len(texts)), tokens,
+                                plan_of(align), pad, total=len(batches))
 
     def train_step(batch: np.ndarray) -> None:
-        ids, mask = collate(tokens, batch, pad)
-        loss = token_nll(loaded.model, projector(torch.as_tensor(batch)), ids, mask).sum() / mask.sum()
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad()
+        said.train_step(trainer, [batch], "pricing")
 
     steps = len(batches) * align.said.epochs
     share = min(1.0, (align.said.max_steps or steps) / steps)  # max_steps cuts training short
