@@ -90,12 +90,13 @@ def price_alignment(config: PipelineConfig, planned: AlignPlan) -> Price:
 
         seconds = per_cell_seconds(batches, cells, encode) * sum(cells(b) for b in batches)
         return Price(f"{len(texts):,} items to encode in {len(batches):,} batches", seconds)
-    projector = build_projector(align, loaded.model, len(texts))
-    optimizer = torch.optim.AdamW(projector.parameters(), lr=align.said.lr)
+    projector = build_projector(align, loaded.model)
+    items = torch.nn.Embedding(len(texts), align.said.item_dim)  # the whole table, as a one-process run trains it
+    optimizer = torch.optim.AdamW([*projector.parameters(), *items.parameters()], lr=align.said.lr)
 
     def train_step(batch: np.ndarray) -> None:
         ids, mask = collate(tokens, batch, pad)
-        loss = token_nll(loaded.model, projector(torch.as_tensor(batch)), ids, mask).sum() / mask.sum()
+        loss = token_nll(loaded.model, projector(items(torch.as_tensor(batch))), ids, mask).sum() / mask.sum()
         loss.backward()
         optimizer.step()
         optimizer.zero_grad()
