@@ -34,7 +34,7 @@ from benchmarks import _args, _results
 from pipeline.contracts.dataset import ITEMS_FILE
 from stages.accelerator import stage_accelerator
 from stages.align import said
-from stages.align.item_shards import owned
+from stages.align.item_shards import Shards, owned
 from stages.align.lm import load_causal_lm, use_attention
 from stages.align.projector import SAIDProjector, token_rms
 from stages.align.tokens import tokenize
@@ -96,7 +96,7 @@ def optimised_steps(trainer: said.Trainer, batches: list[np.ndarray]) -> Timing:
     return Timing(seconds, text_tokens, flops)
 
 
-def naive_steps(lm, projector, optimizer, texts, tokenizer, batches, width, device) -> Timing:
+def naive_steps(lm, start, optimizer, texts, tokenizer, batches, width, device) -> Timing:
     """The reference: tokenize each batch, pad to the catalog's longest text, fp32, full logits."""
     total_tokens, flops = 0, 0.0
     sync(device)
@@ -105,7 +105,7 @@ def naive_steps(lm, projector, optimizer, texts, tokenizer, batches, width, devi
         encoded = tokenizer([texts[r] for r in rows], add_special_tokens=False, padding="max_length",
                             truncation=True, max_length=width, return_tensors="pt")
         ids, mask = encoded["input_ids"].to(device), encoded["attention_mask"].to(device)
-        prefix = projector(torch.as_tensor(rows, device=device))
+        prefix = start.soft_tokens(rows)
         embeds = torch.cat([prefix, lm.get_input_embeddings()(ids)], dim=1)
         attention = torch.cat([mask.new_ones(len(rows), SOFT_TOKENS), mask], dim=1)
         logits = lm(inputs_embeds=embeds, attention_mask=attention, use_cache=False).logits  # (B, k+L, V)
@@ -121,17 +121,19 @@ def naive_steps(lm, projector, optimizer, texts, tokenizer, batches, width, devi
     return Timing(time.perf_counter() - started, total_tokens, flops)
 
 
-def fresh_projector(lm: nn.Module, items: int, device: torch.device) -> SAIDProjector:
+def fresh_start(lm: nn.Module, shards: Shards, device: torch.device) -> said.OwnItems:
+    """A fresh projector and this process's rows of the item table."""
     embedding = lm.get_input_embeddings()
-    return SAIDProjector(items, 64, 256, SOFT_TOKENS, lm.config.hidden_size,
-                         token_rms(embedding, embedding.num_embeddings)).to(device)
+    rms = token_rms(embedding, embedding.num_embeddings)
+    projector = SAIDProjector(64, 256, SOFT_TOKENS, lm.config.hidden_size, rms)
+    return said.OwnItems(projector.to(device), nn.Embedding(len(shards.rows), 64).to(device), shards)
 
 
 def train_plan(batch_size: int) -> said.TrainPlan:
     """The stage's training settings where they shape the work (batching, one batch per step); rates do not."""
     return said.TrainPlan(lr=1e-3, item_lr=1e-3, weight_decay=0.0, schedule="constant", warmup_steps=0, epochs=1,
                           max_steps=None, grad_accum=1, batch_size=batch_size, length_pool=32, seed=0,
-                          checkpoint_every=0, shards=None)
+                          checkpoint_every=0)
 
 
 def median_rate(timings: list[Timing]) -> tuple[float, float]:
@@ -176,23 +178,23 @@ def main() -> None:
     tokens = tokenize(texts, tokenizer, args.max_text_tokens, special_tokens=False)
     width = int(tokens.lengths.max())
     plan = train_plan(args.batch_size)
-    shards = owned(len(texts), plan.shards, accelerator.process_index, accelerator.num_processes)
+    shards = owned(len(texts), None, accelerator.process_index, accelerator.num_processes)
     batches = [b for per_shard in said.batches_of(shards, tokens, plan, epoch=0) for b in per_shard]
     per_repeat = args.steps + 1  # one warm-up step per repeat
     needed = [batches[i % len(batches)] for i in range(per_repeat * args.repeats)]
     optimised, naive = [], []
     for repeat in range(args.repeats):  # interleaved, so load changes hit both loops alike
         chunk = needed[repeat * per_repeat:(repeat + 1) * per_repeat]
-        trainer = said.make_trainer(accelerator, lm, fresh_projector(lm, len(texts), device), tokens, plan,
+        trainer = said.make_trainer(accelerator, lm, fresh_start(lm, shards, device), tokens, plan,
                                     tokenizer.pad_token_id, total=per_repeat)
         optimised_steps(trainer, chunk[:1])
         optimised.append(optimised_steps(trainer, chunk[1:]))
         accelerator.free_memory()  # the accelerator lets go of this repeat's projector and optimizer
         if not args.skip_naive:
-            projector = fresh_projector(naive_lm, len(texts), device)
-            optimizer = torch.optim.AdamW(projector.parameters(), lr=1e-3)
-            naive_steps(naive_lm, projector, optimizer, texts, tokenizer, chunk[:1], width, device)
-            naive.append(naive_steps(naive_lm, projector, optimizer, texts, tokenizer, chunk[1:], width, device))
+            start = fresh_start(naive_lm, shards, device)
+            optimizer = torch.optim.AdamW([*start.projector.parameters(), *start.table.parameters()], lr=1e-3)
+            naive_steps(naive_lm, start, optimizer, texts, tokenizer, chunk[:1], width, device)
+            naive.append(naive_steps(naive_lm, start, optimizer, texts, tokenizer, chunk[1:], width, device))
     peak_dtype = str(dtype).split(".")[1]  # the limit for the dtype the optimised loop computes in
     peak = _results.matmul_peak_gflops(size=args.peak_size * (1 if device.type == "cpu" else 2), dtype=peak_dtype,
                                        device=device.type)

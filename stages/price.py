@@ -59,7 +59,8 @@ def price_alignment(config: PipelineConfig, planned: AlignPlan) -> Price:
     """Stage one's plan priced on the configured model, with SAID's own length batches."""
     from stages.accelerator import stage_accelerator
     from stages.align import said
-    from stages.align.said_method import SaidMethod, build_projector, plan_of
+    from stages.align.item_shards import owned
+    from stages.align.said_method import SaidMethod, plan_of, projector_for
     from stages.align.text_method import TextMethod
     from stages.align.tokens import collate, tokenize
 
@@ -91,9 +92,9 @@ def price_alignment(config: PipelineConfig, planned: AlignPlan) -> Price:
 
         seconds = per_cell_seconds(batches, cells, encode) * sum(cells(b) for b in batches)
         return Price(f"{len(texts):,} items to encode in {len(batches):,} batches", seconds)
-    # The product's own optimizer step (`said.train_step`) on a fresh projector of the run's size.
-    trainer = said.make_trainer(accelerator, loaded.model, build_projector(align, loaded.model, len(texts)), tokens,
-                                plan_of(align), pad, total=len(batches))
+    # The product's own start and optimizer step (`said.train_step`), one process owning every item to train.
+    start = projector_for(align, loaded.model, tokens, owned(len(texts), None, 0, 1), None, [None] * len(texts))
+    trainer = said.make_trainer(accelerator, loaded.model, start, tokens, plan_of(align), pad, total=len(batches))
 
     def train_step(batch: np.ndarray) -> None:
         said.train_step(trainer, [batch], "pricing")

@@ -27,7 +27,7 @@ MLP = ["mlp.0.weight", "mlp.0.bias", "mlp.2.weight", "mlp.2.bias"]
 def _plan(batch_size: int, grad_accum: int = 1) -> TrainPlan:
     return TrainPlan(lr=1e-3, item_lr=1e-2, weight_decay=0.0, schedule="constant", warmup_steps=0, epochs=1,
                      max_steps=None, grad_accum=grad_accum, batch_size=batch_size, length_pool=2, seed=3,
-                     checkpoint_every=0, shards=4)
+                     checkpoint_every=0)
 
 
 @pytest.mark.parametrize("processes", [1, 2, 4])

@@ -31,10 +31,11 @@ from pipeline.store import latest_checkpoint
 from stages.align import export, said_items, said_method
 from stages.align.catalog import RowPlan
 from stages.align.evidence import attribute_sets, neighbour_rate
+from stages.align.item_shards import Shards, owned
 from stages.align.lm import load_causal_lm, use_attention
 from stages.align.loss import token_nll
 from stages.align.projector import SAIDProjector, pool, token_rms
-from stages.align.said import TrainPlan, enable_checkpointing, fit, lr_factor
+from stages.align.said import OwnItems, TrainPlan, enable_checkpointing, fit, lr_factor
 from stages.align.tokens import collate, tokenize
 
 TEXTS = ["movie_title: Toy Story\nrelease_year: 1995\nclass: Animation Children's Comedy",
@@ -73,8 +74,8 @@ def test_soft_tokens_have_the_rms_of_the_lms_token_embeddings(lm) -> None:
     rms = token_rms(embedding, embedding.num_embeddings)
     reference = embedding.weight.pow(2).mean(dim=1).sqrt().mean().item()
     assert rms == pytest.approx(reference, rel=1e-5)
-    projector = SAIDProjector(num_items=5, item_dim=8, width=16, soft_tokens=3, hidden=32, token_rms=rms)
-    soft = projector(torch.arange(5))
+    projector = SAIDProjector(item_dim=8, width=16, soft_tokens=3, hidden=32, token_rms=rms)
+    soft = projector(torch.randn(5, 8))
     assert soft.shape == (5, 3, 32)
     torch.testing.assert_close(soft.pow(2).mean(-1).sqrt(), torch.full((5, 3), rms), atol=1e-4, rtol=1e-3)
     assert pool(soft, "mean").shape == (5, 32) and pool(soft, "concat").shape == (5, 96)
@@ -103,33 +104,57 @@ def test_tokens_are_cached_truncated_and_counted(lm, tmp_path: Path) -> None:
     assert tokenize(TEXTS, lm.tokenizer, 7, special_tokens=False, cache=cache).lengths.max() == 7  # new settings
 
 
+def _start(config, lm, tokens, shards: Shards) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    """The projector's state and the table `projector_for` gives the process holding `shards`."""
+    start = said_method.projector_for(config, lm.model, tokens, shards, None, [None] * len(tokens.lengths))
+    return start.projector.state_dict(), start.table.weight.detach()
+
+
 def test_a_projector_starts_from_the_seed_whatever_ran_before(lm) -> None:
     config = load_config(None, ["align.seed=3"]).align
     tokens = tokenize(TEXTS, lm.tokenizer, 64, special_tokens=False)
-    first = said_method.projector_for(config, lm.model, tokens, None, [None] * len(TEXTS)).state_dict()
+    first, first_table = _start(config, lm, tokens, owned(len(TEXTS), None, 0, 1))
     torch.rand(1000)  # e.g. a first-time model conversion draws random numbers before the projector is built
-    second = said_method.projector_for(config, lm.model, tokens, None, [None] * len(TEXTS)).state_dict()
-    assert all(torch.equal(first[name], second[name]) for name in first)
+    second, second_table = _start(config, lm, tokens, owned(len(TEXTS), None, 0, 1))
+    assert all(torch.equal(first[name], second[name]) for name in first) and torch.equal(first_table, second_table)
+
+
+@pytest.mark.parametrize("item_init", ["random", "text"])
+def test_a_process_builds_only_its_rows_of_the_item_table_as_one_process_would(lm, item_init: str) -> None:
+    """Rank 1 of 2 holds its shard's 4 rows of 9, never the whole table, and they are the rows a one-process
+    run with the same shards starts from; so is the MLP, and item_init: text's map, fitted on a sample."""
+    config = load_config(None, ["align.seed=3", f"align.said.item_init={item_init}", "align.said.item_dim=4"]).align
+    tokens = tokenize([*TEXTS, TEXTS[1]], lm.tokenizer, 64, special_tokens=False)
+    with mock.patch.object(said_method, "TEXT_SAMPLE", 6), \
+            mock.patch.object(said_method, "text_means", wraps=said_method.text_means) as means:
+        one, one_table = _start(config, lm, tokens, owned(9, 2, 0, 1))
+        means.reset_mock()
+        two, two_table = _start(config, lm, tokens, owned(9, 2, 1, 2))
+    assert one_table.shape == (9, 4) and two_table.shape == (4, 4)
+    # item_init: text takes the text means of a sample of 6 items, then of its own rows (5..8) alone
+    calls = [call.args[2].tolist() for call in means.call_args_list]
+    assert [len(rows) for rows in calls] == ([6, 4] if item_init == "text" else []) and calls[1:] in ([], [[5, 6, 7, 8]])
+    torch.testing.assert_close(two_table, one_table[5:], atol=1e-6, rtol=0)
+    assert all(torch.equal(one[name], two[name]) for name in one)
 
 
 def test_items_can_start_from_their_texts_and_later_items_are_placed_the_same_way(lm) -> None:
     texts = [*TEXTS, TEXTS[1]]  # the last item repeats GoldenEye's text
     tokens = tokenize(texts, lm.tokenizer, 64, special_tokens=False)
-    means = said_method.text_means(lm.model, tokens)
+    means = said_method.text_means(lm.model, tokens, np.arange(len(texts)))
     embedded = lm.model.get_input_embeddings()(torch.as_tensor(tokens.item(3))).float().mean(dim=0)
     torch.testing.assert_close(means[3], embedded)
+    torch.testing.assert_close(said_method.text_means(lm.model, tokens, np.array([8, 3])), means[[8, 3]])
     hidden = lm.model.config.hidden_size
-    projector = SAIDProjector(len(texts), item_dim=4, width=8, soft_tokens=2, hidden=hidden, token_rms=1.0)
-    projector.init_from_text(torch.arange(6), means[:6])
-    start = projector.items.weight[:6].detach()
+    projector = SAIDProjector(item_dim=4, width=8, soft_tokens=2, hidden=hidden, token_rms=1.0)
+    projector.fit_text_basis(means[:6])
+    start = projector.text_start(means[:6])
     # centred, unit-variance principal components: the scale of the default normal start
     torch.testing.assert_close(start.mean(dim=0), torch.zeros(4), atol=1e-4, rtol=0)
     torch.testing.assert_close(start.std(dim=0), torch.ones(4), atol=1e-3, rtol=0)
-    basis = projector.text_basis.clone()
-    projector.init_from_text(torch.tensor([6, 7, 8]), means[6:])  # items added later: the same map, no refit
-    assert torch.equal(projector.text_basis, basis)
-    torch.testing.assert_close(projector.items.weight[6:].detach(), (means[6:] - projector.text_mean) @ basis)
-    torch.testing.assert_close(projector.items.weight[8], projector.items.weight[1])  # same text, same start
+    later = projector.text_start(means[6:])  # items added later: the same map
+    torch.testing.assert_close(later, (means[6:] - projector.text_mean) @ projector.text_basis)
+    torch.testing.assert_close(later[2], start[1])  # same text, same start
 
 
 def test_the_attention_kernel_is_eager_on_cpu_unless_configured(tiny_llama: Path) -> None:
@@ -148,11 +173,11 @@ def test_fit_trains_only_the_projector_and_the_lm_stays_bit_identical(lm, tmp_pa
     tokens = tokenize(TEXTS, lm.tokenizer, 32, special_tokens=False)
     torch.manual_seed(0)
     embedding = lm.model.get_input_embeddings()
-    projector = SAIDProjector(len(TEXTS), 8, 32, 2, 32, token_rms(embedding, embedding.num_embeddings))
+    projector = SAIDProjector(8, 32, 2, 32, token_rms(embedding, embedding.num_embeddings))
+    start = OwnItems(projector, torch.nn.Embedding(len(TEXTS), 8), owned(len(TEXTS), None, 0, 1))
     plan = TrainPlan(lr=0.05, item_lr=0.05, weight_decay=0.0, schedule="constant", warmup_steps=0, epochs=20,
-                     max_steps=None, grad_accum=2, batch_size=2, length_pool=2, seed=0, checkpoint_every=15,
-                     shards=None)
-    position = fit(Accelerator(cpu=True), lm.model, projector, tokens, plan, lm.tokenizer.pad_token_id, tmp_path).position
+                     max_steps=None, grad_accum=2, batch_size=2, length_pool=2, seed=0, checkpoint_every=15)
+    position = fit(Accelerator(cpu=True), lm.model, start, tokens, plan, lm.tokenizer.pad_token_id, tmp_path).position
     assert position.step == 40
     assert np.mean(position.losses[-5:]) < np.mean(position.losses[:5]) - 0.5
     assert not any(p.requires_grad for p in lm.model.parameters()) and not lm.model.training
@@ -236,7 +261,7 @@ def test_item_parts_read_any_rows_across_parts_and_a_legacy_table_reads_the_same
         run.mkdir()
     said_items.write_part(parts, 1, table[:12])
     said_items.write_part(parts, 2, table[12:])
-    published = SAIDProjector(30, item_dim=4, width=8, soft_tokens=2, hidden=16, token_rms=1.0)
+    published = SAIDProjector(item_dim=4, width=8, soft_tokens=2, hidden=16, token_rms=1.0)
     save_file({**published.state_dict(), "items.weight": table}, str(legacy / said_items.PROJECTOR_FILE))
     rows = np.array([29, 3, 12, 11, 3, 20])
     for run in (parts, legacy):
@@ -247,9 +272,10 @@ def test_item_parts_read_any_rows_across_parts_and_a_legacy_table_reads_the_same
         assert torch.equal(load_file(str(said_items.part_path(kept, 0)))["weight"], table[[0, 6, 7, 13, 29]])
         with pytest.raises(BadInput, match="asked for item row 30, the run's item table has 30 rows"):
             said_items.read_rows(run, np.array([30]))
-    extended = SAIDProjector(3, item_dim=4, width=8, soft_tokens=2, hidden=16, token_rms=1.0)
-    said_method.continue_from(extended, legacy, [29, None, 3])  # a legacy base still warm-starts a run
-    assert torch.equal(extended.items.weight[[0, 2]], table[[29, 3]])
+    extended = SAIDProjector(item_dim=4, width=8, soft_tokens=2, hidden=16, token_rms=1.0)
+    own = torch.zeros(2, 4)  # the process holding catalog rows 1..2 of 3: a legacy base still warm-starts them
+    said_method.continue_from(extended, own, range(1, 3), legacy, [29, None, 3])
+    assert torch.equal(own[0], torch.zeros(4)) and torch.equal(own[1], table[3])
     assert torch.equal(extended.mlp[0].weight, published.mlp[0].weight)
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 
 from pipeline.errors import BadInput
 
@@ -60,3 +61,18 @@ def owned(total: int, configured: int | None, rank: int, processes: int) -> Shar
 def shard_seed(seed: int, epoch: int, shard: int) -> np.random.SeedSequence:
     """The shuffling seed of one shard's batches in one epoch (independent streams per shard)."""
     return np.random.SeedSequence([seed, epoch, shard])
+
+
+def shard_generator(seed: int, shard: int) -> torch.Generator:
+    """The generator of one shard's fresh item rows: the shard's child of `seed` (a stream apart from every
+    `shard_seed`), so a shard starts the same whichever process holds it."""
+    state = np.random.SeedSequence(seed, spawn_key=(shard,)).generate_state(1, np.uint64)[0]
+    return torch.Generator().manual_seed(int(state))
+
+
+def random_rows(shards: Shards, width: int, seed: int) -> torch.Tensor:
+    """This process's rows of a fresh item table (its shards' rows, in order), normal(0, 1) like
+    nn.Embedding's start: each shard's from its own generator, never the rows of other processes."""
+    sizes = [stop - start for start, stop in map(shards.bounds, shards.mine)]
+    return torch.cat([torch.randn(size, width, generator=shard_generator(seed, shard))
+                      for shard, size in zip(shards.mine, sizes)])

@@ -1,4 +1,4 @@
-"""SAID's projector: a trainable vector per item, mapped by a small MLP to k soft tokens for a frozen LM."""
+"""SAID's projector: a small MLP that maps an item's trainable vector to k soft tokens for a frozen LM."""
 
 from __future__ import annotations
 
@@ -9,44 +9,54 @@ from torch import nn
 
 
 class SAIDProjector(nn.Module):
-    """Item index -> k soft-token vectors at the scale of the LM's own token embeddings.
+    """Item vector -> k soft-token vectors at the scale of the LM's own token embeddings.
 
     Each soft token is RMS-normalised and multiplied by `token_rms`, the typical RMS of the LM's input
     embeddings (as `get_input_embeddings()(ids)` returns them, so a model that scales embeddings itself,
     like Gemma's sqrt(hidden), is matched too); a prefix far off that scale is out of the LM's distribution.
+    The item table is not part of it: each process holds only its own rows (`said.OwnItems`), while this
+    module, the part every process shares, is the same small size on all of them.
     """
 
-    def __init__(self, num_items: int, item_dim: int, width: int, soft_tokens: int, hidden: int,
-                 token_rms: float) -> None:
+    def __init__(self, item_dim: int, width: int, soft_tokens: int, hidden: int, token_rms: float) -> None:
         super().__init__()
         self.soft_tokens, self.hidden = soft_tokens, hidden
-        self.items = nn.Embedding(num_items, item_dim)
         self.mlp = nn.Sequential(nn.Linear(item_dim, width), nn.GELU(), nn.Linear(width, soft_tokens * hidden))
         self.register_buffer("token_rms", torch.tensor(float(token_rms)))
-        # How item_init: text places an item (zero until used): the catalog's mean token embedding and the
-        # (hidden, item_dim) map onto its whitened principal components. Kept with the weights, so items
-        # added by a later incremental run are placed the same way.
+        # How item_init: text places an item (zero until used): the mean token embedding of a sample of the
+        # catalog's items and the (hidden, item_dim) map onto their whitened principal components. Kept with the
+        # weights, so items added by a later incremental run are placed the same way.
         self.register_buffer("text_mean", torch.zeros(hidden))
         self.register_buffer("text_basis", torch.zeros(hidden, item_dim))
 
+    @property
+    def item_dim(self) -> int:
+        return self.mlp[0].in_features
+
+    @property
+    def places_by_text(self) -> bool:
+        """Whether the text map is set (fitted here, or taken from a published run)."""
+        return bool(self.text_basis.any())
+
     @torch.no_grad()
-    def init_from_text(self, rows: torch.Tensor, means: torch.Tensor) -> None:
-        """Start items `rows` from their texts: `means` (R, hidden) are their mean input-token embeddings.
-
-        The first call fits the principal components on these items; every call projects onto them, each
-        component scaled to unit variance (the scale of the default normal start).
-        """
+    def fit_text_basis(self, means: torch.Tensor) -> None:
+        """Fit the text map on `means` (R, hidden), mean input-token embeddings of a sample of items: their
+        principal components, each scaled to unit variance (the scale of the default normal start)."""
         means = means.float()
-        if not self.text_basis.any():
-            self.text_mean.copy_(means.mean(dim=0))
-            _, spread, directions = torch.linalg.svd(means - self.text_mean, full_matrices=False)
-            k = min(self.items.embedding_dim, len(directions))
-            std = spread[:k] / math.sqrt(max(len(means) - 1, 1))
-            self.text_basis[:, :k] = directions[:k].T / std.clamp_min(1e-6)
-        self.items.weight[rows] = (means - self.text_mean) @ self.text_basis
+        self.text_mean.copy_(means.mean(dim=0))
+        _, spread, directions = torch.linalg.svd(means - self.text_mean, full_matrices=False)
+        k = min(self.item_dim, len(directions))
+        std = spread[:k] / math.sqrt(max(len(means) - 1, 1))
+        self.text_basis[:, :k] = directions[:k].T / std.clamp_min(1e-6)
 
-    def forward(self, rows: torch.Tensor) -> torch.Tensor:
-        return self.soft_tokens_of(self.mlp(self.items(rows)))
+    @torch.no_grad()
+    def text_start(self, means: torch.Tensor) -> torch.Tensor:
+        """The start vectors (R, item_dim) of items whose mean input-token embeddings are `means` (R, hidden)."""
+        return (means.float() - self.text_mean) @ self.text_basis
+
+    def forward(self, vectors: torch.Tensor) -> torch.Tensor:
+        """Item vectors (B, item_dim) -> their soft tokens (B, k, H)."""
+        return self.soft_tokens_of(self.mlp(vectors))
 
     def soft_tokens_of(self, mapped: torch.Tensor) -> torch.Tensor:
         """The MLP's output (B, k*H) as k soft tokens (B, k, H) at the LM's token scale (training calls the MLP

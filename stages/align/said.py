@@ -26,7 +26,7 @@ from torch import nn
 from pipeline.batching import length_batches
 from stages import resume
 from stages.align.dist import progress, say
-from stages.align.item_shards import Shards, owned, shard_seed
+from stages.align.item_shards import Shards, shard_seed
 from stages.align.loss import token_nll
 from stages.align.projector import SAIDProjector
 from stages.align.tokens import Tokens, collate
@@ -46,7 +46,6 @@ class TrainPlan:
     length_pool: int
     seed: int
     checkpoint_every: int
-    shards: int | None  # align.said.shards (null: one per process)
 
 
 @dataclass
@@ -95,12 +94,17 @@ def enable_checkpointing(lm: nn.Module) -> None:
 
 @dataclass(frozen=True)
 class OwnItems:
-    """This process's trained rows of the item table (catalog rows `rows`), which never leave it, and the
-    projector that maps them to prefixes."""
+    """This process's rows of the item table (those of the shards it owns), which never leave it, and the
+    projector that maps them to prefixes: what training starts from and what it leaves."""
 
     projector: SAIDProjector
-    table: nn.Embedding
-    rows: range
+    table: nn.Embedding  # row i = catalog row `rows.start` + i
+    shards: Shards
+
+    @property
+    def rows(self) -> range:
+        """The catalog rows of `table`."""
+        return self.shards.rows
 
     def soft_tokens(self, rows: np.ndarray, mlp: nn.Module | None = None) -> torch.Tensor:
         """The prefixes of catalog rows `rows` (all in `self.rows`): (B, k, H), through `mlp` (training passes the
@@ -115,7 +119,7 @@ class Trainer:
 
     accelerator: Accelerator
     lm: nn.Module  # frozen
-    projector: SAIDProjector  # its MLP is trained (through `mlp`), its item table only starts `items`
+    projector: SAIDProjector  # its MLP is trained (through `mlp`)
     items: nn.Embedding  # this process's rows of the item table (`shards.rows`): never synchronised
     mlp: nn.Module  # the projector's MLP, wrapped by `accelerator` to synchronise it across processes
     optimizer: torch.optim.Optimizer
@@ -128,7 +132,7 @@ class Trainer:
     @property
     def own(self) -> OwnItems:
         """This process's rows of the item table, as trained so far."""
-        return OwnItems(self.projector, self.items, self.shards.rows)
+        return OwnItems(self.projector, self.items, self.shards)
 
     def soft_tokens(self, rows: np.ndarray) -> torch.Tensor:
         """The prefixes of catalog rows `rows` (all owned by this process) through the synchronised MLP."""
@@ -185,17 +189,11 @@ def step_batches(per_shard: list[list[np.ndarray]], step: int, grad_accum: int) 
     return [rows for batches in per_shard for rows in batches[step * grad_accum:(step + 1) * grad_accum]]
 
 
-def make_trainer(accelerator: Accelerator, lm: nn.Module, projector: SAIDProjector, tokens: Tokens, plan: TrainPlan,
+def make_trainer(accelerator: Accelerator, lm: nn.Module, start: OwnItems, tokens: Tokens, plan: TrainPlan,
                  pad_id: int, total: int) -> Trainer:
-    """This process's rows of the item table and the MLP (wrapped for synchronisation), AdamW over both at their
-    own rates and its schedule over `total` steps.
-
-    Raises:
-        BadInput: `align.said.shards` cannot be dealt out evenly to the processes.
-    """
-    shards = owned(len(tokens.lengths), plan.shards, accelerator.process_index, accelerator.num_processes)
-    rows = shards.rows
-    items = nn.Embedding.from_pretrained(projector.items.weight[rows.start:rows.stop].detach().clone(), freeze=False)
+    """This process's rows of the item table and the MLP (wrapped for synchronisation), trained from `start`: AdamW
+    over both at their own rates and its schedule over `total` steps."""
+    projector, items = start.projector, start.table
     projector.to(accelerator.device)
     items.to(accelerator.device)
     # Fused: the same update in one kernel. It touches every row of the table each step, a cost that grows
@@ -208,7 +206,7 @@ def make_trainer(accelerator: Accelerator, lm: nn.Module, projector: SAIDProject
     mlp = accelerator.prepare_model(projector.mlp) if trains_mlp else projector.mlp
     optimizer = accelerator.prepare_optimizer(optimizer)
     return Trainer(accelerator, lm, projector, items, mlp, optimizer, scheduler, tokens, pad_id, plan.grad_accum,
-                   shards)
+                   start.shards)
 
 
 def _synchronise(trainer: Trainer) -> None:
@@ -217,7 +215,7 @@ def _synchronise(trainer: Trainer) -> None:
     gradients for its own rows are already whole."""
     accelerator = trainer.accelerator
     if trainer.synchronised:
-        idle = torch.zeros(1, trainer.projector.items.embedding_dim, device=accelerator.device)
+        idle = torch.zeros(1, trainer.items.embedding_dim, device=accelerator.device)
         accelerator.backward(trainer.mlp(idle).sum() * 0.0)
     scale = accelerator.num_processes / trainer.shards.count
     if scale != 1.0:
@@ -263,15 +261,14 @@ def synchronised_facts(trainer: Trainer) -> dict[str, object]:
             "allreduce_bytes_per_step": sum(p.numel() * p.element_size() for p in trainer.synchronised)}
 
 
-def fit(accelerator: Accelerator, lm: nn.Module, projector: SAIDProjector, tokens: Tokens, plan: TrainPlan,
-        pad_id: int, checkpoints: Path) -> Fitted:
-    """Train `projector` (row i = tokens' item i) so that `lm` reproduces each item's text behind it: each process
-    its own rows of the item table, which stay there (the projector's own table keeps its start values), and the
-    shared MLP."""
-    shards = owned(len(tokens.lengths), plan.shards, accelerator.process_index, accelerator.num_processes)
+def fit(accelerator: Accelerator, lm: nn.Module, start: OwnItems, tokens: Tokens, plan: TrainPlan, pad_id: int,
+        checkpoints: Path) -> Fitted:
+    """Train this process's rows of the item table (catalog row i = tokens' item i), which stay here, and the
+    shared MLP from `start`, so that `lm` reproduces each item's text behind its prefix."""
+    shards = start.shards
     per_epoch = steps_per_epoch(shards, tokens, plan)
     total = min(per_epoch * plan.epochs, plan.max_steps or per_epoch * plan.epochs)
-    trainer = make_trainer(accelerator, lm, projector, tokens, plan, pad_id, total)
+    trainer = make_trainer(accelerator, lm, start, tokens, plan, pad_id, total)
     parts = resume.Parts([trainer.items, trainer.mlp], [trainer.optimizer], [trainer.scheduler], per_process=True)
     position = Position()
     restored = resume.restore(accelerator, checkpoints, "step", parts)

@@ -22,7 +22,7 @@ from stages.align.catalog import RowPlan
 from stages.align.dist import say
 from stages.align.evidence import prefix_losses
 from stages.align.export import own_part
-from stages.align.item_shards import shard_count
+from stages.align.item_shards import Shards, owned, random_rows, shard_count
 from stages.align.lm import Loaded, load_causal_lm, use_attention
 from stages.align.method import CHECKPOINTS, STAGE_READS, AlignPlan, Embedded, check_dim, mean, tokens_to_embed
 from stages.align.projector import SAIDProjector, pool, token_rms
@@ -31,6 +31,8 @@ from stages.align.said_items import LEGACY_TENSOR, PROJECTOR_FILE
 from stages.align.tokens import Tokens
 
 EMBED_CHUNK = 4096  # items pooled at a time after training: bounds the soft tokens held
+TEXT_SAMPLE = 4096  # fresh items item_init: text fits its map on (the same sample on every process)
+TEXT_CHUNK = 16384  # items whose text means are held at a time while item_init: text places them
 
 
 @dataclass
@@ -46,49 +48,66 @@ def output_dim(config: AlignConfig, hidden: int) -> int:
     return hidden * (config.said.soft_tokens if config.said.pooling == "concat" else 1)
 
 
-def build_projector(config: AlignConfig, lm: nn.Module, num_items: int) -> SAIDProjector:
-    """The projector for `num_items` items, with soft tokens at the scale of `lm`'s input embeddings."""
+def build_projector(config: AlignConfig, lm: nn.Module) -> SAIDProjector:
+    """The projector's MLP and buffers, with soft tokens at the scale of `lm`'s input embeddings."""
     embedding = lm.get_input_embeddings()
-    return SAIDProjector(num_items=num_items, item_dim=config.said.item_dim, width=config.said.projector_width,
+    return SAIDProjector(item_dim=config.said.item_dim, width=config.said.projector_width,
                          soft_tokens=config.said.soft_tokens, hidden=lm.config.hidden_size,
                          token_rms=token_rms(embedding, embedding.num_embeddings))
 
 
-def text_means(lm: nn.Module, tokens: Tokens, chunk: int = 16384) -> torch.Tensor:
-    """(items, hidden) each item's mean input-token embedding, as the LM's first layer receives them."""
+def text_means(lm: nn.Module, tokens: Tokens, rows: np.ndarray, chunk: int = 16384) -> torch.Tensor:
+    """(len(rows), hidden) the mean input-token embedding of items `rows`, as the LM's first layer receives them."""
     embedding = lm.get_input_embeddings()
     device = next(embedding.parameters()).device
-    owner = torch.from_numpy(np.repeat(np.arange(len(tokens.lengths)), tokens.lengths))
-    sums = torch.zeros(len(tokens.lengths), lm.config.hidden_size)
+    lengths = tokens.lengths[rows]
+    before = np.cumsum(lengths) - lengths  # where each item's tokens start among the picked ones
+    positions = np.repeat(tokens.offsets[rows] - before, lengths) + np.arange(lengths.sum())
+    owner = torch.from_numpy(np.repeat(np.arange(len(rows)), lengths))
+    sums = torch.zeros(len(rows), lm.config.hidden_size)
     with torch.no_grad():
-        for start in range(0, len(tokens.ids), chunk):
-            ids = torch.as_tensor(tokens.ids[start:start + chunk], device=device)
+        for start in range(0, len(positions), chunk):
+            ids = torch.as_tensor(tokens.ids[positions[start:start + chunk]], device=device)
             sums.index_add_(0, owner[start:start + chunk], embedding(ids).float().cpu())
-    return sums / torch.from_numpy(tokens.lengths).clamp(min=1).unsqueeze(1).float()
+    return sums / torch.from_numpy(lengths).clamp(min=1).unsqueeze(1).float()
 
 
-def projector_for(config: AlignConfig, lm: nn.Module, tokens: Tokens, base_dir: Path | None,
-                  base_rows: list[int | None]) -> SAIDProjector:
-    """A fresh projector, or one continuing a published run; the items it starts afresh follow `said.item_init`.
+def start_from_text(projector: SAIDProjector, table: torch.Tensor, rows: range, lm: nn.Module, tokens: Tokens,
+                    fresh: np.ndarray, seed: int) -> None:
+    """Start this process's fresh items (those of `fresh` in `rows`, the catalog rows of `table`) from their texts.
 
-    Its random start comes from `align.seed` alone, not from whatever drew random numbers before (loading
-    the LM does when it first converts a GGUF file), so one run id always means one set of vectors.
+    Unless a published run already set the text map, it is fitted first on up to TEXT_SAMPLE of all fresh items
+    drawn from `seed`: every process draws the same sample and fits the same map, and no process computes the
+    text means of more items than that sample and its own.
+    """
+    if not projector.places_by_text:
+        sample = np.random.default_rng(seed).choice(fresh, min(TEXT_SAMPLE, len(fresh)), replace=False)
+        projector.fit_text_basis(text_means(lm, tokens, sample))
+    mine = fresh[(fresh >= rows.start) & (fresh < rows.stop)]
+    for start in range(0, len(mine), TEXT_CHUNK):
+        chunk = mine[start:start + TEXT_CHUNK]
+        table[torch.from_numpy(chunk - rows.start)] = projector.text_start(text_means(lm, tokens, chunk))
+
+
+def projector_for(config: AlignConfig, lm: nn.Module, tokens: Tokens, shards: Shards, base_dir: Path | None,
+                  base_rows: list[int | None]) -> OwnItems:
+    """The projector and this process's rows of the item table (those of `shards`), fresh or continuing a published
+    run; the items it starts afresh follow `said.item_init`.
+
+    The MLP's random start comes from `align.seed` alone, not from whatever drew random numbers before (loading
+    the LM does when it first converts a GGUF file), and each shard's rows from (`align.seed`, shard), so one run
+    id always means one set of vectors, whatever the number of processes.
     """
     set_seed(config.seed)
-    projector = build_projector(config, lm, len(tokens.lengths))
-    fresh = list(range(len(tokens.lengths)))
+    projector = build_projector(config, lm)
+    table = random_rows(shards, config.said.item_dim, config.seed)
+    fresh = np.arange(len(tokens.lengths))
     if base_dir is not None:
-        continue_from(projector, base_dir, base_rows)
-        fresh = [i for i, row in enumerate(base_rows) if row is None]
-    if config.said.item_init == "text" and fresh:
-        rows = torch.as_tensor(fresh)
-        projector.init_from_text(rows, text_means(lm, tokens)[rows])
-    return projector
-
-
-def shared_state(projector: SAIDProjector) -> dict[str, torch.Tensor]:
-    """The projector's tensors other than its item table (the MLP and buffers): what PROJECTOR_FILE holds."""
-    return {name: tensor for name, tensor in projector.state_dict().items() if not name.startswith("items.")}
+        continue_from(projector, table, shards.rows, base_dir, base_rows)
+        fresh = np.array([i for i, row in enumerate(base_rows) if row is None], np.int64)
+    if config.said.item_init == "text" and len(fresh):
+        start_from_text(projector, table, shards.rows, lm, tokens, fresh, config.seed)
+    return OwnItems(projector, nn.Embedding.from_pretrained(table, freeze=False), shards)
 
 
 def published_state(run_dir: Path) -> dict[str, torch.Tensor]:
@@ -97,9 +116,10 @@ def published_state(run_dir: Path) -> dict[str, torch.Tensor]:
     return read_tensors(run_dir / PROJECTOR_FILE, exclude=frozenset({LEGACY_TENSOR}))
 
 
-def continue_from(projector: SAIDProjector, base_dir: Path, base_rows: list[int | None]) -> None:
-    """Take a published run's MLP (frozen, so its rows stay valid) and warm-start items it already had, reading
-    only their rows of its item table.
+def continue_from(projector: SAIDProjector, table: torch.Tensor, rows: range, base_dir: Path,
+                  base_rows: list[int | None]) -> None:
+    """Take a published run's MLP (frozen, so its rows stay valid) and warm-start this process's items (`table`,
+    catalog rows `rows`) it already had, reading only their rows of its item table.
 
     `base_rows[i]` is item i's row in the published run, or None for a new item.
 
@@ -107,18 +127,19 @@ def continue_from(projector: SAIDProjector, base_dir: Path, base_rows: list[int 
         BadInput: the published projector has other shapes (soft tokens, widths, LM).
     """
     state = published_state(base_dir)
-    mine = shared_state(projector)
+    mine = projector.state_dict()
     optional = {"text_mean", "text_basis"}  # absent from runs made before item_init existed: left at zero
     mismatched = [k for k, mine_k in mine.items() if (state[k].shape != mine_k.shape if k in state else k not in optional)]
     if mismatched:
         raise BadInput(f"{base_dir / PROJECTOR_FILE}: projector shapes differ from align.said "
                        f"({', '.join(mismatched)}); run align with --full")
-    warm = [i for i, row in enumerate(base_rows) if row is not None]
+    warm = np.array([i for i in rows if base_rows[i] is not None], np.int64)
     with torch.no_grad():
         for name, tensor in state.items():
             mine[name].copy_(tensor)
-        if warm:
-            projector.items.weight[warm] = said_items.read_rows(base_dir, np.array([base_rows[i] for i in warm]))
+    if len(warm):
+        base = np.array([base_rows[i] for i in warm], np.int64)
+        table[torch.from_numpy(warm - rows.start)] = said_items.read_rows(base_dir, base)
     projector.mlp.requires_grad_(False)
 
 
@@ -127,7 +148,7 @@ def save_projector(folder: Path, projector: SAIDProjector | None, base_dir: Path
     base run's where nothing was trained) and the item table's kept part, copied from the base run's table.
     Each process writes the rows it trained itself (`said_items.write_part`)."""
     if projector is not None:
-        state = shared_state(projector)
+        state = projector.state_dict()
     else:
         assert base_dir is not None  # a run with nothing trained always has a base
         state = published_state(base_dir)
@@ -141,17 +162,17 @@ def plan_of(config: AlignConfig) -> TrainPlan:
     return TrainPlan(lr=s.lr, item_lr=s.item_lr, weight_decay=s.weight_decay, schedule=s.schedule,
                      warmup_steps=s.warmup_steps, epochs=s.epochs, max_steps=s.max_steps, grad_accum=s.grad_accum,
                      batch_size=config.batch_size, length_pool=config.length_pool, seed=config.seed,
-                     checkpoint_every=config.checkpoint_every, shards=s.shards)
+                     checkpoint_every=config.checkpoint_every)
 
 
-def train_and_embed(accelerator: Accelerator, config: AlignConfig, lm: nn.Module, tokens: Tokens,
-                    projector: SAIDProjector, pad_id: int, checkpoints: Path) -> Trained:
+def train_and_embed(accelerator: Accelerator, config: AlignConfig, lm: nn.Module, tokens: Tokens, start: OwnItems,
+                    pad_id: int, checkpoints: Path) -> Trained:
     """Train the projector, then embed the items of this process's shards (its part of the run) from the rows of
     the item table it trained, which never leave it."""
     lm.to(accelerator.device)
     if config.said.gradient_checkpointing:
         enable_checkpointing(lm)
-    fitted = fit(accelerator, lm, projector, tokens, plan_of(config), pad_id, checkpoints)
+    fitted = fit(accelerator, lm, start, tokens, plan_of(config), pad_id, checkpoints)
     own = fitted.items
     with torch.no_grad():
         chunks = [pool(own.soft_tokens(np.arange(start, min(start + EMBED_CHUNK, own.rows.stop))),
@@ -214,12 +235,13 @@ class SaidMethod:
         check_dim(planned.base, dim)
         tokens = tokens_to_embed(accelerator, align, planned, loaded, folder, special_tokens=False)
         pad_id = loaded.tokenizer.pad_token_id
-        projector = projector_for(align, loaded.model, tokens, planned.base_dir, rows.base_rows)
-        trained = train_and_embed(accelerator, align, loaded.model, tokens, projector, pad_id, folder / CHECKPOINTS)
+        shards = owned(len(tokens.lengths), align.said.shards, accelerator.process_index, accelerator.num_processes)
+        start = projector_for(align, loaded.model, tokens, shards, planned.base_dir, rows.base_rows)
+        trained = train_and_embed(accelerator, align, loaded.model, tokens, start, pad_id, folder / CHECKPOINTS)
         losses = trained.position.losses
         training = {"steps": trained.position.step, "resumed_from_step": trained.position.resumed_from,
-                    "first_loss": mean(losses[:5]), "last_loss": mean(losses[-5:]), "shards": shard_count(
-                        align.said.shards, accelerator.num_processes), "synchronised": trained.synchronised}
+                    "first_loss": mean(losses[:5]), "last_loss": mean(losses[-5:]), "shards": shards.count,
+                    "synchronised": trained.synchronised}
 
         def save(out: Path) -> None:
             save_projector(out, trained.items.projector, planned.base_dir, rows)
