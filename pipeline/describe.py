@@ -49,11 +49,12 @@ def dataset_facts(run_dir: Path) -> dict[str, Any]:
 
 
 def describe(path: Path) -> dict[str, Any]:
-    """Manifest, Parquet file sizes and, for a dataset, its distributions."""
+    """Manifest, Parquet row counts (every file, parts in folders included) and, for a dataset, its distributions."""
     run_dir = resolve_run(path)
     manifest = read_manifest(run_dir)
     facts: dict[str, Any] = {"run_dir": str(run_dir), "manifest": manifest}
-    facts["parquet_rows"] = {p.name: pq.ParquetFile(p).metadata.num_rows for p in sorted(run_dir.glob("*.parquet"))}
+    facts["parquet_rows"] = {str(p.relative_to(run_dir)): pq.ParquetFile(p).metadata.num_rows
+                             for p in sorted(run_dir.rglob("*.parquet"))}  # an embeddings run's parts too
     if manifest.get("kind") == "dataset":
         facts["dataset"] = dataset_facts(run_dir)
     return facts

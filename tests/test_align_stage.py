@@ -177,6 +177,8 @@ def test_cli_aligns_then_reuses_and_reports_bad_models_in_one_line(tmp_path: Pat
     assert first.exit_code == 0, first.output
     run_dir = Path(first.stdout.strip().splitlines()[-1])
     assert (run_dir / "manifest.json").is_file() and "text loss per token on 8 items" in first.stderr
+    inspected = runner.invoke(app, ["inspect", str(run_dir), *args])
+    assert json.loads(inspected.stdout)["parquet_rows"] == {"embeddings/part-00001.parquet": 40}
     second = runner.invoke(app, ["align", *args])
     assert second.exit_code == 0 and "is up to date" in second.stderr
     bad = runner.invoke(app, ["align", *args, "--set", f"align.lm={tmp_path / 'missing'}"])
