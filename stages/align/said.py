@@ -119,20 +119,13 @@ class Trainer:
 
     accelerator: Accelerator
     lm: nn.Module  # frozen
-    projector: SAIDProjector  # its MLP is trained (through `mlp`)
-    items: nn.Embedding  # this process's rows of the item table (`shards.rows`): never synchronised
+    own: OwnItems  # the projector (its MLP trained through `mlp`) and this process's rows: never synchronised
     mlp: nn.Module  # the projector's MLP, wrapped by `accelerator` to synchronise it across processes
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LambdaLR
     tokens: Tokens
     pad_id: int
     grad_accum: int
-    shards: Shards
-
-    @property
-    def own(self) -> OwnItems:
-        """This process's rows of the item table, as trained so far."""
-        return OwnItems(self.projector, self.items, self.shards)
 
     def soft_tokens(self, rows: np.ndarray) -> torch.Tensor:
         """The prefixes of catalog rows `rows` (all owned by this process) through the synchronised MLP."""
@@ -205,8 +198,7 @@ def make_trainer(accelerator: Accelerator, lm: nn.Module, start: OwnItems, token
     trains_mlp = any(p.requires_grad for p in projector.mlp.parameters())  # frozen when extending a run
     mlp = accelerator.prepare_model(projector.mlp) if trains_mlp else projector.mlp
     optimizer = accelerator.prepare_optimizer(optimizer)
-    return Trainer(accelerator, lm, projector, items, mlp, optimizer, scheduler, tokens, pad_id, plan.grad_accum,
-                   start.shards)
+    return Trainer(accelerator, lm, start, mlp, optimizer, scheduler, tokens, pad_id, plan.grad_accum)
 
 
 def _synchronise(trainer: Trainer) -> None:
@@ -215,11 +207,11 @@ def _synchronise(trainer: Trainer) -> None:
     gradients for its own rows are already whole."""
     accelerator = trainer.accelerator
     if trainer.synchronised:
-        idle = torch.zeros(1, trainer.items.embedding_dim, device=accelerator.device)
+        idle = torch.zeros(1, trainer.own.table.embedding_dim, device=accelerator.device)
         accelerator.backward(trainer.mlp(idle).sum() * 0.0)
-    scale = accelerator.num_processes / trainer.shards.count
+    scale = accelerator.num_processes / trainer.own.shards.count
     if scale != 1.0:
-        for parameter in trainer.projector.mlp.parameters():
+        for parameter in trainer.own.projector.mlp.parameters():
             if parameter.grad is not None:
                 parameter.grad.mul_(scale)
 
@@ -256,7 +248,7 @@ def train_step(trainer: Trainer, batches: list[np.ndarray], where: str) -> Step:
 
 def synchronised_facts(trainer: Trainer) -> dict[str, object]:
     """What the processes exchange each step (for the manifest): the parameters DDP wraps, and their gradients' bytes."""
-    names = {id(p): f"mlp.{name}" for name, p in trainer.projector.mlp.named_parameters()}
+    names = {id(p): f"mlp.{name}" for name, p in trainer.own.projector.mlp.named_parameters()}
     return {"parameters": [names[id(p)] for p in trainer.synchronised],
             "allreduce_bytes_per_step": sum(p.numel() * p.element_size() for p in trainer.synchronised)}
 
@@ -269,14 +261,14 @@ def fit(accelerator: Accelerator, lm: nn.Module, start: OwnItems, tokens: Tokens
     per_epoch = steps_per_epoch(shards, tokens, plan)
     total = min(per_epoch * plan.epochs, plan.max_steps or per_epoch * plan.epochs)
     trainer = make_trainer(accelerator, lm, start, tokens, plan, pad_id, total)
-    parts = resume.Parts([trainer.items, trainer.mlp], [trainer.optimizer], [trainer.scheduler], per_process=True)
+    parts = resume.Parts([trainer.own.table, trainer.mlp], [trainer.optimizer], [trainer.scheduler], per_process=True)
     position = Position()
     restored = resume.restore(accelerator, checkpoints, "step", parts)
     if restored is not None:
-        start, state = restored
+        checkpoint, state = restored
         position = Position(**state)
         position.resumed_from = position.step
-        say(accelerator)("resumed", f"resumed SAID training from {start.name} (step {position.step} of {total})",
+        say(accelerator)("resumed", f"resumed SAID training from {checkpoint.name} (step {position.step} of {total})",
                          step=position.step)
     with progress(accelerator, "SAID alignment", total, "steps") as bar:
         bar.resume_at(position.step)

@@ -175,9 +175,9 @@ def train_and_embed(accelerator: Accelerator, config: AlignConfig, lm: nn.Module
     fitted = fit(accelerator, lm, start, tokens, plan_of(config), pad_id, checkpoints)
     own = fitted.items
     with torch.no_grad():
-        chunks = [pool(own.soft_tokens(np.arange(start, min(start + EMBED_CHUNK, own.rows.stop))),
-                       config.said.pooling).float().cpu().numpy() for start in range(own.rows.start, own.rows.stop,
-                                                                                      EMBED_CHUNK)]
+        chunks = [pool(own.soft_tokens(np.arange(first, min(first + EMBED_CHUNK, own.rows.stop))),
+                       config.said.pooling).float().cpu().numpy()
+                  for first in range(own.rows.start, own.rows.stop, EMBED_CHUNK)]
     vectors = np.concatenate(chunks) if chunks else np.zeros((0, output_dim(config, lm.config.hidden_size)), np.float32)
     total = len(tokens.lengths)
     evidence: dict[str, object] = {}

@@ -150,13 +150,14 @@ def run(config: PipelineConfig, force: bool = False, full: bool = False,
         else:
             embedded = _carry_over(method, planned)
         started = time.perf_counter()
+        meta = _metadata(config, method, planned)
         export.write_embedded(accelerator, folder, rows, embedded.vectors, embedded.offset, align.export.normalise,
-                              _metadata(config, method, planned))
+                              meta)
         embedded.save_part(folder)
         memory = peak_rss_gib(accelerator)  # every process's parts are written
         if not accelerator.is_main_process:
             return embedded.facts
-        facts = _export(config, method, planned, embedded, folder, accelerator)
+        facts = _export(config, planned, embedded, folder, accelerator, meta)
         memory[0] = own_peak_rss_gib()  # the main process also copied kept rows and filled the index
         return {**facts, "export_seconds": round(time.perf_counter() - started, 2), "peak_rss_gib": memory}
 
@@ -175,14 +176,13 @@ def _metadata(config: PipelineConfig, method: Method, planned: AlignPlan) -> dic
             "pooling": method.pooling(config)}
 
 
-def _export(config: PipelineConfig, method: Method, planned: AlignPlan, embedded: Embedded, folder: Path,
-            accelerator: Accelerator) -> dict[str, object]:
+def _export(config: PipelineConfig, planned: AlignPlan, embedded: Embedded, folder: Path, accelerator: Accelerator,
+            meta: dict[str, str]) -> dict[str, object]:
     """After every process wrote its part (main process): the kept rows, the method's files, the index and the
-    evidence; the manifest facts."""
+    evidence; the manifest facts (`meta`: what every part's schema metadata says)."""
     align, rows, base = config.align, planned.rows, planned.base
     base_dir = None if base is None else base.run_dir
     dim = embedded.vectors.shape[1]
-    meta = _metadata(config, method, planned)
     if base_dir is not None:  # kept rows are copied as stored (bit for bit); only rows embedded now are normalised
         export.copy_kept(folder, base_dir, rows, dim, meta)
     crash_point("export.halfway")
