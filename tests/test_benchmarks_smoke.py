@@ -187,16 +187,17 @@ def test_large_catalog_smoke(monkeypatch, tmp_path) -> None:
 
 
 def test_quality_smoke(monkeypatch, tmp_path, tiny_bert) -> None:
-    """ml-100k, IDs alone against text + ID vectors, one seed of three epochs on a tiny model."""
+    """ml-100k, IDs alone against averaged text + ID vectors, two seeds of three epochs on a tiny model."""
     shared_dataset("ml-100k")
     results = run_benchmark(monkeypatch, tmp_path, "quality", "--workspace", tmp_path / "ws", "--datasets", "ml100k",
-                            "--recipes", "id", "text_id", "--seeds", 1, "--jobs", 2,
+                            "--recipes", "id", "text_id_ema", "--seeds", 2, "--jobs", 2,
                             "--set", f"align.encoder={tiny_bert}", "--set", "align.batch_size=256",
                             "--set", "downstream.train.epochs=3", "--set", "downstream.model.hidden_size=16",
                             "--set", "downstream.model.max_length=10", "--set", "data.max_history=10")
     record = published(results, "quality", "quality", complete=False)  # no Scientific or Office here
     runs = record["by_dataset"]["ml100k"]
-    assert set(runs) == {"id", "text_id"} and all(s["epochs"] == [3] for s in runs.values())
+    assert set(runs) == {"id", "text_id_ema"} and all(s["epochs"] == [3, 3] for s in runs.values())
+    assert all(0 < s["seed_ensemble"]["ndcg@10"] <= s["seed_ensemble"]["ndcg@50"] <= 1 for s in runs.values())
     assert 0 < record["ml100k"]["id_sasrec_valid_ndcg10_epoch3"] <= 1 and record["ml100k"]["best_variant"] in runs
 
 

@@ -43,10 +43,11 @@ def test_publishes_a_complete_run_that_names_its_embeddings(workspace) -> None:
     assert train.run(config).reused
 
 
-@pytest.mark.parametrize("batch_by", ["windows", "targets"])
-def test_a_killed_run_resumes_and_ends_as_an_uninterrupted_one(workspace, monkeypatch, batch_by: str) -> None:
+@pytest.mark.parametrize(("batch_by", "ema_decay"), [("windows", None), ("targets", None), ("windows", 0.9)])
+def test_a_killed_run_resumes_and_ends_as_an_uninterrupted_one(workspace, monkeypatch, batch_by: str,
+                                                               ema_decay: float | None) -> None:
     config = workspace(ID_ONLY, "downstream.train.epochs=3", "downstream.train.patience=5",
-                       f"downstream.train.batch_by={batch_by}")
+                       f"downstream.train.batch_by={batch_by}", f"downstream.train.ema_decay={ema_decay or 'null'}")
     uninterrupted = train.run(config)
     expected = load_file(uninterrupted.run_dir / "model.safetensors")
     expected_history = read_history(uninterrupted.run_dir)
@@ -83,6 +84,23 @@ def test_a_killed_run_resumes_and_ends_as_an_uninterrupted_one(workspace, monkey
     assert [h["loss"] for h in history] == [h["loss"] for h in expected_history]
     assert [h["valid_ndcg@10"] for h in history] == [h["valid_ndcg@10"] for h in expected_history]
     assert all(h["valid_recall@50"] >= h["valid_recall@10"] and h["train_s"] > 0 for h in history)
+
+
+def test_the_moving_average_is_what_is_evaluated_and_published(workspace) -> None:
+    """A decay near 0 averages nothing (the run is the plain one); 0.9 publishes weights no step produced."""
+    def run(*settings: str):
+        return train.run(workspace(ID_ONLY, "downstream.train.epochs=2", *settings))
+
+    plain, unaveraged, averaged = run(), run("downstream.train.ema_decay=1e-9"), run("downstream.train.ema_decay=0.9")
+    weights = {name: load_file(result.run_dir / "model.safetensors")
+               for name, result in (("plain", plain), ("unaveraged", unaveraged), ("averaged", averaged))}
+    assert weights["plain"].keys() == weights["averaged"].keys()
+    assert all(torch.allclose(weights["plain"][k], weights["unaveraged"][k], atol=1e-5) for k in weights["plain"])
+    assert unaveraged.manifest["metrics"]["test"] == pytest.approx(plain.manifest["metrics"]["test"], abs=1e-4)
+    assert not torch.allclose(weights["plain"]["items.ids.weight"], weights["averaged"]["items.ids.weight"], atol=1e-4)
+    history = read_history(averaged.run_dir)  # the valid curve is the average's
+    assert history[averaged.manifest["best_epoch"] - 1]["valid_ndcg@10"] == pytest.approx(
+        averaged.manifest["metrics"]["valid"]["ndcg@10"])
 
 
 def test_embeddings_must_exist_and_cover_the_datasets_items_whatever_run_made_them(workspace) -> None:

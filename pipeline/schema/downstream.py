@@ -63,6 +63,9 @@ class TrainConfig(Section):
         "targets, so a batch of one-item histories holds many more windows and every step carries about the same "
         "gradient weight"))
     lr: float = Field(gt=0, description="AdamW learning rate")
+    ema_decay: float | None = Field(gt=0, lt=1, description=(
+        "the weights evaluated, kept and published are an exponential moving average of the trained ones, updated "
+        "every step with this decay (0.995: about the last 200 steps) | null: the trained weights themselves"))
     weight_decay: float = Field(ge=0, description="AdamW weight decay")
     epochs: int = Field(ge=1, description=(
         "at most this many epochs: early stopping (patience) usually ends training first"))

@@ -2,7 +2,8 @@
 
 Every position of each user's train sequence is a target in one pass (as SASRec trains), not every prefix
 as its own sample. Early stopping on valid NDCG; the best weights are kept; a killed run resumes from its
-last complete epoch checkpoint (weights, optimizer, RNG, epoch, best metric, patience counter).
+last complete epoch checkpoint (weights, optimizer, RNG, epoch, best metric, patience counter). With
+`downstream.train.ema_decay` the weights evaluated, kept and published are a moving average of the trained ones.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import torch
 from accelerate import Accelerator
 from accelerate.utils import set_seed
 from safetensors.torch import load_file
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from pipeline import events
 from pipeline.batching import length_batches, shard
@@ -81,9 +83,10 @@ def _resume(accelerator: Accelerator, folder: Path, parts: resume.Parts) -> Trai
 
 def _train_epoch(objective: torch.nn.Module, optimizer: torch.optim.Optimizer, accelerator: Accelerator,
                  rows: torch.Tensor, lengths: np.ndarray, targets_per_batch: float, train: TrainConfig,
-                 epoch: int) -> float:
+                 epoch: int, average: AveragedModel | None) -> float:
     """One pass over this process's share of windows, batched by length and shuffled by (seed, epoch),
-    so a resumed run repeats it; the mean loss of every process's targets. A non-finite loss stops training."""
+    so a resumed run repeats it; the mean loss of every process's targets. A non-finite loss stops training.
+    `average`, if any, follows the weights after every step."""
     budget = targets_per_batch if train.batch_by == "targets" else None
     batches = length_batches(np.arange(len(rows)), lengths, train.batch_size, train.length_pool, train.seed + epoch, budget)
     batches = shard(batches, accelerator.process_index, accelerator.num_processes)
@@ -98,6 +101,8 @@ def _train_epoch(objective: torch.nn.Module, optimizer: torch.optim.Optimizer, a
             optimizer.zero_grad(set_to_none=True)
             accelerator.backward(loss)
             optimizer.step()
+            if average is not None:
+                average.update_parameters(accelerator.unwrap_model(objective).recommender)
             total += value * targets_per_batch  # the batch's summed loss
             targets += int(lengths[indices].sum())
             # Batches are sorted by length, so one batch's loss jumps; people see the epoch's running mean.
@@ -116,9 +121,17 @@ def negative_sampling(seqs: Sequences, train: TrainConfig) -> torch.Tensor | Non
     return (weights / weights.sum()).float()
 
 
+def moving_average(model: Recommender, decay: float | None) -> AveragedModel | None:
+    """An exponential moving average of `model`'s weights (None without a decay). Evaluating and keeping the
+    average instead of the last step's weights smooths the noise of the last few hundred steps out of both the
+    published model and the valid curve that early stopping reads (measured in docs/defaults.md)."""
+    return None if decay is None else AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay))
+
+
 def _fit(model: Recommender, seqs: Sequences, rows: torch.Tensor, config: DownstreamConfig,
          folder: Path, warm: bool) -> tuple[TrainState, Accelerator]:
-    """The training loop: epochs until `epochs` or patience runs out; the best weights in BEST_FILE.
+    """The training loop: epochs until `epochs` or patience runs out; the best weights in BEST_FILE (the moving
+    average's, with `ema_decay`).
 
     A warm-started model is scored before training as epoch 0, so training must beat where it started.
     """
@@ -129,7 +142,9 @@ def _fit(model: Recommender, seqs: Sequences, rows: torch.Tensor, config: Downst
     objective = Objective(model, train.loss, train.negatives, targets_per_batch, negative_sampling(seqs, train))
     optimizer = torch.optim.AdamW(objective.parameters(), lr=train.lr, weight_decay=train.weight_decay)
     objective, optimizer = accelerator.prepare(objective, optimizer)
-    parts = resume.Parts([objective], [optimizer])
+    average = moving_average(model, train.ema_decay)
+    scored = model if average is None else average.module  # what is evaluated, kept and published
+    parts = resume.Parts([objective] if average is None else [objective, average], [optimizer])
     state = _resume(accelerator, folder, parts)
     if warm and not state.history:
         valid = evaluate_model(model, seqs, "valid", config.evaluate, config.model.max_length)
@@ -140,16 +155,17 @@ def _fit(model: Recommender, seqs: Sequences, rows: torch.Tensor, config: Downst
         events.emit("epoch", f"warm start: valid {metric} {valid[metric]:.4f} before training", epoch=0, valid=valid)
     while state.epoch < train.epochs and state.bad_epochs < train.patience:
         started = time.perf_counter()
-        loss = _train_epoch(objective, optimizer, accelerator, rows, lengths, targets_per_batch, train, state.epoch)
+        loss = _train_epoch(objective, optimizer, accelerator, rows, lengths, targets_per_batch, train, state.epoch,
+                            average)
         seconds = time.perf_counter() - started
-        valid = evaluate_model(model, seqs, "valid", config.evaluate, config.model.max_length)
+        valid = evaluate_model(scored, seqs, "valid", config.evaluate, config.model.max_length)
         state.epoch += 1
         state.history.append({"epoch": state.epoch, "loss": loss, "train_s": round(seconds, 3),
                               "lr": optimizer.param_groups[0]["lr"], **{f"valid_{k}": v for k, v in valid.items()}})
         if valid[metric] > state.best_metric:
             state.best_metric, state.best_epoch, state.bad_epochs, state.best_valid = valid[metric], state.epoch, 0, valid
             if accelerator.is_main_process:
-                _save_weights(model, folder / runs.BEST_FILE)
+                _save_weights(scored, folder / runs.BEST_FILE)
         else:
             state.bad_epochs += 1
         events.emit("epoch", f"epoch {state.epoch}: loss {loss:.4f}, valid {metric} {valid[metric]:.4f} "
