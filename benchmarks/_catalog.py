@@ -126,7 +126,8 @@ BENCHMARKS: tuple[Benchmark, ...] = (
               "about 3 h here with SAID aligned (Scientific stage-two runs take 6-12 min each)", (
         Figure("quality", "stage-two recipes on Scientific, Office and ml-100k, 3 seeds each (docs/defaults.md)",
                "Scientific best {scientific[best_variant]} NDCG@10 {scientific[ndcg10_mean]}, Recall@10 "
-               "{scientific[recall10_mean]} (VQ-Rec {vq_rec[ndcg10]}, {vq_rec[recall10]}); default vs ID-only "
+               "{scientific[recall10_mean]} (VQ-Rec {vq_rec[ndcg10]}, {vq_rec[recall10]}; its seeds' scores summed "
+               "{scientific[seed_ensemble][ndcg@10]}, {scientific[seed_ensemble][recall@10]}); default vs ID-only "
                "NDCG@10: ml-100k {ml100k[default_ndcg10_mean]} vs {ml100k[id_sasrec_ndcg10_mean]}, Office "
                "{office[default_ndcg10_mean]} vs {office[id_sasrec_ndcg10_mean]}, Scientific "
                "{scientific[default_ndcg10_mean]} vs {scientific[id_sasrec_ndcg10_mean]}; SAID + text + ID / text + "

@@ -168,7 +168,7 @@ def figures(runs: list[dict[str, Any]], seeds: int) -> dict[str, Any]:
         if complete:
             best = max(complete, key=lambda name: complete[name]["ndcg10_mean"])
             entry.update({"best_variant": best, **{k: complete[best][k] for k in (
-                "ndcg10_mean", "ndcg10_std", "recall10_mean", "ndcg50_mean", "recall50_mean")}})
+                "ndcg10_mean", "ndcg10_std", "recall10_mean", "ndcg50_mean", "recall50_mean", "seed_ensemble")}})
         out[dataset] = entry
     sci = table.get("scientific", {})
     if "fuse_id" in sci and "text_id" in sci:
