@@ -103,6 +103,21 @@ def test_the_moving_average_is_what_is_evaluated_and_published(workspace) -> Non
         averaged.manifest["metrics"]["valid"]["ndcg@10"])
 
 
+def test_the_moving_average_shares_the_frozen_embedding_table_and_copies_the_weights() -> None:
+    from pipeline.config import load_config
+    from stages.downstream.recommender import build
+    from stages.downstream.sasrec import SASRec
+
+    config = load_config(None, ["downstream.model.adapter=whiten", "downstream.model.id_embedding=true"]).downstream.model
+    model = build(config, lambda c: SASRec(c.hidden_size, c.layers, c.heads, c.dropout, c.max_length), 50,
+                  np.random.default_rng(0).normal(size=(50, 24)).astype(np.float32), None)
+    average = fit.moving_average(model, 0.9)
+    assert average.module.items.table.data_ptr() == model.items.table.data_ptr()  # one N x D table for both
+    assert torch.equal(average.module.items.ids.weight, model.items.ids.weight)
+    assert average.module.items.ids.weight.data_ptr() != model.items.ids.weight.data_ptr()
+    assert model.items.table.shape == (51, 24) and fit.moving_average(model, None) is None
+
+
 def test_embeddings_must_exist_and_cover_the_datasets_items_whatever_run_made_them(workspace) -> None:
     config = workspace("downstream.train.epochs=1")
     root, dataset_dir = Path(config.workspace.root), _dataset_dir(config)

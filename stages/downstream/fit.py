@@ -124,8 +124,25 @@ def negative_sampling(seqs: Sequences, train: TrainConfig) -> torch.Tensor | Non
 def moving_average(model: Recommender, decay: float | None) -> AveragedModel | None:
     """An exponential moving average of `model`'s weights (None without a decay). Evaluating and keeping the
     average instead of the last step's weights smooths the noise of the last few hundred steps out of both the
-    published model and the valid curve that early stopping reads (measured in docs/defaults.md)."""
-    return None if decay is None else AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay))
+    published model and the valid curve that early stopping reads (measured in docs/defaults.md).
+
+    Buffers kept out of the state dict are the model's inputs, not weights (the frozen embedding table, N x D):
+    they are set aside while the model is copied, then shared by both, so the average costs the weights only.
+    """
+    if decay is None:
+        return None
+    inputs = {(name, key): module._buffers[key] for name, module in model.named_modules()
+              for key in module._non_persistent_buffers_set}
+    for name, key in inputs:
+        model.get_submodule(name)._buffers[key] = None
+    try:
+        average = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay))
+    finally:
+        for (name, key), tensor in inputs.items():
+            model.get_submodule(name)._buffers[key] = tensor
+    for (name, key), tensor in inputs.items():
+        average.module.get_submodule(name)._buffers[key] = tensor
+    return average
 
 
 def _fit(model: Recommender, seqs: Sequences, rows: torch.Tensor, config: DownstreamConfig,
