@@ -62,17 +62,17 @@ def write_day(day: int, target: Path) -> Path:
 
 
 OVERRIDES: list[str] = []  # --set options given to the benchmark, passed to every command (smoke runs)
-# The refresh's own settings (its item side: frozen vectors + ID vectors score new items at once), with SAID,
-# the costly stage one whose cost should follow the catalog's change.
+# The refresh's own settings (its item side: frozen vectors + ID vectors score new items at once), aligned with
+# SAID, the costly stage one whose cost should follow the catalog's change.
 REFRESH_CONFIG = ROOT / "examples" / "daily.yaml"
-REFRESH_ITEM_SIDE = ("align.method=said",)
+REFRESH_METHOD = ("align.method=said",)
 
 
 def cli(workspace: Path, raw: Path, *args: str) -> tuple[list[dict], float]:
     """Run one CLI command with JSON events; the events and the command's wall time."""
     command = [sys.executable, "-m", "pipeline.cli", *args, "--log-format", "json", "--config", str(REFRESH_CONFIG),
                "--set", f"workspace.root={workspace}", "--set", f"data.path={raw}"]
-    for override in (*REFRESH_ITEM_SIDE, *OVERRIDES):
+    for override in (*REFRESH_METHOD, *OVERRIDES):
         command += ["--set", override]
     started = time.time()
     done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=False)

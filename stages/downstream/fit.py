@@ -20,6 +20,7 @@ import torch
 from accelerate import Accelerator
 from accelerate.utils import set_seed
 from safetensors.torch import load_file
+from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from pipeline import events
@@ -131,17 +132,20 @@ def moving_average(model: Recommender, decay: float | None) -> AveragedModel | N
     """
     if decay is None:
         return None
-    inputs = {(name, key): module._buffers[key] for name, module in model.named_modules()
-              for key in module._non_persistent_buffers_set}
-    for name, key in inputs:
-        model.get_submodule(name)._buffers[key] = None
+    weights = model.state_dict().keys()
+    inputs = {name: buffer for name, buffer in model.named_buffers() if name not in weights}
+
+    def put(into: nn.Module, tensors: dict[str, torch.Tensor | None]) -> None:
+        for name, tensor in tensors.items():
+            owner, _, key = name.rpartition(".")
+            setattr(into.get_submodule(owner), key, tensor)
+
+    put(model, dict.fromkeys(inputs))
     try:
         average = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay))
     finally:
-        for (name, key), tensor in inputs.items():
-            model.get_submodule(name)._buffers[key] = tensor
-    for (name, key), tensor in inputs.items():
-        average.module.get_submodule(name)._buffers[key] = tensor
+        put(model, inputs)
+    put(average.module, inputs)
     return average
 
 
