@@ -4,12 +4,13 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.config import ModelConfig, TrainConfig
+from pipeline.config import ModelConfig, TrainConfig, load_config
 from pipeline.contracts.embeddings import align_to_items, read_embeddings
 from pipeline.errors import BadInput
 from stages.downstream.fit import negative_sampling
 from stages.downstream.kinds import build_recommender
 from stages.downstream.objective import Objective
+from stages.downstream.recommender import Recommender
 from stages.downstream.sequences import load_sequences, padded
 from tests.support import write_embeddings_run
 
@@ -22,7 +23,7 @@ def _config(**changes: object) -> ModelConfig:
             "dropout": 0.1,
             "max_length": LENGTH,
             "pooling": "attention", "adapter": "linear", "id_embedding": False, "freeze_embeddings": True,
-            "temperature": None}
+            "temperature": None, "members": 1}
     return ModelConfig(**{**base, **changes})
 
 
@@ -48,9 +49,11 @@ def data(small_dataset: Path, tmp_path_factory):
     ({"kind": "sasrec"}, "sampled-popularity", False),  # what `loss: auto` trains large catalogs with
     ({"kind": "sasrec", "adapter": "whiten", "id_embedding": True, "temperature": 0.07}, "ce", True),
     ({"kind": "sasrec", "adapter": "init"}, "ce", True),
+    ({"kind": "sasrec", "adapter": "whiten", "id_embedding": True, "members": 2}, "ce", True),
+    ({"kind": "gru4rec", "members": 3}, "sampled", False),
 ], ids=["sasrec", "sasrec-post-norm-id-only", "gru4rec", "said-attention", "said-mean-mlp-sampled",
         "sasrec-whiten-id-unfrozen", "gru4rec-id-only-bce", "sasrec-sampled-popularity-logq", "sasrec-cosine",
-        "sasrec-semantic-id-start"])
+        "sasrec-semantic-id-start", "sasrec-two-members", "gru4rec-id-only-three-members-sampled"])
 def test_each_model_learns_on_real_sequences(data, changes: dict, loss: str, with_embeddings: bool) -> None:
     seqs, vectors, has, rows = data
     torch.manual_seed(0)
@@ -229,3 +232,30 @@ def test_semantic_id_start_puts_similar_items_close_at_the_id_scale() -> None:
     # whitened components weigh alike, so the 12 noise components dilute the 4 the groups span; still apart
     assert similarity[same & known].mean() > similarity[~same & known].mean() + 0.2
     assert float(encoder.ids.weight[1:].detach().std()) == pytest.approx(ID_INIT_STD, rel=0.1)
+
+
+def test_members_score_by_the_sum_of_their_scores_and_each_trains_by_its_own_loss(data) -> None:
+    seqs, vectors, has, rows = data
+    torch.manual_seed(0)
+    model = build_recommender(_config(adapter="whiten", id_embedding=True, members=3), seqs.num_items, vectors, has)
+    model.eval()
+    items, sequences = model.items.members, model.sequence.members
+    assert all(member.table.data_ptr() == items[0].table.data_ptr() for member in items)  # one frozen table
+    alone = [Recommender(item_side, sequence) for item_side, sequence in zip(items, sequences)]
+    history = rows[:8, :-1]
+    with torch.no_grad():
+        scores = [member.scores(history) for member in alone]
+        assert model.scores(history).shape == (8, seqs.num_items)
+        assert torch.allclose(model.scores(history), sum(scores), atol=1e-5)
+        assert not torch.allclose(scores[0], scores[1], atol=1e-3)  # members start from their own weights
+        for loss in ("ce", "sampled", "bce"):
+            def loss_of(recommender: Recommender, loss: str = loss) -> float:
+                torch.manual_seed(1)  # the same negatives for the model and each member
+                return Objective(recommender, loss, negatives=20, targets_per_batch=100.0)(rows[:, :-1], rows[:, 1:]).item()
+
+            assert loss_of(model) == pytest.approx(np.mean([loss_of(member) for member in alone]), rel=1e-5)
+
+
+def test_members_score_by_dot_product_only() -> None:
+    with pytest.raises(BadInput, match="members > 1 sums the members' dot products"):
+        load_config(None, ["downstream.model.members=2", "downstream.model.temperature=0.07"])

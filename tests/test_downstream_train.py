@@ -11,12 +11,15 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from pipeline.contracts.embeddings import read_embeddings
 from pipeline.contracts.history import read_history
 from pipeline.errors import BadInput
 from pipeline.store import Output, publish_run
 from stages import resume
-from stages.downstream import fit, kinds, runs, train
+from stages.downstream import fit, kinds, runs, train, warm_start
+from stages.downstream.evaluate import evaluate_model
 from stages.downstream.sequences import load_sequences
+from stages.downstream.warm_start import WarmStart
 from tests.fault_support import plant, planted_sites
 from tests.support import write_embeddings_run
 
@@ -103,19 +106,25 @@ def test_the_moving_average_is_what_is_evaluated_and_published(workspace) -> Non
         averaged.manifest["metrics"]["valid"]["ndcg@10"])
 
 
-def test_the_moving_average_shares_the_frozen_embedding_table_and_copies_the_weights() -> None:
+@pytest.mark.parametrize("members", [1, 3])
+def test_the_moving_average_shares_the_frozen_embedding_table_and_copies_the_weights(members: int) -> None:
     from pipeline.config import load_config
     from stages.downstream.recommender import build
     from stages.downstream.sasrec import SASRec
 
-    config = load_config(None, ["downstream.model.adapter=whiten", "downstream.model.id_embedding=true"]).downstream.model
+    config = load_config(None, ["downstream.model.adapter=whiten", "downstream.model.id_embedding=true",
+                                f"downstream.model.members={members}"]).downstream.model
     model = build(config, lambda c: SASRec(c.hidden_size, c.layers, c.heads, c.dropout, c.max_length), 50,
                   np.random.default_rng(0).normal(size=(50, 24)).astype(np.float32), None)
     average = fit.moving_average(model, 0.9)
-    assert average.module.items.table.data_ptr() == model.items.table.data_ptr()  # one N x D table for both
-    assert torch.equal(average.module.items.ids.weight, model.items.ids.weight)
-    assert average.module.items.ids.weight.data_ptr() != model.items.ids.weight.data_ptr()
-    assert model.items.table.shape == (51, 24) and fit.moving_average(model, None) is None
+    sides = [(model.items, average.module.items)] if members == 1 else list(
+        zip(model.items.members, average.module.items.members))
+    table = sides[0][0].table
+    for trained, averaged in sides:
+        assert averaged.table.data_ptr() == trained.table.data_ptr() == table.data_ptr()  # one N x D table for all
+        assert torch.equal(averaged.ids.weight, trained.ids.weight)
+        assert averaged.ids.weight.data_ptr() != trained.ids.weight.data_ptr()
+    assert table.shape == (51, 24) and fit.moving_average(model, None) is None
 
 
 def test_embeddings_must_exist_and_cover_the_datasets_items_whatever_run_made_them(workspace) -> None:
@@ -220,3 +229,29 @@ def test_a_run_saved_before_settings_were_added_still_loads(workspace) -> None:
     loaded = kinds.load_trained(run_dir)
     assert (loaded.config.train.init, loaded.config.train.sampler, loaded.config.train.batch_by) == \
         ("scratch", "uniform", "windows")  # what the older run did
+
+
+def test_a_model_of_members_publishes_reloads_serves_new_vectors_and_warm_starts_each_member(workspace) -> None:
+    config = workspace("downstream.train.epochs=2", "downstream.model.members=2", "downstream.model.adapter=whiten",
+                       "downstream.model.id_embedding=true", "downstream.train.ema_decay=0.9")
+    embeddings = read_embeddings(write_embeddings_run(Path(config.workspace.root), _dataset_dir(config), 16))
+    result = train.run(config)
+    assert {"items.members.1.ids.weight", "sequence.members.1.positions.weight"} <= load_file(
+        result.run_dir / "model.safetensors").keys()
+    trained = kinds.load_trained(result.run_dir)
+    model, seqs, hidden = trained.model, trained.seqs, config.downstream.model.hidden_size
+    test = evaluate_model(model, seqs, "test", config.downstream.evaluate, config.downstream.model.max_length)
+    assert test == pytest.approx(result.manifest["metrics"]["test"])
+    with torch.no_grad():  # an item's vector made from its embedding (as for a new item) is its trained vector
+        table = model.items.all_items()
+        assert table.shape == (seqs.num_items, 2 * hidden)
+        known = torch.arange(1, seqs.num_items + 1)
+        assert torch.allclose(model.items.encode_embeddings(model.items.table[known], known), table, atol=1e-5)
+
+    vectors, has = runs.item_vectors(embeddings, seqs, config.downstream)
+    fresh = kinds.build_recommender(config.downstream.model, seqs.num_items, vectors, has)
+    saved = WarmStart("earlier", lambda: (model.state_dict(), seqs.item_ids))
+    warm_start.apply(fresh, saved, seqs.item_ids[::-1])  # the same items, numbered the other way round
+    for new, old in zip(fresh.items.members, model.items.members):
+        assert torch.equal(new.ids.weight[1:], old.ids.weight[1:].flip(0))
+        assert torch.equal(new.adapter.linear.weight, old.adapter.linear.weight)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from pipeline.schema.base import Section
 
@@ -42,6 +42,17 @@ class ModelConfig(Section):
     temperature: float | None = Field(gt=0, description=(
         "null: an item's score is the dot product of the user state and its vector (SASRec) | t: their cosine / t "
         "(UniSRec 0.07, Recformer 0.05)"))
+    members: int = Field(ge=1, description=(
+        "sequence kinds: this many models (each its own item side and sequence model, its own start and dropout) "
+        "trained side by side on the same batches, each by its own loss; an item's score is the sum of theirs, "
+        "one dot product of their concatenated vectors (members x hidden_size wide); costs members x the "
+        "training. 1 = one model"))
+
+    @model_validator(mode="after")
+    def _members_score_by_dot_product(self) -> ModelConfig:
+        if self.members > 1 and self.temperature is not None:
+            raise ValueError("members > 1 sums the members' dot products; set temperature to null")
+        return self
 
 
 class TrainConfig(Section):

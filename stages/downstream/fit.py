@@ -128,12 +128,13 @@ def moving_average(model: Recommender, decay: float | None) -> AveragedModel | N
     published model and the valid curve that early stopping reads (measured in docs/defaults.md).
 
     Buffers kept out of the state dict are the model's inputs, not weights (the frozen embedding table, N x D):
-    they are set aside while the model is copied, then shared by both, so the average costs the weights only.
+    they are set aside while the model is copied (under every name, when members share one), then shared by both,
+    so the average costs the weights only.
     """
     if decay is None:
         return None
     weights = model.state_dict().keys()
-    inputs = {name: buffer for name, buffer in model.named_buffers() if name not in weights}
+    inputs = {name: buffer for name, buffer in model.named_buffers(remove_duplicate=False) if name not in weights}
 
     def put(into: nn.Module, tensors: dict[str, torch.Tensor | None]) -> None:
         for name, tensor in tensors.items():

@@ -93,6 +93,11 @@ class ItemEncoder(nn.Module):
             raise ValueError(f"unknown adapter {kind!r}")
         return start_at_id_scale(adapter, rows)
 
+    def share_table(self, other: ItemEncoder) -> None:
+        """Read `other`'s frozen embedding table instead of this encoder's own copy (members of one model)."""
+        if self.uses_embeddings and "table" in self._buffers:
+            self.table = other.table
+
     @property
     def input_dim(self) -> int | None:
         """D of the embeddings this encoder was built for (None in ID-only mode)."""

@@ -15,6 +15,7 @@ from torch import nn
 
 from pipeline.config import ModelConfig
 from stages.downstream.item_encoder import ItemEncoder
+from stages.downstream.members import MemberItems, MemberSequences
 
 
 class Recommender(nn.Module):
@@ -23,13 +24,17 @@ class Recommender(nn.Module):
         sequence: maps (B, L, H) item vectors and a (B, L) padding mask to (B, L, H) user states.
         temperature: None scores by dot product; t scores by cosine / t: the states come out L2-normalised and
             divided by t, and `items` must give L2-normalised vectors.
+        members: how many equal blocks every vector holds, one per member model (`stages.downstream.members`):
+            a score is the sum of the members' scores, and each member is trained by its own loss.
     """
 
-    def __init__(self, items: nn.Module, sequence: nn.Module, temperature: float | None = None) -> None:
+    def __init__(self, items: nn.Module, sequence: nn.Module, temperature: float | None = None,
+                 members: int = 1) -> None:
         super().__init__()
         self.items = items
         self.sequence = sequence
         self.temperature = temperature
+        self.members = members
 
     def forward(self, history: torch.Tensor) -> torch.Tensor:
         """(B, L) right-aligned item ids -> (B, L', H): state t predicts the item after position t.
@@ -55,10 +60,20 @@ class Recommender(nn.Module):
 def build(config: ModelConfig, sequence: Callable[[ModelConfig], nn.Module], num_items: int,
           embeddings: np.ndarray | None, has_embedding: np.ndarray | None) -> Recommender:
     """The sequence model `sequence` builds over the item side `config` describes: `embeddings` (N, D) in item
-    order, or IDs alone when None. The item side is built first: a seed gives the weights it always gave."""
-    items = ItemEncoder(
-        num_items, config.hidden_size,
-        None if embeddings is None else torch.from_numpy(embeddings),
-        None if has_embedding is None else torch.from_numpy(has_embedding),
-        config.adapter, config.id_embedding, config.freeze_embeddings, normalise=config.temperature is not None)
-    return Recommender(items, sequence(config), config.temperature)
+    order, or IDs alone when None; `config.members` of them side by side. The item side is built first, member
+    by member: a seed gives the weights it always gave."""
+    def item_side() -> ItemEncoder:
+        return ItemEncoder(
+            num_items, config.hidden_size,
+            None if embeddings is None else torch.from_numpy(embeddings),
+            None if has_embedding is None else torch.from_numpy(has_embedding),
+            config.adapter, config.id_embedding, config.freeze_embeddings, normalise=config.temperature is not None)
+
+    if config.members == 1:
+        return Recommender(item_side(), sequence(config), config.temperature)
+    items, sequences = [], []
+    for _ in range(config.members):
+        items.append(item_side())
+        sequences.append(sequence(config))
+        items[-1].share_table(items[0])  # before the next member is built: one copy of the table at a time
+    return Recommender(MemberItems(items), MemberSequences(sequences), config.temperature, config.members)

@@ -20,8 +20,13 @@ from pipeline.errors import BadInput
 from pipeline.store import workspace_output
 from pipeline.workspace import Published, newest
 
-# State-dict entries with one row per item id (row 0 = padding): matched by item id, not copied whole.
-ITEM_ROWS = ("items.ids.weight", "items.table")
+# State-dict entries with one row per item id (row 0 = padding), the item side's (each member's, in a model of
+# several): matched by item id, not copied whole.
+ITEM_ROWS = ("ids.weight", "table")
+
+
+def has_item_rows(name: str) -> bool:
+    return name.startswith("items.") and name.endswith(tuple(f".{rows}" for rows in ITEM_ROWS))
 
 
 @dataclass(frozen=True)
@@ -66,7 +71,7 @@ def apply(model: torch.nn.Module, source: WarmStart, item_ids: list[str]) -> dic
             saved = saved_state.get(name)
             if saved is None:
                 continue
-            if name in ITEM_ROWS:
+            if has_item_rows(name):
                 tensor[1:][known] = saved[rows[known]].to(tensor.dtype)
             elif saved.shape == tensor.shape:
                 tensor.copy_(saved)
