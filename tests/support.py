@@ -73,10 +73,6 @@ def write_embeddings_run(root: Path, dataset_dir: Path, dim: int, item_ids: list
 SMALL = "small"  # ml-100k cut down: items with >= 20 interactions, each user's 20 most recent
 TINY_MODEL = ["downstream.model.hidden_size=16", "downstream.model.layers=1", "downstream.model.heads=2",
               "downstream.model.max_length=10", "downstream.train.batch_size=256",
-              "downstream.train.epochs=2", "downstream.evaluate.batch_size=512"]
+              "downstream.train.epochs=2", "downstream.evaluate.batch_size=512", "downstream.model.members=1"]
 
 
-SMALL = "small"  # ml-100k cut down: items with >= 20 interactions, each user's 20 most recent
-TINY_MODEL = ["downstream.model.hidden_size=16", "downstream.model.layers=1", "downstream.model.heads=2",
-              "downstream.model.max_length=10", "downstream.train.batch_size=256",
-              "downstream.train.epochs=2", "downstream.evaluate.batch_size=512"]
