@@ -10,12 +10,14 @@ that many runs at once, each in a workspace of its own over the shared dataset r
     python -m benchmarks.quality --workspace artifacts/quality --seeds 3 --jobs 2
 
 `--embeddings DATASET.METHOD=RUN_FOLDER` uses an embeddings run made elsewhere instead of aligning here (SAID
-over Scientific takes about an hour on this machine's one core).
+over Scientific takes about an hour on this machine's one core). `--keep RESULTS_JSON...` carries the recipes an
+earlier invocation measured and this one does not run into the results written, each marked with its commit.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 from collections.abc import Callable
@@ -153,13 +155,32 @@ def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
             "epochs_train_s_mean": mean([run["epochs_train_s"] for run in runs])}
 
 
-def figures(runs: list[dict[str, Any]], seeds: int) -> dict[str, Any]:
-    """The published keys: per dataset its recipes, Scientific's best recipe, the default against ID-only."""
+def summaries(runs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Per dataset, per recipe: its seeds' summary."""
     recipes: dict[str, dict[str, Any]] = {}
     for run in runs:
         recipes.setdefault(run["dataset"], {}).setdefault(run["recipe"], []).append(run)
-    table = {dataset: {name: summarise(found) for name, found in by_recipe.items()}
-             for dataset, by_recipe in recipes.items()}
+    return {dataset: {name: summarise(found) for name, found in by_recipe.items()}
+            for dataset, by_recipe in recipes.items()}
+
+
+def kept_from(earlier: list[dict[str, Any]], table: dict[str, dict[str, Any]],
+              runs: list[dict[str, Any]]) -> None:
+    """Add to `table` and `runs` each recipe of the `earlier` results files (later files first) that this
+    invocation did not run, marked with the commit, date and command that measured it: stage one for some
+    recipes (SAID over Scientific) takes hours, and one invocation need not redo what an earlier one measured."""
+    for record in earlier:
+        for dataset, found in record["by_dataset"].items():
+            for name, summary in found.items():
+                if name in table.get(dataset, {}):
+                    continue
+                measured = summary.get("measured") or {key: record[key] for key in ("git_commit", "date", "command")}
+                table.setdefault(dataset, {})[name] = {**summary, "measured": measured}
+                runs += [run for run in record["runs"] if (run["dataset"], run["recipe"]) == (dataset, name)]
+
+
+def figures(table: dict[str, dict[str, Any]], seeds: int) -> dict[str, Any]:
+    """The published keys: per dataset its recipes, Scientific's best recipe, the default against ID-only."""
     out: dict[str, Any] = {"recipes": {name: {"method": r.method, "overrides": list(r.overrides)}
                                        for name, r in RECIPES.items()}, "by_dataset": table, "vq_rec": VQREC}
     for dataset, found in table.items():
@@ -190,6 +211,8 @@ def rows(out: dict[str, Any]) -> list[tuple[str, Any]]:
                       f"valid NDCG@10 after {BUDGET_EPOCH} epochs {budget}; training {s['epochs_train_s_mean']:.0f} s a seed")
             if s["seed_ensemble"]:
                 figure += "; its seeds' scores summed: " + ", ".join(f"{k} {v:.4f}" for k, v in s["seed_ensemble"].items())
+            if "measured" in s:
+                figure += f"; measured at commit {(s['measured']['git_commit'] or '?')[:7]}, {s['measured']['date'][:10]}"
             table.append((f"{dataset} {name} (seeds {s['seeds']}; epochs {s['epochs']})", figure))
     if "said_text_id_vs_text_id" in out:
         table.append(("SAID + text + ID / text + ID, NDCG@10 on Scientific", out["said_text_id_vs_text_id"]))
@@ -216,6 +239,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--jobs", type=int, default=1, help="training runs at once (one torch thread each)")
     parser.add_argument("--embeddings", nargs="*", type=given_run, default=[], metavar="DATASET.METHOD=RUN_FOLDER",
                         help="use these embeddings runs instead of aligning")
+    parser.add_argument("--keep", nargs="*", type=_args.existing_file, default=[], metavar="RESULTS_JSON",
+                        help="earlier quality.json files: their recipes this invocation does not run are kept, "
+                             "each marked with the commit that measured it (a later file wins)")
     _args.add_overrides(parser)
     return parser.parse_args()
 
@@ -246,8 +272,15 @@ def main() -> None:
         return train(workspace, task, None if method is None else inputs[task.dataset][method], args.overrides)
 
     runs = run_all(tasks, args.jobs, one)
-    out = figures(runs, args.seeds)
+    table = summaries(runs)
+    earlier = [json.loads(path.read_text()) for path in reversed(args.keep)]
+    kept_from(earlier, table, runs)
+    out = figures(table, args.seeds)
     out["embeddings"] = {dataset: {m: str(p) for m, p in found.items()} for dataset, found in inputs.items()}
+    for record in earlier:
+        for dataset, found in record["embeddings"].items():
+            for method, folder in found.items():
+                out["embeddings"].setdefault(dataset, {}).setdefault(method, folder)
     out["runs"] = runs
     _results.write("quality", out, rows(out))
 

@@ -289,12 +289,25 @@ def stop_on_sigterm() -> None:
     signal.signal(signal.SIGTERM, interrupt)
 
 
+def leave_process_group() -> None:
+    """Under `accelerate launch`, destroy the process group before the interpreter exits: gloo's worker threads
+    outlive a group nobody destroyed and can abort a process that finished its work ("terminate called
+    without an active exception", SIGABRT), which fails the whole launch. Torch is only looked at if a
+    command imported it."""
+    distributed = sys.modules.get("torch.distributed")
+    if distributed is not None and distributed.is_available() and distributed.is_initialized():
+        distributed.destroy_process_group()
+
+
 def main() -> None:
     stop_on_sigterm()
     # The stages print their own progress; the model libraries' loading bars would only interleave with it
     # (read when transformers is first imported; HF_HUB_DISABLE_PROGRESS_BARS=0 brings them back).
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-    app(prog_name="seqrec-pipeline")
+    try:
+        app(prog_name="seqrec-pipeline")
+    finally:
+        leave_process_group()
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ figures its README row quotes. A benchmark module without a test named `test_<mo
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -187,18 +188,30 @@ def test_large_catalog_smoke(monkeypatch, tmp_path) -> None:
 
 
 def test_quality_smoke(monkeypatch, tmp_path, tiny_bert) -> None:
-    """ml-100k, IDs alone against averaged text + ID vectors, two seeds of three epochs on a tiny model."""
+    """ml-100k, IDs alone against averaged text + ID vectors, two seeds of three epochs on a tiny model; then IDs
+    alone again (its runs reused), keeping the first invocation's text + ID figures."""
     shared_dataset("ml-100k")
-    results = run_benchmark(monkeypatch, tmp_path, "quality", "--workspace", tmp_path / "ws", "--datasets", "ml100k",
-                            "--recipes", "id", "text_id_ema", "--seeds", 2, "--jobs", 2,
-                            "--set", f"align.encoder={tiny_bert}", "--set", "align.batch_size=256",
-                            "--set", "downstream.train.epochs=3", "--set", "downstream.model.hidden_size=16",
-                            "--set", "downstream.model.max_length=10", "--set", "data.max_history=10")
+    settings = ("--workspace", tmp_path / "ws", "--datasets", "ml100k", "--seeds", 2, "--jobs", 2,
+                "--set", f"align.encoder={tiny_bert}", "--set", "align.batch_size=256",
+                "--set", "downstream.train.epochs=3", "--set", "downstream.model.hidden_size=16",
+                "--set", "downstream.model.max_length=10", "--set", "data.max_history=10")
+    results = run_benchmark(monkeypatch, tmp_path, "quality", *settings, "--recipes", "id", "text_id_ema")
     record = published(results, "quality", "quality", complete=False)  # no Scientific or Office here
     runs = record["by_dataset"]["ml100k"]
     assert set(runs) == {"id", "text_id_ema"} and all(s["epochs"] == [3, 3] for s in runs.values())
     assert all(0 < s["seed_ensemble"]["ndcg@10"] <= s["seed_ensemble"]["ndcg@50"] <= 1 for s in runs.values())
     assert 0 < record["ml100k"]["id_sasrec_valid_ndcg10_epoch3"] <= 1 and record["ml100k"]["best_variant"] in runs
+
+    first = tmp_path / "first.json"
+    shutil.copy(results / "quality.json", first)
+    again = published(run_benchmark(monkeypatch, tmp_path, "quality", *settings, "--recipes", "id", "--keep", first),
+                      "quality", "quality", complete=False)
+    kept = again["by_dataset"]["ml100k"]
+    assert kept["text_id_ema"] == {**runs["text_id_ema"], "measured": {key: record[key] for key in (
+        "git_commit", "date", "command")}}
+    assert kept["id"] == runs["id"] and "measured" not in kept["id"]  # run again (reused), not kept
+    assert sorted((r["recipe"], r["seed"]) for r in again["runs"]) == sorted((r["recipe"], r["seed"]) for r in record["runs"])
+    assert again["ml100k"]["best_variant"] == record["ml100k"]["best_variant"]
 
 
 def test_fault_matrix_smoke(monkeypatch, tmp_path) -> None:
