@@ -123,7 +123,7 @@ BENCHMARKS: tuple[Benchmark, ...] = (
                "{ndcg10[popularity]:.4f}"),),
         needs="RecBole's own virtual environment (.venv-recbole, made by benchmarks/recbole_setup.sh from PyPI)"),
     Benchmark("quality", ("python -m benchmarks.quality --seeds 3 --jobs 2",),
-              "about 3 h here with SAID aligned (Scientific stage-two runs take 6-12 min each)", (
+              "about 3 h here with SAID aligned (Scientific stage-two runs take 2-15 min each, three members the most)", (
         Figure("quality", "stage-two recipes on Scientific, Office and ml-100k, 3 seeds each (docs/defaults.md)",
                "Scientific best {scientific[best_variant]} NDCG@10 {scientific[ndcg10_mean]}, Recall@10 "
                "{scientific[recall10_mean]} (VQ-Rec {vq_rec[ndcg10]}, {vq_rec[recall10]}; its seeds' scores summed "
@@ -131,7 +131,8 @@ BENCHMARKS: tuple[Benchmark, ...] = (
                "NDCG@10: ml-100k {ml100k[default_ndcg10_mean]} vs {ml100k[id_sasrec_ndcg10_mean]}, Office "
                "{office[default_ndcg10_mean]} vs {office[id_sasrec_ndcg10_mean]}, Scientific "
                "{scientific[default_ndcg10_mean]} vs {scientific[id_sasrec_ndcg10_mean]}; SAID + text + ID / text + "
-               "ID on Scientific {said_text_id_vs_text_id}"),)),
+               "ID on Scientific {said_text_id_vs_text_id}; {kept_from_earlier} recipes kept from earlier commits "
+               "(marked in quality.md)"),)),
     Benchmark("large_catalog", ("python -m benchmarks.large_catalog",), "about 50 min here", (
         Figure("large_catalog", "stage two on {items:,} generated items, ID-only SASRec, {epochs} epochs each",
                "full softmax {ce_epoch_s} s/epoch, NDCG@10 {ce_ndcg10}; sampled ({negatives} popularity negatives, "

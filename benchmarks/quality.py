@@ -276,6 +276,7 @@ def main() -> None:
     earlier = [json.loads(path.read_text()) for path in reversed(args.keep)]
     kept_from(earlier, table, runs)
     out = figures(table, args.seeds)
+    out["kept_from_earlier"] = sum("measured" in s for found in table.values() for s in found.values())
     out["embeddings"] = {dataset: {m: str(p) for m, p in found.items()} for dataset, found in inputs.items()}
     for record in earlier:
         for dataset, found in record["embeddings"].items():

@@ -212,6 +212,7 @@ def test_quality_smoke(monkeypatch, tmp_path, tiny_bert) -> None:
     assert kept["id"] == runs["id"] and "measured" not in kept["id"]  # run again (reused), not kept
     assert sorted((r["recipe"], r["seed"]) for r in again["runs"]) == sorted((r["recipe"], r["seed"]) for r in record["runs"])
     assert again["ml100k"]["best_variant"] == record["ml100k"]["best_variant"]
+    assert (record["kept_from_earlier"], again["kept_from_earlier"]) == (0, 1)
 
 
 def test_fault_matrix_smoke(monkeypatch, tmp_path) -> None:
