@@ -37,7 +37,7 @@ def _cli(*args: str) -> list[str]:
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory: pytest.TempPathFactory, tiny_llama: Path) -> dict:
     """The main job (`run`) on 120 movies of ml-100k with SAID on the tiny LM behind the whitening adapter, two
-    more seeds and an ID-only run."""
+    more seeds and an ID-only run of two members."""
     base = tmp_path_factory.mktemp("report")
     raw = write_ml100k_slice(shared_dataset("ml-100k"), base / "raw", items=120)
     settings = [f"workspace.root={base / 'art'}", f"data.path={raw}", "data.kcore_users=0", "data.kcore_items=0",
@@ -48,7 +48,8 @@ def workspace(tmp_path_factory: pytest.TempPathFactory, tiny_llama: Path) -> dic
     printed = _cli("run", *_sets(*settings))
     runs = [Path(printed[2])] + [Path(_cli("train-downstream", *_sets(*settings, f"downstream.train.seed={seed}"))[-1])
                                  for seed in SEEDS]
-    runs.append(Path(_cli("train-downstream", *_sets(*settings, "downstream.embeddings=null"))[-1]))
+    runs.append(Path(_cli("train-downstream", *_sets(*settings, "downstream.embeddings=null",
+                                                     "downstream.model.members=2"))[-1]))
     return {"settings": settings, "printed": printed, "runs": runs, "root": base / "art"}
 
 
@@ -99,7 +100,7 @@ def test_a_comparison_shows_each_variant_across_its_seeds(workspace: dict) -> No
     row = re.search(r"<td>sasrec on said</td><td class=\"num\">(\d+)</td>(.*?)</tr>", html)
     assert row is not None and row.group(1) == str(1 + len(SEEDS))
     assert f"{np.mean(said):.4f} ± {np.std(said, ddof=1):.4f}" in row.group(2)
-    assert re.search(r"<td>sasrec on ID only</td><td class=\"num\">1</td>", html)
+    assert re.search(r"<td>sasrec x2 on ID only</td><td class=\"num\">1</td>", html)
     assert f"{metrics[0]['popularity']['test']['ndcg@10']:.4f} ± 0.0000" in html
 
 

@@ -106,7 +106,7 @@ def describe(kind: str, run: Run) -> str:
         return f"{m.get('name', run.run_dir.parent.name)}: {count(m.get('counts', {}).get('interactions'))} interactions"
     if kind == "embeddings":
         return f"{m.get('method')} with {m.get('model')}, {count(m.get('rows'))} items x {m.get('dim')}"
-    return (f"{m.get('model')} on {run.item_side}, seed {m.get('seed')}, "
+    return (f"{run.model} on {run.item_side}, seed {m.get('seed')}, "
             f"{m.get('epochs')} epochs (best {m.get('best_epoch')})")
 
 

@@ -40,6 +40,14 @@ class Run:
     def kind(self) -> str:
         return str(self.manifest.get("kind", "?"))
 
+    @property
+    def model(self) -> str:
+        """A downstream run's model, with how many it trains as one where that is more than one ("sasrec x3"):
+        three members and one model of the same recipe are different variants."""
+        members = self.config.get("model", {}).get("members", 1)
+        name = str(self.manifest.get("model", "?"))
+        return f"{name} x{members}" if members > 1 else name
+
 
 @dataclass(frozen=True)
 class Trained:
@@ -60,7 +68,7 @@ class Trained:
 
     @property
     def label(self) -> str:
-        return f"{self.downstream.manifest.get('model', '?')} on {self.downstream.item_side}"
+        return f"{self.downstream.model} on {self.downstream.item_side}"
 
 
 def read_run(run_dir: Path) -> Run:
